@@ -1,0 +1,164 @@
+"""The Kokkos C++ emitter: walks the lowered function and writes forward()'s body.
+
+One object owns the value -> C++ name scopes, the indentation and the output lines; one small
+handler per op, registered in HANDLERS by the @handles decorator (handlers.py). Arithmetic and
+math come from the tables in scalar_ops.py.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable
+
+from ..errors import ExportError
+from ..importer import c_identifier
+from . import cxx_types
+
+HANDLERS: dict[str, Callable[["KokkosEmitter", object], None]] = {}
+
+
+def handles(*op_names: str):
+    """Register a handler for the named ops."""
+    def register(function):
+        for op_name in op_names:
+            HANDLERS[op_name] = function
+        return function
+    return register
+
+
+@dataclass
+class MemrefHandle:
+    """A memref value as C++ sees it: a View named `cname` over memory owned by `root`."""
+    cname: str
+    root: str
+    const: bool
+
+
+@dataclass
+class StateView:
+    """A View member of the generated State struct (a weight or an intermediate buffer)."""
+    cname: str
+    element: str
+    shape: tuple[int, ...]
+    comment: str
+    weight_index: int | None = None    # index in the weight blob, for weights
+    weight_name: str = ""
+
+
+def location_label(op) -> str:
+    """The source name an op carries (`layer1.0.conv1/convolution`), or '' if none."""
+    text = str(op.location)
+    for match in re.finditer(r'"([^"]+)"(?!:\d)', text):
+        return match.group(1)
+    return ""
+
+
+class KokkosEmitter:
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        self.lines: list[str] = []
+        self.depth = 1
+        self.values: dict = {}                 # SSA value -> C++ expression
+        self.memrefs: dict = {}                # memref value -> MemrefHandle
+        self.state_views: list[StateView] = []
+        self.taken: set[str] = set()           # names in forward()'s scope
+        self.labels: Counter = Counter()
+        self.op_counts: Counter = Counter()
+        self.kernel_count = 0
+        self.in_kernel = False
+        self.local_counter = 0
+        self.yield_targets: list[list[str]] = []
+        self.globals: dict[str, StateView] = {}   # memref.global symbol -> its weight View
+        self.module = None
+
+    # ---- output --------------------------------------------------------------------------
+    def line(self, text: str = "") -> None:
+        self.lines.append(("  " * self.depth + text) if text else "")
+
+    def indented(self):
+        emitter = self
+
+        class _Indent:
+            def __enter__(self):
+                emitter.depth += 1
+
+            def __exit__(self, *exc):
+                emitter.depth -= 1
+        return _Indent()
+
+    # ---- names ---------------------------------------------------------------------------
+    def unique(self, base: str) -> str:
+        base = c_identifier(base, prefix="t")
+        if re.fullmatch(r"[vi]\d+", base):
+            base += "_"
+        name, n = base, 1
+        while name in self.taken:
+            name = f"{base}_{n}"
+            n += 1
+        self.taken.add(name)
+        return name
+
+    def kernel_label(self, op, fallback: str) -> str:
+        base = c_identifier(location_label(op) or fallback, prefix="k")
+        count = self.labels[base]
+        self.labels[base] += 1
+        label = base if count == 0 else f"{base}_{count}"
+        return f"{self.model_name}::{label}"
+
+    def fresh_local(self, prefix: str = "v") -> str:
+        name = f"{prefix}{self.local_counter}"
+        self.local_counter += 1
+        return name
+
+    def bind(self, value, expression: str) -> None:
+        self.values[value] = expression
+
+    def expr(self, value) -> str:
+        """The C++ expression of an SSA scalar: a literal for constants, else its variable."""
+        if value in self.values:
+            return self.values[value]
+        from torch_mlir import ir
+        if isinstance(value, ir.OpResult):
+            owner = ir.OpResult(value).owner
+            if owner.name == "arith.constant":
+                return self.constant_literal(owner)
+        raise ExportError(f"internal: value {value.get_name()} used before it was emitted")
+
+    def constant_literal(self, op) -> str:
+        from torch_mlir import ir
+        attr = op.attributes["value"]
+        cxx = cxx_types.scalar(op.results[0].type)
+        if isinstance(attr, ir.FloatAttr):
+            return cxx_types.float_literal(ir.FloatAttr(attr).value, cxx)
+        if isinstance(attr, ir.IntegerAttr):
+            return cxx_types.int_literal(ir.IntegerAttr(attr).value, cxx)
+        raise ExportError(f"constant {attr} is not a scalar; the emitter expects scalar "
+                          f"constants (at {op.location})")
+
+    def memref(self, value) -> MemrefHandle:
+        if value not in self.memrefs:
+            raise ExportError(f"internal: memref {value.get_name()} used before it was emitted")
+        return self.memrefs[value]
+
+    def declare(self, result, expression: str, prefix: str = "v") -> str:
+        """`const T vN = expression;` for a scalar result; binds and returns the name."""
+        name = self.fresh_local(prefix)
+        self.line(f"const {cxx_types.scalar(result.type)} {name} = {expression};")
+        self.bind(result, name)
+        return name
+
+    # ---- walking -------------------------------------------------------------------------
+    def emit_op(self, op) -> None:
+        name = op.name
+        self.op_counts[name] += 1
+        handler = HANDLERS.get(name)
+        if handler is None:
+            raise ExportError(f"the Kokkos emitter has no handler for op '{name}' "
+                              f"(from {location_label(op) or op.location})",
+                              hint="this op survived lowering; please report it with the model")
+        handler(self, op)
+
+    def emit_block(self, block) -> None:
+        for op in block.operations:
+            self.emit_op(op.operation)

@@ -1,0 +1,229 @@
+"""Emit stage entry point: lowered MLIR -> the package's header and source text.
+
+Walks the single `forward` function, then renders templates/cpp/*.in with what the walk found
+(weights and buffers for the State struct, the kernels for forward()'s body, the C API).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..errors import ExportError
+from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight
+from . import cxx_types
+from .emitter import KokkosEmitter, MemrefHandle, StateView
+from .handlers import emit_host_block
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "cpp"
+
+BACKEND_SPACES = {
+    "serial": ("Kokkos::Serial", "Kokkos::HostSpace"),
+    "openmp": ("Kokkos::OpenMP", "Kokkos::HostSpace"),
+    "threads": ("Kokkos::Threads", "Kokkos::HostSpace"),
+    "cuda": ("Kokkos::Cuda", "Kokkos::CudaSpace"),
+    "hip": ("Kokkos::HIP", "Kokkos::HIPSpace"),
+    "sycl": ("Kokkos::Experimental::SYCL", "Kokkos::Experimental::SYCLDeviceUSMSpace"),
+}
+
+
+def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
+    """Generate Kokkos C++ for `lowered` (output of lowering.run) as package `name`."""
+    if backend not in BACKEND_SPACES:
+        raise ExportError(f"unknown backend '{backend}'",
+                          hint="choose one of " + ", ".join(BACKEND_SPACES))
+    module = lowered.module
+    function = _forward_function(module)
+    emitter = KokkosEmitter(name)
+    emitter.taken.update({"state", "blob", "fresh", "range", "mdrange", "buffer", "unmanaged",
+                          "strided", "State", "initialize", "finalize", "forward", name})
+    arguments = list(function.regions[0].blocks[0].arguments)
+    expected = len(lowered.weights) + len(lowered.inputs) + len(lowered.outputs)
+    if len(arguments) != expected:
+        raise ExportError(f"internal: forward has {len(arguments)} arguments, expected "
+                          f"{expected} (weights, inputs, outputs)")
+    blob: list[Weight] = []
+    weight_args = arguments[:len(lowered.weights)]
+    for argument, weight in zip(weight_args, lowered.weights):
+        if not list(argument.uses):
+            continue   # e.g. batch norm's num_batches_tracked
+        _add_weight(emitter, blob, weight, argument)
+    _add_module_constants(emitter, blob, module)
+    io_args = arguments[len(lowered.weights):]
+    for argument, spec in zip(io_args, [*lowered.inputs, *lowered.outputs]):
+        emitter.taken.add(spec.cname)
+        is_input = spec in lowered.inputs
+        emitter.memrefs[argument] = MemrefHandle(spec.cname, spec.cname, const=is_input)
+
+    emit_host_block(emitter, function.regions[0].blocks[0])
+    forward_body = "\n".join(emitter.lines)
+
+    header = _render("model.hpp.in", _header_fields(name, backend, lowered))
+    source = _render("model.cpp.in", {
+        **_header_fields(name, backend, lowered),
+        "KERNEL_COUNT": str(emitter.kernel_count),
+        "WEIGHT_COUNT": str(len(blob)),
+        "STATE_MEMBERS": _state_members(emitter.state_views),
+        "INITIALIZE_BODY": _initialize_body(name, emitter.state_views),
+        "EXTENT_CHECKS": _extent_checks(name, lowered),
+        "FORWARD_HANDLES": "\n".join(f"  const auto {v.cname} = state->{v.cname};"
+                                     for v in emitter.state_views),
+        "FORWARD_BODY": forward_body,
+        "C_NULL_CHECKS": _c_null_checks(name, lowered),
+        "C_FORWARD_BODY": _c_forward_body(name, lowered),
+    })
+    return EmittedSource(name=name, backend=backend, header=header, source=source,
+                         weights=blob, inputs=lowered.inputs, outputs=lowered.outputs,
+                         op_counts=emitter.op_counts, kernel_count=emitter.kernel_count)
+
+
+def _forward_function(module):
+    functions = [op.operation for op in module.body.operations
+                 if op.operation.name == "func.func"]
+    if len(functions) != 1:
+        raise ExportError(f"internal: expected one function after lowering, found "
+                          f"{len(functions)}")
+    return functions[0]
+
+
+def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argument) -> None:
+    from torch_mlir import ir
+    memref_type = ir.MemRefType(argument.type)
+    cname = emitter.unique(weight.cname)
+    emitter.state_views.append(StateView(
+        cname=cname, element=cxx_types.scalar(memref_type.element_type),
+        shape=tuple(memref_type.shape), comment=f'"{weight.name}" {list(memref_type.shape)}',
+        weight_index=len(blob), weight_name=weight.name))
+    emitter.memrefs[argument] = MemrefHandle(cname, cname, const=True)
+    blob.append(Weight(name=weight.name, cname=cname, array=weight.array))
+
+
+def _add_module_constants(emitter: KokkosEmitter, blob: list[Weight], module) -> None:
+    """memref.global constants (from tensor constants in the model) travel in the blob too."""
+    from torch_mlir import ir
+    for op in module.body.operations:
+        op = op.operation
+        if op.name != "memref.global":
+            continue
+        symbol = ir.StringAttr(op.attributes["sym_name"]).value
+        memref_type = ir.MemRefType(ir.TypeAttr(op.attributes["type"]).value)
+        if "initial_value" not in op.attributes or not isinstance(
+                op.attributes["initial_value"], ir.DenseElementsAttr):
+            raise ExportError(f"global @{symbol} has no dense initial value the emitter can read")
+        attr = ir.DenseElementsAttr(op.attributes["initial_value"])
+        dtype = cxx_types.numpy_dtype(memref_type.element_type)
+        shape = tuple(memref_type.shape)
+        if attr.is_splat:
+            splat = attr.get_splat_value()
+            value = ir.FloatAttr(splat).value if isinstance(splat, ir.FloatAttr) \
+                else ir.IntegerAttr(splat).value
+            array = np.full(shape, value, dtype=dtype)
+        else:
+            array = np.asarray(attr).astype(dtype).reshape(shape)
+        cname = emitter.unique(symbol)
+        view = StateView(cname=cname, element=cxx_types.scalar(memref_type.element_type),
+                         shape=shape, comment=f"constant {symbol} {list(shape)}",
+                         weight_index=len(blob), weight_name=symbol)
+        emitter.state_views.append(view)
+        emitter.globals[symbol] = view
+        blob.append(Weight(name=symbol, cname=cname, array=np.ascontiguousarray(array)))
+
+
+def _view_type(spec: TensorSpec, const: bool, space: str = "memory_space") -> str:
+    element = ("const " if const else "") + CXX_TYPES[spec.dtype]
+    return f"Kokkos::View<{element}{'*' * len(spec.shape)}, Kokkos::LayoutRight, {space}>"
+
+
+def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str, str]:
+    execution_space, memory_space = BACKEND_SPACES[backend]
+    io_doc, view_types, params, c_params = [], [], [], []
+    for kind, specs in (("input", lowered.inputs), ("output", lowered.outputs)):
+        for spec in specs:
+            const = kind == "input"
+            io_doc.append(f"//   {spec.cname} ({kind} '{spec.name}'): {spec.dtype} "
+                          f"{list(spec.shape)}")
+            rank = len(spec.shape)
+            extents = ", ".join(str(d) for d in spec.shape) or "1"
+            view_types.append(f"using {spec.cname}_view = {_view_type(spec, const)};\n"
+                              f"inline constexpr int {spec.cname}_rank = {rank};\n"
+                              f"inline constexpr int64_t {spec.cname}_extents[{max(rank, 1)}] = "
+                              f"{{{extents}}};")
+            params.append(f"{spec.cname}_view {spec.cname}")
+            c_type = C_API_TYPES[spec.dtype]
+            c_params.append(f"{'const ' if const else ''}{c_type}* {spec.cname}")
+    source = lowered.source.path.name if lowered.source else "a model"
+    return {"NAME": name, "VERSION": __version__, "SOURCE": source,
+            "IO_DOC": "\n".join(io_doc), "EXECUTION_SPACE": execution_space,
+            "MEMORY_SPACE": memory_space, "NUM_INPUTS": str(len(lowered.inputs)),
+            "NUM_OUTPUTS": str(len(lowered.outputs)), "VIEW_TYPES": "\n".join(view_types),
+            "FORWARD_PARAMS": ", ".join(params), "C_FORWARD_PARAMS": ", ".join(c_params)}
+
+
+def _state_members(views: list[StateView]) -> str:
+    return "\n".join(f"  buffer<{v.element}{'*' * len(v.shape)}> {v.cname};  // {v.comment}"
+                     for v in views)
+
+
+def _initialize_body(name: str, views: list[StateView]) -> str:
+    lines = []
+    for view in views:
+        extents = "".join(f", {e}" for e in view.shape)
+        lines.append(f"    fresh->{view.cname} = buffer<{view.element}{'*' * len(view.shape)}>("
+                     f'Kokkos::view_alloc("{name}::{view.cname}", Kokkos::WithoutInitializing)'
+                     f"{extents});")
+        if view.weight_index is not None:
+            lines.append(f'    lapis::load_weight(blob, {view.weight_index}, "{view.weight_name}", '
+                         f"fresh->{view.cname});")
+    return "\n".join(lines)
+
+
+def _extent_checks(name: str, lowered: ImportedModel) -> str:
+    return "\n".join(f'  lapis::check_extents("{name}::forward: {s.cname} ({s.name})", '
+                     f"{s.cname}, {s.cname}_extents);"
+                     for s in [*lowered.inputs, *lowered.outputs])
+
+
+def _c_null_checks(name: str, lowered: ImportedModel) -> str:
+    return "\n".join(f"  if (!{s.cname}) return fail(2, \"{name}_forward_host: {s.cname} "
+                     f"is a null pointer\");" for s in [*lowered.inputs, *lowered.outputs])
+
+
+def _c_forward_body(name: str, lowered: ImportedModel) -> str:
+    lines = []
+    for spec in lowered.inputs:
+        extents = "".join(f", {d}" for d in spec.shape)
+        element = CXX_TYPES[spec.dtype]
+        pointer = spec.cname if C_API_TYPES[spec.dtype] == element else \
+            f"reinterpret_cast<const {element}*>({spec.cname})"
+        host_type = _view_type(spec, True, "Kokkos::HostSpace").replace(
+            ">", ", Kokkos::MemoryTraits<Kokkos::Unmanaged>>", 1)
+        lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
+        lines.append(f"    const auto {spec.cname}_device = Kokkos::create_mirror_view_and_copy("
+                     f"{name}::memory_space(), {spec.cname}_host);")
+    for spec in lowered.outputs:
+        extents = "".join(f", {d}" for d in spec.shape)
+        element = CXX_TYPES[spec.dtype]
+        pointer = spec.cname if C_API_TYPES[spec.dtype] == element else \
+            f"reinterpret_cast<{element}*>({spec.cname})"
+        host_type = _view_type(spec, False, "Kokkos::HostSpace").replace(
+            ">", ", Kokkos::MemoryTraits<Kokkos::Unmanaged>>", 1)
+        lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
+        lines.append(f"    const auto {spec.cname}_device = Kokkos::create_mirror_view("
+                     f"{name}::memory_space(), {spec.cname}_host);")
+    arguments = ", ".join(f"{s.cname}_device" for s in [*lowered.inputs, *lowered.outputs])
+    lines.append(f"    {name}::forward({arguments});")
+    for spec in lowered.outputs:
+        lines.append(f"    Kokkos::deep_copy({spec.cname}_host, {spec.cname}_device);")
+    return "\n".join(lines)
+
+
+def _render(template: str, fields: dict[str, str]) -> str:
+    text = (TEMPLATES / template).read_text()
+    for key, value in fields.items():
+        text = text.replace(f"@{key}@", value)
+    leftover = re.findall(r"@[A-Z_]+@", text)
+    if leftover:
+        raise ExportError(f"internal: template {template} has unrendered fields {leftover[:3]}")
+    return text

@@ -1,0 +1,72 @@
+"""Typed hand-offs between pipeline stages (frontend -> importer -> lowering -> emit -> package)."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Element types we carry through the pipeline, with their C++ spellings (bool travels as uint8_t
+# through the C API, as DESIGN.md says).
+CXX_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
+             "bool": "bool"}
+C_API_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t",
+               "bool": "uint8_t"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output as the user sees it."""
+    name: str                 # name in the source model (graph input/output name)
+    cname: str                # C identifier used in the generated API (input0, output0, ...)
+    dtype: str                # key of CXX_TYPES
+    shape: tuple[int, ...]    # -1 marks a dynamic dimension
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "cname": self.cname, "dtype": self.dtype,
+                "shape": list(self.shape)}
+
+
+@dataclass
+class LoadedModel:
+    """frontend.load() result: a model program plus what the file says about its interface."""
+    path: Path
+    kind: str                           # "torchscript" | "torch.export" | "onnx"
+    program: Any                        # torch.export.ExportedProgram (or onnx.ModelProto)
+    inputs: list[TensorSpec]
+    source_sha256: str
+
+
+@dataclass
+class Weight:
+    """A parameter/buffer/constant tensor held in the weight blob, referred to by name."""
+    name: str                 # source name, e.g. "layer1.0.conv1.weight"
+    cname: str                # C identifier, e.g. "layer1_0_conv1_weight"
+    array: np.ndarray         # contiguous, little-endian
+
+
+@dataclass
+class ImportedModel:
+    """importer.to_linalg() result: linalg-on-tensors IR whose function arguments are the
+    weights (in `weights` order) followed by the user inputs."""
+    module: Any               # torch_mlir.ir.Module
+    weights: list[Weight]
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    source: LoadedModel
+
+
+@dataclass
+class EmittedSource:
+    """emit.kokkos() result: the generated C++ and what the package needs to ship with it."""
+    name: str                 # namespace, CMake target, symbol prefix
+    backend: str              # serial | openmp | threads | cuda | hip | sycl
+    header: str               # text of include/NAME.hpp
+    source: str               # text of src/NAME.cpp
+    weights: list[Weight]     # in weight-blob order (the generated code indexes them so)
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    op_counts: Counter = field(default_factory=Counter)   # lowered MLIR ops handled
+    kernel_count: int = 0

@@ -1,0 +1,170 @@
+"""Import stage: an ExportedProgram becomes linalg-on-tensors MLIR through torch-mlir.
+
+Weights are not baked into the IR: every parameter, buffer and lifted constant stays a function
+argument (in signature order, before the user inputs), and its tensor is kept here by name for
+the weight blob. Op locations are named after the source module path, e.g. `layer1.0.conv1/convolution`.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from torch.export.graph_signature import InputKind
+
+from .errors import ExportError
+from .handoff import ImportedModel, LoadedModel, TensorSpec, Weight
+
+_TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64",
+                 torch.int32: "int32", torch.bool: "bool"}
+
+_CXX_KEYWORDS = frozenset("""alignas alignof and and_eq asm auto bitand bitor bool break case catch
+char char8_t char16_t char32_t class compl concept const consteval constexpr constinit const_cast
+continue co_await co_return co_yield decltype default delete do double dynamic_cast else enum
+explicit export extern false float for friend goto if inline int long mutable namespace new
+noexcept not not_eq nullptr operator or or_eq private protected public register reinterpret_cast
+requires return short signed sizeof static static_assert static_cast struct switch template this
+thread_local throw true try typedef typeid typename union unsigned using virtual void volatile
+wchar_t while xor xor_eq""".split())
+
+
+def c_identifier(text: str, prefix: str = "v") -> str:
+    """A stable C++ identifier made from a source name ("layer1.0.conv1.weight" -> layer1_0_conv1_weight)."""
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", text).strip("_")
+    ident = re.sub(r"_+", "_", ident)
+    if not ident or ident[0].isdigit() or ident in _CXX_KEYWORDS:
+        ident = f"{prefix}_{ident}"
+    return ident
+
+
+def to_linalg(model: LoadedModel) -> ImportedModel:
+    """Import `model.program` and lower it to the linalg-on-tensors backend contract."""
+    from torch_mlir import ir
+    from torch_mlir.compiler_utils import TorchMlirCompilerError, run_pipeline_with_repro_report
+    from torch_mlir.dialects import torch as torch_d
+    from torch_mlir.extras.fx_decomp_util import get_decomposition_table
+    from torch_mlir.extras.fx_importer import FxImporter
+
+    try:
+        program = model.program.run_decompositions(get_decomposition_table())
+    except Exception as exc:  # torch raises many types for unsupported graphs
+        raise ExportError(f"{model.path}: torch.export decomposition failed: "
+                          f"{_first_line(exc)}") from exc
+
+    weights = _collect_weights(program)
+    outputs = _output_specs(program)
+
+    context = ir.Context()
+    torch_d.register_dialect(context)
+    importer = FxImporter(context=context)
+    importer._cc.__class__ = _named_locations(type(importer._cc))
+    try:
+        importer.import_stateless_graph(program.graph, func_name="forward")
+    except Exception as exc:
+        raise ExportError(f"{model.path}: torch-mlir could not import the graph: "
+                          f"{_first_line(exc)}") from exc
+    module = importer.module
+    for description, pipeline in (
+            ("torch dialect", "builtin.module(func.func(torch-match-quantized-custom-ops), "
+                              "torchdynamo-export-to-torch-backend-pipeline)"),
+            ("linalg-on-tensors", "builtin.module(torch-backend-to-linalg-on-tensors-backend-"
+                                  "pipeline{allow-non-finites=true})")):
+        try:
+            run_pipeline_with_repro_report(module, pipeline, f"lowering to {description}")
+        except TorchMlirCompilerError as exc:
+            raise ExportError(f"{model.path}: lowering to {description} failed: "
+                              f"{_unsupported_op_summary(str(exc))}",
+                              hint="the op named above has no torch-mlir lowering to linalg"
+                              ) from exc
+    return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,
+                         source=model)
+
+
+def _collect_weights(program) -> list[Weight]:
+    """Parameters, buffers and lifted constants in placeholder order, with their tensors."""
+    weights: list[Weight] = []
+    used_cnames: set[str] = set()
+    for spec in program.graph_signature.input_specs:
+        if spec.kind == InputKind.USER_INPUT:
+            continue
+        if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            tensor = program.state_dict[spec.target] if spec.target in program.state_dict \
+                else program.constants[spec.target]
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
+            tensor = program.constants[spec.target]
+        else:
+            raise ExportError(f"unsupported graph input kind {spec.kind.name} "
+                              f"for '{spec.arg.name}'")
+        tensor = tensor.detach()
+        if tensor.dtype not in _TORCH_DTYPES:
+            raise ExportError(f"weight '{spec.target}' has dtype {tensor.dtype}, "
+                              "which is not supported", hint="float32, float64, int64, int32, "
+                              "bool are supported")
+        cname = c_identifier(spec.target, prefix="w")
+        while cname in used_cnames:
+            cname += "_"
+        used_cnames.add(cname)
+        array = np.ascontiguousarray(tensor.contiguous().cpu().numpy())
+        weights.append(Weight(name=spec.target, cname=cname, array=array))
+    return weights
+
+
+def _output_specs(program) -> list[TensorSpec]:
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    specs = []
+    for index, value in enumerate(output_node.args[0]):
+        fake = value.meta.get("val") if isinstance(value, torch.fx.Node) else None
+        if not isinstance(fake, torch.Tensor):
+            raise ExportError(f"model output {index} is not a tensor",
+                              hint="return tensors (or a tuple of tensors) from forward()")
+        if fake.dtype not in _TORCH_DTYPES:
+            raise ExportError(f"model output {index} has dtype {fake.dtype}, "
+                              "which is not supported")
+        shape = tuple(int(d) if isinstance(d, int) else -1 for d in fake.shape)
+        specs.append(TensorSpec(name=value.name, cname=f"output{index}",
+                                dtype=_TORCH_DTYPES[fake.dtype], shape=shape))
+    return specs
+
+
+def _named_locations(context_cache_class):
+    """A ContextCache subclass whose op locations are `module.path/op` names, which become
+    kernel and buffer names in the generated C++ (torch-mlir's default is file:line)."""
+    from torch_mlir import ir
+
+    class NamedLocations(context_cache_class):
+        __slots__ = ()
+
+        def get_node_location(self, node):
+            return ir.Location.name(_node_label(node), context=self._c)
+    return NamedLocations
+
+
+def _node_label(node) -> str:
+    """`module.path/op` for an FX node: the name kernels and buffers inherit."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = ""
+    if stack:
+        path = list(stack.values())[-1][0]
+    target = getattr(node.target, "__name__", str(node.target))
+    op = target.split(".")[0]
+    return f"{path}/{op}" if path else op
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _unsupported_op_summary(report: str) -> str:
+    """Turn torch-mlir's multi-line failure report into one line naming the op(s)."""
+    ops = re.findall(r"failed to legalize operation '([^']+)'", report)
+    ops += re.findall(r"unsupported by backend contract: module op '([^']+)'", report)
+    ops += re.findall(r"found an op that was marked as backend illegal.*?'([\w.]+)'", report)
+    if ops:
+        distinct = sorted(set(ops))
+        more = f" (and {len(distinct) - 1} other unsupported op kinds)" if len(distinct) > 1 else ""
+        return f"op '{distinct[0]}' is not supported{more}"
+    for line in report.splitlines():
+        if "error:" in line:
+            return line.split("error:", 1)[1].strip()
+    return report.strip().splitlines()[0] if report.strip() else "unknown error"

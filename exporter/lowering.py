@@ -1,0 +1,40 @@
+"""Lowering stage: linalg-on-tensors -> buffers and loops, through upstream MLIR passes.
+
+The result uses a small closed set of dialects the emitter knows: func, arith, math, memref,
+scf, cf (asserts). Outputs become destination arguments appended after the inputs.
+"""
+from __future__ import annotations
+
+from .errors import ExportError
+from .handoff import ImportedModel
+
+# Each step is (description, pass pipeline). Kept as data so `-v` and tests can show them.
+PIPELINE = (
+    ("fuse elementwise ops",
+     "builtin.module(func.func(linalg-fuse-elementwise-ops), canonicalize, cse)"),
+    ("bufferize",
+     "builtin.module(one-shot-bufferize{bufferize-function-boundaries "
+     "function-boundary-type-conversion=identity-layout-map "
+     "unknown-type-conversion=identity-layout-map}, "
+     "buffer-results-to-out-params{hoist-static-allocs modify-public-functions}, "
+     "canonicalize, cse)"),
+    ("linalg to parallel loops",
+     "builtin.module(func.func(convert-linalg-to-parallel-loops), lower-affine, "
+     "canonicalize, cse)"),
+)
+
+
+def run(imported: ImportedModel, backend: str) -> ImportedModel:
+    """Lower `imported.module` in place to loops over memrefs; returns the same hand-off."""
+    from torch_mlir.passmanager import PassManager
+
+    del backend  # every backend takes the same loops today; tiling for GPUs slots in here
+    module = imported.module
+    with module.context:
+        for description, pipeline in PIPELINE:
+            try:
+                PassManager.parse(pipeline).run(module.operation)
+            except Exception as exc:
+                raise ExportError(f"{imported.source.path}: MLIR lowering step "
+                                  f"'{description}' failed: {str(exc).splitlines()[0]}") from exc
+    return imported

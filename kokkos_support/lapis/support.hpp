@@ -1,0 +1,136 @@
+// lapis-export support header, shipped into every exported package (src/lapis/).
+// One place for what differs between Kokkos 3.4 and 4.x, and for the scalar helpers the
+// generated kernels call (MLIR's arith/math semantics that C++ lacks as one expression).
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+// Mathematical functions moved from Kokkos::Experimental to Kokkos in 3.7 (and left the
+// Experimental spelling deprecated, then removed in 4.x).
+#if KOKKOS_VERSION >= 30700
+namespace lapis_kmath = Kokkos;
+#else
+namespace lapis_kmath = Kokkos::Experimental;
+#endif
+
+namespace lapis {
+
+namespace math = lapis_kmath;
+
+template <class T>
+KOKKOS_INLINE_FUNCTION T infinity() {
+  return T(__builtin_huge_val());
+}
+template <>
+KOKKOS_INLINE_FUNCTION float infinity<float>() {
+  return __builtin_huge_valf();
+}
+
+template <class T>
+KOKKOS_INLINE_FUNCTION T quiet_nan() {
+  return T(__builtin_nan(""));
+}
+template <>
+KOKKOS_INLINE_FUNCTION float quiet_nan<float>() {
+  return __builtin_nanf("");
+}
+
+// arith.maximumf / minimumf: IEEE maximum/minimum, NaN-propagating (torch.max semantics).
+template <class T>
+KOKKOS_INLINE_FUNCTION T maximumf(T a, T b) {
+  return (a != a) ? a : ((b != b) ? b : (a > b ? a : b));
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T minimumf(T a, T b) {
+  return (a != a) ? a : ((b != b) ? b : (a < b ? a : b));
+}
+// arith.maxnumf / minnumf: the non-NaN operand wins.
+template <class T>
+KOKKOS_INLINE_FUNCTION T maxnumf(T a, T b) {
+  return (a != a) ? b : ((b != b) ? a : (a > b ? a : b));
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T minnumf(T a, T b) {
+  return (a != a) ? b : ((b != b) ? a : (a < b ? a : b));
+}
+
+template <class T>
+KOKKOS_INLINE_FUNCTION T rsqrt(T x) {
+  return T(1) / math::sqrt(x);
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T copysign(T mag, T sgn) {
+  const T a = math::fabs(mag);
+  return (sgn < T(0) || (sgn == T(0) && T(1) / sgn < T(0))) ? -a : a;
+}
+// math.round: half away from zero.
+template <class T>
+KOKKOS_INLINE_FUNCTION T round(T x) {
+  return x < T(0) ? -math::floor(-x + T(0.5)) : math::floor(x + T(0.5));
+}
+// math.roundeven: half to even (the default floating-point rounding mode).
+template <class T>
+KOKKOS_INLINE_FUNCTION T roundeven(T x) {
+  return math::nearbyint(x);
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T fma(T a, T b, T c) {
+  return a * b + c;
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T absi(T x) {
+  return x < T(0) ? T(-x) : x;
+}
+// arith.floordivsi / ceildivsi on signed integers.
+template <class T>
+KOKKOS_INLINE_FUNCTION T floordivsi(T a, T b) {
+  const T q = a / b;
+  return (q * b != a && ((a < 0) != (b < 0))) ? T(q - 1) : q;
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T ceildivsi(T a, T b) {
+  const T q = a / b;
+  return (q * b != a && ((a < 0) == (b < 0))) ? T(q + 1) : q;
+}
+// arith.bitcast between same-sized scalars.
+template <class To, class From>
+KOKKOS_INLINE_FUNCTION To bit_cast(From from) {
+  static_assert(sizeof(To) == sizeof(From), "bit_cast needs equal sizes");
+  To to;
+  memcpy(&to, &from, sizeof(To));
+  return to;
+}
+
+// A View's extents, for messages: "[1, 3, 224, 224]".
+template <class View>
+std::string extents_string(const View& view) {
+  std::string text = "[";
+  for (int r = 0; r < int(View::rank); ++r) {
+    if (r) text += ", ";
+    text += std::to_string(view.extent(r));
+  }
+  return text + "]";
+}
+
+// Checks that a caller's View has the exported extents; throws with both when it does not.
+template <class View>
+void check_extents(const char* what, const View& view, const int64_t* expected) {
+  bool same = true;
+  for (int r = 0; r < int(View::rank); ++r) same = same && int64_t(view.extent(r)) == expected[r];
+  if (same) return;
+  std::string want = "[";
+  for (int r = 0; r < int(View::rank); ++r) {
+    if (r) want += ", ";
+    want += std::to_string(expected[r]);
+  }
+  want += "]";
+  throw std::invalid_argument(std::string(what) + ": expected extents " + want + ", got " +
+                              extents_string(view));
+}
+
+}  // namespace lapis
