@@ -6,6 +6,8 @@ kernel lambda (scalars, loads/stores, serial loops).
 """
 from __future__ import annotations
 
+import re
+
 from ..errors import ExportError
 from . import cxx_types, scalar_ops
 from .emitter import KokkosEmitter, MemrefHandle, StateView, handles, location_label
@@ -259,13 +261,18 @@ def _launch(em: KokkosEmitter, op, fallback: str, bounds: list[tuple[str, str]],
     else:
         raise ExportError(f"a parallel loop of {len(bounds)} dimensions is not supported "
                           f"(at most 6; from {source})")
-    params = ", ".join(f"const int64_t {iv}" for iv in ivs)
     em.line(f"// {source}")
-    em.line(f'Kokkos::parallel_for("{label}", {policy}, KOKKOS_LAMBDA({params}) {{')
+    header = len(em.lines)
+    em.line(f'Kokkos::parallel_for("{label}", {policy}, KOKKOS_LAMBDA(@PARAMS@) {{')
     with em.indented():
         body(ivs)
     _leave_kernel(em)
     em.line("});")
+    # Name only the indices the body reads, so the code compiles cleanly with -Wunused.
+    text = "\n".join(em.lines[header + 1:])
+    params = ", ".join(f"const int64_t {iv}" if re.search(rf"\b{iv}\b", text)
+                       else f"const int64_t /*{iv}*/" for iv in ivs)
+    em.lines[header] = em.lines[header].replace("@PARAMS@", params)
 
 
 def _serial_loops(em: KokkosEmitter, lowers, uppers, body, steps=None) -> None:

@@ -68,8 +68,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
         "STATE_MEMBERS": _state_members(emitter.state_views),
         "INITIALIZE_BODY": _initialize_body(name, emitter.state_views),
         "EXTENT_CHECKS": _extent_checks(name, lowered),
-        "FORWARD_HANDLES": "\n".join(f"  const auto {v.cname} = state->{v.cname};"
-                                     for v in emitter.state_views),
+        "FORWARD_HANDLES": _forward_handles(emitter.state_views),
         "FORWARD_BODY": forward_body,
         "C_NULL_CHECKS": _c_null_checks(name, lowered),
         "C_FORWARD_BODY": _c_forward_body(name, lowered),
@@ -177,6 +176,14 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
             lines.append(f'    lapis::load_weight(blob, {view.weight_index}, "{view.weight_name}", '
                          f"fresh->{view.cname});")
     return "\n".join(lines)
+
+
+def _forward_handles(views: list[StateView]) -> str:
+    if not views:
+        return ""
+    lines = ["  // Local handles, so that kernels capture the Views by value."]
+    lines += [f"  const auto {v.cname} = state->{v.cname};" for v in views]
+    return "\n".join(lines) + "\n"
 
 
 def _extent_checks(name: str, lowered: ImportedModel) -> str:
