@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import ExportError
-from ..importer import c_identifier
+from ..names import c_identifier
 from . import cxx_types
 
 HANDLERS: dict[str, Callable[["KokkosEmitter", object], None]] = {}
