@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.export.graph_signature import InputKind
 
+from . import graph_passes
 from .errors import ExportError
 from .handoff import ImportedModel, LoadedModel, TensorSpec, Weight
 from .names import c_identifier
@@ -28,6 +29,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     from torch_mlir.extras.fx_decomp_util import get_decomposition_table
     from torch_mlir.extras.fx_importer import FxImporter
 
+    graph_passes.fold_batch_norm(model.program)
     try:
         program = model.program.run_decompositions(get_decomposition_table())
     except Exception as exc:  # torch raises many types for unsupported graphs

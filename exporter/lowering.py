@@ -5,10 +5,11 @@ scf, cf (asserts). Outputs become destination arguments appended after the input
 """
 from __future__ import annotations
 
+from . import kernels
 from .errors import ExportError
 from .handoff import ImportedModel
 
-# Each step is (description, pass pipeline). Kept as data so `-v` and tests can show them.
+# Each step is (description, pass pipeline); None marks our own rewrite (kernels.py).
 PIPELINE = (
     ("fuse elementwise ops",
      "builtin.module(func.func(linalg-fuse-elementwise-ops), canonicalize, cse)"),
@@ -18,6 +19,7 @@ PIPELINE = (
      "unknown-type-conversion=identity-layout-map}, "
      "buffer-results-to-out-params{hoist-static-allocs modify-public-functions}, "
      "canonicalize, cse)"),
+    ("tuned kernels", None),
     ("linalg to parallel loops",
      "builtin.module(func.func(convert-linalg-to-parallel-loops), lower-affine, "
      "canonicalize, cse)"),
@@ -33,6 +35,9 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
     with module.context:
         for description, pipeline in PIPELINE:
             try:
+                if pipeline is None:
+                    kernels.replace_linalg_ops(module, len(imported.weights))
+                    continue
                 PassManager.parse(pipeline).run(module.operation)
             except Exception as exc:
                 raise ExportError(f"{imported.source.path}: MLIR lowering step "

@@ -389,3 +389,16 @@ def _yield(em: KokkosEmitter, op) -> None:
     for target, value in zip(targets, values):
         if target != value:
             em.line(f"{target} = {value};")
+
+
+# ---- tuned kernels (exporter/kernels.py) ----------------------------------------------------
+@handles("lapis.conv2d_nchw")
+def _conv2d(em: KokkosEmitter, op) -> None:
+    import numpy as np
+    source, weight, target = (em.memref(v).cname for v in op.operands)
+    stride_h, stride_w = (int(v) for v in np.asarray(op.attributes["strides"]))
+    dilation_h, dilation_w = (int(v) for v in np.asarray(op.attributes["dilations"]))
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: tuned convolution")
+    em.line(f'lapis::conv2d_nchw<execution_space>("{em.kernel_label(op, "conv2d")}", {source}, '
+            f"{weight}, {target}, {stride_h}, {stride_w}, {dilation_h}, {dilation_w});")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, kernels
 from ..errors import ExportError
 from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight
 from . import cxx_types
@@ -91,12 +91,17 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     from torch_mlir import ir
     memref_type = ir.MemRefType(argument.type)
     cname = emitter.unique(weight.cname)
+    array = weight.array
+    comment = f'"{weight.name}" {list(memref_type.shape)}'
+    if kernels.packed_layout(argument) == kernels.CONV2D:
+        array = kernels.pack_conv_weight(array)
+        comment += f", packed for lapis::conv2d_nchw as {list(array.shape)}"
     emitter.state_views.append(StateView(
         cname=cname, element=cxx_types.scalar(memref_type.element_type),
-        shape=tuple(memref_type.shape), comment=f'"{weight.name}" {list(memref_type.shape)}',
+        shape=tuple(array.shape), comment=comment,
         weight_index=len(blob), weight_name=weight.name))
     emitter.memrefs[argument] = MemrefHandle(cname, cname, const=True)
-    blob.append(Weight(name=weight.name, cname=cname, array=weight.array))
+    blob.append(Weight(name=weight.name, cname=cname, array=array))
 
 
 def _add_module_constants(emitter: KokkosEmitter, blob: list[Weight], module) -> None:

@@ -1,0 +1,86 @@
+"""Graph rewrites on the torch.export program, before import (part of the lowering work that
+needs the weights' values, which the MLIR never holds): fold eval-mode batch norm into the
+convolution that feeds it."""
+from __future__ import annotations
+
+import torch
+
+_CONVOLUTIONS = {torch.ops.aten.conv2d.default, torch.ops.aten.convolution.default,
+                 torch.ops.aten.conv1d.default, torch.ops.aten.conv3d.default}
+
+
+def fold_batch_norm(program) -> int:
+    """Fold `batch_norm(conv(x, w, b))` (inference mode) into `conv(x, w', b')`, in place.
+
+    w' = w * gamma / sqrt(var + eps) per output channel, b' = (b - mean) * that + beta.
+    The folded bias reuses batch norm's `beta` placeholder, so the program's signature is
+    unchanged; batch norm's other tensors become unused inputs. Returns the number folded.
+    """
+    graph = program.graph
+    params = _placeholder_tensors(program)
+    folded = 0
+    for node in list(graph.nodes):
+        if node.target != torch.ops.aten.batch_norm.default or node.args[5]:
+            continue
+        conv = node.args[0]
+        if not (isinstance(conv, torch.fx.Node) and conv.target in _CONVOLUTIONS
+                and len(conv.users) == 1 and not _is_transposed(conv)):
+            continue
+        weight, bias = conv.args[1], conv.args[2] if len(conv.args) > 2 else None
+        gamma, beta, mean, var = node.args[1:5]
+        eps = node.args[7]
+        names = [weight, bias, gamma, beta, mean, var]
+        if any(n is not None and (n.name not in params or len(n.users) != 1) for n in names) \
+                or beta is None:
+            continue
+        w = params[weight.name][1]
+        channels = w.shape[0]
+        g = params[gamma.name][1] if gamma is not None else torch.ones(channels)
+        scale = g / torch.sqrt(params[var.name][1] + eps)
+        b = params[bias.name][1] if bias is not None else torch.zeros(channels)
+        new_weight = (w * scale.reshape(-1, *([1] * (w.dim() - 1)))).contiguous()
+        new_bias = ((b - params[mean.name][1]) * scale + params[beta.name][1]).contiguous()
+        _assign(program, params[weight.name][0], new_weight)
+        _assign(program, params[beta.name][0], new_bias)
+        conv.args = (conv.args[0], weight, beta, *conv.args[3:]) if len(conv.args) > 2 \
+            else (conv.args[0], weight, beta)
+        bn_users = list(node.users)
+        replacement = conv
+        if len(bn_users) == 1 and bn_users[0].target is not None and \
+                getattr(bn_users[0].target, "__name__", "") == "getitem":
+            bn_users[0].replace_all_uses_with(replacement)
+            graph.erase_node(bn_users[0])
+        node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+        folded += 1
+    if folded:
+        program.graph_module.recompile()
+    return folded
+
+
+def _is_transposed(conv) -> bool:
+    return conv.target == torch.ops.aten.convolution.default and bool(conv.args[6])
+
+
+def _placeholder_tensors(program) -> dict[str, tuple[str, torch.Tensor]]:
+    """placeholder name -> (state name, tensor) for parameters and buffers."""
+    table = {}
+    for spec in program.graph_signature.input_specs:
+        if spec.target is None:
+            continue
+        tensor = program.state_dict.get(spec.target)
+        if tensor is None and spec.target in program.constants:
+            tensor = program.constants[spec.target]
+        if isinstance(tensor, torch.Tensor):
+            table[spec.arg.name] = (spec.target, tensor.detach())
+    return table
+
+
+def _assign(program, target: str, tensor: torch.Tensor) -> None:
+    if target in program.state_dict:
+        original = program.state_dict[target]
+        value = torch.nn.Parameter(tensor, requires_grad=False) \
+            if isinstance(original, torch.nn.Parameter) else tensor
+        program.state_dict[target] = value
+    else:
+        program.constants[target] = tensor
