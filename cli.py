@@ -62,8 +62,11 @@ class _OneLineErrors(click.Command):
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, verbose: bool, quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt or torch.export .pt2) into a Kokkos C++ CMake package."""
+    import warnings
+
     from exporter.errors import ExportError
 
+    warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
                        progress=not quiet and sys.stderr.isatty())

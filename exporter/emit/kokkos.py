@@ -5,19 +5,14 @@ Walks the single `forward` function, then renders templates/cpp/*.in with what t
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import numpy as np
 
-from .. import __version__, kernels
+from .. import __version__, kernels, templates
 from ..errors import ExportError
 from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
-
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates" / "cpp"
 
 BACKEND_SPACES = {
     "serial": ("Kokkos::Serial", "Kokkos::HostSpace"),
@@ -232,10 +227,4 @@ def _c_forward_body(name: str, lowered: ImportedModel) -> str:
 
 
 def _render(template: str, fields: dict[str, str]) -> str:
-    text = (TEMPLATES / template).read_text()
-    for key, value in fields.items():
-        text = text.replace(f"@{key}@", value)
-    leftover = re.findall(r"@[A-Z_]+@", text)
-    if leftover:
-        raise ExportError(f"internal: template {template} has unrendered fields {leftover[:3]}")
-    return text
+    return templates.render(f"cpp/{template}", fields)

@@ -1,0 +1,174 @@
+// sample_app: a Kokkos "simulation" driving an exported model, for any model with one float32
+// input and one float32 output. Each step runs the model on the current input state.
+//
+//   sample_app --input in.bin --output out.bin [--steps N] [--warmup W] [--api cpp|c]
+//
+// Files are raw little-endian float32, row-major, sized by the model's exported shapes.
+// Prints the forward time per step (median and minimum, fenced) on stdout.
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include LAPIS_MODEL_HEADER
+
+namespace model = LAPIS_MODEL;
+
+#define LAPIS_STRINGIFY2(x) #x
+#define LAPIS_STRINGIFY(x) LAPIS_STRINGIFY2(x)
+#define LAPIS_C_NAME2(model, suffix) model##suffix
+#define LAPIS_C_NAME(model, suffix) LAPIS_C_NAME2(model, suffix)
+
+namespace {
+
+static_assert(model::num_inputs == 1 && model::num_outputs == 1,
+              "sample_app drives models with one input and one output");
+static_assert(std::is_same_v<model::input0_view::non_const_value_type, float> &&
+                  std::is_same_v<model::output0_view::non_const_value_type, float>,
+              "sample_app drives float32 models");
+
+// A View of the model's rank and exported extents.
+template <class View, size_t Rank>
+View make_view(const char* label, const int64_t (&e)[Rank]) {
+  constexpr int rank = View::rank;
+  if constexpr (rank == 0) return View(label);
+  else if constexpr (rank == 1) return View(label, e[0]);
+  else if constexpr (rank == 2) return View(label, e[0], e[1]);
+  else if constexpr (rank == 3) return View(label, e[0], e[1], e[2]);
+  else if constexpr (rank == 4) return View(label, e[0], e[1], e[2], e[3]);
+  else if constexpr (rank == 5) return View(label, e[0], e[1], e[2], e[3], e[4]);
+  else return View(label, e[0], e[1], e[2], e[3], e[4], e[5]);
+}
+
+std::vector<float> read_floats(const std::string& path, size_t count) {
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
+  if (!file) throw std::runtime_error("cannot open input file " + path);
+  const size_t bytes = size_t(file.tellg());
+  if (bytes != count * sizeof(float))
+    throw std::runtime_error(path + " has " + std::to_string(bytes) + " bytes; the model input " +
+                             "needs " + std::to_string(count * sizeof(float)));
+  std::vector<float> data(count);
+  file.seekg(0);
+  file.read(reinterpret_cast<char*>(data.data()), std::streamsize(bytes));
+  return data;
+}
+
+void write_floats(const std::string& path, const float* data, size_t count) {
+  std::ofstream file(path, std::ios::binary);
+  file.write(reinterpret_cast<const char*>(data), std::streamsize(count * sizeof(float)));
+  if (!file) throw std::runtime_error("cannot write output file " + path);
+}
+
+struct Options {
+  std::string input, output, api = "cpp";
+  int steps = 1, warmup = 0;
+};
+
+Options parse(int argc, char** argv) {
+  Options options;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::runtime_error(arg + " needs a value");
+      return argv[++i];
+    };
+    if (arg == "--input") options.input = value();
+    else if (arg == "--output") options.output = value();
+    else if (arg == "--steps") options.steps = std::stoi(value());
+    else if (arg == "--warmup") options.warmup = std::stoi(value());
+    else if (arg == "--api") options.api = value();
+    else if (arg.rfind("--kokkos", 0) == 0) continue;   // Kokkos' own options
+    else throw std::runtime_error("unknown argument " + arg);
+  }
+  if (options.input.empty() || options.output.empty())
+    throw std::runtime_error("usage: sample_app --input in.bin --output out.bin [--steps N] "
+                             "[--warmup W] [--api cpp|c]");
+  if (options.api != "cpp" && options.api != "c")
+    throw std::runtime_error("--api must be cpp or c");
+  if (options.steps < 1) throw std::runtime_error("--steps must be at least 1");
+  return options;
+}
+
+size_t element_count(const int64_t* extents, int rank) {
+  size_t count = 1;
+  for (int r = 0; r < rank; ++r) count *= size_t(extents[r]);
+  return count;
+}
+
+template <class Step>
+std::vector<double> timed_steps(int steps, int warmup, Step step) {
+  std::vector<double> times;
+  for (int i = 0; i < warmup + steps; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    step();
+    Kokkos::fence();
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count();
+    if (i >= warmup) times.push_back(ms);
+  }
+  return times;
+}
+
+void report(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  const size_t n = times.size();
+  const double median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+  std::printf("forward: runs=%zu median_ms=%.4f min_ms=%.4f\n", n, median, times.front());
+}
+
+// The C++ API: Views in the model's memory space, destination passing.
+void run_cpp(const Options& options, const std::vector<float>& input, std::vector<float>& output) {
+  model::initialize();
+  {
+    auto x = make_view<model::input0_view::non_const_type>("x", model::input0_extents);
+    auto y = make_view<model::output0_view>("y", model::output0_extents);
+    auto x_host = Kokkos::create_mirror_view(x);
+    std::memcpy(x_host.data(), input.data(), input.size() * sizeof(float));
+    Kokkos::deep_copy(x, x_host);
+    report(timed_steps(options.steps, options.warmup, [&] { model::forward(x, y); }));
+    auto y_host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
+    std::memcpy(output.data(), y_host.data(), output.size() * sizeof(float));
+  }
+  model::finalize();
+}
+
+// The C API: host buffers in and out.
+void run_c(const Options& options, const std::vector<float>& input, std::vector<float>& output) {
+  auto check = [](int code) {
+    if (code != 0) throw std::runtime_error(LAPIS_C_NAME(LAPIS_MODEL, _last_error)());
+  };
+  check(LAPIS_C_NAME(LAPIS_MODEL, _initialize)());
+  report(timed_steps(options.steps, options.warmup, [&] {
+    check(LAPIS_C_NAME(LAPIS_MODEL, _forward_host)(input.data(), output.data()));
+  }));
+  check(LAPIS_C_NAME(LAPIS_MODEL, _finalize)());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Kokkos::initialize(argc, argv);
+  int status = 0;
+  try {
+    const Options options = parse(argc, argv);
+    const std::vector<float> input = read_floats(
+        options.input, element_count(model::input0_extents, model::input0_rank));
+    std::vector<float> output(element_count(model::output0_extents, model::output0_rank));
+    if (options.api == "cpp") run_cpp(options, input, output);
+    else run_c(options, input, output);
+    write_floats(options.output, output.data(), output.size());
+    std::printf("model %s: wrote %s\n", LAPIS_STRINGIFY(LAPIS_MODEL), options.output.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sample_app: %s\n", e.what());
+    status = 1;
+  }
+  Kokkos::finalize();
+  return status;
+}
