@@ -35,15 +35,16 @@ static_assert(std::is_same_v<model::input0_view::non_const_value_type, float> &&
 
 // A View of the model's rank and exported extents.
 template <class View, size_t Rank>
-View make_view(const char* label, const int64_t (&e)[Rank]) {
+View make_view(const std::string& label, const int64_t (&e)[Rank]) {
   constexpr int rank = View::rank;
+  auto n = [&](int r) { return size_t(e[r]); };
   if constexpr (rank == 0) return View(label);
-  else if constexpr (rank == 1) return View(label, e[0]);
-  else if constexpr (rank == 2) return View(label, e[0], e[1]);
-  else if constexpr (rank == 3) return View(label, e[0], e[1], e[2]);
-  else if constexpr (rank == 4) return View(label, e[0], e[1], e[2], e[3]);
-  else if constexpr (rank == 5) return View(label, e[0], e[1], e[2], e[3], e[4]);
-  else return View(label, e[0], e[1], e[2], e[3], e[4], e[5]);
+  else if constexpr (rank == 1) return View(label, n(0));
+  else if constexpr (rank == 2) return View(label, n(0), n(1));
+  else if constexpr (rank == 3) return View(label, n(0), n(1), n(2));
+  else if constexpr (rank == 4) return View(label, n(0), n(1), n(2), n(3));
+  else if constexpr (rank == 5) return View(label, n(0), n(1), n(2), n(3), n(4));
+  else return View(label, n(0), n(1), n(2), n(3), n(4), n(5));
 }
 
 std::vector<float> read_floats(const std::string& path, size_t count) {

@@ -1,0 +1,85 @@
+"""Shared, expensive artefacts for the end-to-end tests: the Kokkos install, model files,
+exported packages and sample_app builds are made once per run and reused."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from .make_model import save_model
+from .models import build
+
+REPO = Path(__file__).resolve().parents[1]
+RUN_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_PROC_BIND": "false"}
+
+
+def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(c) for c in command], capture_output=True, text=True,
+                            env=RUN_ENV, **kwargs)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def kokkos_root() -> Path:
+    from kokkos_support.provision import ensure_kokkos
+    return ensure_kokkos()
+
+
+class Workspace:
+    """Model files, packages and sample_app builds under one temporary directory, cached."""
+
+    def __init__(self, root: Path, kokkos_root: Path):
+        self.root = root
+        self.kokkos_root = kokkos_root
+        self._cache: dict = {}
+
+    def model_file(self, model: str, fmt: str) -> tuple[Path, np.ndarray, np.ndarray]:
+        """The saved model, a seeded input and PyTorch's output for it."""
+        key = ("model", model, fmt)
+        if key not in self._cache:
+            net, shape = build(model)
+            example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+            path = self.root / f"{model}.{'pt' if fmt == 'torchscript' else 'pt2'}"
+            save_model(net, example, path, fmt)
+            with torch.no_grad():
+                reference = net(example).numpy()
+            self._cache[key] = (path, example.numpy(), reference)
+        return self._cache[key]
+
+    def package(self, model: str, backend: str, fmt: str = "export",
+                weights: str = "embed") -> Path:
+        key = ("package", model, backend, fmt, weights)
+        if key not in self._cache:
+            path, example, _ = self.model_file(model, fmt)
+            out = self.root / f"pkg_{model}_{backend}_{fmt}_{weights}"
+            command = [sys.executable, "-m", "cli", path, "--backend", backend, "--out", out,
+                       "--name", model, "--weights", weights]
+            if fmt == "torchscript":
+                command += ["--input-shape", "x".join(map(str, example.shape))]
+            run(command, cwd=REPO)
+            self._cache[key] = out
+        return self._cache[key]
+
+    def sample_app(self, package: Path, model: str) -> Path:
+        key = ("app", package)
+        if key not in self._cache:
+            build_dir = package.with_name(package.name + "_app")
+            run(["cmake", "-S", REPO / "sample_app", "-B", build_dir,
+                 "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={self.kokkos_root}",
+                 f"-DLAPIS_PACKAGE_DIR={package}", f"-DLAPIS_MODEL={model}"])
+            run(["cmake", "--build", build_dir, "-j", "2"])
+            self._cache[key] = build_dir / "sample_app"
+        return self._cache[key]
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory, kokkos_root) -> Workspace:
+    return Workspace(tmp_path_factory.mktemp("e2e"), kokkos_root)
