@@ -130,9 +130,11 @@ def _add_module_constants(emitter: KokkosEmitter, blob: list[Weight], module) ->
         blob.append(Weight(name=symbol, cname=cname, array=np.ascontiguousarray(array)))
 
 
-def _view_type(spec: TensorSpec, const: bool, space: str = "memory_space") -> str:
+def _view_type(spec: TensorSpec, const: bool, space: str = "memory_space",
+               traits: str = "") -> str:
     element = ("const " if const else "") + CXX_TYPES[spec.dtype]
-    return f"Kokkos::View<{element}{'*' * len(spec.shape)}, Kokkos::LayoutRight, {space}>"
+    extra = f", {traits}" if traits else ""
+    return f"Kokkos::View<{element}{'*' * len(spec.shape)}, Kokkos::LayoutRight, {space}{extra}>"
 
 
 def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str, str]:
@@ -198,26 +200,20 @@ def _c_null_checks(name: str, lowered: ImportedModel) -> str:
 
 
 def _c_forward_body(name: str, lowered: ImportedModel) -> str:
+    """Wrap the caller's host buffers in unmanaged Views, mirror them into memory_space (a
+    no-op for host backends), call forward, copy the outputs back."""
     lines = []
-    for spec in lowered.inputs:
+    for spec, is_input in [*((s, True) for s in lowered.inputs),
+                           *((s, False) for s in lowered.outputs)]:
         extents = "".join(f", {d}" for d in spec.shape)
-        element = CXX_TYPES[spec.dtype]
-        pointer = spec.cname if C_API_TYPES[spec.dtype] == element else \
-            f"reinterpret_cast<const {element}*>({spec.cname})"
-        host_type = _view_type(spec, True, "Kokkos::HostSpace").replace(
-            ">", ", Kokkos::MemoryTraits<Kokkos::Unmanaged>>", 1)
-        lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
-        lines.append(f"    const auto {spec.cname}_device = Kokkos::create_mirror_view_and_copy("
-                     f"{name}::memory_space(), {spec.cname}_host);")
-    for spec in lowered.outputs:
-        extents = "".join(f", {d}" for d in spec.shape)
-        element = CXX_TYPES[spec.dtype]
-        pointer = spec.cname if C_API_TYPES[spec.dtype] == element else \
+        element = ("const " if is_input else "") + CXX_TYPES[spec.dtype]
+        pointer = spec.cname if C_API_TYPES[spec.dtype] == CXX_TYPES[spec.dtype] else \
             f"reinterpret_cast<{element}*>({spec.cname})"
-        host_type = _view_type(spec, False, "Kokkos::HostSpace").replace(
-            ">", ", Kokkos::MemoryTraits<Kokkos::Unmanaged>>", 1)
+        host_type = _view_type(spec, is_input, "Kokkos::HostSpace",
+                               "Kokkos::MemoryTraits<Kokkos::Unmanaged>")
+        mirror = "create_mirror_view_and_copy" if is_input else "create_mirror_view"
         lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
-        lines.append(f"    const auto {spec.cname}_device = Kokkos::create_mirror_view("
+        lines.append(f"    const auto {spec.cname}_device = Kokkos::{mirror}("
                      f"{name}::memory_space(), {spec.cname}_host);")
     arguments = ", ".join(f"{s.cname}_device" for s in [*lowered.inputs, *lowered.outputs])
     lines.append(f"    {name}::forward({arguments});")
