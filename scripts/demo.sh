@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BACKEND="${BACKEND:-openmp}"
+export OMP_PROC_BIND="${OMP_PROC_BIND:-false}"   # quiets Kokkos' OpenMP binding advice
 WORK="${WORK:-out/demo}"
 python3 -m pip install --quiet --disable-pip-version-check -e .
 KOKKOS_ROOT="$(python3 -m kokkos_support.provision)"
