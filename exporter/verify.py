@@ -1,10 +1,11 @@
-"""Verify stage: build a package as a shared library, call it through ctypes and compare with
-the reference framework's output on a seeded random input."""
+"""Verify stage (optional, after package): build the package as a shared library, call it
+through its C API with ctypes on a seeded random input, and compare with the reference model."""
 from __future__ import annotations
 
 import ctypes
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -16,122 +17,184 @@ import numpy as np
 from .errors import ExportError
 from .handoff import LoadedModel
 
-_CTYPES = {"float32": ctypes.c_float, "float64": ctypes.c_double, "int64": ctypes.c_int64,
-           "int32": ctypes.c_int32, "bool": ctypes.c_uint8}
-_NUMPY = {"float32": np.float32, "float64": np.float64, "int64": np.int64, "int32": np.int32,
-          "bool": np.uint8}
+# manifest dtype -> (ctypes element type, NumPy dtype); bool travels as uint8_t in the C API.
+ELEMENT_TYPES = {"float32": (ctypes.c_float, np.float32), "float64": (ctypes.c_double, np.float64),
+                 "int64": (ctypes.c_int64, np.int64), "int32": (ctypes.c_int32, np.int32),
+                 "bool": (ctypes.c_uint8, np.bool_)}
+BUILD_JOBS = 2
 
 
 @dataclass
 class VerifyResult:
     max_abs_error: float
     max_abs_reference: float
-    relative_error: float
-    passed: bool
+    relative_error: float        # max_abs_error / max_abs_reference
+    passed: bool                 # relative_error <= tolerance
     build_seconds: float
 
 
+def run(package_dir: Path, model: LoadedModel, tolerance: float = 1e-4,
+        seed: int = 0) -> VerifyResult:
+    """Build `package_dir`, run it and `model` on the same seeded random inputs, compare."""
+    import torch
+
+    if any(d < 0 for spec in model.inputs for d in spec.shape):
+        raise ExportError("--verify needs fixed input shapes; this model has dynamic ones",
+                          hint="give them with --input-shape")
+    torch.manual_seed(seed)
+    inputs = [_random_tensor(torch, spec.dtype, spec.shape) for spec in model.inputs]
+    with torch.no_grad():
+        reference = model.program.module()(*inputs)
+    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    references = [r.detach().cpu().numpy() for r in references]
+
+    with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
+        start = time.perf_counter()
+        library = build(package_dir, Path(build_dir))
+        build_seconds = time.perf_counter() - start
+        with load_module(package_dir, library) as module:
+            ours = module.forward(*[t.numpy() for t in inputs])
+
+    if len(ours) != len(references):
+        raise ExportError(f"the package has {len(ours)} outputs, the model {len(references)}")
+    max_error = max_reference = 0.0
+    for index, (mine, theirs) in enumerate(zip(ours, references)):
+        if mine.shape != theirs.shape:
+            raise ExportError(f"output {index}: the package gives shape {list(mine.shape)}, "
+                              f"the model {list(theirs.shape)}")
+        max_error = max(max_error, _max_abs_difference(mine, theirs))
+        max_reference = max(max_reference, float(np.abs(theirs.astype(np.float64)).max(
+            initial=0.0)))
+    relative = max_error / max_reference if max_reference > 0 else max_error
+    return VerifyResult(max_error, max_reference, relative, relative <= tolerance, build_seconds)
+
+
 def build(package_dir: Path, build_dir: Path, shared: bool = True) -> Path:
-    """Configure and build the package with CMake against the project's Kokkos; returns the
-    library's path."""
+    """Configure and build the package (Release) against the project's Kokkos in `build_dir`;
+    returns the library's path. A failed step raises ExportError with the end of its output."""
     from kokkos_support.provision import ensure_kokkos
 
-    manifest = json.loads((Path(package_dir) / "lapis_manifest.json").read_text())
-    name = manifest["name"]
-    steps = [["cmake", "-S", str(package_dir), "-B", str(build_dir), "-DCMAKE_BUILD_TYPE=Release",
-              f"-DKokkos_ROOT={ensure_kokkos()}", f"-DBUILD_SHARED_LIBS={'ON' if shared else 'OFF'}"],
-             ["cmake", "--build", str(build_dir), "-j", str(os.cpu_count() or 2)]]
+    name = read_manifest(package_dir)["name"]
+    steps = [["cmake", "-S", str(package_dir), "-B", str(build_dir),
+              "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={ensure_kokkos()}",
+              f"-DBUILD_SHARED_LIBS={'ON' if shared else 'OFF'}"],
+             ["cmake", "--build", str(build_dir), "--parallel", str(BUILD_JOBS)]]
     for command in steps:
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
         if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-            raise ExportError(f"building {package_dir} failed ({' '.join(command[:2])}):\n{tail}")
-    suffix = ".so" if shared else ".a"
-    library = Path(build_dir) / f"lib{name}{suffix}"
-    if not library.exists():
-        raise ExportError(f"building {package_dir} produced no {library.name}")
-    return library
+            step = "configuring" if "-S" in command else "compiling"
+            raise ExportError(f"{step} the package {package_dir} failed:\n"
+                              f"{_last_lines(result.stdout)}")
+    for suffix in ((".so", ".dylib") if shared else (".a",)):
+        library = Path(build_dir) / f"lib{name}{suffix}"
+        if library.exists():
+            return library
+    raise ExportError(f"building {package_dir} produced no lib{name} library in {build_dir}")
+
+
+def read_manifest(package_dir: Path) -> dict:
+    return json.loads((Path(package_dir) / "lapis_manifest.json").read_text(encoding="utf-8"))
+
+
+def load_module(package_dir: Path, library: Path) -> PackageModule:
+    """The built `library` of the package at `package_dir`, initialized and ready to call."""
+    return PackageModule(library, read_manifest(package_dir))
 
 
 class PackageModule:
-    """A built package called through its C API: `forward(*arrays) -> list of arrays`."""
+    """A built package called through its C API: `forward(*arrays) -> list of arrays`.
+    Initializes the model (and Kokkos, if needed) on construction; close() finalizes both."""
 
     def __init__(self, library: Path, manifest: dict):
         self.manifest = manifest
         self.name = manifest["name"]
         self._lib = ctypes.CDLL(str(library))
-        self._call("initialize")
+        self._function("last_error").restype = ctypes.c_char_p
+        self._dynamic = [(i, d) for i, spec in enumerate(manifest["inputs"])
+                         for d, extent in enumerate(spec["shape"]) if extent < 0]
+        forward = self._function("forward_host")
+        forward.restype = ctypes.c_int
+        forward.argtypes = [ctypes.c_int64] * len(self._dynamic) + [
+            ctypes.POINTER(ELEMENT_TYPES[spec["dtype"]][0])
+            for spec in [*manifest["inputs"], *manifest["outputs"]]]
+        # Kokkos' OpenMP backend advises on stderr about OMP_PROC_BIND when it is unset.
+        unset = "OMP_PROC_BIND" not in os.environ
+        if unset:
+            os.environ["OMP_PROC_BIND"] = "false"
+        try:
+            self._call("initialize")
+        finally:
+            if unset:
+                del os.environ["OMP_PROC_BIND"]
+        self._open = True
+
+    def forward(self, *inputs: np.ndarray,
+                output_shapes: list[tuple[int, ...]] | None = None) -> list[np.ndarray]:
+        """Run the model on `inputs` (converted to the manifest's dtypes); returns new output
+        arrays. Outputs with dynamic extents need `output_shapes`."""
+        specs_in, specs_out = self.manifest["inputs"], self.manifest["outputs"]
+        if len(inputs) != len(specs_in):
+            raise ValueError(f"{self.name} takes {len(specs_in)} inputs, got {len(inputs)}")
+        arrays = []
+        for array, spec in zip(inputs, specs_in):
+            array = np.ascontiguousarray(array, dtype=ELEMENT_TYPES[spec["dtype"]][1])
+            if array.ndim != len(spec["shape"]) or any(
+                    e >= 0 and e != a for e, a in zip(spec["shape"], array.shape)):
+                raise ValueError(f"input {spec['cname']}: shape {list(array.shape)}, "
+                                 f"expected {spec['shape']} (-1: any)")
+            arrays.append(array)
+        shapes = output_shapes or [tuple(spec["shape"]) for spec in specs_out]
+        if any(d < 0 for shape in shapes for d in shape):
+            raise ValueError(f"{self.name} has outputs of dynamic shape: pass output_shapes")
+        outputs = [np.zeros(shape, dtype=ELEMENT_TYPES[spec["dtype"]][1])
+                   for shape, spec in zip(shapes, specs_out)]
+        extents = [arrays[i].shape[d] for i, d in self._dynamic]
+        pointers = [array.ctypes.data_as(ctypes.POINTER(ELEMENT_TYPES[spec["dtype"]][0]))
+                    for array, spec in zip([*arrays, *outputs], [*specs_in, *specs_out])]
+        self._call("forward_host", *extents, *pointers)
+        return outputs
+
+    def close(self) -> None:
+        if getattr(self, "_open", False):
+            self._open = False
+            self._call("finalize")
+
+    def __enter__(self) -> PackageModule:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _function(self, suffix: str):
         return getattr(self._lib, f"{self.name}_{suffix}")
 
     def _call(self, suffix: str, *arguments) -> None:
-        if self._function(suffix)(*arguments) != 0:
-            message = ctypes.c_char_p(self._function("last_error")()).value or b""
-            raise RuntimeError(f"{self.name}_{suffix}: {message.decode()}")
-
-    def forward(self, *inputs: np.ndarray) -> list[np.ndarray]:
-        specs_in, specs_out = self.manifest["inputs"], self.manifest["outputs"]
-        if len(inputs) != len(specs_in):
-            raise ValueError(f"{self.name} takes {len(specs_in)} inputs, got {len(inputs)}")
-        arguments, outputs = [], []
-        for array, spec in zip(inputs, specs_in):
-            array = np.ascontiguousarray(array, dtype=_NUMPY[spec["dtype"]])
-            if list(array.shape) != spec["shape"]:
-                raise ValueError(f"input {spec['cname']}: shape {list(array.shape)}, "
-                                 f"expected {spec['shape']}")
-            arguments.append(array)
-        for spec in specs_out:
-            outputs.append(np.zeros(spec["shape"], dtype=_NUMPY[spec["dtype"]]))
-        pointers = [a.ctypes.data_as(ctypes.POINTER(_CTYPES[s["dtype"]]))
-                    for a, s in zip([*arguments, *outputs], [*specs_in, *specs_out])]
-        self._call("forward_host", *pointers)
-        return outputs
-
-    def close(self) -> None:
-        self._call("finalize")
+        code = self._function(suffix)(*arguments)
+        if code != 0:
+            message = (self._function("last_error")() or b"").decode(errors="replace")
+            raise RuntimeError(f"{self.name}_{suffix} returned {code}: {message}")
 
 
-def load_module(package_dir: Path, library: Path) -> PackageModule:
-    manifest = json.loads((Path(package_dir) / "lapis_manifest.json").read_text())
-    return PackageModule(library, manifest)
-
-
-def run(package_dir: Path, model: LoadedModel, tolerance: float = 1e-4,
-        seed: int = 0) -> VerifyResult:
-    """Build `package_dir`, run it on a seeded random input and compare with `model`."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    inputs = [_random_input(spec.dtype, spec.shape, generator) for spec in model.inputs]
-    with torch.no_grad():
-        reference = model.program.module()(*inputs)
-    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
-    with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
-        start = time.perf_counter()
-        library = build(package_dir, Path(build_dir))
-        build_seconds = time.perf_counter() - start
-        os.environ.setdefault("OMP_PROC_BIND", "false")   # quiets Kokkos' OpenMP advice
-        module = load_module(package_dir, library)
-        try:
-            ours = module.forward(*[t.numpy() for t in inputs])
-        finally:
-            module.close()
-    max_error = max(float(np.abs(o.astype(np.float64) - r.numpy()).max()) if o.size else 0.0
-                    for o, r in zip(ours, references))
-    max_reference = max(float(np.abs(r.numpy()).max()) if r.numel() else 0.0
-                        for r in references)
-    relative = max_error / (max_reference or 1.0)
-    return VerifyResult(max_error, max_reference, relative, relative <= tolerance, build_seconds)
-
-
-def _random_input(dtype: str, shape, generator):
-    import torch
-
+def _random_tensor(torch, dtype: str, shape):
     if dtype in ("float32", "float64"):
-        return torch.randn(*shape, generator=generator,
-                           dtype=torch.float32 if dtype == "float32" else torch.float64)
+        return torch.randn(*shape, dtype=getattr(torch, dtype))
     if dtype == "bool":
-        return torch.randint(0, 2, shape, generator=generator).bool()
-    return torch.randint(0, 10, shape, generator=generator,
-                         dtype=torch.int64 if dtype == "int64" else torch.int32)
+        return torch.randint(0, 2, tuple(shape)).bool()
+    return torch.randint(0, 10, tuple(shape), dtype=getattr(torch, dtype))
+
+
+def _max_abs_difference(ours: np.ndarray, reference: np.ndarray) -> float:
+    ours, reference = ours.astype(np.float64), reference.astype(np.float64)
+    difference = np.abs(ours - reference)
+    difference[np.isnan(ours) & np.isnan(reference)] = 0.0    # NaN where the model has NaN
+    difference[np.isnan(difference)] = np.inf
+    return float(difference.max(initial=0.0))
+
+
+def _last_lines(output: str, count: int = 20) -> str:
+    """The end of a build log, led by its first compiler errors when they scrolled away."""
+    lines = output.rstrip().splitlines()
+    tail = lines[-count:]
+    errors = [line for line in lines[:-count] if re.search(r"\berror\b", line)][:5]
+    return "\n".join(errors + (["..."] if errors else []) + tail)

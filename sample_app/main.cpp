@@ -14,6 +14,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include LAPIS_MODEL_HEADER
@@ -37,9 +38,9 @@ static_assert(std::is_same_v<model::input0_view::non_const_value_type, float> &&
 template <class View, size_t Rank>
 View make_view(const std::string& label, const int64_t (&e)[Rank]) {
   constexpr int rank = View::rank;
+  static_assert(rank == int(Rank) && rank >= 1 && rank <= 6, "Views of rank 1 to 6");
   auto n = [&](int r) { return size_t(e[r]); };
-  if constexpr (rank == 0) return View(label);
-  else if constexpr (rank == 1) return View(label, n(0));
+  if constexpr (rank == 1) return View(label, n(0));
   else if constexpr (rank == 2) return View(label, n(0), n(1));
   else if constexpr (rank == 3) return View(label, n(0), n(1), n(2));
   else if constexpr (rank == 4) return View(label, n(0), n(1), n(2), n(3));
@@ -71,6 +72,18 @@ struct Options {
   int steps = 1, warmup = 0;
 };
 
+int parse_count(const std::string& option, const std::string& text) {
+  size_t end = 0;
+  int value = -1;
+  try {
+    value = std::stoi(text, &end);
+  } catch (const std::exception&) {
+  }
+  if (end != text.size() || value < 0)
+    throw std::runtime_error(option + " needs a non-negative whole number, got '" + text + "'");
+  return value;
+}
+
 Options parse(int argc, char** argv) {
   Options options;
   for (int i = 1; i < argc; ++i) {
@@ -81,8 +94,8 @@ Options parse(int argc, char** argv) {
     };
     if (arg == "--input") options.input = value();
     else if (arg == "--output") options.output = value();
-    else if (arg == "--steps") options.steps = std::stoi(value());
-    else if (arg == "--warmup") options.warmup = std::stoi(value());
+    else if (arg == "--steps") options.steps = parse_count(arg, value());
+    else if (arg == "--warmup") options.warmup = parse_count(arg, value());
     else if (arg == "--api") options.api = value();
     else if (arg.rfind("--kokkos", 0) == 0) continue;   // Kokkos' own options
     else throw std::runtime_error("unknown argument " + arg);

@@ -1,100 +1,114 @@
-"""The weight blob: Python writer/reader round trip, layout rules, and the C++ reader."""
+"""The weight blob: Python writer/reader round trip and layout rules, and the C++ reader
+(kokkos_support/tests, built against the project's Kokkos and fed a blob written here).
+Set LAPIS_TEST_KOKKOS_ROOTS (os.pathsep-separated prefixes) to also test other Kokkos installs."""
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from exporter.errors import ExportError
 from exporter.handoff import Weight
 from weights import blob
 
 REPO = Path(__file__).resolve().parents[1]
+LONG_NAME = "layer" * 16
 
 
-def sample_weights():
-    rng = np.random.default_rng(0)
-    return [Weight("conv.weight", "conv_weight", rng.standard_normal((4, 3, 3, 3), np.float32)),
-            Weight("steps", "steps", np.arange(5, dtype=np.int64)),
-            Weight("mask", "mask", np.array([True, False, True])),
-            Weight("scale", "scale", np.array(2.5, dtype=np.float64))]
+def cpp_test_weights() -> list[Weight]:
+    """The tensors kokkos_support/tests/test_weight_blob.cpp expects, in its order."""
+    arrays = [("conv.weight", (np.arange(48, dtype=np.float32) * 0.25 - 3).reshape(4, 3, 2, 2)),
+              ("steps", np.arange(5, dtype=np.int64) * 10_000_000_000),
+              ("mask", np.array([True, False, True])),
+              ("scale", np.array(2.5, dtype=np.float64)),
+              ("half", np.array([0.5, -1, 2, 1024], dtype=np.float16)),
+              (LONG_NAME, np.array([1, 2], dtype=np.float32)),
+              ("ints", np.array([[1, -2], [3, -4]], dtype=np.int32)),
+              ("bytes", np.array([-1, 0, 127], dtype=np.int8))]
+    return [Weight(name, name.replace(".", "_"), array) for name, array in arrays]
 
 
 def test_round_trip(tmp_path):
-    weights = sample_weights()
+    weights = cpp_test_weights()
     size = blob.write(tmp_path / "m.weights", weights)
     assert size == (tmp_path / "m.weights").stat().st_size
-    for weight, (name, array) in zip(weights, blob.read(tmp_path / "m.weights")):
-        assert name == weight.name
+    stored = blob.read(tmp_path / "m.weights")
+    assert [name for name, _ in stored] == [w.name[:55] for w in weights]
+    for weight, (_, array) in zip(weights, stored):
+        assert array.dtype == weight.array.dtype and array.shape == weight.array.shape
         np.testing.assert_array_equal(array, weight.array)
 
 
-def test_layout_is_aligned_and_deterministic(tmp_path):
-    blob.write(tmp_path / "a", sample_weights())
-    blob.write(tmp_path / "b", sample_weights())
+def test_layout(tmp_path):
+    weights = cpp_test_weights()
+    blob.write(tmp_path / "m.weights", weights)
+    raw = (tmp_path / "m.weights").read_bytes()
+    assert raw[:16] == b"LAPISWB1" + (8).to_bytes(4, "little") + bytes(4)
+    assert len(raw) % 64 == 0
+    end_of_index = 16 + 128 * len(weights)
+    for index, weight in enumerate(weights):
+        offset, nbytes, code, rank, *dims, name = blob.ENTRY.unpack_from(raw, 16 + 128 * index)
+        assert offset % 64 == 0 and offset >= end_of_index
+        assert nbytes == weight.array.nbytes and rank == weight.array.ndim
+        assert dims == [*weight.array.shape] + [0] * (6 - rank)
+        assert raw[offset:offset + nbytes] == weight.array.tobytes()
+        assert name.endswith(b"\0")
+    assert [blob.ENTRY.unpack_from(raw, 16 + 128 * i)[2] for i in range(8)] == \
+        [0, 2, 4, 1, 6, 0, 3, 5]
+
+
+def test_deterministic_and_zero_padded(tmp_path):
+    blob.write(tmp_path / "a", cpp_test_weights())
+    blob.write(tmp_path / "b", cpp_test_weights())
     raw = (tmp_path / "a").read_bytes()
     assert raw == (tmp_path / "b").read_bytes()
-    assert raw[:8] == b"LAPISWB1"
-    for index in range(4):
-        offset, *_ = blob.ENTRY.unpack_from(raw, blob.HEADER.size + index * blob.ENTRY.size)
-        assert offset % 64 == 0
+    # Only index entries and tensor data are non-zero: the gaps are zero.
+    used = bytearray(len(raw))
+    used[:16 + 128 * 8] = b"\1" * (16 + 128 * 8)
+    for index in range(8):
+        offset, nbytes, *_ = blob.ENTRY.unpack_from(raw, 16 + 128 * index)
+        used[offset:offset + nbytes] = b"\1" * nbytes
+    assert all(byte == 0 for byte, mark in zip(raw, used) if not mark)
 
 
-def test_long_names_are_truncated(tmp_path):
-    long_name = "layer" * 20
-    blob.write(tmp_path / "w", [Weight(long_name, "w", np.zeros(2, np.float32))])
-    assert blob.read(tmp_path / "w")[0][0] == long_name[:55]
+def test_big_endian_input_is_stored_little_endian(tmp_path):
+    big = np.array([1.5, -2.0], dtype=">f4")
+    blob.write(tmp_path / "w", [Weight("w", "w", big)])
+    [(_, array)] = blob.read(tmp_path / "w")
+    assert array.dtype == np.dtype("<f4")
+    np.testing.assert_array_equal(array, big)
+
+
+def test_empty_blob(tmp_path):
+    assert blob.write(tmp_path / "w", []) == 64
+    assert blob.read(tmp_path / "w") == []
+
+
+def test_unsupported_dtype_is_a_clear_error(tmp_path):
+    with pytest.raises(ExportError, match="weight 'c' has element type complex64"):
+        blob.write(tmp_path / "w", [Weight("c", "c", np.zeros(2, np.complex64))])
+
+
+def kokkos_roots(default: Path) -> list[Path]:
+    extra = os.environ.get("LAPIS_TEST_KOKKOS_ROOTS", "")
+    return [default] + [Path(p) for p in extra.split(os.pathsep) if p]
 
 
 def test_cpp_reader(tmp_path, kokkos_root):
-    """weight_blob.hpp reads what blob.py writes, and rejects a mismatched View."""
-    weights = sample_weights()[:2]
-    blob.write(tmp_path / "m.weights", weights)
-    source = tmp_path / "reader.cpp"
-    source.write_text(r'''
-#include <Kokkos_Core.hpp>
-#include <cstdio>
-#include "lapis/weight_blob.hpp"
-int main(int argc, char** argv) {
-  Kokkos::initialize(argc, argv);
-  int status = 0;
-  {
-    auto blob = lapis::WeightBlob::from_file(argv[1]);
-    Kokkos::View<float****, Kokkos::LayoutRight> w("w", 4, 3, 3, 3);
-    Kokkos::View<int64_t*, Kokkos::LayoutRight> steps("steps", 5);
-    lapis::load_weight(blob, 0, "conv.weight", w);
-    lapis::load_weight(blob, 1, "steps", steps);
-    auto h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), w);
-    std::printf("%.6f %.6f %ld\n", h(0, 0, 0, 0), h(3, 2, 2, 2), long(steps(4)));
-    Kokkos::View<float*, Kokkos::LayoutRight> wrong("wrong", 7);
-    try { lapis::load_weight(blob, 0, "conv.weight", wrong); status = 2; }
-    catch (const std::runtime_error& e) { std::printf("mismatch: %s\n", e.what()); }
-    try { lapis::load_weight(blob, 1, "other", steps); status = 3; }
-    catch (const std::runtime_error& e) { std::printf("mismatch: %s\n", e.what()); }
-  }
-  Kokkos::finalize();
-  return status;
-}
-''')
-    (tmp_path / "CMakeLists.txt").write_text(f'''
-cmake_minimum_required(VERSION 3.16)
-project(reader CXX)
-find_package(Kokkos REQUIRED)
-add_executable(reader reader.cpp)
-target_include_directories(reader PRIVATE {REPO / "kokkos_support"})
-target_link_libraries(reader Kokkos::kokkos)
-''')
-    build = tmp_path / "build"
-    subprocess.run(["cmake", "-S", tmp_path, "-B", build, f"-DKokkos_ROOT={kokkos_root}"],
-                   check=True, capture_output=True)
-    subprocess.run(["cmake", "--build", build], check=True, capture_output=True)
-    result = subprocess.run([build / "reader", tmp_path / "m.weights"], capture_output=True,
-                            text=True, env={"OMP_PROC_BIND": "false", "PATH": "/usr/bin"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    first, last = weights[0].array[0, 0, 0, 0], weights[0].array[3, 2, 2, 2]
-    values = result.stdout.splitlines()[0].split()
-    assert float(values[0]) == pytest.approx(first, abs=1e-6)
-    assert float(values[1]) == pytest.approx(last, abs=1e-6)
-    assert values[2] == "4"
-    assert "bytes in the blob" in result.stdout and "expected 'other'" in result.stdout
+    """weight_blob.hpp reads what blob.py writes, and each mismatch throws a clear message."""
+    blob.write(tmp_path / "m.weights", cpp_test_weights())
+    for number, root in enumerate(kokkos_roots(kokkos_root)):
+        build = tmp_path / f"build{number}"
+        for command in (["cmake", "-S", REPO / "kokkos_support" / "tests", "-B", build,
+                         f"-DKokkos_ROOT={root}", "-DCMAKE_BUILD_TYPE=Release"],
+                        ["cmake", "--build", build, "-j", "2"]):
+            result = subprocess.run(command, capture_output=True, text=True)
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        result = subprocess.run([build / "test_weight_blob", tmp_path / "m.weights"],
+                                capture_output=True, text=True,
+                                env={**os.environ, "OMP_PROC_BIND": "false"})
+        assert result.returncode == 0, f"Kokkos at {root}:\n{result.stdout}{result.stderr}"
+        assert "0 failures" in result.stdout
