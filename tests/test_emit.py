@@ -42,6 +42,7 @@ CASES = {
     "elementwise": ([spec("input0", (4, 8))], [spec("output0", (4, 8))]),
     "reduction": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
     "pad_copy": ([spec("input0", (1, 2, 3, 3))], [spec("output0", (1, 2, 5, 5))]),
+    "accumulator": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
 }
 
 

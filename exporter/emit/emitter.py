@@ -69,6 +69,7 @@ class KokkosEmitter:
         self.in_kernel = False
         self.local_counter = 0
         self.yield_targets: list[list[str]] = []
+        self.promoted: dict = {}   # (memref, index values) -> register variable (handlers._for)
         self.globals: dict[str, StateView] = {}   # memref.global symbol -> its weight View
         self.module = None
 

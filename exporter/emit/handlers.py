@@ -216,6 +216,10 @@ def _indices(em: KokkosEmitter, values) -> str:
 
 @handles("memref.load")
 def _load(em: KokkosEmitter, op) -> None:
+    promoted = em.promoted.get((op.operands[0], tuple(list(op.operands)[1:])))
+    if promoted:
+        em.bind(op.results[0], promoted)
+        return
     view = em.memref(op.operands[0])
     em.declare(op.results[0], f"{view.cname}({_indices(em, list(op.operands)[1:])})")
 
@@ -223,6 +227,10 @@ def _load(em: KokkosEmitter, op) -> None:
 @handles("memref.store")
 def _store(em: KokkosEmitter, op) -> None:
     value, target, *indices = op.operands
+    promoted = em.promoted.get((target, tuple(indices)))
+    if promoted:
+        em.line(f"{promoted} = {em.expr(value)};")
+        return
     em.line(f"{em.memref(target).cname}({_indices(em, indices)}) = {em.expr(value)};")
 
 
@@ -340,8 +348,59 @@ def _declare_carried(em: KokkosEmitter, results, initial_values) -> list[str]:
     return names
 
 
+def _nested_ops(op):
+    for region in op.regions:
+        for block in region.blocks:
+            for inner in block.operations:
+                yield inner.operation
+                yield from _nested_ops(inner.operation)
+
+
+def _accumulators(em: KokkosEmitter, loop) -> list[tuple]:
+    """Memory cells a loop nest reads and writes at one loop-invariant index, and whose buffer
+    it touches nowhere else: these live in a register for the whole nest (scalar replacement).
+    Linalg reductions lower to exactly this: `out[i] = out[i] + x[i, k]` over k."""
+    from torch_mlir import ir
+    defined, cells, stored = set(loop.regions[0].blocks[0].arguments), {}, set()
+    for inner in _nested_ops(loop):
+        defined.update(inner.results)
+        for region in inner.regions:
+            for block in region.blocks:
+                defined.update(block.arguments)
+    for inner in _nested_ops(loop):
+        memrefs = [v for v in inner.operands if isinstance(v.type, ir.MemRefType)]
+        if not memrefs:
+            continue
+        if inner.name not in ("memref.load", "memref.store") or memrefs[0] not in em.memrefs:
+            return []   # views made or buffers passed inside the nest: stay conservative
+        operands = list(inner.operands)
+        target, indices = (operands[0], operands[1:]) if inner.name == "memref.load" \
+            else (operands[1], operands[2:])
+        root = em.memrefs[target].root
+        cells.setdefault(root, set()).add((target, tuple(indices)))
+        if inner.name == "memref.store":
+            stored.add(root)
+    return [next(iter(keys)) for root, keys in cells.items()
+            if len(keys) == 1 and root in stored
+            and not any(v in defined for v in next(iter(keys))[1])]
+
+
 @handles("scf.for")
 def _for(em: KokkosEmitter, op) -> None:
+    from torch_mlir import ir
+    promoted = [key for key in _accumulators(em, op) if key not in em.promoted]
+    for target, indices in promoted:
+        name = em.fresh_local("acc")
+        element = cxx_types.scalar(ir.MemRefType(target.type).element_type)
+        em.line(f"{element} {name} = {em.memref(target).cname}({_indices(em, indices)});")
+        em.promoted[(target, indices)] = name
+    _emit_for(em, op)
+    for target, indices in promoted:
+        em.line(f"{em.memref(target).cname}({_indices(em, indices)}) = "
+                f"{em.promoted.pop((target, indices))};")
+
+
+def _emit_for(em: KokkosEmitter, op) -> None:
     operands = list(op.operands)
     lower, upper, step = (em.expr(v) for v in operands[:3])
     block = op.regions[0].blocks[0]

@@ -1,0 +1,16 @@
+void forward(input0_view input0, output0_view output0) {
+  if (!state) throw std::runtime_error("golden::forward called before golden::initialize()");
+  lapis::check_extents("golden::forward: input0 (input0)", input0, input0_extents);
+  lapis::check_extents("golden::forward: output0 (output0)", output0, output0_extents);
+
+  // rows/sum
+  Kokkos::parallel_for("golden::rows_sum", range(0, 3), KOKKOS_LAMBDA(const int64_t i0) {
+    float acc1 = output0(i0);
+    for (int64_t i2 = 0; i2 < 5; ++i2) {
+      const float v3 = input0(i0, i2);
+      const float v4 = (acc1 + v3);
+      acc1 = v4;
+    }
+    output0(i0) = acc1;
+  });
+}
