@@ -94,6 +94,27 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class ConvZoo(nn.Module):
+    """Convolutions that take every path of the tuned kernel: strides 1 and 2, filter widths
+    1, 3, 5 and 7, dilation, widths divisible by 7 or not, channel counts not a multiple of 8."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 12, 7, stride=2, padding=3)              # 7x7 / 2, width 14
+        self.b = nn.Conv2d(12, 20, 3, padding=1)                       # 3x3, 20 channels
+        self.c = nn.Conv2d(20, 16, 5, padding=2, bias=False)           # 5x5 (generic width)
+        self.d = nn.Conv2d(16, 16, 3, padding=2, dilation=2)           # dilated
+        self.e = nn.Conv2d(16, 24, 1, stride=2)                        # 1x1 / 2, width 7
+        self.f = nn.Conv2d(24, 8, (3, 1), padding=(1, 0))              # 3x1
+
+    def forward(self, x):
+        x = torch.relu(self.a(x))
+        x = torch.relu(self.b(x))
+        x = self.d(self.c(x))
+        x = self.e(x)
+        return self.f(x)
+
+
 def randomize_batch_norm(model: nn.Module, seed: int) -> nn.Module:
     """Give batch norms non-trivial running statistics, as a trained model has."""
     generator = torch.Generator().manual_seed(seed)
@@ -115,5 +136,6 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
         "mlp": (lambda: MLP(), (4, 32)),
         "small_cnn": (lambda: SmallCNN(), (2, 3, 32, 32)),
         "resnet18": (lambda: ResNet18(), (1, 3, 224, 224)),
+        "conv_zoo": (lambda: ConvZoo(), (2, 3, 28, 27)),
     }[name]
     return randomize_batch_norm(model(), seed).eval(), shape

@@ -20,6 +20,7 @@ CASES = [
     ("mlp", "openmp", "torchscript"),
     ("small_cnn", "serial", "torchscript"),
     ("small_cnn", "openmp", "export"),
+    ("conv_zoo", "openmp", "export"),
     ("resnet18", "serial", "export"),
     ("resnet18", "openmp", "torchscript"),
 ]

@@ -62,6 +62,59 @@ inline __attribute__((always_inline)) void conv_tile(const ConvShape& s, const f
       if (j < columns) out[o * s.out_c + oh * s.out_h + ow0 + j] += acc[j][o];
 }
 
+// The same tile when the input's columns are contiguous and undilated (the common case):
+// the `Columns` input values of a tap sit at constant offsets from one pointer, so the loop
+// needs no offset table and the accumulators keep the vector registers to themselves.
+template <int Columns, int StrideW, int KernelW>
+inline __attribute__((always_inline)) void conv_tile_dense(const ConvShape& s,
+                                                           const float* image,
+                                                           const float* weights, float* out,
+                                                           int64_t oh, int64_t ow0,
+                                                           int64_t valid_channels) {
+  float8 acc[Columns];
+  for (int j = 0; j < Columns; ++j) acc[j] = float8{};
+  const int64_t kernel_h = s.kernel_h, in_c = s.in_c, in_h = s.in_h;
+  const int64_t kernel_w = KernelW ? KernelW : s.kernel_w;
+  const float* origin = image + ow0 * StrideW;
+  for (int64_t ic = 0; ic < s.channels_in; ++ic) {
+    for (int64_t kh = 0; kh < kernel_h; ++kh) {
+      const float* row = origin + ic * in_c + (oh * s.stride_h + kh * s.dilation_h) * in_h;
+      const float* tap = weights + (ic * kernel_h + kh) * kernel_w * conv_channel_block;
+      for (int64_t kw = 0; kw < kernel_w; ++kw) {
+        float8 w;
+        __builtin_memcpy(&w, tap + kw * conv_channel_block, sizeof(w));
+#pragma GCC unroll 16
+        for (int j = 0; j < Columns; ++j) acc[j] += w * row[kw + j * StrideW];
+      }
+    }
+  }
+  for (int o = 0; o < conv_channel_block; ++o)
+    for (int j = 0; j < Columns; ++j)
+      if (o < valid_channels) out[o * s.out_c + oh * s.out_h + ow0 + j] += acc[j][o];
+}
+
+// One output row: full tiles of `Columns`, then single columns for the rest.
+template <int Columns, int StrideW, int KernelW>
+inline __attribute__((always_inline)) void conv_row_dense(const ConvShape& s, const float* image,
+                                                          const float* weights, float* out,
+                                                          int64_t oh, int64_t width,
+                                                          int64_t valid_channels) {
+  int64_t ow0 = 0;
+  for (; ow0 + Columns <= width; ow0 += Columns)
+    conv_tile_dense<Columns, StrideW, KernelW>(s, image, weights, out, oh, ow0, valid_channels);
+  for (; ow0 < width; ++ow0)
+    conv_tile_dense<1, StrideW, KernelW>(s, image, weights, out, oh, ow0, valid_channels);
+}
+
+template <int Columns, int StrideW, int KernelW>
+__attribute__((target("avx2,fma"))) void conv_row_dense_avx2(const ConvShape& s,
+                                                            const float* image,
+                                                            const float* weights, float* out,
+                                                            int64_t oh, int64_t width,
+                                                            int64_t valid_channels) {
+  conv_row_dense<Columns, StrideW, KernelW>(s, image, weights, out, oh, width, valid_channels);
+}
+
 template <int Columns>
 __attribute__((target("avx2,fma"))) void conv_row_avx2(const ConvShape& s, const float* image,
                                                       const float* weights, float* out,
@@ -83,12 +136,31 @@ void conv_row_baseline(const ConvShape& s, const float* image, const float* weig
 using conv_row_function = void (*)(const ConvShape&, const float*, const float*, float*,
                                    int64_t, int64_t, int64_t);
 
-inline conv_row_function conv_row_for_this_cpu() {
-  static const conv_row_function chosen =
-      (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-          ? conv_row_avx2<8>
-          : conv_row_baseline<4>;   // 4 columns: the accumulators fit in 16 SSE registers
-  return chosen;
+template <int Columns, int StrideW>
+conv_row_function dense_row_for(int64_t kernel_w) {
+  switch (kernel_w) {   // a known filter width unrolls the tap loop
+    case 1: return conv_row_dense_avx2<Columns, StrideW, 1>;
+    case 3: return conv_row_dense_avx2<Columns, StrideW, 3>;
+    case 7: return conv_row_dense_avx2<Columns, StrideW, 7>;
+    default: return conv_row_dense_avx2<Columns, StrideW, 0>;
+  }
+}
+
+template <int Columns>
+conv_row_function dense_row_for(const ConvShape& s) {
+  return s.stride_w == 1 ? dense_row_for<Columns, 1>(s.kernel_w)
+                         : dense_row_for<Columns, 2>(s.kernel_w);
+}
+
+// AVX2+FMA with contiguous, undilated input columns and stride 1 or 2: tiles of 7 columns x 8
+// channels when 7 divides the width (every ResNet width), else 8. Otherwise 8 columns with an
+// offset table; without AVX2, 4 columns (the accumulators fit in 16 SSE registers).
+inline conv_row_function conv_row_for(const ConvShape& s, int64_t width) {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!avx2) return conv_row_baseline<4>;
+  if (s.in_w == 1 && s.dilation_w == 1 && (s.stride_w == 1 || s.stride_w == 2))
+    return width % 7 == 0 ? dense_row_for<7>(s) : dense_row_for<8>(s);
+  return conv_row_avx2<8>;
 }
 }  // namespace detail
 #endif
@@ -117,7 +189,7 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
       Kokkos::IndexType<int64_t>>;
 #if defined(LAPIS_X86_KERNELS)
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible) {
-    const detail::conv_row_function row = detail::conv_row_for_this_cpu();
+    const detail::conv_row_function row = detail::conv_row_for(s, width_out);
     Kokkos::parallel_for(
         label, policy3({0, 0, 0}, {batch, blocks, height_out}),
         [=](const int64_t n, const int64_t block, const int64_t oh) {
