@@ -1,7 +1,10 @@
 """Side-by-side CPU timing: exported packages (run by sample_app, timed in C++) against
 PyTorch eager at the same thread count, in one run; writes a markdown table.
 
-    python benchmarks/cpu.py [--models resnet18 mlp small_cnn] [--threads 2] [--runs 20]
+    python benchmarks/cpu.py [--models resnet18 resnet18:8 mlp small_cnn] [--threads 2] [--runs 20]
+
+A model is named as in integration_tests/models.py, optionally with `:BATCH` to change the
+batch size of its input.
 
 Rows: model, backend, threads, ours (median ms), PyTorch eager (median ms), ratio
 (ours / PyTorch; below 1 is faster than PyTorch), export+build time.
@@ -75,7 +78,8 @@ def ours_median_ms(work: Path, model_name: str, backend: str, example, threads: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet18", "small_cnn", "mlp"])
+    parser.add_argument("--models", nargs="+",
+                        default=["resnet18", "resnet18:8", "small_cnn", "mlp"])
     parser.add_argument("--backends", nargs="+", default=["serial", "openmp"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--runs", type=int, default=20)
@@ -85,8 +89,12 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="lapis-bench-") as tmp:
         work = Path(tmp)
-        for model_name in args.models:
-            model, shape = build(model_name)
+        for spec in args.models:
+            base, _, batch = spec.partition(":")
+            model, shape = build(base)
+            if batch:
+                shape = (int(batch), *shape[1:])
+            model_name = f"{base}_b{batch}" if batch else base
             example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
             save_model(model, example, work / f"{model_name}.pt2", "export")
             for backend in args.backends:
