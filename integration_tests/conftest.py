@@ -27,12 +27,6 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
     return result
 
 
-@pytest.fixture(scope="session")
-def kokkos_root() -> Path:
-    from kokkos_support.provision import ensure_kokkos
-    return ensure_kokkos()
-
-
 class Workspace:
     """Model files, packages and sample_app builds under one temporary directory, cached."""
 

@@ -68,7 +68,3 @@ def int_literal(value: int, cxx_type: str) -> str:
     if cxx_type == "int64_t" and not -2**31 <= value < 2**31:
         return f"int64_t({value}LL)" if value != -2**63 else "INT64_MIN"
     return str(value) if cxx_type in ("int64_t", "int32_t") else f"{cxx_type}({value})"
-
-
-def view_rank_stars(rank: int) -> str:
-    return "*" * rank

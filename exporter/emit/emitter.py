@@ -6,6 +6,7 @@ math come from the tables in scalar_ops.py.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -77,16 +78,13 @@ class KokkosEmitter:
     def line(self, text: str = "") -> None:
         self.lines.append(("  " * self.depth + text) if text else "")
 
+    @contextlib.contextmanager
     def indented(self):
-        emitter = self
-
-        class _Indent:
-            def __enter__(self):
-                emitter.depth += 1
-
-            def __exit__(self, *exc):
-                emitter.depth -= 1
-        return _Indent()
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
 
     # ---- names ---------------------------------------------------------------------------
     def unique(self, base: str) -> str:
@@ -141,6 +139,12 @@ class KokkosEmitter:
         if value not in self.memrefs:
             raise ExportError(f"internal: memref {value.get_name()} used before it was emitted")
         return self.memrefs[value]
+
+    def declare_index(self, expression: str) -> str:
+        """`const int64_t vN = expression;` for an index computed in a kernel."""
+        name = self.fresh_local("v")
+        self.line(f"const int64_t {name} = {expression};")
+        return name
 
     def declare(self, result, expression: str, prefix: str = "v") -> str:
         """`const T vN = expression;` for a scalar result; binds and returns the name."""

@@ -43,13 +43,16 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
         _emit_serial_kernel(em, group)
 
 
-def _contains(op, name: str) -> bool:
+def _nested_ops(op):
     for region in op.regions:
         for block in region.blocks:
             for inner in block.operations:
-                if inner.operation.name == name or _contains(inner.operation, name):
-                    return True
-    return False
+                yield inner.operation
+                yield from _nested_ops(inner.operation)
+
+
+def _contains(op, name: str) -> bool:
+    return any(inner.name == name for inner in _nested_ops(op))
 
 
 def _emit_serial_kernel(em: KokkosEmitter, ops: list) -> None:
@@ -239,17 +242,14 @@ def _copy(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     source, target = (em.memref(v) for v in op.operands)
     shape = _static_shape(ir.MemRefType(op.operands[0].type), op)
-    if not shape:
-        em.line(f"{target.cname}() = {source.cname}();") if em.in_kernel else \
-            _launch(em, op, "copy", [], lambda ivs: em.line(f"{target.cname}() = {source.cname}();"))
-        return
+
     def body(ivs):
-        index = ", ".join(ivs)
+        index = ", ".join(ivs[:len(shape)])
         em.line(f"{target.cname}({index}) = {source.cname}({index});")
     if em.in_kernel:
         _serial_loops(em, ["0"] * len(shape), [str(e) for e in shape], body)
     else:
-        _launch(em, op, "copy", list(zip(["0"] * len(shape), [str(e) for e in shape])), body)
+        _launch(em, op, "copy", [("0", str(e)) for e in shape], body)
 
 
 # ---- loops ----------------------------------------------------------------------------------
@@ -328,15 +328,6 @@ def _parallel(em: KokkosEmitter, op) -> None:
     _launch(em, op, "parallel", list(zip(lowers, uppers)), body)
 
 
-def _declare_index(em: KokkosEmitter, expression: str) -> str:
-    name = em.fresh_local("v")
-    em.line(f"const int64_t {name} = {expression};")
-    return name
-
-
-KokkosEmitter.declare_index = _declare_index
-
-
 def _declare_carried(em: KokkosEmitter, results, initial_values) -> list[str]:
     names = []
     for result, initial in zip(results, initial_values):
@@ -346,14 +337,6 @@ def _declare_carried(em: KokkosEmitter, results, initial_values) -> list[str]:
         em.bind(result, name)
         names.append(name)
     return names
-
-
-def _nested_ops(op):
-    for region in op.regions:
-        for block in region.blocks:
-            for inner in block.operations:
-                yield inner.operation
-                yield from _nested_ops(inner.operation)
 
 
 def _accumulators(em: KokkosEmitter, loop) -> list[tuple]:

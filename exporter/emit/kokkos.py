@@ -55,9 +55,10 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
     emit_host_block(emitter, function.regions[0].blocks[0])
     forward_body = "\n".join(emitter.lines)
 
-    header = _render("model.hpp.in", _header_fields(name, backend, lowered))
+    fields = _header_fields(name, backend, lowered)
+    header = _render("model.hpp.in", fields)
     source = _render("model.cpp.in", {
-        **_header_fields(name, backend, lowered),
+        **fields,
         "KERNEL_COUNT": str(emitter.kernel_count),
         "WEIGHT_COUNT": str(len(blob)),
         "STATE_MEMBERS": _state_members(emitter.state_views),

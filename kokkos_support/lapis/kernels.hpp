@@ -115,22 +115,29 @@ __attribute__((target("avx2,fma"))) void conv_row_dense_avx2(const ConvShape& s,
   conv_row_dense<Columns, StrideW, KernelW>(s, image, weights, out, oh, width, valid_channels);
 }
 
+// One output row in tiles of `Columns` with an offset table (any input layout).
 template <int Columns>
-__attribute__((target("avx2,fma"))) void conv_row_avx2(const ConvShape& s, const float* image,
-                                                      const float* weights, float* out,
-                                                      int64_t oh, int64_t width,
-                                                      int64_t valid_channels) {
+inline __attribute__((always_inline)) void conv_row(const ConvShape& s, const float* image,
+                                                    const float* weights, float* out,
+                                                    int64_t oh, int64_t width,
+                                                    int64_t valid_channels) {
   for (int64_t ow0 = 0; ow0 < width; ow0 += Columns)
     conv_tile<Columns>(s, image, weights, out, oh, ow0,
                        width - ow0 < Columns ? width - ow0 : Columns, valid_channels);
 }
 
 template <int Columns>
+__attribute__((target("avx2,fma"))) void conv_row_avx2(const ConvShape& s, const float* image,
+                                                      const float* weights, float* out,
+                                                      int64_t oh, int64_t width,
+                                                      int64_t valid_channels) {
+  conv_row<Columns>(s, image, weights, out, oh, width, valid_channels);
+}
+
+template <int Columns>
 void conv_row_baseline(const ConvShape& s, const float* image, const float* weights,
                        float* out, int64_t oh, int64_t width, int64_t valid_channels) {
-  for (int64_t ow0 = 0; ow0 < width; ow0 += Columns)
-    conv_tile<Columns>(s, image, weights, out, oh, ow0,
-                       width - ow0 < Columns ? width - ow0 : Columns, valid_channels);
+  conv_row<Columns>(s, image, weights, out, oh, width, valid_channels);
 }
 
 using conv_row_function = void (*)(const ConvShape&, const float*, const float*, float*,
