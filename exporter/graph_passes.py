@@ -1,6 +1,6 @@
 """Graph rewrites on the torch.export program, before import (part of the lowering work that
 needs the weights' values, which the MLIR never holds): fold eval-mode batch norm into the
-convolution that feeds it."""
+convolution that feeds it, and run linear layers as 1x1 convolutions (the tuned kernel)."""
 from __future__ import annotations
 
 import torch
@@ -56,6 +56,50 @@ def fold_batch_norm(program) -> int:
     if folded:
         program.graph_module.recompile()
     return folded
+
+
+def linear_as_conv(program) -> int:
+    """Rewrite `linear(x, w, b)` on a 2-D `x` as `conv2d(x.view(N, IC, 1, 1), w', b).view(N, OC)`
+    with the weight stored as [OC, IC, 1, 1], in place, so that it runs in the tuned convolution
+    (no transposed copy of the weight per call, the bias folded in). Returns the number done."""
+    graph = program.graph
+    params = _placeholder_tensors(program)
+    aten = torch.ops.aten
+    done = 0
+    for node in list(graph.nodes):
+        if node.target != aten.linear.default:
+            continue
+        x, weight = node.args[0], node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else None
+        x_value = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
+        if (x_value is None or x_value.dim() != 2 or not isinstance(weight, torch.fx.Node)
+                or weight.name not in params or len(weight.users) != 1):
+            continue
+        target, w = params[weight.name]
+        batch, channels_in = x_value.shape
+        channels_out = w.shape[0]
+        _assign(program, target, w.reshape(channels_out, channels_in, 1, 1).contiguous())
+        weight.meta["val"] = weight.meta["val"].reshape(channels_out, channels_in, 1, 1)
+        if "tensor_meta" in weight.meta:
+            from torch.fx.passes.shape_prop import _extract_tensor_metadata
+            weight.meta["tensor_meta"] = _extract_tensor_metadata(weight.meta["val"])
+        with graph.inserting_before(node):
+            image = graph.call_function(aten.view.default, (x, [batch, channels_in, 1, 1]))
+            image.meta["val"] = x_value.view(batch, channels_in, 1, 1)
+            conv = graph.call_function(aten.conv2d.default, (image, weight, bias))
+            conv.meta["val"] = image.meta["val"].new_empty((batch, channels_out, 1, 1))
+            flat = graph.call_function(aten.view.default, (conv, [batch, channels_out]))
+            flat.meta["val"] = node.meta["val"]
+        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
+            if key in node.meta:
+                for new in (image, conv, flat):
+                    new.meta[key] = node.meta[key]
+        node.replace_all_uses_with(flat)
+        graph.erase_node(node)
+        done += 1
+    if done:
+        program.graph_module.recompile()
+    return done
 
 
 def _is_transposed(conv) -> bool:

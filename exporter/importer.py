@@ -30,6 +30,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     from torch_mlir.extras.fx_importer import FxImporter
 
     graph_passes.fold_batch_norm(model.program)
+    graph_passes.linear_as_conv(model.program)
     try:
         program = model.program.run_decompositions(get_decomposition_table())
     except Exception as exc:  # torch raises many types for unsupported graphs

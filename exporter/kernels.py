@@ -12,30 +12,185 @@ import numpy as np
 CONV_CHANNEL_BLOCK = 8
 
 CONV2D = "lapis.conv2d_nchw"
+CMPF_UGT = 9  # arith::CmpFPredicate::UGT
+# On a memref.alloc: the emitter zero-fills the buffer once, in initialize().
+ZEROED_ATTRIBUTE = "lapis.zeroed"
 
 
-def replace_linalg_ops(module, weight_count: int) -> int:
+# Host backends run the x86 convolution tiles, which want the input already padded; the others
+# read around the unpadded input, which saves two kernels (fill, copy) per convolution.
+HOST_BACKENDS = ("serial", "openmp", "threads")
+
+
+def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> int:
     """Swap `linalg.conv_2d_nchw_fchw` on buffers whose filter is a weight argument used only
-    there for `lapis.conv2d_nchw`. Returns how many ops were replaced."""
-    from torch_mlir import ir
-
+    there for `lapis.conv2d_nchw`, folding in the ops around it that the kernel does as well:
+    the bias broadcast (or zero fill) before it, an in-place ReLU after it and, off the host
+    backends, the zero padding of its input. Returns how many convolutions were replaced."""
     module.context.allow_unregistered_dialects = True
     replaced = 0
     for function in module.body.operations:
         if function.operation.name != "func.func":
             continue
-        for op in list(function.regions[0].blocks[0].operations):
+        block = function.regions[0].blocks[0]
+        for op in list(block.operations):
             op = op.operation
-            if op.name != "linalg.conv_2d_nchw_fchw" or not _is_packable_weight(
+            if op.name == "linalg.conv_2d_nchw_fchw" and _is_packable_weight(
                     op.operands[1], weight_count):
-                continue
-            with ir.InsertionPoint(op), op.location:
-                ir.Operation.create(CONV2D, operands=list(op.operands), attributes={
-                    "strides": op.attributes["strides"],
-                    "dilations": op.attributes["dilations"]})
-            op.erase()
-            replaced += 1
+                _replace_conv(op, fold_padding=backend not in HOST_BACKENDS)
+                replaced += 1
     return replaced
+
+
+def _replace_conv(conv, fold_padding: bool) -> None:
+    from torch_mlir import ir
+
+    source, weight, target = conv.operands
+    folded = []                               # ops the new op does; erased after it is made
+    padding = [0, 0]
+    if unpadded := _unpadded_source(source):
+        unpadded_source, offsets, copy, view, fill, alloc = unpadded
+        # The copy into the padded buffer is what keeps the input when the output reuses its
+        # buffer. Where the copy stays, the zero fill can still go: the border of a buffer of
+        # its own is zero from initialize() on and nothing else writes it.
+        if (fold_padding and _root(unpadded_source) != _root(target)
+                and _untouched_between(copy, conv, _root(unpadded_source))):
+            source, padding = unpadded_source, offsets
+            folded += [copy, view, fill, alloc]
+        else:
+            folded.append(fill)
+            alloc.attributes[ZEROED_ATTRIBUTE] = ir.UnitAttr.get()
+    init, bias = "accumulate", []
+    before = _neighbour(conv, -1)
+    if before is not None and _writes_only(before, target):
+        if before.name == "linalg.broadcast" and list(before.attributes["dimensions"]) == [0, 2, 3]:
+            init, bias = "bias", [before.operands[0]]
+            folded.append(before)
+        elif _fill_value(before) == 0.0:
+            init = "zero"
+            folded.append(before)
+    after = _neighbour(conv, +1)
+    relu = after is not None and _is_inplace_relu(after, target)
+    if relu:
+        folded.append(after)
+    with ir.InsertionPoint(conv), conv.location:
+        ir.Operation.create(CONV2D, operands=[source, weight, *bias, target], attributes={
+            "strides": conv.attributes["strides"],
+            "dilations": conv.attributes["dilations"],
+            "padding": ir.DenseI64ArrayAttr.get(padding),
+            "init": ir.StringAttr.get(init),
+            "relu": ir.BoolAttr.get(relu)})
+    conv.erase()
+    for op in folded:                          # users before the buffers they use
+        op.erase()
+
+
+VIEW_OPS = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
+            "memref.reinterpret_cast")
+
+
+def _root(value):
+    """The buffer (alloc result or argument) a view of views reads."""
+    from torch_mlir import ir
+    while isinstance(value, ir.OpResult) and value.owner.name in VIEW_OPS:
+        value = value.owner.operands[0]
+    return value
+
+
+def _untouched_between(first, last, buffer) -> bool:
+    """No op strictly between `first` and `last` writes `buffer` (ops we cannot tell of: no)."""
+    ops = [o.operation for o in first.block.operations]
+    start = next(i for i, o in enumerate(ops) if o == first)
+    end = next(i for i, o in enumerate(ops) if o == last)
+    for op in ops[start + 1:end]:
+        if op.name == "memref.alloc" or op.name in VIEW_OPS:
+            continue
+        if not op.name.startswith("linalg.") or _root(op.operands[-1]) == buffer:
+            return False
+    return True
+
+
+def _neighbour(op, step: int):
+    ops = [o.operation for o in op.block.operations]
+    index = next(i for i, o in enumerate(ops) if o == op) + step
+    return ops[index] if 0 <= index < len(ops) else None
+
+
+def _writes_only(op, buffer) -> bool:
+    """`op` is a linalg op whose only output is `buffer` and that reads nothing of it."""
+    if not op.name.startswith("linalg.") or len(op.operands) == 0 or op.operands[-1] != buffer:
+        return False
+    return all(v != buffer for v in list(op.operands)[:-1])
+
+
+def _fill_value(op) -> float | None:
+    """The constant a `linalg.fill` / yield-only `linalg.map` writes, if it is one."""
+    if op.name == "linalg.fill":
+        value = op.operands[0]
+    elif op.name == "linalg.map" and len(op.operands) == 1:
+        body = list(op.regions[0].blocks[0].operations)
+        if len(body) != 1 or len(body[0].operands) != 1:
+            return None
+        value = body[0].operands[0]
+    else:
+        return None
+    return _constant_value(value)
+
+
+def _unpadded_source(padded):
+    """For a buffer made as `alloc; fill 0; copy X into subview [0, 0, ph, pw]` and otherwise
+    read only by the convolution: (X, [ph, pw], copy, subview, fill, alloc); else None."""
+    from torch_mlir import ir
+    alloc = padded.owner
+    if not isinstance(alloc, ir.Operation) and hasattr(alloc, "operation"):
+        alloc = alloc.operation
+    if not isinstance(alloc, ir.Operation) or alloc.name != "memref.alloc":
+        return None
+    users = [use.owner.operation for use in padded.uses]
+    fills = [u for u in users if _fill_value(u) == 0.0 and u.operands[-1] == padded]
+    views = [u for u in users if u.name == "memref.subview"]
+    if len(users) != 3 or len(fills) != 1 or len(views) != 1:
+        return None
+    view = views[0]
+    copies = [use.owner.operation for use in view.results[0].uses]
+    if (len(view.operands) != 1 or len(copies) != 1 or copies[0].name != "memref.copy"
+            or copies[0].operands[1] != view.results[0]):
+        return None
+    offsets = list(ir.DenseI64ArrayAttr(view.attributes["static_offsets"]))
+    strides = list(ir.DenseI64ArrayAttr(view.attributes["static_strides"]))
+    if len(offsets) != 4 or offsets[:2] != [0, 0] or any(s != 1 for s in strides):
+        return None
+    return copies[0].operands[0], offsets[2:], copies[0], view, fills[0], alloc
+
+
+def _is_inplace_relu(op, buffer) -> bool:
+    """linalg.generic ins(buffer) outs(buffer): select(cmpf ugt(x, 0), x, 0)."""
+    if op.name != "linalg.generic" or list(op.operands) != [buffer, buffer]:
+        return False
+    body = [o.operation for o in op.regions[0].blocks[0].operations]
+    if [o.name for o in body] != ["arith.cmpf", "arith.select", "linalg.yield"]:
+        return False
+    compare, select, done = body
+    x = op.regions[0].blocks[0].arguments[0]
+    zero = compare.operands[1]
+    from torch_mlir import ir
+    return (ir.IntegerAttr(compare.attributes["predicate"]).value == CMPF_UGT
+            and compare.operands[0] == x and _constant_value(zero) == 0.0
+            and list(select.operands) == [compare.results[0], x, zero]
+            and done.operands[0] == select.results[0])
+
+
+def _constant_value(value) -> float | None:
+    from torch_mlir import ir
+    owner = value.owner
+    if not isinstance(owner, ir.Operation) and hasattr(owner, "operation"):
+        owner = owner.operation
+    if not isinstance(owner, ir.Operation) or owner.name != "arith.constant":
+        return None
+    try:
+        return ir.FloatAttr(owner.attributes["value"]).value
+    except ValueError:                         # an integer or a dense constant
+        return None
 
 
 def _is_packable_weight(value, weight_count: int) -> bool:

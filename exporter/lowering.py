@@ -30,13 +30,12 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
     """Lower `imported.module` in place to loops over memrefs; returns the same hand-off."""
     from torch_mlir.passmanager import PassManager
 
-    del backend  # every backend takes the same loops today; tiling for GPUs slots in here
     module = imported.module
     with module.context:
         for description, pipeline in PIPELINE:
             try:
                 if pipeline is None:
-                    kernels.replace_linalg_ops(module, len(imported.weights))
+                    kernels.replace_linalg_ops(module, len(imported.weights), backend)
                     continue
                 PassManager.parse(pipeline).run(module.operation)
             except Exception as exc:

@@ -1,7 +1,7 @@
 // sample_app: a Kokkos "simulation" driving an exported model, for any model with one float32
 // input and one float32 output. Each step runs the model on the current input state.
 //
-//   sample_app --input in.bin --output out.bin [--steps N] [--warmup W] [--api cpp|c]
+//   sample_app --input in.bin --output out.bin [--steps N] [--warmup W] [--api cpp|c] [--graph]
 //
 // Files are raw little-endian float32, row-major, sized by the model's exported shapes.
 // Prints the forward time per step (median and minimum, fenced) on stdout.
@@ -70,6 +70,7 @@ void write_floats(const std::string& path, const float* data, size_t count) {
 struct Options {
   std::string input, output, api = "cpp";
   int steps = 1, warmup = 0;
+  bool graph = false;  // forward_graph(): one CUDA graph launch per step on the CUDA backend
 };
 
 int parse_count(const std::string& option, const std::string& text) {
@@ -97,12 +98,13 @@ Options parse(int argc, char** argv) {
     else if (arg == "--steps") options.steps = parse_count(arg, value());
     else if (arg == "--warmup") options.warmup = parse_count(arg, value());
     else if (arg == "--api") options.api = value();
+    else if (arg == "--graph") options.graph = true;
     else if (arg.rfind("--kokkos", 0) == 0) continue;   // Kokkos' own options
     else throw std::runtime_error("unknown argument " + arg);
   }
   if (options.input.empty() || options.output.empty())
     throw std::runtime_error("usage: sample_app --input in.bin --output out.bin [--steps N] "
-                             "[--warmup W] [--api cpp|c]");
+                             "[--warmup W] [--api cpp|c] [--graph]");
   if (options.api != "cpp" && options.api != "c")
     throw std::runtime_error("--api must be cpp or c");
   if (options.steps < 1) throw std::runtime_error("--steps must be at least 1");
@@ -146,7 +148,10 @@ void run_cpp(const Options& options, const std::vector<float>& input, std::vecto
     auto x_host = Kokkos::create_mirror_view(x);
     std::memcpy(x_host.data(), input.data(), input.size() * sizeof(float));
     Kokkos::deep_copy(x, x_host);
-    report(timed_steps(options.steps, options.warmup, [&] { model::forward(x, y); }));
+    if (options.graph)
+      report(timed_steps(options.steps, options.warmup, [&] { model::forward_graph(x, y); }));
+    else
+      report(timed_steps(options.steps, options.warmup, [&] { model::forward(x, y); }));
     auto y_host = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
     std::memcpy(output.data(), y_host.data(), output.size() * sizeof(float));
   }

@@ -68,7 +68,31 @@ def test_lowering_reaches_emitter_dialects(name):
 def test_convolutions_become_tuned_kernels():
     lowered = lowering.run(importer.to_linalg(loaded("small_cnn")), "openmp")
     names = op_names(lowered.module)
-    # conv1 and conv3 have groups=1; conv2 (groups=4) stays loops.
-    assert names.count("lapis.conv2d_nchw") == 2
+    # conv1, conv3 and fc (a linear layer runs as a 1x1 convolution) have groups=1; conv2
+    # (groups=4) stays loops.
+    assert names.count("lapis.conv2d_nchw") == 3
     text = lowered.module.operation.get_asm(enable_debug_info=True)
     assert 'loc("conv1/convolution")' in text
+
+
+def _convolutions(module) -> dict[str, str]:
+    """location -> each lapis.conv2d_nchw, as printed."""
+    found = {}
+    for function in module.body.operations:
+        for op in function.regions[0].blocks[0].operations:
+            if op.operation.name == "lapis.conv2d_nchw":
+                found[str(op.location).split('"')[1]] = str(op)
+    return found
+
+
+def test_ops_around_a_convolution_fold_into_it():
+    host = _convolutions(lowering.run(importer.to_linalg(loaded("small_cnn")), "openmp").module)
+    conv1 = host["conv1/convolution"]
+    # The batch-norm-folded bias broadcast and the ReLU go into the call; on host backends the
+    # padded copy stays (the x86 tiles read a padded input), but its zero fill goes.
+    assert 'init = "bias"' in conv1 and "relu = true" in conv1
+    assert "padding = array<i64: 0, 0>" in conv1
+    device = _convolutions(lowering.run(importer.to_linalg(loaded("small_cnn")), "cuda").module)
+    # Off the host, the kernel reads around the unpadded input: the copy goes too.
+    assert "padding = array<i64: 1, 1>" in device["conv1/convolution"]
+    assert 'init = "bias"' in device["fc/convolution"] and "relu = false" in device["fc/convolution"]

@@ -48,6 +48,7 @@ inline constexpr int64_t output0_extents[2] = {2, 3};
 void initialize();
 void finalize();
 void forward(input0_view input0, output0_view output0);
+void forward_graph(input0_view input0, output0_view output0);
 }  // namespace scale2
 extern "C" {
 int scale2_initialize(void);
@@ -102,6 +103,7 @@ void forward(input0_view input0, output0_view output0) {
         output0(i, j) = input0(i, j) * w(i, j) + b(j);
       });
 }
+void forward_graph(input0_view input0, output0_view output0) { forward(input0, output0); }
 }  // namespace scale2
 namespace {
 thread_local std::string last_error;

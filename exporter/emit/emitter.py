@@ -45,6 +45,7 @@ class StateView:
     comment: str
     weight_index: int | None = None    # index in the weight blob, for weights
     weight_name: str = ""
+    zeroed: bool = False               # filled with zeros in initialize() (a padding border)
 
 
 def location_label(op) -> str:
@@ -56,8 +57,11 @@ def location_label(op) -> str:
 
 
 class KokkosEmitter:
-    def __init__(self, model_name: str):
+    def __init__(self, model_name: str, flat_ranges: bool = False):
         self.model_name = model_name
+        # Loop nests as one flat RangePolicy (GPUs: full thread blocks whatever the extents)
+        # instead of an MDRangePolicy (CPUs: the tiles keep the innermost loop contiguous).
+        self.flat_ranges = flat_ranges
         self.lines: list[str] = []
         self.depth = 1
         self.values: dict = {}                 # SSA value -> C++ expression

@@ -6,9 +6,11 @@ kernel lambda (scalars, loads/stores, serial loops).
 """
 from __future__ import annotations
 
+import math
 import re
 
 from ..errors import ExportError
+from ..kernels import ZEROED_ATTRIBUTE
 from . import cxx_types, scalar_ops
 from .emitter import KokkosEmitter, MemrefHandle, StateView, handles, location_label
 
@@ -162,8 +164,10 @@ def _alloc(em: KokkosEmitter, op) -> None:
     label = location_label(op)
     name = em.unique(label or "buffer")
     element = cxx_types.scalar(memref_type.element_type)
-    em.state_views.append(StateView(cname=name, element=element, shape=shape,
-                                    comment=f"{label or 'buffer'} {list(shape)}"))
+    zeroed = ZEROED_ATTRIBUTE in op.attributes
+    em.state_views.append(StateView(cname=name, element=element, shape=shape, zeroed=zeroed,
+                                    comment=f"{label or 'buffer'} {list(shape)}"
+                                    + (", zero border" if zeroed else "")))
     em.memrefs[op.results[0]] = MemrefHandle(name, name, const=False)
 
 
@@ -259,9 +263,14 @@ def _launch(em: KokkosEmitter, op, fallback: str, bounds: list[tuple[str, str]],
     source = location_label(op) or op.name
     _enter_kernel(em)
     ivs = [em.fresh_local("i") for _ in bounds] or ["i0"]
+    extents = [int(upper) - int(lower) if lower.isdigit() and upper.isdigit() else None
+               for lower, upper in bounds]
+    flat = em.flat_ranges and len(bounds) > 1 and None not in extents
     if len(bounds) <= 1:
         lower, upper = bounds[0] if bounds else ("0", "1")
         policy = f"range({lower}, {upper})"
+    elif flat:
+        policy = f"range(0, {math.prod(extents)})"
     elif len(bounds) <= 6:
         lowers = ", ".join(b[0] for b in bounds)
         uppers = ", ".join(b[1] for b in bounds)
@@ -274,12 +283,30 @@ def _launch(em: KokkosEmitter, op, fallback: str, bounds: list[tuple[str, str]],
     em.line(f'Kokkos::parallel_for("{label}", {policy}, KOKKOS_LAMBDA(@PARAMS@) {{')
     with em.indented():
         body(ivs)
+        text = "\n".join(em.lines[header + 1:])
+        used = [bool(re.search(rf"\b{iv}\b", text)) for iv in ivs]
+        if flat:       # the indices from the flat one, innermost fastest
+            unflatten = []
+            for k, (iv, (lower, _)) in enumerate(zip(ivs, bounds)):
+                if not used[k]:
+                    continue
+                stride = math.prod(extents[k + 1:])
+                index = "flat" if stride == 1 else f"flat / {stride}"
+                if extents[k] == 1:
+                    index = "0"
+                elif k > 0:
+                    index = f"{index} % {extents[k]}" if stride == 1 else f"({index}) % {extents[k]}"
+                unflatten.append("  " * em.depth + f"const int64_t {iv} = "
+                                 + (index if lower == "0" else f"{lower} + {index}") + ";")
+            em.lines[header + 1:header + 1] = unflatten
     _leave_kernel(em)
     em.line("});")
     # Name only the indices the body reads, so the code compiles cleanly with -Wunused.
-    text = "\n".join(em.lines[header + 1:])
-    params = ", ".join(f"const int64_t {iv}" if re.search(rf"\b{iv}\b", text)
-                       else f"const int64_t /*{iv}*/" for iv in ivs)
+    if flat:
+        params = "const int64_t flat"
+    else:
+        params = ", ".join(f"const int64_t {iv}" if is_used else f"const int64_t /*{iv}*/"
+                           for iv, is_used in zip(ivs, used))
     em.lines[header] = em.lines[header].replace("@PARAMS@", params)
 
 
@@ -436,11 +463,24 @@ def _yield(em: KokkosEmitter, op) -> None:
 # ---- tuned kernels (exporter/kernels.py) ----------------------------------------------------
 @handles("lapis.conv2d_nchw")
 def _conv2d(em: KokkosEmitter, op) -> None:
+    """The tuned convolution, with what the lowering folded into it (exporter/kernels.py)."""
     import numpy as np
-    source, weight, target = (em.memref(v).cname for v in op.operands)
+    from torch_mlir import ir
+    source, weight, *bias, target = (em.memref(v) for v in op.operands)
     stride_h, stride_w = (int(v) for v in np.asarray(op.attributes["strides"]))
     dilation_h, dilation_w = (int(v) for v in np.asarray(op.attributes["dilations"]))
+    pad_h, pad_w = ir.DenseI64ArrayAttr(op.attributes["padding"])
+    init = ir.StringAttr(op.attributes["init"]).value
+    relu = ir.BoolAttr(op.attributes["relu"]).value
+    element = cxx_types.scalar(ir.MemRefType(op.operands[-1].type).element_type)
+    bias_view = bias[0].cname if bias else f"lapis::no_bias<{element}, memory_space>()"
+    folded = ", ".join(part for part, present in (
+        ("bias", init == "bias"), ("padding", pad_h or pad_w), ("relu", relu)) if present)
     em.kernel_count += 1
-    em.line(f"// {location_label(op) or op.name}: tuned convolution")
-    em.line(f'lapis::conv2d_nchw<execution_space>("{em.kernel_label(op, "conv2d")}", {source}, '
-            f"{weight}, {target}, {stride_h}, {stride_w}, {dilation_h}, {dilation_w});")
+    em.line(f"// {location_label(op) or op.name}: tuned convolution"
+            + (f" ({folded} folded in)" if folded else ""))
+    em.line(f'lapis::conv2d_nchw<execution_space>("{em.kernel_label(op, "conv2d")}", '
+            f"{source.cname}, {weight.cname}, {target.cname},")
+    em.line(f"    lapis::ConvGeometry{{{stride_h}, {stride_w}, {dilation_h}, {dilation_w}, "
+            f"{pad_h}, {pad_w}}}, lapis::ConvInit::{init}, {bias_view}, "
+            f"{'true' if relu else 'false'});")

@@ -31,7 +31,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
                           hint="choose one of " + ", ".join(BACKEND_SPACES))
     module = lowered.module
     function = _forward_function(module)
-    emitter = KokkosEmitter(name)
+    emitter = KokkosEmitter(name, flat_ranges=backend not in kernels.HOST_BACKENDS)
     emitter.taken.update({"state", "blob", "fresh", "range", "mdrange", "buffer", "unmanaged",
                           "strided", "State", "initialize", "finalize", "forward", name})
     arguments = list(function.regions[0].blocks[0].arguments)
@@ -57,17 +57,22 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
 
     fields = _header_fields(name, backend, lowered)
     header = _render("model.hpp.in", fields)
+    # The C API's device copies of the caller's host buffers: made once, in initialize().
+    staging = [] if backend in kernels.HOST_BACKENDS else [
+        StateView(cname=f"c_api_{spec.cname}", element=CXX_TYPES[spec.dtype],
+                  shape=tuple(spec.shape), comment=f"C API copy of {spec.cname}")
+        for spec in [*lowered.inputs, *lowered.outputs]]
     source = _render("model.cpp.in", {
         **fields,
         "KERNEL_COUNT": str(emitter.kernel_count),
         "WEIGHT_COUNT": str(len(blob)),
-        "STATE_MEMBERS": _state_members(emitter.state_views),
-        "INITIALIZE_BODY": _initialize_body(name, emitter.state_views),
+        "STATE_MEMBERS": _state_members(emitter.state_views + staging),
+        "INITIALIZE_BODY": _initialize_body(name, emitter.state_views + staging),
         "EXTENT_CHECKS": _extent_checks(name, lowered),
         "FORWARD_HANDLES": _forward_handles(emitter.state_views),
         "FORWARD_BODY": forward_body,
         "C_NULL_CHECKS": _c_null_checks(name, lowered),
-        "C_FORWARD_BODY": _c_forward_body(name, lowered),
+        "C_FORWARD_BODY": _c_forward_body(name, lowered, bool(staging)),
     })
     return EmittedSource(name=name, backend=backend, header=header, source=source,
                          weights=blob, inputs=lowered.inputs, outputs=lowered.outputs,
@@ -141,6 +146,7 @@ def _view_type(spec: TensorSpec, const: bool, space: str = "memory_space",
 def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str, str]:
     execution_space, memory_space = BACKEND_SPACES[backend]
     io_doc, view_types, params, c_params = [], [], [], []
+    names = [spec.cname for spec in [*lowered.inputs, *lowered.outputs]]
     for kind, specs in (("input", lowered.inputs), ("output", lowered.outputs)):
         for spec in specs:
             const = kind == "input"
@@ -160,7 +166,9 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
             "IO_DOC": "\n".join(io_doc), "EXECUTION_SPACE": execution_space,
             "MEMORY_SPACE": memory_space, "NUM_INPUTS": str(len(lowered.inputs)),
             "NUM_OUTPUTS": str(len(lowered.outputs)), "VIEW_TYPES": "\n".join(view_types),
-            "FORWARD_PARAMS": ", ".join(params), "C_FORWARD_PARAMS": ", ".join(c_params)}
+            "FORWARD_PARAMS": ", ".join(params), "C_FORWARD_PARAMS": ", ".join(c_params),
+            "FORWARD_ARGS": ", ".join(names),
+            "FORWARD_POINTERS": ", ".join(f"{n}.data()" for n in names)}
 
 
 def _state_members(views: list[StateView]) -> str:
@@ -172,9 +180,9 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
     lines = []
     for view in views:
         extents = "".join(f", {e}" for e in view.shape)
+        initializing = "" if view.zeroed else ", Kokkos::WithoutInitializing"
         lines.append(f"    fresh->{view.cname} = buffer<{view.element}{'*' * len(view.shape)}>("
-                     f'Kokkos::view_alloc("{name}::{view.cname}", Kokkos::WithoutInitializing)'
-                     f"{extents});")
+                     f'Kokkos::view_alloc("{name}::{view.cname}"{initializing}){extents});')
         if view.weight_index is not None:
             lines.append(f'    lapis::load_weight(blob, {view.weight_index}, "{view.weight_name}", '
                          f"fresh->{view.cname});")
@@ -200,9 +208,10 @@ def _c_null_checks(name: str, lowered: ImportedModel) -> str:
                      f"is a null pointer\");" for s in [*lowered.inputs, *lowered.outputs])
 
 
-def _c_forward_body(name: str, lowered: ImportedModel) -> str:
-    """Wrap the caller's host buffers in unmanaged Views, mirror them into memory_space (a
-    no-op for host backends), call forward, copy the outputs back."""
+def _c_forward_body(name: str, lowered: ImportedModel, staged: bool) -> str:
+    """Wrap the caller's host buffers in unmanaged Views. Host backends run forward on them
+    directly; the others copy them to and from the State's device buffers around
+    forward_graph (the same buffers every call, so the graph is recorded once)."""
     lines = []
     for spec, is_input in [*((s, True) for s in lowered.inputs),
                            *((s, False) for s in lowered.outputs)]:
@@ -212,14 +221,20 @@ def _c_forward_body(name: str, lowered: ImportedModel) -> str:
             f"reinterpret_cast<{element}*>({spec.cname})"
         host_type = _view_type(spec, is_input, "Kokkos::HostSpace",
                                "Kokkos::MemoryTraits<Kokkos::Unmanaged>")
-        mirror = "create_mirror_view_and_copy" if is_input else "create_mirror_view"
         lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
-        lines.append(f"    const auto {spec.cname}_device = Kokkos::{mirror}("
-                     f"{name}::memory_space(), {spec.cname}_host);")
-    arguments = ", ".join(f"{s.cname}_device" for s in [*lowered.inputs, *lowered.outputs])
-    lines.append(f"    {name}::forward({arguments});")
-    for spec in lowered.outputs:
-        lines.append(f"    Kokkos::deep_copy({spec.cname}_host, {spec.cname}_device);")
+        if staged and is_input:
+            lines.append(f"    Kokkos::deep_copy({name}::state->c_api_{spec.cname}, "
+                         f"{spec.cname}_host);")
+    specs = [*lowered.inputs, *lowered.outputs]
+    if staged:
+        arguments = ", ".join(f"{name}::state->c_api_{s.cname}" for s in specs)
+        lines.append(f"    {name}::forward_graph({arguments});")
+        for spec in lowered.outputs:
+            lines.append(f"    Kokkos::deep_copy({spec.cname}_host, "
+                         f"{name}::state->c_api_{spec.cname});")
+    else:
+        arguments = ", ".join(f"{s.cname}_host" for s in specs)
+        lines.append(f"    {name}::forward({arguments});")
     return "\n".join(lines)
 
 

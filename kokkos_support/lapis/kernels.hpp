@@ -172,57 +172,421 @@ inline conv_row_function conv_row_for(const ConvShape& s, int64_t width) {
 }  // namespace detail
 #endif
 
-// out[n][oc][oh][ow] += sum over ic, kh, kw of
-//     in[n][ic][oh * stride_h + kh * dilation_h][ow * stride_w + kw * dilation_w]
-//     * weight[oc][ic][kh][kw]
-// `in` is the already padded input (any layout, unit last stride not required), `out` is
-// LayoutRight and holds the initial values (the bias), and `packed` is the weight in blocks of
-// conv_channel_block output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond the last
-// channel (done at export).
-template <class ExecutionSpace, class Input, class PackedWeight, class Output>
-void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
-                 const Output& out, int64_t stride_h, int64_t stride_w, int64_t dilation_h,
-                 int64_t dilation_w) {
-  constexpr int B = conv_channel_block;
-  const ConvShape s{int64_t(in.extent(1)), int64_t(packed.extent(2)),
-                    int64_t(packed.extent(3)), stride_h, stride_w, dilation_h, dilation_w,
-                    int64_t(in.stride(1)), int64_t(in.stride(2)), int64_t(in.stride(3)),
-                    int64_t(out.stride(1)), int64_t(out.stride(2))};
-  const int64_t batch = out.extent(0), channels_out = out.extent(1);
-  const int64_t height_out = out.extent(2), width_out = out.extent(3);
-  const int64_t blocks = packed.extent(0);
-  using policy3 = Kokkos::MDRangePolicy<
-      ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
-      Kokkos::IndexType<int64_t>>;
-#if defined(LAPIS_X86_KERNELS)
-  if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible) {
-    const detail::conv_row_function row = detail::conv_row_for(s, width_out);
-    Kokkos::parallel_for(
-        label, policy3({0, 0, 0}, {batch, blocks, height_out}),
-        [=](const int64_t n, const int64_t block, const int64_t oh) {
-          const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
-          row(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), &out(n, block * B, 0, 0), oh,
-              width_out, valid);
-        });
-    return;
-  }
+// Where a convolution's output starts from, and what is applied to it at the end (the ops the
+// lowering folded into the call): out = epilogue(init + sum).
+enum class ConvInit : int { accumulate, bias, zero };  // start from out, from bias[oc], or from 0
+
+struct ConvGeometry {
+  int64_t stride_h, stride_w, dilation_h, dilation_w;
+  int64_t pad_h, pad_w;  // zero padding (top, left) read around an unpadded input
+};
+
+namespace detail {
+// The 8 packed weights of one tap (blocks are 32-byte aligned): two 16-byte loads through the
+// read-only cache on CUDA.
+template <class T>
+KOKKOS_FORCEINLINE_FUNCTION void load_tap(const T* tap, T (&w)[conv_channel_block]) {
+  for (int o = 0; o < conv_channel_block; ++o) w[o] = tap[o];
+}
+
+#if defined(__CUDA_ARCH__)
+KOKKOS_FORCEINLINE_FUNCTION void load_tap(const float* tap, float (&w)[conv_channel_block]) {
+  const float4 a = __ldg(reinterpret_cast<const float4*>(tap));
+  const float4 b = __ldg(reinterpret_cast<const float4*>(tap) + 1);
+  w[0] = a.x; w[1] = a.y; w[2] = a.z; w[3] = a.w;
+  w[4] = b.x; w[5] = b.y; w[6] = b.z; w[7] = b.w;
+}
 #endif
-  // Portable version: one output element per iteration, weights read from the packed blocks.
-  using policy4 = Kokkos::MDRangePolicy<
+
+template <class T>
+KOKKOS_FORCEINLINE_FUNCTION T relu(T v) {
+  return !(v <= T(0)) ? v : T(0);  // NaN stays NaN, as in the model
+}
+
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define LAPIS_UNROLL _Pragma("unroll")
+#else
+#define LAPIS_UNROLL
+#endif
+
+// `N` consecutive values from `source` (16-byte aligned when N is a multiple of 4): 16-byte
+// shared-memory loads on CUDA.
+template <int N, class T>
+KOKKOS_FORCEINLINE_FUNCTION void load_run(const T* source, T* target) {
+  LAPIS_UNROLL
+  for (int i = 0; i < N; ++i) target[i] = source[i];
+}
+
+#if defined(__CUDA_ARCH__)
+template <>
+KOKKOS_FORCEINLINE_FUNCTION void load_run<4, float>(const float* source, float* target) {
+  const float4 v = *reinterpret_cast<const float4*>(source);
+  target[0] = v.x; target[1] = v.y; target[2] = v.z; target[3] = v.w;
+}
+#endif
+
+// GPUs, when there are enough outputs: the convolution as an implicit matrix product,
+// out[oc][(n, oh, ow)] = sum over k = (ic, kh, kw) of weight[oc][k] * image[k][(n, oh, ow)].
+// A team of (BM / TM) * (BN / TN) threads computes a BM x BN tile of it, TM x TN outputs per
+// thread in registers. The sum runs in steps of BK: each step's weights (BK x BM) and gathered,
+// zero-padded input (BK x BN) are staged in team scratch (shared) memory, two buffers deep,
+// the next step's loads in flight while this step computes. A thread's rows and columns come
+// in runs of 4, BM / 2 and BN / 2 apart when it has 8 (16-byte loads, no bank conflicts).
+template <int BM, int BN, int TM, int TN>
+struct ConvTiles {
+  static constexpr int BK = 8;
+  static constexpr int threads = (BM / TM) * (BN / TN);
+  static constexpr int a_staged = BK * BM / threads, b_staged = BK * BN / threads;
+  static_assert(BM % conv_channel_block == 0 && TM % 4 == 0 && TN % 4 == 0, "tile shape");
+  static_assert(a_staged * threads == BK * BM && b_staged * threads == BK * BN &&
+                    threads % BN == 0,
+                "every thread stages the same input column at every step");
+
+  static int64_t teams(int64_t channels_out, int64_t pixels) {
+    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
+  }
+
+  KOKKOS_FORCEINLINE_FUNCTION static int row(int tm, int i) {
+    return (i / 4) * (BM / (TM / 4)) + tm * 4 + i % 4;
+  }
+  KOKKOS_FORCEINLINE_FUNCTION static int column(int tn, int j) {
+    return (j / 4) * (BN / (TN / 4)) + tn * 4 + j % 4;
+  }
+
+  // `splits` > 1: each team sums one of that many slices of k and adds it atomically to `out`,
+  // which then already holds the initial value (the caller sets it and applies the ReLU).
+  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+  static void run(const char* label, const Input& in, const PackedWeight& packed,
+                  const Output& out, const ConvGeometry g, const ConvInit init,
+                  const Bias& bias, const bool with_relu, const int splits = 1) {
+    const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
+    if (kernel_h == 1 && kernel_w == 1)
+      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+    else if (kernel_h == 3 && kernel_w == 3)
+      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+    else if (kernel_h == 7 && kernel_w == 7)
+      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+    else
+      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+  }
+
+  // KH, KW: the filter size when known at compile time (index arithmetic by constants), else 0.
+  template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
+            class Output>
+  static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
+                       const Output& out, const ConvGeometry g, const ConvInit init,
+                       const Bias& bias, const bool with_relu, const int splits) {
+    using T = typename Output::non_const_value_type;
+    // Launch bounds: registers for two teams of `threads` threads per multiprocessor, so that
+    // one computes while the other waits at a barrier.
+    using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, 2>>;
+    using member = typename policy::member_type;
+    const int channels_out = out.extent(1), width_out = out.extent(3);
+    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
+    const int height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_w = KW ? KW : int(packed.extent(3));
+    const int taps = KH && KW ? KH * KW : int(packed.extent(2) * packed.extent(3));
+    const int depth = int(in.extent(1)) * taps;
+    const int tiles_m = (channels_out + BM - 1) / BM, blocks = packed.extent(0);
+    const int tiles = teams(channels_out, pixels);
+    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
+    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
+    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
+    const T* weights = packed.data();
+    const size_t scratch = 2 * size_t(BK) * (BM + BN) * sizeof(T);
+    Kokkos::parallel_for(
+        label,
+        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        KOKKOS_LAMBDA(const member& team) {
+          T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
+          T* const b_tiles = a_tiles + 2 * BK * BM;
+          const int rank = team.team_rank();
+          const int tile = team.league_rank() % tiles;
+          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
+          const int k_begin = team.league_rank() / tiles * slice;
+          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
+          // The input column this thread stages, the same at every step.
+          const int p_stage = p0 + rank % BN;
+          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
+          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
+          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
+          const bool p_valid = p_stage < pixels;
+          T a_next[a_staged], b_next[b_staged];
+          const auto fetch = [&](const int k0) {
+            LAPIS_UNROLL
+            for (int r = 0; r < a_staged; ++r) {  // BM / 8 channel blocks x BK taps x 8
+              const int e = rank + r * threads, o = e % conv_channel_block;
+              const int k = k0 + (e / conv_channel_block) % BK;
+              const int block = m0 / conv_channel_block + e / (conv_channel_block * BK);
+              a_next[r] = block < blocks && k < k_end
+                              ? weights[(int64_t(block) * depth + k) * conv_channel_block + o]
+                              : T(0);
+            }
+            LAPIS_UNROLL
+            for (int r = 0; r < b_staged; ++r) {  // BK taps x BN pixels
+              const int k = k0 + rank / BN + r * (threads / BN);
+              const int ic = k / taps, tap = k % taps;
+              const int ih = ih0 + (tap / kernel_w) * dilation_h;
+              const int iw = iw0 + (tap % kernel_w) * dilation_w;
+              b_next[r] = p_valid && k < k_end && ih >= 0 && ih < height_in && iw >= 0 &&
+                                  iw < width_in
+                              ? T(in(n_stage, ic, ih, iw))
+                              : T(0);
+            }
+          };
+          const auto stash = [&](const int buffer) {
+            T* a_tile = a_tiles + buffer * BK * BM;
+            T* b_tile = b_tiles + buffer * BK * BN;
+            LAPIS_UNROLL
+            for (int r = 0; r < a_staged; ++r) {
+              const int e = rank + r * threads;
+              a_tile[(e / conv_channel_block) % BK * BM +
+                     e / (conv_channel_block * BK) * conv_channel_block +
+                     e % conv_channel_block] = a_next[r];
+            }
+            LAPIS_UNROLL
+            for (int r = 0; r < b_staged; ++r)
+              b_tile[(rank / BN + r * (threads / BN)) * BN + rank % BN] = b_next[r];
+          };
+          const int tm = rank / (BN / TN), tn = rank % (BN / TN);
+          T acc[TM][TN];
+          LAPIS_UNROLL
+          for (int i = 0; i < TM; ++i)
+            LAPIS_UNROLL
+            for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+          fetch(k_begin);
+          stash(0);
+          team.team_barrier();
+          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK, buffer ^= 1) {
+            const bool more = k0 + BK < k_end;
+            if (more) fetch(k0 + BK);
+            const T* a_tile = a_tiles + buffer * BK * BM;
+            const T* b_tile = b_tiles + buffer * BK * BN;
+            LAPIS_UNROLL
+            for (int kk = 0; kk < BK; ++kk) {
+              T a[TM], b[TN];
+              LAPIS_UNROLL
+              for (int i = 0; i < TM; i += 4) load_run<4>(a_tile + kk * BM + row(tm, i), a + i);
+              LAPIS_UNROLL
+              for (int j = 0; j < TN; j += 4)
+                load_run<4>(b_tile + kk * BN + column(tn, j), b + j);
+              LAPIS_UNROLL
+              for (int i = 0; i < TM; ++i)
+                LAPIS_UNROLL
+                for (int j = 0; j < TN; ++j) acc[i][j] += a[i] * b[j];
+            }
+            if (more) stash(buffer ^ 1);  // read by nobody until after the barrier
+            team.team_barrier();
+          }
+          LAPIS_UNROLL
+          for (int i = 0; i < TM; ++i) {
+            const int oc = m0 + row(tm, i);
+            if (oc >= channels_out) continue;
+            const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
+            LAPIS_UNROLL
+            for (int j = 0; j < TN; ++j) {
+              const int p = p0 + column(tn, j);
+              if (p >= pixels) continue;
+              const int n = p / plane, q = p % plane;
+              T& target = out(n, oc, q / width_out, q % width_out);
+              if (splits > 1) {
+                Kokkos::atomic_add(&target, acc[i][j]);
+                continue;
+              }
+              const T v = acc[i][j] + (init == ConvInit::accumulate ? target : start);
+              target = with_relu ? relu(v) : v;
+            }
+          }
+        });
+  }
+};
+
+// Before split sums are added atomically: out = init. After them: the ReLU, if folded in.
+template <class ExecutionSpace, class Bias, class Output>
+void conv_set_initial(const char* label, const Output& out, const ConvInit init,
+                      const Bias& bias) {
+  using T = typename Output::non_const_value_type;
+  if (init == ConvInit::accumulate) return;
+  using range4 = Kokkos::MDRangePolicy<
       ExecutionSpace, Kokkos::Rank<4, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
       Kokkos::IndexType<int64_t>>;
   Kokkos::parallel_for(
-      label, policy4({0, 0, 0, 0}, {batch, channels_out, height_out, width_out}),
+      label, range4({0, 0, 0, 0}, {out.extent(0), out.extent(1), out.extent(2), out.extent(3)}),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
-        float sum = 0.0f;
-        for (int64_t ic = 0; ic < s.channels_in; ++ic)
-          for (int64_t kh = 0; kh < s.kernel_h; ++kh)
-            for (int64_t kw = 0; kw < s.kernel_w; ++kw)
-              sum += in(n, ic, oh * s.stride_h + kh * s.dilation_h,
-                        ow * s.stride_w + kw * s.dilation_w) *
-                     packed(oc / B, ic, kh, kw, oc % B);
-        out(n, oc, oh, ow) += sum;
+        out(n, oc, oh, ow) = init == ConvInit::bias ? T(bias(oc)) : T(0);
       });
+}
+
+template <class ExecutionSpace, class Output>
+void conv_relu(const char* label, const Output& out) {
+  using range4 = Kokkos::MDRangePolicy<
+      ExecutionSpace, Kokkos::Rank<4, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
+      Kokkos::IndexType<int64_t>>;
+  Kokkos::parallel_for(
+      label, range4({0, 0, 0, 0}, {out.extent(0), out.extent(1), out.extent(2), out.extent(3)}),
+      KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
+        out(n, oc, oh, ow) = relu(out(n, oc, oh, ow));
+      });
+}
+
+// GPUs: the tile shape that wastes least of its tiles, weighing the larger tiles' fewer loads
+// per multiply-add; then, when that leaves fewer tiles than two per multiprocessor of a large
+// GPU, the sum over k split across teams as well (added atomically).
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& packed,
+                       const Output& out, const ConvGeometry g, const ConvInit init,
+                       const Bias& bias, const bool with_relu) {
+  using large = ConvTiles<128, 128, 8, 8>;
+  using narrow = ConvTiles<64, 128, 4, 8>;  // for 64 output channels
+  using small = ConvTiles<64, 64, 4, 4>;
+  constexpr int64_t enough_teams = 264;
+  const int64_t channels_out = out.extent(1);
+  const int64_t pixels = int64_t(out.extent(0)) * out.extent(2) * out.extent(3);
+  const int64_t depth = int64_t(in.extent(1)) * packed.extent(2) * packed.extent(3);
+  const auto score = [&](int64_t teams, int64_t bm, int64_t bn, double weight) {
+    return weight * double(channels_out * pixels) / double(teams * bm * bn);
+  };
+  const int64_t teams_large = large::teams(channels_out, pixels);
+  const int64_t teams_narrow = narrow::teams(channels_out, pixels);
+  const int64_t teams_small = small::teams(channels_out, pixels);
+  const double score_wide = channels_out > 64 ? score(teams_large, 128, 128, 1.0)
+                                              : score(teams_narrow, 64, 128, 0.85);
+  bool use_small = score(teams_small, 64, 64, 0.6) > score_wide;
+  const int64_t teams_wide = channels_out > 64 ? teams_large : teams_narrow;
+  int splits = 1;
+  if (!use_small && 4 * teams_wide >= enough_teams) {
+    // A few more teams wanted: split k in two or four (the 7x7 and 14x14 layers of a batch).
+    while (teams_wide * splits < enough_teams && depth / (2 * splits) >= 8 * small::BK)
+      splits *= 2;
+  } else {
+    // Far too few (batch 1): small tiles, and up to half the teams wanted from split sums;
+    // more splits cost more in atomic additions than they gain.
+    use_small = true;
+    while (teams_small * splits * 2 <= enough_teams && depth / (2 * splits) >= 4 * small::BK)
+      splits *= 2;
+  }
+  if (splits > 1) conv_set_initial<ExecutionSpace>(label, out, init, bias);
+  const bool relu_here = with_relu && splits == 1;
+  if (use_small)
+    small::run<ExecutionSpace>(label, in, packed, out, g, init, bias, relu_here, splits);
+  else if (channels_out > 64)
+    large::run<ExecutionSpace>(label, in, packed, out, g, init, bias, relu_here, splits);
+  else
+    narrow::run<ExecutionSpace>(label, in, packed, out, g, init, bias, relu_here, splits);
+  if (with_relu && !relu_here) conv_relu<ExecutionSpace>(label, out);
+}
+
+// Any backend, any padding (host backends without the x86 tiles): one thread per (n, channel
+// block, oh, ow), with the block's 8 output channels in registers.
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight& packed,
+                          const Output& out, const ConvGeometry g, const ConvInit init,
+                          const Bias& bias, const bool with_relu) {
+  using T = typename Output::non_const_value_type;
+  constexpr int B = conv_channel_block;
+  const int64_t batch = out.extent(0), channels_out = out.extent(1);
+  const int64_t height_out = out.extent(2), width_out = out.extent(3);
+  const int64_t channels_in = in.extent(1), height_in = in.extent(2), width_in = in.extent(3);
+  const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
+  const int64_t blocks = packed.extent(0);
+  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
+  Kokkos::parallel_for(label, range(0, batch * blocks * height_out * width_out),
+                       KOKKOS_LAMBDA(int64_t i) {
+    const int64_t ow = i % width_out;
+    i /= width_out;
+    const int64_t oh = i % height_out;
+    i /= height_out;
+    const int64_t block = i % blocks;
+    const int64_t n = i / blocks;
+    T acc[B] = {};
+    for (int64_t ic = 0; ic < channels_in; ++ic) {
+      for (int64_t kh = 0; kh < kernel_h; ++kh) {
+        const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+        if (ih < 0 || ih >= height_in) continue;
+        for (int64_t kw = 0; kw < kernel_w; ++kw) {
+          const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+          if (iw < 0 || iw >= width_in) continue;
+          const T x = in(n, ic, ih, iw);
+          T w[B];
+          load_tap(&packed(block, ic, kh, kw, 0), w);
+          for (int o = 0; o < B; ++o) acc[o] += x * w[o];
+        }
+      }
+    }
+    for (int o = 0; o < B; ++o) {
+      const int64_t oc = block * B + o;
+      if (oc >= channels_out) break;
+      T v = acc[o] + (init == ConvInit::bias   ? T(bias(oc))
+                      : init == ConvInit::zero ? T(0)
+                                               : out(n, oc, oh, ow));
+      out(n, oc, oh, ow) = with_relu ? relu(v) : v;
+    }
+  });
+}
+}  // namespace detail
+
+// out[n][oc][oh][ow] = epilogue(init + sum over ic, kh, kw of
+//     in[n][ic][oh * stride_h - pad_h + kh * dilation_h][ow * stride_w - pad_w + kw * dilation_w]
+//     * weight[oc][ic][kh][kw])
+// with zeros read outside `in` (any layout), `out` LayoutRight, and `packed` the weight in
+// blocks of conv_channel_block output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond
+// the last channel (done at export). `bias` is read only with ConvInit::bias.
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+                 const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
+                 const bool with_relu) {
+#if defined(LAPIS_X86_KERNELS)
+  using T = typename Output::non_const_value_type;
+  if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
+                std::is_same<T, float>::value) {
+    if (g.pad_h == 0 && g.pad_w == 0) {  // the lowering pads the input on host backends
+      constexpr int B = conv_channel_block;
+      const ConvShape s{int64_t(in.extent(1)), int64_t(packed.extent(2)),
+                        int64_t(packed.extent(3)), g.stride_h, g.stride_w, g.dilation_h,
+                        g.dilation_w, int64_t(in.stride(1)), int64_t(in.stride(2)),
+                        int64_t(in.stride(3)), int64_t(out.stride(1)), int64_t(out.stride(2))};
+      const int64_t batch = out.extent(0), channels_out = out.extent(1);
+      const int64_t height_out = out.extent(2), width_out = out.extent(3);
+      const int64_t blocks = packed.extent(0);
+      using policy3 = Kokkos::MDRangePolicy<
+          ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
+          Kokkos::IndexType<int64_t>>;
+      const detail::conv_row_function row = detail::conv_row_for(s, width_out);
+      Kokkos::parallel_for(
+          label, policy3({0, 0, 0}, {batch, blocks, height_out}),
+          [=](const int64_t n, const int64_t block, const int64_t oh) {
+            const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
+            float* target = &out(n, block * B, 0, 0);
+            // The tiles add to `out`: set the initial value of this row first, apply the
+            // epilogue after, while the row is still in cache.
+            if (init != ConvInit::accumulate)
+              for (int64_t o = 0; o < valid; ++o)
+                for (int64_t ow = 0; ow < width_out; ++ow)
+                  target[o * s.out_c + oh * s.out_h + ow] =
+                      init == ConvInit::bias ? float(bias(block * B + o)) : 0.0f;
+            row(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), target, oh, width_out, valid);
+            if (with_relu)
+              for (int64_t o = 0; o < valid; ++o)
+                for (int64_t ow = 0; ow < width_out; ++ow) {
+                  float& v = target[o * s.out_c + oh * s.out_h + ow];
+                  v = detail::relu(v);
+                }
+          });
+      return;
+    }
+  }
+#endif
+  if constexpr (!Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible)
+    detail::conv2d_nchw_tiled<ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu);
+  else
+    detail::conv2d_nchw_portable<ExecutionSpace>(label, in, packed, out, g, init, bias,
+                                                 with_relu);
+}
+
+// The `bias` argument of a convolution without one.
+template <class T, class MemorySpace>
+Kokkos::View<const T*, MemorySpace> no_bias() {
+  return {};
 }
 
 }  // namespace lapis

@@ -27,3 +27,8 @@ void forward(input0_view input0, output0_view output0) {
     output0(i0) = v10;
   });
 }
+
+void forward_graph(input0_view input0, output0_view output0) {
+  if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
+  state->graph.run(execution_space(), {input0.data(), output0.data()}, [&] { forward(input0, output0); });
+}
