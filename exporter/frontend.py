@@ -92,8 +92,10 @@ def _zip_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ExportError(f"{path}: damaged or truncated zip archive ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        # ValueError: e.g. a member name that is not valid UTF-8 in a damaged directory.
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ExportError(f"{path}: damaged or truncated zip archive ({detail})") from exc
     # Members sit under one top-level folder ("model/code/...", "model/data.pkl").
     inner = {name.split("/", 1)[1] for name in names if "/" in name}
     if any(name.startswith(("aotinductor/", "data/aotinductor/")) for name in inner):
