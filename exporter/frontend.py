@@ -64,6 +64,9 @@ def _read_head(path: Path) -> bytes:
         raise ExportError(f"{path}: no such file")
     if path.is_dir():
         raise ExportError(f"{path}: is a directory, not a model file")
+    if not path.is_file():   # a FIFO or a device would block or never end
+        raise ExportError(f"{path}: is not a regular file (a pipe or a device?)",
+                          hint="save the model to a file first")
     try:
         with path.open("rb") as file:
             head = file.read(64)
