@@ -24,7 +24,7 @@ _TAKEN_NAMES = frozenset({"Kokkos", "std", "lapis", "lapis_kmath", "main", "size
                           "printf", "malloc", "free", "abort", "exit", "errno", "assert", "NULL",
                           "EOF", "stdin", "stdout", "stderr", "unix", "linux", "omp"})
 # Macro prefixes of Kokkos, of our support headers and of the compilers.
-_TAKEN_PREFIXES = ("KOKKOS_", "Kokkos_", "LAPIS_", "lapis_", "__")
+_TAKEN_PREFIXES = ("KOKKOS_", "Kokkos_", "LAPIS_", "__")
 _CMAKE_RESERVED = frozenset({"all", "clean", "help", "install", "package", "test", "edit_cache",
                              "rebuild_cache", "ALL_BUILD", "ZERO_CHECK", "INSTALL", "RUN_TESTS"})
 

@@ -6,7 +6,6 @@ the weight blob. Op locations are named after the source module path, e.g. `laye
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import torch

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -46,8 +47,6 @@ def sanitized_host_checks(workspace, model: str):
 
 
 def run_sanitized(command: list) -> str:
-    import subprocess
-
     env = {**os.environ, **SANITIZE_ENV}
     result = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env)
     assert result.returncode == 0, f"{command[1]} failed ({result.returncode}):\n" \

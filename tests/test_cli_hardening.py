@@ -90,8 +90,9 @@ def test_force_never_deletes_the_model_or_the_working_directory(exported, tmp_pa
         assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("name", ["size_t", "int64_t", "KOKKOS_FOO", "Kokkos_Core", "lapis_x",
-                                  "LAPIS_WEIGHTS_FILE", "assert", "errno", "__init"])
+@pytest.mark.parametrize("name", ["size_t", "int64_t", "KOKKOS_FOO", "Kokkos_Core",
+                                  "lapis_kmath", "LAPIS_WEIGHTS_FILE", "assert", "errno",
+                                  "__init"])
 def test_names_that_clash_with_the_generated_code(exported, tmp_path, name):
     assert_user_error(invoke(exported, "--out", tmp_path / "pkg", "--name", name),
                       f"--name '{name}'")
