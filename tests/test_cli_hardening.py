@@ -180,3 +180,13 @@ def test_ctrl_c_leaves_no_partial_package(exported, tmp_path):
     assert terminal.rstrip().endswith("lapis-export: interrupted"), terminal
     assert "Traceback" not in terminal and stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == []   # no package, no staging folder
+
+
+def test_out_that_cannot_be_written(exported, tmp_path, monkeypatch):
+    def no_write(path, mode, **kwargs):   # root writes past chmod 555
+        return not (mode & os.W_OK and Path(path) == tmp_path)
+    monkeypatch.setattr(os, "access", no_write)
+    out = tmp_path / "pkg"
+    assert_user_error(invoke(exported, "--out", out), f"--out {out}", "cannot be written",
+                      str(tmp_path))
+    assert not out.exists()
