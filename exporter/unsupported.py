@@ -28,11 +28,12 @@ def run_pipeline(module, pipeline: str, path: Path, doing: str) -> None:
     from torch_mlir.passmanager import PassManager
 
     context = module.context
-    diagnostics: list[tuple[str, str]] = []
+    diagnostics: list[tuple[str, str]] = []   # the errors' (location, message)
 
     def collect(diagnostic) -> bool:
-        diagnostics.append((_location(diagnostic.location), diagnostic.message))
-        return True   # handled: nothing goes to stderr
+        if "ERROR" in str(diagnostic.severity):
+            diagnostics.append((_location(diagnostic.location), diagnostic.message))
+        return True   # handled: nothing goes to stderr (warnings and remarks neither)
 
     handler = context.attach_diagnostic_handler(collect)
     try:
@@ -70,10 +71,9 @@ def _pipeline_error(module, path: Path, doing: str, diagnostics, exc) -> ExportE
         found = _left_in_torch_dialect(module) or failed
         return ExportError(_message(path, found, "torch-mlir has no lowering for it to linalg"),
                            hint=_HINT)
-    errors = [(where, message) for where, message in diagnostics]
-    if errors:
-        where, message = errors[0]
-        more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    if diagnostics:
+        where, message = diagnostics[0]
+        more = f" (and {len(diagnostics) - 1} more errors)" if len(diagnostics) > 1 else ""
         at = f" at '{where}'" if where else ""
         return ExportError(f"{path}: {doing} failed{at}: {message.splitlines()[0]}{more}",
                            hint=_HINT)
