@@ -87,8 +87,12 @@ def _detect_format(path: Path, head: bytes) -> str:
                           "run arbitrary code, so it is refused", hint=_SELF_CONTAINED_HINT)
     if _looks_like_onnx(head):
         return "onnx"
+    known = (".pt", ".pt2", ".pth", ".ts", ".onnx")
+    extension = (f"; its extension {path.suffix} is none of {', '.join(known)}"
+                 if path.suffix.lower() not in known else "")
     raise ExportError(f"{path}: not a recognised model file (expected a TorchScript archive, a "
-                      "torch.export .pt2 file or an ONNX model)")
+                      f"torch.export .pt2 file or an ONNX model{extension})",
+                      hint=_SELF_CONTAINED_HINT)
 
 
 def _zip_format(path: Path) -> str:

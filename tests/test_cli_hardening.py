@@ -190,3 +190,11 @@ def test_out_that_cannot_be_written(exported, tmp_path, monkeypatch):
     assert_user_error(invoke(exported, "--out", out), f"--out {out}", "cannot be written",
                       str(tmp_path))
     assert not out.exists()
+
+
+def test_unknown_extension_is_named(tmp_path):
+    path = tmp_path / "model.h5"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    result = invoke(path, "--out", tmp_path / "pkg")
+    assert_user_error(result, str(path), "not a recognised model file", "extension .h5")
+    assert "torch.export.save" in result.stderr   # the hint says how to save one
