@@ -16,8 +16,15 @@ from exporter import __version__
 
 BACKENDS = ("serial", "openmp", "threads", "cuda", "hip", "sycl")
 
-# Names that cannot be the package's namespace / CMake target / symbol prefix.
-_TAKEN_NAMES = frozenset({"Kokkos", "std", "lapis", "lapis_kmath", "main"})
+# Names that cannot be the package's namespace / CMake target / symbol prefix: namespaces and
+# global names the generated code and its includes use, and common C macros.
+_TAKEN_NAMES = frozenset({"Kokkos", "std", "lapis", "lapis_kmath", "main", "size_t", "ptrdiff_t",
+                          "int8_t", "int16_t", "int32_t", "int64_t", "uint8_t", "uint16_t",
+                          "uint32_t", "uint64_t", "intptr_t", "uintptr_t", "memcpy", "memset",
+                          "printf", "malloc", "free", "abort", "exit", "errno", "assert", "NULL",
+                          "EOF", "stdin", "stdout", "stderr", "unix", "linux", "omp"})
+# Macro prefixes of Kokkos, of our support headers and of the compilers.
+_TAKEN_PREFIXES = ("KOKKOS_", "Kokkos_", "LAPIS_", "__")
 _CMAKE_RESERVED = frozenset({"all", "clean", "help", "install", "package", "test", "edit_cache",
                              "rebuild_cache", "ALL_BUILD", "ZERO_CHECK", "INSTALL", "RUN_TESTS"})
 
@@ -57,7 +64,8 @@ class _OneLineErrors(click.Command):
               help="Build the package, run it and compare with PyTorch; exit 1 if it differs.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress output, and only the package's path as the summary.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, verbose: bool, quiet: bool) -> int:
@@ -69,7 +77,7 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
     warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
-                       progress=not quiet and sys.stderr.isatty())
+                       progress=not quiet and sys.stderr.isatty(), quiet=quiet)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
@@ -78,6 +86,11 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
     except KeyboardInterrupt:
         click.echo("lapis-export: interrupted", err=True)
         return 130
+    except BrokenPipeError:
+        # stdout's reader went away (`| head -1`): nothing left to say, and no traceback at exit.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         if verbose:
             traceback.print_exc()
@@ -89,49 +102,67 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
 
 
 def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts: tuple[str, ...],
-            weights_mode: str, verify_flag: bool, force: bool, progress: bool) -> int:
+            weights_mode: str, verify_flag: bool, force: bool, progress: bool,
+            quiet: bool = False) -> int:
     from exporter import frontend
+    from exporter.progress import Progress
 
     shapes = [frontend.parse_input_shape(text) for text in shape_texts] or None
     name = check_name(name) if name is not None else default_name(model)
-    check_out(out, force)
+    check_out(out, force, model)
+    steps = Progress(progress)
 
-    def stage(text: str) -> None:
-        if progress:
-            click.echo(f"lapis-export: {text}...", err=True)
-
-    stage(f"loading {model}")
-    loaded = frontend.load(model, shapes)
+    with steps.step(f"loading {model.name}"):
+        loaded = frontend.load(model, shapes)
     from exporter import emit, importer, lowering, package
 
-    stage("importing")
-    imported = importer.to_linalg(loaded)
-    stage("lowering")
-    lowered = lowering.run(imported, backend)
-    stage("emitting C++")
-    source = emit.kokkos(lowered, name, backend)
-    stage("writing package")
-    options = package.PackageOptions(weights_mode=weights_mode, source_path=model,
-                                     source_sha256=loaded.source_sha256, force=force)
-    pkg_dir = package.write(source, out, options)
+    with steps.step("importing"):
+        ops = _count_ops(loaded)   # before the graph rewrites of the import
+        imported = importer.to_linalg(loaded)
+    with steps.step("lowering"):
+        lowered = lowering.run(imported, backend)
+    with steps.step("emitting C++"):
+        source = emit.kokkos(lowered, name, backend)
+    with steps.step("writing package"):
+        options = package.PackageOptions(weights_mode=weights_mode, source_path=model,
+                                         source_sha256=loaded.source_sha256, force=force)
+        pkg_dir = package.write(source, out, options)
 
-    weight_bytes = sum(weight.array.nbytes for weight in source.weights)
     click.echo(str(pkg_dir))
-    click.echo(f"  {name} ({backend}): {len(source.weights)} weights, "
-               f"{_format_bytes(weight_bytes)}, {source.kernel_count} kernels")
-    click.echo("  use it from CMake:\n"
-               f"    add_subdirectory({pkg_dir})\n"
-               f"    target_link_libraries(app PRIVATE {name}::{name})")
+    if not quiet:
+        _summary(ops, imported, source, pkg_dir)
     if not verify_flag:
         return 0
     from exporter import verify
 
-    stage("building and verifying")
-    result = verify.run(pkg_dir, loaded)
+    with steps.step("building and verifying"):
+        result = verify.run(pkg_dir, loaded)
     verdict = "PASS" if result.passed else "FAIL"
     click.echo(f"verify: max abs error {result.max_abs_error:.3g} "
                f"(relative {result.relative_error:.3g}) — {verdict}")
     return 0 if result.passed else 1
+
+
+def _count_ops(loaded) -> int:
+    graph = getattr(loaded.program, "graph", None)
+    return sum(1 for node in graph.nodes if node.op == "call_function") if graph else 0
+
+
+def _summary(ops: int, imported, source, pkg_dir: Path) -> None:
+    """What was exported and how to use it, after the package path (stdout). Parameters are
+    the model's; the weight bytes are the blob's (tuned-kernel layouts pad some tensors)."""
+    used = {weight.name for weight in source.weights}
+    parameters = sum(int(weight.array.size) for weight in imported.weights if weight.name in used)
+    weight_bytes = sum(weight.array.nbytes for weight in source.weights)
+    name = source.name
+    click.echo(f"  {name} ({source.backend}): {ops} ops in {source.kernel_count} kernels, "
+               f"{parameters:,} parameters in {len(source.weights)} weights "
+               f"({_format_bytes(weight_bytes)})")
+    click.echo(f"  build it:  cmake -S {pkg_dir} -B build-{name} -DKokkos_ROOT=<your Kokkos> "
+               f"&& cmake --build build-{name}")
+    click.echo("  or use it from CMake:\n"
+               f"    add_subdirectory({pkg_dir})\n"
+               f"    target_link_libraries(app PRIVATE {name}::{name})")
 
 
 def default_name(model: Path) -> str:
@@ -156,7 +187,7 @@ def check_name(name: str) -> str:
 
     if name in CXX_KEYWORDS:
         raise ExportError(f"--name '{name}': is a C++ keyword", hint=hint)
-    if name in _TAKEN_NAMES or name.startswith("__") or re.match(r"_[A-Z]", name):
+    if name in _TAKEN_NAMES or name.startswith(_TAKEN_PREFIXES) or re.match(r"_[A-Z]", name):
         raise ExportError(f"--name '{name}': is reserved or already used by the generated code",
                           hint=hint)
     if name in _CMAKE_RESERVED:
@@ -164,10 +195,18 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_out(out: Path, force: bool) -> None:
-    """Refuse to clobber an existing non-empty --out unless --force (package.write replaces it)."""
+def check_out(out: Path, force: bool, model: Path | None = None) -> None:
+    """Refuse to clobber an existing non-empty --out unless --force (package.write replaces it),
+    and say now, before the long steps, if --out cannot be written."""
     from exporter.errors import ExportError
 
+    _check_out_writable(out)
+    if force and out.exists() and model is not None:
+        resolved = out.resolve()
+        for inside, what in ((model, "the model file"), (Path.cwd(), "the current directory")):
+            if resolved == inside.resolve() or resolved in inside.resolve().parents:
+                raise ExportError(f"--out {out}: contains {what}; --force would delete it",
+                                  hint="choose a new directory for the package")
     if force or not out.exists():
         return
     if not out.is_dir():
@@ -175,6 +214,23 @@ def check_out(out: Path, force: bool) -> None:
                           "replace it")
     if any(out.iterdir()):
         raise ExportError(f"--out {out}: exists and is not empty; pass --force to replace it")
+
+
+def _check_out_writable(out: Path) -> None:
+    """The package is assembled beside --out: the nearest existing parent must be a writable
+    directory."""
+    import os
+
+    from exporter.errors import ExportError
+
+    parent = out.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(f"--out {out}: cannot be created ({parent} is not a directory)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ExportError(f"--out {out}: cannot be written ({parent} is not writable)",
+                          hint="choose a directory you can write to")
 
 
 def _format_bytes(count: int) -> str:

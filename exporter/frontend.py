@@ -64,6 +64,9 @@ def _read_head(path: Path) -> bytes:
         raise ExportError(f"{path}: no such file")
     if path.is_dir():
         raise ExportError(f"{path}: is a directory, not a model file")
+    if not path.is_file():   # a FIFO or a device would block or never end
+        raise ExportError(f"{path}: is not a regular file (a pipe or a device?)",
+                          hint="save the model to a file first")
     try:
         with path.open("rb") as file:
             head = file.read(64)
@@ -84,16 +87,22 @@ def _detect_format(path: Path, head: bytes) -> str:
                           "run arbitrary code, so it is refused", hint=_SELF_CONTAINED_HINT)
     if _looks_like_onnx(head):
         return "onnx"
+    known = (".pt", ".pt2", ".pth", ".ts", ".onnx")
+    extension = (f"; its extension {path.suffix} is none of {', '.join(known)}"
+                 if path.suffix.lower() not in known else "")
     raise ExportError(f"{path}: not a recognised model file (expected a TorchScript archive, a "
-                      "torch.export .pt2 file or an ONNX model)")
+                      f"torch.export .pt2 file or an ONNX model{extension})",
+                      hint=_SELF_CONTAINED_HINT)
 
 
 def _zip_format(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ExportError(f"{path}: damaged or truncated zip archive ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        # ValueError: e.g. a member name that is not valid UTF-8 in a damaged directory.
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise ExportError(f"{path}: damaged or truncated zip archive ({detail})") from exc
     # Members sit under one top-level folder ("model/code/...", "model/data.pkl").
     inner = {name.split("/", 1)[1] for name in names if "/" in name}
     if any(name.startswith(("aotinductor/", "data/aotinductor/")) for name in inner):

@@ -6,13 +6,12 @@ the weight blob. Op locations are named after the source module path, e.g. `laye
 """
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import torch
 from torch.export.graph_signature import InputKind
 
-from . import graph_passes
+from . import graph_passes, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel, LoadedModel, TensorSpec, Weight
 from .names import c_identifier
@@ -24,7 +23,6 @@ _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64
 def to_linalg(model: LoadedModel) -> ImportedModel:
     """Import `model.program` and lower it to the linalg-on-tensors backend contract."""
     from torch_mlir import ir
-    from torch_mlir.compiler_utils import TorchMlirCompilerError, run_pipeline_with_repro_report
     from torch_mlir.dialects import torch as torch_d
     from torch_mlir.extras.fx_decomp_util import get_decomposition_table
     from torch_mlir.extras.fx_importer import FxImporter
@@ -37,7 +35,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
         raise ExportError(f"{model.path}: torch.export decomposition failed: "
                           f"{_first_line(exc)}") from exc
 
-    weights = _collect_weights(program)
+    weights = _collect_weights(program, model.path)
     outputs = _output_specs(program)
 
     context = ir.Context()
@@ -55,18 +53,12 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
                               "torchdynamo-export-to-torch-backend-pipeline)"),
             ("linalg-on-tensors", "builtin.module(torch-backend-to-linalg-on-tensors-backend-"
                                   "pipeline{allow-non-finites=true})")):
-        try:
-            run_pipeline_with_repro_report(module, pipeline, f"lowering to {description}")
-        except TorchMlirCompilerError as exc:
-            raise ExportError(f"{model.path}: lowering to {description} failed: "
-                              f"{_unsupported_op_summary(str(exc))}",
-                              hint="the op named above has no torch-mlir lowering to linalg"
-                              ) from exc
+        unsupported.run_pipeline(module, pipeline, model.path, f"lowering to {description}")
     return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,
                          source=model)
 
 
-def _collect_weights(program) -> list[Weight]:
+def _collect_weights(program, path=None) -> list[Weight]:
     """Parameters, buffers and lifted constants in placeholder order, with their tensors."""
     weights: list[Weight] = []
     used_cnames: set[str] = set()
@@ -78,6 +70,11 @@ def _collect_weights(program) -> list[Weight]:
                 else program.constants[spec.target]
         elif spec.kind == InputKind.CONSTANT_TENSOR:
             tensor = program.constants[spec.target]
+        elif spec.kind == InputKind.TOKEN:
+            raise ExportError(f"{path}: {_effectful_op(program)} has side "
+                              "effects (torch.export threads an effect token through it), "
+                              "which cannot be lowered",
+                              hint="compute it outside the exported module")
         else:
             raise ExportError(f"unsupported graph input kind {spec.kind.name} "
                               f"for '{spec.arg.name}'")
@@ -93,6 +90,16 @@ def _collect_weights(program) -> list[Weight]:
         array = np.ascontiguousarray(tensor.contiguous().cpu().numpy())
         weights.append(Weight(name=spec.target, cname=cname, array=array))
     return weights
+
+
+def _effectful_op(program) -> str:
+    """'op aten._linalg_check_errors at 'inv'': the first op torch.export marked effectful."""
+    for node in program.graph.nodes:
+        if "with_effects" in str(node.target) and len(node.args) > 1:
+            name = str(getattr(node.args[1], "_name", node.args[1])).replace("::", ".")
+            where = _node_label(node).rpartition("/")[0]
+            return f"op {name} at '{where}'" if where else f"op {name}"
+    return "an op"
 
 
 def _output_specs(program) -> list[TensorSpec]:
@@ -139,18 +146,3 @@ def _node_label(node) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
-
-
-def _unsupported_op_summary(report: str) -> str:
-    """Turn torch-mlir's multi-line failure report into one line naming the op(s)."""
-    ops = re.findall(r"failed to legalize operation '([^']+)'", report)
-    ops += re.findall(r"unsupported by backend contract: module op '([^']+)'", report)
-    ops += re.findall(r"found an op that was marked as backend illegal.*?'([\w.]+)'", report)
-    if ops:
-        distinct = sorted(set(ops))
-        more = f" (and {len(distinct) - 1} other unsupported op kinds)" if len(distinct) > 1 else ""
-        return f"op '{distinct[0]}' is not supported{more}"
-    for line in report.splitlines():
-        if "error:" in line:
-            return line.split("error:", 1)[1].strip()
-    return report.strip().splitlines()[0] if report.strip() else "unknown error"

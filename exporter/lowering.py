@@ -5,7 +5,7 @@ scf, cf (asserts). Outputs become destination arguments appended after the input
 """
 from __future__ import annotations
 
-from . import kernels
+from . import kernels, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel
 
@@ -28,16 +28,18 @@ PIPELINE = (
 
 def run(imported: ImportedModel, backend: str) -> ImportedModel:
     """Lower `imported.module` in place to loops over memrefs; returns the same hand-off."""
-    from torch_mlir.passmanager import PassManager
-
     module = imported.module
+    unsupported.check_foreign_ops(module, imported.source.path)
     with module.context:
         for description, pipeline in PIPELINE:
+            if pipeline is not None:
+                unsupported.run_pipeline(module, pipeline, imported.source.path,
+                                         f"MLIR lowering step '{description}'")
+                continue
             try:
-                if pipeline is None:
-                    kernels.replace_linalg_ops(module, len(imported.weights), backend)
-                    continue
-                PassManager.parse(pipeline).run(module.operation)
+                kernels.replace_linalg_ops(module, len(imported.weights), backend)
+            except ExportError:
+                raise
             except Exception as exc:
                 raise ExportError(f"{imported.source.path}: MLIR lowering step "
                                   f"'{description}' failed: {str(exc).splitlines()[0]}") from exc

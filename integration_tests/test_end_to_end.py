@@ -69,12 +69,17 @@ def test_verify_flag_builds_and_compares(workspace, tmp_path):
     assert "PASS" in result.stdout
 
 
-def test_export_is_deterministic(workspace, tmp_path):
-    path, _, _ = workspace.model_file("mlp", "export")
+@pytest.mark.parametrize("fmt", ["export", "torchscript"])
+def test_export_is_deterministic(workspace, tmp_path, fmt):
+    """Two exports in separate processes give byte-identical packages (TorchScript goes through
+    a conversion with its own tracing on the way)."""
+    path, example, _ = workspace.model_file("small_cnn", fmt)
+    shape = ["--input-shape", "x".join(map(str, example.shape))] if fmt == "torchscript" else []
     outputs = []
     for attempt in range(2):
         out = tmp_path / f"pkg{attempt}"
-        run([sys.executable, "-m", "cli", path, "--out", out, "--name", "mlp"], cwd=REPO)
+        run([sys.executable, "-m", "cli", path, "--out", out, "--name", "small_cnn", *shape],
+            cwd=REPO)
         outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*"))
                         if p.is_file()})
     assert outputs[0] == outputs[1]

@@ -4,5 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# clang++ (and its OpenMP header) for the warnings gate in integration_tests/test_quality_gate.py.
+if ! command -v clang++ >/dev/null || [ -z "$(find /usr/lib/llvm-* -name omp.h 2>/dev/null)" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq clang libomp-dev >/dev/null
+  else
+    echo "test.sh: clang++ or libomp-dev missing (apt-get install clang libomp-dev); its tests skip" >&2
+  fi
+fi
 python3 -m kokkos_support.provision >/dev/null
 python3 -m pytest -q tests integration_tests "$@"

@@ -174,7 +174,8 @@ def stages(monkeypatch):
         return out
 
     fakes = {
-        "importer": types.SimpleNamespace(to_linalg=lambda model: calls.setdefault("model", model)),
+        "importer": types.SimpleNamespace(to_linalg=lambda model: (
+            calls.setdefault("model", model), types.SimpleNamespace(weights=weights))[1]),
         "lowering": types.SimpleNamespace(run=lambda imported, backend: ("lowered", backend)),
         "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend: EmittedSource(
             name=name, backend=backend, header="", source="", weights=weights, inputs=[],
@@ -195,7 +196,9 @@ def test_a_run_prints_the_package_and_summary(models, tmp_path, stages):
     assert result.stderr == ""   # no progress lines when stderr is not a terminal
     lines = result.stdout.splitlines()
     assert lines[0] == str(out)
-    assert "2 weights, 160 bytes, 3 kernels" in result.stdout
+    assert "mlp (serial): 3 ops in 3 kernels, 40 parameters in 2 weights (160 bytes)" \
+        in result.stdout
+    assert f"cmake -S {out} -B build-mlp" in result.stdout
     assert f"add_subdirectory({out})" in result.stdout
     assert "target_link_libraries(app PRIVATE mlp::mlp)" in result.stdout
     source, package_out, options = stages["package"]
