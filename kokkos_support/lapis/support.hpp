@@ -134,4 +134,32 @@ void check_extents(const char* what, const View& view, const int64_t* expected) 
                               extents_string(view));
 }
 
+// Kokkos for the C API: NAME_initialize() starts Kokkos when the host has not, and the last
+// NAME_finalize() of the packages that found it so stops it. The count is an inline variable, so
+// every package linked into one program shares it: finalizing one model leaves Kokkos running
+// for another that is still initialized.
+struct CApiKokkos {
+  bool started = false;   // Kokkos was initialized by a C API call, not by the host
+  int users = 0;          // initialized models counting on that
+};
+inline CApiKokkos c_api_kokkos;
+
+// Initializes Kokkos if nobody has; returns whether the caller now holds a share of it.
+inline bool acquire_c_api_kokkos() {
+  if (!Kokkos::is_initialized()) {
+    Kokkos::initialize();
+    c_api_kokkos.started = true;
+  }
+  if (!c_api_kokkos.started) return false;
+  ++c_api_kokkos.users;
+  return true;
+}
+
+// Gives back a share taken by acquire_c_api_kokkos(); the last one finalizes Kokkos.
+inline void release_c_api_kokkos() {
+  if (--c_api_kokkos.users > 0 || !c_api_kokkos.started) return;
+  c_api_kokkos.started = false;
+  if (Kokkos::is_initialized()) Kokkos::finalize();
+}
+
 }  // namespace lapis
