@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -135,30 +136,38 @@ void check_extents(const char* what, const View& view, const int64_t* expected) 
 }
 
 // Kokkos for the C API: NAME_initialize() starts Kokkos when the host has not, and the last
-// NAME_finalize() of the packages that found it so stops it. The count is an inline variable, so
-// every package linked into one program shares it: finalizing one model leaves Kokkos running
-// for another that is still initialized.
+// NAME_finalize() of the models that found it so stops it; finalizing one model leaves Kokkos
+// running for another that is still initialized. The count is an inline variable, one object
+// for every package linked into a program. It is kept per copy of Kokkos (keyed by the address
+// of that copy's is_initialized): a program has one, but libraries loaded privately with their
+// own static Kokkos (dlopen with RTLD_LOCAL, as Python's ctypes does) have one each.
 struct CApiKokkos {
   bool started = false;   // Kokkos was initialized by a C API call, not by the host
   int users = 0;          // initialized models counting on that
 };
-inline CApiKokkos c_api_kokkos;
+inline std::map<const void*, CApiKokkos> c_api_kokkos;
+
+inline CApiKokkos& c_api_kokkos_of_this_library() {
+  return c_api_kokkos[reinterpret_cast<const void*>(&Kokkos::is_initialized)];
+}
 
 // Initializes Kokkos if nobody has; returns whether the caller now holds a share of it.
 inline bool acquire_c_api_kokkos() {
+  CApiKokkos& kokkos = c_api_kokkos_of_this_library();
   if (!Kokkos::is_initialized()) {
     Kokkos::initialize();
-    c_api_kokkos.started = true;
+    kokkos.started = true;
   }
-  if (!c_api_kokkos.started) return false;
-  ++c_api_kokkos.users;
+  if (!kokkos.started) return false;
+  ++kokkos.users;
   return true;
 }
 
 // Gives back a share taken by acquire_c_api_kokkos(); the last one finalizes Kokkos.
 inline void release_c_api_kokkos() {
-  if (--c_api_kokkos.users > 0 || !c_api_kokkos.started) return;
-  c_api_kokkos.started = false;
+  CApiKokkos& kokkos = c_api_kokkos_of_this_library();
+  if (--kokkos.users > 0 || !kokkos.started) return;
+  kokkos.started = false;
   if (Kokkos::is_initialized()) Kokkos::finalize();
 }
 
