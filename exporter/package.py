@@ -13,7 +13,7 @@ from pathlib import Path
 
 from weights import blob
 
-from . import __version__, templates
+from . import __version__, bindings, templates
 from .errors import ExportError
 from .handoff import C_API_TYPES, EmittedSource, TensorSpec
 
@@ -92,6 +92,13 @@ def _write_tree(root: Path, source: EmittedSource, options: PackageOptions) -> N
         (root / directory).mkdir(parents=True)
     _write_text(root / "include" / f"{name}.hpp", source.header)
     _write_text(root / "src" / f"{name}.cpp", source.source)
+    source_name = options.source_path.name if options.source_path else "a model"
+    # The C API for C and Fortran callers (absent where it cannot be spelled; see bindings).
+    c_header = bindings.c_header(name, source.inputs, source.outputs, source_name)
+    fortran = bindings.fortran_module(name, source.inputs, source.outputs, source_name)
+    for path, text in ((f"{name}.h", c_header), (f"{name}_mod.f90", fortran)):
+        if text is not None:
+            _write_text(root / "include" / path, text)
     weight_bytes = blob.write(root / "src" / f"{name}.weights", source.weights)
     for header in sorted(SUPPORT_HEADERS.glob("*.hpp")):
         shutil.copyfile(header, root / "src" / "lapis" / header.name)
@@ -99,7 +106,8 @@ def _write_tree(root: Path, source: EmittedSource, options: PackageOptions) -> N
     fields = _fields(source, options, weight_bytes)
     _write_text(root / "CMakeLists.txt", templates.render("cmake/CMakeLists.txt.in", fields))
     _write_text(root / "cmake" / f"{name}Config.cmake.in",
-                templates.render("cmake/Config.cmake.in", fields, keep=("PACKAGE_INIT",)))
+                templates.render("cmake/Config.cmake.in", fields,
+                                 keep=("PACKAGE_INIT", "PACKAGE_CMAKE_INSTALL_INCLUDEDIR")))
     _write_text(root / "src" / f"{name}_weights.S", templates.render("cmake/weights.S.in", fields))
     _write_text(root / "README.md", templates.render("cmake/README.md.in", fields))
     _write_text(root / "lapis_manifest.json",

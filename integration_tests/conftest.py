@@ -18,9 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 RUN_ENV = {**os.environ, "OMP_NUM_THREADS": "2", "OMP_PROC_BIND": "false"}
 
 
-def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
+def run(command: list[str], env: dict[str, str] | None = None,
+        **kwargs) -> subprocess.CompletedProcess:
+    """Run `command` with RUN_ENV (plus `env`); fail with its output if it fails."""
     result = subprocess.run([str(c) for c in command], capture_output=True, text=True,
-                            env=RUN_ENV, **kwargs)
+                            env={**RUN_ENV, **(env or {})}, **kwargs)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -72,6 +74,29 @@ class Workspace:
             run(["cmake", "--build", build_dir, "-j", "2"])
             self._cache[key] = build_dir / "sample_app"
         return self._cache[key]
+
+    def installed_package(self, model: str, backend: str) -> Path:
+        """The package built on its own and `cmake --install`ed; returns the prefix."""
+        key = ("installed", model, backend)
+        if key not in self._cache:
+            package = self.package(model, backend)
+            prefix = package.with_name(package.name + "_prefix")
+            build_dir = package.with_name(package.name + "_build")
+            run(["cmake", "-S", package, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DKokkos_ROOT={self.kokkos_root}", f"-DCMAKE_INSTALL_PREFIX={prefix}"])
+            run(["nice", "cmake", "--build", build_dir, "-j", "2"])
+            run(["cmake", "--install", build_dir])
+            self._cache[key] = prefix
+        return self._cache[key]
+
+    def host(self, name: str, *definitions: str) -> Path:
+        """Configure and build the sample host sample_app/NAME (c, fortran, mpi, two_models)
+        with the given -D definitions; returns its build directory."""
+        build_dir = self.root / f"host_{name}"
+        run(["cmake", "-S", REPO / "sample_app" / name, "-B", build_dir,
+             "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={self.kokkos_root}", *definitions])
+        run(["nice", "cmake", "--build", build_dir, "-j", "2"])
+        return build_dir
 
 
 @pytest.fixture(scope="session")

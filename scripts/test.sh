@@ -3,6 +3,19 @@
 # then runs the unit tests and the end-to-end integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The Fortran and MPI sample hosts need gfortran and OpenMPI (Debian packages).
+missing=()
+command -v gfortran >/dev/null || missing+=(gfortran)
+command -v mpirun >/dev/null || missing+=(openmpi-bin)
+command -v mpicxx >/dev/null || missing+=(libopenmpi-dev)
+if ((${#missing[@]})); then
+  sudo=()
+  [[ $(id -u) == 0 ]] || sudo=(sudo)
+  echo "installing ${missing[*]} (apt-get)" >&2
+  "${sudo[@]}" apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 # clang++ (and its OpenMP header) for the warnings gate in integration_tests/test_quality_gate.py.
 if ! command -v clang++ >/dev/null || [ -z "$(find /usr/lib/llvm-* -name omp.h 2>/dev/null)" ]; then

@@ -207,7 +207,7 @@ def cmake_build(source_dir: Path, build_dir: Path, *definitions: str) -> None:
 # ---- writing the package ----------------------------------------------------------------
 
 EXPECTED_FILES = ["CMakeLists.txt", "README.md", "cmake/scale2Config.cmake.in",
-                  "include/scale2.hpp", "lapis_manifest.json", "src/scale2.cpp",
+                  "include/scale2.h", "include/scale2.hpp", "include/scale2_mod.f90", "lapis_manifest.json", "src/scale2.cpp",
                   "src/scale2.weights", "src/scale2_weights.S"] + sorted(
     f"src/lapis/{p.name}" for p in (REPO / "kokkos_support" / "lapis").glob("*.hpp"))
 

@@ -7,6 +7,8 @@
 
 #include <cstdint>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -132,6 +134,51 @@ void check_extents(const char* what, const View& view, const int64_t* expected) 
   want += "]";
   throw std::invalid_argument(std::string(what) + ": expected extents " + want + ", got " +
                               extents_string(view));
+}
+
+// Kokkos for the C API: NAME_initialize() starts Kokkos when the host has not, and the last
+// NAME_finalize() of the models that found it so stops it; finalizing one model leaves Kokkos
+// running for another that is still initialized. The count is an inline variable, one object
+// for every package linked into a program. It is kept per copy of Kokkos (keyed by the address
+// of that copy's is_initialized): a program has one, but libraries loaded privately with their
+// own static Kokkos (dlopen with RTLD_LOCAL, as Python's ctypes does) have one each.
+struct CApiKokkos {
+  bool started = false;    // Kokkos was initialized by a C API call, not by the host
+  bool finalized = false;  // ... and finalized by one since (it cannot start again)
+  int users = 0;           // initialized models counting on that
+};
+inline std::mutex c_api_kokkos_mutex;  // the C APIs of all models in the process
+inline std::map<const void*, CApiKokkos> c_api_kokkos;
+
+inline CApiKokkos& c_api_kokkos_of_this_library() {
+  return c_api_kokkos[reinterpret_cast<const void*>(&Kokkos::is_initialized)];
+}
+
+// Initializes Kokkos if nobody has; returns whether the caller now holds a share of it.
+inline bool acquire_c_api_kokkos() {
+  const std::lock_guard<std::mutex> lock(c_api_kokkos_mutex);
+  CApiKokkos& kokkos = c_api_kokkos_of_this_library();
+  if (!Kokkos::is_initialized()) {
+    if (kokkos.finalized)
+      throw std::runtime_error(
+          "Kokkos was already finalized in this process and cannot be initialized again; to "
+          "cycle initialize/finalize, keep Kokkos initialized in the host meanwhile");
+    Kokkos::initialize();
+    kokkos.started = true;
+  }
+  if (!kokkos.started) return false;
+  ++kokkos.users;
+  return true;
+}
+
+// Gives back a share taken by acquire_c_api_kokkos(); the last one finalizes Kokkos.
+inline void release_c_api_kokkos() {
+  const std::lock_guard<std::mutex> lock(c_api_kokkos_mutex);
+  CApiKokkos& kokkos = c_api_kokkos_of_this_library();
+  if (--kokkos.users > 0 || !kokkos.started) return;
+  kokkos.started = false;
+  kokkos.finalized = true;
+  if (Kokkos::is_initialized()) Kokkos::finalize();
 }
 
 }  // namespace lapis
