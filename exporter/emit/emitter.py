@@ -45,6 +45,7 @@ class StateView:
     comment: str
     weight_index: int | None = None    # index in the weight blob, for weights
     weight_name: str = ""
+    planned_in_forward: bool = False   # dynamic extents: (re)allocated by forward() on change
 
 
 def location_label(op) -> str:
@@ -147,8 +148,10 @@ class KokkosEmitter:
         return name
 
     def declare(self, result, expression: str, prefix: str = "v") -> str:
-        """`const T vN = expression;` for a scalar result; binds and returns the name."""
-        name = self.fresh_local(prefix)
+        """`const T vN = expression;` for a scalar result; binds and returns the name. In
+        forward()'s own scope (sizes computed from dynamic extents) the name is unique there,
+        so that no kernel's locals shadow it."""
+        name = self.fresh_local(prefix) if self.in_kernel else self.unique("size")
         self.line(f"const {cxx_types.scalar(result.type)} {name} = {expression};")
         self.bind(result, name)
         return name

@@ -9,7 +9,8 @@ import numpy as np
 
 from .. import __version__, kernels, templates
 from ..errors import ExportError
-from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight
+from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight,
+                       dynamic_extents)
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
@@ -148,6 +149,8 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
                           f"{list(spec.shape)}")
             rank = len(spec.shape)
             extents = ", ".join(str(d) for d in spec.shape) or "1"
+            if spec.dynamic:
+                io_doc[-1] += "  (-1: any size, given at run time)"
             view_types.append(f"using {spec.cname}_view = {_view_type(spec, const)};\n"
                               f"inline constexpr int {spec.cname}_rank = {rank};\n"
                               f"inline constexpr int64_t {spec.cname}_extents[{max(rank, 1)}] = "
@@ -155,6 +158,7 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
             params.append(f"{spec.cname}_view {spec.cname}")
             c_type = C_API_TYPES[spec.dtype]
             c_params.append(f"{'const ' if const else ''}{c_type}* {spec.cname}")
+    c_params[:0] = [f"int64_t {extent.cname}" for extent in dynamic_extents(lowered.inputs)]
     source = lowered.source.path.name if lowered.source else "a model"
     return {"NAME": name, "VERSION": __version__, "SOURCE": source,
             "IO_DOC": "\n".join(io_doc), "EXECUTION_SPACE": execution_space,
@@ -165,12 +169,15 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
 
 def _state_members(views: list[StateView]) -> str:
     return "\n".join(f"  buffer<{v.element}{'*' * len(v.shape)}> {v.cname};  // {v.comment}"
+                     + (", allocated by forward()" if v.planned_in_forward else "")
                      for v in views)
 
 
 def _initialize_body(name: str, views: list[StateView]) -> str:
     lines = []
     for view in views:
+        if view.planned_in_forward:
+            continue
         extents = "".join(f", {e}" for e in view.shape)
         lines.append(f"    fresh->{view.cname} = buffer<{view.element}{'*' * len(view.shape)}>("
                      f'Kokkos::view_alloc("{name}::{view.cname}", Kokkos::WithoutInitializing)'
@@ -185,14 +192,29 @@ def _forward_handles(views: list[StateView]) -> str:
     if not views:
         return ""
     lines = ["  // Local handles, so that kernels capture the Views by value."]
-    lines += [f"  const auto {v.cname} = state->{v.cname};" for v in views]
+    lines += [f"  const auto {v.cname} = state->{v.cname};" for v in views
+              if not v.planned_in_forward]
     return "\n".join(lines) + "\n"
 
 
 def _extent_checks(name: str, lowered: ImportedModel) -> str:
-    return "\n".join(f'  lapis::check_extents("{name}::forward: {s.cname} ({s.name})", '
-                     f"{s.cname}, {s.cname}_extents);"
-                     for s in [*lowered.inputs, *lowered.outputs])
+    """Static extents against the header's tables; each dynamic one against the first input
+    extent of the same size (dimensions sharing a size must agree)."""
+    lines = [f'  lapis::check_extents("{name}::forward: {s.cname} ({s.name})", '
+             f"{s.cname}, {s.cname}_extents);" for s in [*lowered.inputs, *lowered.outputs]]
+    first: dict[str, tuple[str, int]] = {}
+    for spec in [*lowered.inputs, *lowered.outputs]:
+        for dim, symbol in enumerate(spec.symbols):
+            if symbol is None:
+                continue
+            if symbol not in first:
+                first[symbol] = (spec.cname, dim)
+                continue
+            other, other_dim = first[symbol]
+            lines.append(f'  lapis::check_same_extent("{name}::forward: {spec.cname} '
+                         f'({spec.name})", {spec.cname}, {dim}, "{other}", {other}.extent('
+                         f"{other_dim}));")
+    return "\n".join(lines)
 
 
 def _c_null_checks(name: str, lowered: ImportedModel) -> str:
@@ -204,9 +226,16 @@ def _c_forward_body(name: str, lowered: ImportedModel) -> str:
     """Wrap the caller's host buffers in unmanaged Views, mirror them into memory_space (a
     no-op for host backends), call forward, copy the outputs back."""
     lines = []
+    sizes = {}   # size name -> the C API argument giving it
+    for extent in dynamic_extents(lowered.inputs):
+        lines.append(f"    if ({extent.cname} < 0) return fail(2, \"{name}_forward_host: "
+                     f"{extent.cname} is negative\");")
+        sizes.setdefault(extent.symbol, extent.cname)
     for spec, is_input in [*((s, True) for s in lowered.inputs),
                            *((s, False) for s in lowered.outputs)]:
-        extents = "".join(f", {d}" for d in spec.shape)
+        extents = "".join(f", {d}" if d >= 0 else
+                          f", {spec.cname}_extent{dim}" if is_input else
+                          f", {sizes[spec.symbols[dim]]}" for dim, d in enumerate(spec.shape))
         element = ("const " if is_input else "") + CXX_TYPES[spec.dtype]
         pointer = spec.cname if C_API_TYPES[spec.dtype] == CXX_TYPES[spec.dtype] else \
             f"reinterpret_cast<{element}*>({spec.cname})"

@@ -191,11 +191,15 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
   const int64_t batch = out.extent(0), channels_out = out.extent(1);
   const int64_t height_out = out.extent(2), width_out = out.extent(3);
   const int64_t blocks = packed.extent(0);
+  using value_type = typename Output::non_const_value_type;
   using policy3 = Kokkos::MDRangePolicy<
       ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
       Kokkos::IndexType<int64_t>>;
 #if defined(LAPIS_X86_KERNELS)
-  if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible) {
+  // The register-tiled rows are float only; other element types (float64) take the portable
+  // version below.
+  if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
+                std::is_same_v<value_type, float>) {
     const detail::conv_row_function row = detail::conv_row_for(s, width_out);
     Kokkos::parallel_for(
         label, policy3({0, 0, 0}, {batch, blocks, height_out}),
@@ -214,7 +218,7 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
   Kokkos::parallel_for(
       label, policy4({0, 0, 0, 0}, {batch, channels_out, height_out, width_out}),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
-        float sum = 0.0f;
+        value_type sum = 0;
         for (int64_t ic = 0; ic < s.channels_in; ++ic)
           for (int64_t kh = 0; kh < s.kernel_h; ++kh)
             for (int64_t kw = 0; kw < s.kernel_w; ++kw)
