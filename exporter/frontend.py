@@ -225,6 +225,14 @@ def _load_exported(path: Path, input_shapes: list[tuple[int, ...]] | None) -> Lo
                 raise ExportError(f"{path}: --input-shape {_format_shape(given)} for input "
                                   f"{index} ('{node.name}') disagrees with the recorded shape "
                                   f"{_format_shape(recorded)}")
+            fixed = [d for d, (r, g) in enumerate(zip(recorded or (), given))
+                     if r != -1 and g == -1]
+            if fixed:
+                raise ExportError(f"{path}: --input-shape {_format_shape(given)} for input "
+                                  f"{index} ('{node.name}') makes a dimension dynamic that the "
+                                  f"program fixed ({_format_shape(recorded)})",
+                                  hint="export it with a torch.export.Dim for that dimension, "
+                                  f"e.g. dynamic_shapes=({{{fixed[0]}: torch.export.Dim('n')}},)")
     specs = _input_specs(path, program)
     if input_shapes is not None and [spec.shape for spec in specs] != list(input_shapes):
         # Pin the dimensions given as numbers, free those given as letters.

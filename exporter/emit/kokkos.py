@@ -189,11 +189,11 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
 
 
 def _forward_handles(views: list[StateView]) -> str:
+    views = [v for v in views if not v.planned_in_forward]   # those get theirs where planned
     if not views:
         return ""
     lines = ["  // Local handles, so that kernels capture the Views by value."]
-    lines += [f"  const auto {v.cname} = state->{v.cname};" for v in views
-              if not v.planned_in_forward]
+    lines += [f"  const auto {v.cname} = state->{v.cname};" for v in views]
     return "\n".join(lines) + "\n"
 
 
