@@ -50,7 +50,8 @@ class DynamicExtent:
 
 def dynamic_extents(inputs: list[TensorSpec]) -> list[DynamicExtent]:
     """The C API's leading size arguments: one per dynamic input dimension, in input order."""
-    return [DynamicExtent(symbol=spec.symbols[dim], input=spec.cname, dim=dim,
+    return [DynamicExtent(symbol=spec.symbols[dim] if spec.symbols else f"{spec.cname}.{dim}",
+                          input=spec.cname, dim=dim,
                           cname=f"{spec.cname}_extent{dim}")
             for spec in inputs for dim, extent in enumerate(spec.shape) if extent < 0]
 

@@ -231,6 +231,12 @@ def _c_forward_body(name: str, lowered: ImportedModel) -> str:
         lines.append(f"    if ({extent.cname} < 0) return fail(2, \"{name}_forward_host: "
                      f"{extent.cname} is negative\");")
         sizes.setdefault(extent.symbol, extent.cname)
+    for spec in lowered.outputs:
+        for dim, extent in enumerate(spec.shape):
+            if extent < 0 and (not spec.symbols or spec.symbols[dim] not in sizes):
+                raise ExportError(f"output {spec.cname} ('{spec.name}') has dynamic dimension "
+                                  f"{dim} whose size is not that of an input dimension",
+                                  hint="dynamic output sizes must equal a dynamic input size")
     for spec, is_input in [*((s, True) for s in lowered.inputs),
                            *((s, False) for s in lowered.outputs)]:
         extents = "".join(f", {d}" if d >= 0 else
