@@ -32,6 +32,23 @@ np.savez(outputs, **results)
 """
 
 
+# The package's allocations around each call: through a Kokkos Tools library that counts them.
+COUNTER = """
+import ctypes, sys
+import numpy as np
+from exporter import verify
+package, library, counter, *batches = sys.argv[1:]
+count = ctypes.CDLL(counter).allocation_count
+count.restype = ctypes.c_uint64
+with verify.load_module(package, library) as module:
+    for batch in batches:
+        x = np.zeros((int(batch), 32), np.float32)
+        before = count()
+        module.forward(x)
+        print(count() - before)
+"""
+
+
 def run_batches(workspace, package, model: str, dtype: str) -> dict[int, float]:
     """Run `package` (built as a shared library, called through ctypes) at each of BATCHES;
     returns the relative error against PyTorch per batch size."""
@@ -91,3 +108,23 @@ def test_sample_app_at_a_chosen_batch(workspace):
     missing = subprocess.run([str(app), "--input", str(input_file), "--output",
                               str(output_file)], capture_output=True, text=True, env=RUN_ENV)
     assert missing.returncode == 1 and "--batch" in missing.stderr
+
+
+def test_buffers_are_reallocated_only_when_the_batch_changes(workspace):
+    """The issue's rule: nothing is allocated in forward() while the batch stays the same;
+    a new batch re-plans the buffers once."""
+    package = workspace.package("mlp", "openmp", "dynamic")
+    library = verify.build(package, workspace.root / f"{package.name}_shared")  # built once
+    counter = workspace.root / "liballocation_counter.so"
+    run(["c++", "-O1", "-shared", "-fPIC", REPO / "integration_tests" / "allocation_counter.cpp",
+         "-o", counter])
+    env = {**RUN_ENV, "KOKKOS_PROFILE_LIBRARY": str(counter), "KOKKOS_TOOLS_LIBS": str(counter)}
+    result = subprocess.run([sys.executable, "-c", COUNTER, str(package), str(library),
+                             str(counter), "7", "7", "7", "64", "64", "1", "1"],
+                            capture_output=True, text=True, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, same, same_again, grown, grown_same, shrunk, shrunk_same = \
+        (int(line) for line in result.stdout.split())
+    assert first > 0                                 # the dynamic buffers, planned at batch 7
+    assert same == same_again == grown_same == shrunk_same == 0
+    assert grown == shrunk == first                  # each re-planned once per change
