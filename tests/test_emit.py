@@ -103,3 +103,23 @@ def test_dynamic_buffers_are_planned_in_forward():
            "float* output0);" in emitted.header
     assert "inline constexpr int64_t input0_extents[2] = {-1, 4};" in emitted.header
     assert "output0_host(output0, input0_extent0, 2, 4);" in emitted.source
+
+
+def test_shape_guard_on_dynamic_sizes_is_checked_on_the_host():
+    """torch-mlir's broadcast guards compare dynamic extents: forward() throws, no kernel."""
+    text = """func.func @forward(%x: memref<?xf32>, %y: memref<?xf32>, %out: memref<?xf32>) {
+      %c0 = arith.constant 0 : index
+      %n = memref.dim %x, %c0 : memref<?xf32>
+      %m = memref.dim %y, %c0 : memref<?xf32>
+      %same = arith.cmpi eq, %n, %m : index
+      cf.assert %same, "mismatched size for broadcast"
+      memref.copy %x, %out : memref<?xf32> to memref<?xf32>
+      return
+    }"""
+    inputs = [spec("input0", (-1,), ("s0",)), spec("input1", (-1,), ("s0",))]
+    emitted = emit_ir(text, inputs, [spec("output0", (-1,), ("s0",))])
+    body = forward_body(emitted.source)
+    assert 'if (!same_size) throw std::invalid_argument("golden::forward: mismatched size ' \
+           'for broadcast");' in body
+    assert "Kokkos::abort" not in body and "range(0, 1)" not in body
+    assert 'check_same_extent("golden::forward: input1 (input1)", input1, 0, "input0"' in body

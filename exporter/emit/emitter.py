@@ -151,8 +151,10 @@ class KokkosEmitter:
         """`const T vN = expression;` for a scalar result; binds and returns the name. In
         forward()'s own scope (sizes computed from dynamic extents) the name is unique there,
         so that no kernel's locals shadow it."""
-        name = self.fresh_local(prefix) if self.in_kernel else self.unique("size")
-        self.line(f"const {cxx_types.scalar(result.type)} {name} = {expression};")
+        cxx = cxx_types.scalar(result.type)
+        name = self.fresh_local(prefix) if self.in_kernel else \
+            self.unique("same_size" if cxx == "bool" else "size")
+        self.line(f"const {cxx} {name} = {expression};")
         self.bind(result, name)
         return name
 

@@ -28,7 +28,9 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
         op = op_view.operation
         depends_on_group = any(operand in group_results for operand in op.operands)
         host_loop = op.name == "scf.for" and _contains(op, "scf.parallel")
-        if (op.name in _DEVICE_ONLY and not host_loop) or depends_on_group:
+        # A shape guard on sizes forward() knows (dynamic extents) is checked on the host.
+        host_assert = op.name == "cf.assert" and not depends_on_group
+        if (op.name in _DEVICE_ONLY and not host_loop and not host_assert) or depends_on_group:
             group.append(op)
             group_results.update(op.results)
             continue
@@ -140,6 +142,10 @@ def _compare(em: KokkosEmitter, op) -> None:
 def _assert(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     message = ir.StringAttr(op.attributes["msg"]).value.replace("\\", "\\\\").replace('"', '\\"')
+    if not em.in_kernel:
+        em.line(f'if (!{em.expr(op.operands[0])}) throw std::invalid_argument('
+                f'"{em.model_name}::forward: {message}");')
+        return
     em.line(f'if (!{em.expr(op.operands[0])}) Kokkos::abort("{em.model_name}: {message}");')
 
 
