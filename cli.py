@@ -63,7 +63,8 @@ class _OneLineErrors(click.Command):
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
-            dtype: str | None, weights_mode: str, verify_flag: bool, force: bool, verbose: bool, quiet: bool) -> int:
+            dtype: str | None, weights_mode: str, verify_flag: bool, force: bool, verbose: bool,
+            quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt or torch.export .pt2) into a Kokkos C++ CMake package."""
     import warnings
 

@@ -271,7 +271,8 @@ def _view_like(em: KokkosEmitter, op) -> None:
     pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
     name = em.unique(f"{source.root}_view") if not em.in_kernel else em.fresh_local("view")
     if _is_row_major(memref_type, strides):
-        em.line(f"const unmanaged<{data_type}> {name}({pointer}{''.join(f', {e}' for e in extents)});")
+        sizes = "".join(f", {extent}" for extent in extents)
+        em.line(f"const unmanaged<{data_type}> {name}({pointer}{sizes});")
     else:
         layout = ", ".join(f"{extent}, {stride}" for extent, stride in zip(extents, strides))
         em.line(f"const strided<{data_type}> {name}({pointer}, Kokkos::LayoutStride({layout}));")
