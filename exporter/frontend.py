@@ -286,11 +286,23 @@ def _convert_dtype(model: LoadedModel, dtype: str) -> LoadedModel:
         return model
     shapes = [spec.shape for spec in model.inputs]
     dtypes = [dtype if spec.dtype in FLOAT_DTYPES else spec.dtype for spec in model.inputs]
+    examples = [tuple(extent_in_range(model.program, spec.symbols[dim]) if extent < 0 else extent
+                      for dim, extent in enumerate(spec.shape)) for spec in model.inputs]
     with _torch_errors(model.path, f"could not convert the model to {dtype}"), _quiet_torch():
         module = model.program.module().to(getattr(torch, dtype))
-        program = _export(module, _sample_inputs(shapes, dtypes), shapes)
+        program = _export(module, _sample_inputs(examples, dtypes), shapes)
     return LoadedModel(path=model.path, kind=model.kind, program=program,
                        inputs=_input_specs(model.path, program), source_sha256="")
+
+
+def extent_in_range(program, symbol: str, wanted: int = _EXAMPLE_EXTENT) -> int:
+    """`wanted`, moved into the range the program allows for the dynamic size `symbol`."""
+    for variable, bounds in program.range_constraints.items():
+        if str(variable) == symbol:
+            lower = int(bounds.lower) if bounds.lower.is_finite else wanted
+            upper = int(bounds.upper) if bounds.upper.is_finite else wanted
+            return min(max(wanted, lower), upper)
+    return wanted
 
 
 def _user_placeholders(program) -> list:

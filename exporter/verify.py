@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError
+from .frontend import extent_in_range
 from .handoff import LoadedModel
 
 # manifest dtype -> (ctypes element type, NumPy dtype); bool travels as uint8_t in the C API.
@@ -57,9 +58,10 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
     torch.manual_seed(seed)
     dynamic = any(spec.dynamic for spec in model.inputs)
     trials = []
-    for extent in VERIFY_EXTENTS if dynamic else (None,):
-        inputs = [_random_tensor(torch, spec.dtype, [extent if d < 0 else d for d in spec.shape])
-                  for spec in model.inputs]
+    for wanted in VERIFY_EXTENTS if dynamic else (None,):
+        inputs = [_random_tensor(torch, spec.dtype, [
+            extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0 else extent
+            for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
         with torch.no_grad():
             reference = model.program.module()(*inputs)
         references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
