@@ -259,3 +259,20 @@ def test_parse_input_shape(text, shape):
 def test_malformed_input_shapes_name_the_argument(text):
     with pytest.raises(ExportError, match="--input-shape"):
         frontend.parse_input_shape(text)
+
+
+def test_dtype_conversion_keeps_a_dynamic_range(tmp_path):
+    """A Dim with min=8 is traced (and later verified) at sizes inside its range."""
+    path = tmp_path / "ranged.pt2"
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).eval()
+    batch = torch.export.Dim("batch", min=8, max=100)
+    torch.export.save(torch.export.export(model, (torch.randn(10, 4),),
+                                          dynamic_shapes=({0: batch},)), path)
+    loaded = frontend.load(path, dtype="float64")
+    [spec] = loaded.inputs
+    assert spec.shape == (-1, 4) and spec.dtype == "float64"
+    assert frontend.extent_in_range(loaded.program, spec.symbols[0], 3) == 8
+    assert frontend.extent_in_range(loaded.program, spec.symbols[0], 500) == 100
+    x = torch.randn(9, 4, dtype=torch.float64)
+    torch.testing.assert_close(loaded.program.module()(x), model.double()(x), atol=1e-12, rtol=0)
