@@ -299,10 +299,20 @@ def extent_in_range(program, symbol: str, wanted: int = _EXAMPLE_EXTENT) -> int:
     """`wanted`, moved into the range the program allows for the dynamic size `symbol`."""
     for variable, bounds in program.range_constraints.items():
         if str(variable) == symbol:
-            lower = int(bounds.lower) if bounds.lower.is_finite else wanted
-            upper = int(bounds.upper) if bounds.upper.is_finite else wanted
-            return min(max(wanted, lower), upper)
+            lower, upper = _finite(bounds.lower), _finite(bounds.upper)
+            if lower is not None:
+                wanted = max(wanted, lower)
+            return min(wanted, upper) if upper is not None else wanted
     return wanted
+
+
+def _finite(bound) -> int | None:
+    """A range bound as an int, None for an infinite one (torch's int_oo claims to be
+    finite to sympy, but has no integer value)."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
 
 
 def _user_placeholders(program) -> list:
