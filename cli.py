@@ -58,6 +58,9 @@ class _OneLineErrors(click.Command):
                              "[default: the model file's stem].")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="1x3x224x224",
               help="Shape of one input (repeat, in order); needed for TorchScript.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
+              help="Compute in this floating-point type (weights, inputs and outputs "
+                   "converted) [default: as the model is].")
 @click.option("--weights", "weights_mode", type=click.Choice(["embed", "file"]), default="embed",
               show_default=True, help="Link the weight blob into the library, or keep it beside.")
 @click.option("--verify", "verify_flag", is_flag=True,
@@ -68,7 +71,8 @@ class _OneLineErrors(click.Command):
               help="No progress output, and only the package's path as the summary.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
-            weights_mode: str, verify_flag: bool, force: bool, verbose: bool, quiet: bool) -> int:
+            dtype: str | None, weights_mode: str, verify_flag: bool, force: bool, verbose: bool,
+            quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt or torch.export .pt2) into a Kokkos C++ CMake package."""
     import warnings
 
@@ -77,7 +81,7 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
     warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
-                       progress=not quiet and sys.stderr.isatty(), quiet=quiet)
+                       progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
@@ -103,7 +107,7 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
 
 def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, progress: bool,
-            quiet: bool = False) -> int:
+            quiet: bool = False, dtype: str | None = None) -> int:
     from exporter import frontend
     from exporter.progress import Progress
 
@@ -113,7 +117,7 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     steps = Progress(progress)
 
     with steps.step(f"loading {model.name}"):
-        loaded = frontend.load(model, shapes)
+        loaded = frontend.load(model, shapes, dtype)
     from exporter import emit, importer, lowering, package
 
     with steps.step("importing"):
@@ -139,7 +143,8 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         result = verify.run(pkg_dir, loaded)
     verdict = "PASS" if result.passed else "FAIL"
     click.echo(f"verify: max abs error {result.max_abs_error:.3g} "
-               f"(relative {result.relative_error:.3g}) — {verdict}")
+               f"(relative {result.relative_error:.3g}, tolerance {result.tolerance:g}) — "
+               f"{verdict}")
     return 0 if result.passed else 1
 
 

@@ -19,6 +19,10 @@ from .errors import ExportError
 from .handoff import LoadedModel, TensorSpec
 
 DTYPE_NAMES = ("float32", "float64", "int64", "int32", "bool")
+FLOAT_DTYPES = ("float32", "float64")
+# Size of a dynamic dimension in the example inputs torch.export traces with: not 0 or 1, which
+# it would specialise on.
+_EXAMPLE_EXTENT = 4
 
 _SELF_CONTAINED_HINT = (
     "save a self-contained file instead: "
@@ -44,15 +48,20 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def load(path: Path, input_shapes: list[tuple[int, ...]] | None = None) -> LoadedModel:
-    """Load `path` (TorchScript archive, torch.export file; ONNX is detected but refused)."""
+def load(path: Path, input_shapes: list[tuple[int, ...]] | None = None,
+         dtype: str | None = None) -> LoadedModel:
+    """Load `path` (TorchScript archive, torch.export file; ONNX is detected but refused).
+    A -1 in `input_shapes` makes that dimension dynamic; `dtype` ("float32" | "float64")
+    converts the model's floating-point weights, inputs and arithmetic to that type."""
     path = Path(path)
     head = _read_head(path)
     kind = _detect_format(path, head)
-    if input_shapes and any(-1 in shape for shape in input_shapes):
-        raise ExportError("--input-shape: dynamic dimensions are not supported yet",
-                          hint="give every dimension of --input-shape as a number")
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise ExportError(f"--dtype {dtype}: not a floating-point type the exporter converts to",
+                          hint="choose one of " + ", ".join(FLOAT_DTYPES))
     model = _LOADERS[kind](path, input_shapes)
+    if dtype is not None:
+        model = _convert_dtype(model, dtype)
     model.source_sha256 = _sha256(path)
     return model
 
@@ -201,8 +210,9 @@ def _load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) ->
     sample = _sample_inputs(input_shapes)
     with _torch_errors(path, "could not convert TorchScript to torch.export"), _quiet_torch():
         program = TS2EPConverter(script, sample).convert()
-        # The converter marks every dimension Dim.AUTO; re-export to pin the given shapes.
-        program = torch.export.export(program.module(), sample, strict=False)
+        # The converter marks every dimension Dim.AUTO; re-export to pin the given shapes
+        # (dynamic ones stay dynamic).
+        program = _export(program.module(), sample, input_shapes)
     return LoadedModel(path=path, kind="torchscript", program=program,
                        inputs=_input_specs(path, program), source_sha256="")
 
@@ -220,16 +230,25 @@ def _load_exported(path: Path, input_shapes: list[tuple[int, ...]] | None) -> Lo
         for index, (node, given) in enumerate(zip(placeholders, input_shapes)):
             recorded = _node_shape(node)
             if recorded is not None and (len(recorded) != len(given) or any(
-                    r != -1 and r != g for r, g in zip(recorded, given))):
+                    r != -1 and g != -1 and r != g for r, g in zip(recorded, given))):
                 raise ExportError(f"{path}: --input-shape {_format_shape(given)} for input "
                                   f"{index} ('{node.name}') disagrees with the recorded shape "
                                   f"{_format_shape(recorded)}")
-    specs = _input_specs(path, program, allow_dynamic=input_shapes is not None)
-    if input_shapes is not None and any(-1 in spec.shape for spec in specs):
+            fixed = [d for d, (r, g) in enumerate(zip(recorded or (), given))
+                     if r != -1 and g == -1]
+            if fixed:
+                raise ExportError(f"{path}: --input-shape {_format_shape(given)} for input "
+                                  f"{index} ('{node.name}') makes a dimension dynamic that the "
+                                  f"program fixed ({_format_shape(recorded)})",
+                                  hint="export it with a torch.export.Dim for that dimension, "
+                                  f"e.g. dynamic_shapes=({{{fixed[0]}: torch.export.Dim('n')}},)")
+    specs = _input_specs(path, program)
+    if input_shapes is not None and [spec.shape for spec in specs] != list(input_shapes):
+        # Pin the dimensions given as numbers, free those given as letters.
         sample = _sample_inputs(input_shapes, [spec.dtype for spec in specs])
-        with _torch_errors(path, "could not specialise the program to --input-shape"), \
+        with _torch_errors(path, "could not re-export the program for --input-shape"), \
                 _quiet_torch():
-            program = torch.export.export(program.module(), sample, strict=False)
+            program = _export(program.module(), sample, input_shapes)
         specs = _input_specs(path, program)
     return LoadedModel(path=path, kind="torch.export", program=program, inputs=specs,
                        source_sha256="")
@@ -249,6 +268,62 @@ _LOADERS: dict[str, Callable[[Path, list[tuple[int, ...]] | None], LoadedModel]]
 
 # --- helpers -----------------------------------------------------------------------------------
 
+def _export(module, sample: tuple, shapes: list[tuple[int, ...]]):
+    """torch.export of `module` on `sample`, with the dimensions that are -1 in `shapes`
+    dynamic (Dim.DYNAMIC: torch.export finds which of them must be equal)."""
+    import torch
+
+    dynamic = tuple({dim: torch.export.Dim.DYNAMIC for dim, extent in enumerate(shape)
+                     if extent < 0} or None for shape in shapes)
+    if all(entry is None for entry in dynamic):
+        return torch.export.export(module, sample, strict=False)
+    return torch.export.export(module, sample, dynamic_shapes=dynamic, strict=False)
+
+
+def _convert_dtype(model: LoadedModel, dtype: str) -> LoadedModel:
+    """The model with its floating-point parameters, buffers and inputs in `dtype`,
+    re-exported so that every op computes in it."""
+    import torch
+
+    if model.kind == "onnx":
+        raise ExportError(f"{model.path}: --dtype converts PyTorch models only")
+    if all(spec.dtype not in FLOAT_DTYPES or spec.dtype == dtype for spec in model.inputs) and \
+            all(not value.is_floating_point() or value.dtype == getattr(torch, dtype)
+                for value in [*model.program.state_dict.values(),
+                              *model.program.constants.values()]
+                if isinstance(value, torch.Tensor)):
+        return model
+    shapes = [spec.shape for spec in model.inputs]
+    dtypes = [dtype if spec.dtype in FLOAT_DTYPES else spec.dtype for spec in model.inputs]
+    examples = [tuple(extent_in_range(model.program, spec.symbols[dim]) if extent < 0 else extent
+                      for dim, extent in enumerate(spec.shape)) for spec in model.inputs]
+    with _torch_errors(model.path, f"could not convert the model to {dtype}"), _quiet_torch():
+        module = model.program.module().to(getattr(torch, dtype))
+        program = _export(module, _sample_inputs(examples, dtypes), shapes)
+    return LoadedModel(path=model.path, kind=model.kind, program=program,
+                       inputs=_input_specs(model.path, program), source_sha256="")
+
+
+def extent_in_range(program, symbol: str, wanted: int = _EXAMPLE_EXTENT) -> int:
+    """`wanted`, moved into the range the program allows for the dynamic size `symbol`."""
+    for variable, bounds in program.range_constraints.items():
+        if str(variable) == symbol:
+            lower, upper = _finite(bounds.lower), _finite(bounds.upper)
+            if lower is not None:
+                wanted = max(wanted, lower)
+            return min(wanted, upper) if upper is not None else wanted
+    return wanted
+
+
+def _finite(bound) -> int | None:
+    """A range bound as an int, None for an infinite one (torch's int_oo claims to be
+    finite to sympy, but has no integer value)."""
+    try:
+        return int(bound)
+    except (TypeError, ValueError, AttributeError, OverflowError):
+        return None
+
+
 def _user_placeholders(program) -> list:
     user_inputs = set(program.graph_signature.user_inputs)
     return [node for node in program.graph.nodes
@@ -264,7 +339,26 @@ def _node_shape(node) -> tuple[int, ...] | None:
     return tuple(int(d) if isinstance(d, int) else -1 for d in value.shape)
 
 
-def _input_specs(path: Path, program, allow_dynamic: bool = False) -> list[TensorSpec]:
+def _node_symbols(path: Path, index: int, node) -> tuple[str | None, ...]:
+    """The size names of a placeholder's dynamic dimensions (None for static ones)."""
+    import sympy
+
+    symbols = []
+    for dim in node.meta["val"].shape:
+        if isinstance(dim, int):
+            symbols.append(None)
+            continue
+        expression = dim.node.expr
+        if not isinstance(expression, sympy.Symbol):
+            raise ExportError(f"{path}: input {index} ('{node.name}') has a dimension of size "
+                              f"{expression}; dynamic input sizes must be plain sizes, not "
+                              "expressions of others", hint="use one torch.export.Dim per "
+                              "dimension")
+        symbols.append(str(expression))
+    return tuple(symbols)
+
+
+def _input_specs(path: Path, program) -> list[TensorSpec]:
     import torch
 
     specs = []
@@ -278,11 +372,9 @@ def _input_specs(path: Path, program, allow_dynamic: bool = False) -> list[Tenso
             raise ExportError(f"{path}: input {index} ('{node.name}') has dtype {dtype}, which "
                               "is not supported", hint="supported: " + ", ".join(DTYPE_NAMES))
         shape = _node_shape(node)
-        if -1 in shape and not allow_dynamic:
-            raise ExportError(f"{path}: dynamic dimensions are not supported yet (input "
-                              f"{index} '{node.name}' has shape {_format_shape(shape)})",
-                              hint="pass --input-shape with every dimension as a number")
-        specs.append(TensorSpec(name=node.name, cname=f"input{index}", dtype=dtype, shape=shape))
+        symbols = _node_symbols(path, index, node) if -1 in shape else ()
+        specs.append(TensorSpec(name=node.name, cname=f"input{index}", dtype=dtype, shape=shape,
+                                symbols=symbols))
     return specs
 
 
@@ -291,7 +383,8 @@ def _sample_inputs(shapes: list[tuple[int, ...]], dtypes: list[str] | None = Non
 
     generator = torch.Generator().manual_seed(0)
     dtypes = dtypes or ["float32"] * len(shapes)
-    return tuple(torch.randn(shape, generator=generator).to(getattr(torch, dtype))
+    return tuple(torch.randn([d if d > 0 else _EXAMPLE_EXTENT for d in shape],
+                             generator=generator).to(getattr(torch, dtype))
                  for shape, dtype in zip(shapes, dtypes))
 
 

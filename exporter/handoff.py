@@ -23,10 +23,37 @@ class TensorSpec:
     cname: str                # C identifier used in the generated API (input0, output0, ...)
     dtype: str                # key of CXX_TYPES
     shape: tuple[int, ...]    # -1 marks a dynamic dimension
+    # Per dimension, the name of the size a dynamic dimension takes ("s0"; dimensions with the
+    # same name always have the same size), None for a static one; () for a static shape.
+    symbols: tuple[str | None, ...] = ()
+
+    @property
+    def dynamic(self) -> bool:
+        return -1 in self.shape
 
     def to_json(self) -> dict:
-        return {"name": self.name, "cname": self.cname, "dtype": self.dtype,
+        data = {"name": self.name, "cname": self.cname, "dtype": self.dtype,
                 "shape": list(self.shape)}
+        if self.dynamic:
+            data["symbols"] = list(self.symbols)
+        return data
+
+
+@dataclass(frozen=True)
+class DynamicExtent:
+    """A dynamic input dimension: one int64_t argument of the C API, in input order."""
+    symbol: str               # the size's name, shared by every dimension of that size
+    input: str                # cname of the input whose extent it is
+    dim: int
+    cname: str                # C identifier of the argument: input0_extent0
+
+
+def dynamic_extents(inputs: list[TensorSpec]) -> list[DynamicExtent]:
+    """The C API's leading size arguments: one per dynamic input dimension, in input order."""
+    return [DynamicExtent(symbol=spec.symbols[dim] if spec.symbols else f"{spec.cname}.{dim}",
+                          input=spec.cname, dim=dim,
+                          cname=f"{spec.cname}_extent{dim}")
+            for spec in inputs for dim, extent in enumerate(spec.shape) if extent < 0]
 
 
 @dataclass

@@ -36,7 +36,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
                           f"{_first_line(exc)}") from exc
 
     weights = _collect_weights(program, model.path)
-    outputs = _output_specs(program)
+    outputs = _output_specs(program, model.inputs)
 
     context = ir.Context()
     torch_d.register_dialect(context)
@@ -102,7 +102,8 @@ def _effectful_op(program) -> str:
     return "an op"
 
 
-def _output_specs(program) -> list[TensorSpec]:
+def _output_specs(program, inputs: list[TensorSpec]) -> list[TensorSpec]:
+    input_symbols = {symbol for spec in inputs for symbol in spec.symbols if symbol}
     output_node = next(n for n in program.graph.nodes if n.op == "output")
     specs = []
     for index, value in enumerate(output_node.args[0]):
@@ -114,8 +115,16 @@ def _output_specs(program) -> list[TensorSpec]:
             raise ExportError(f"model output {index} has dtype {fake.dtype}, "
                               "which is not supported")
         shape = tuple(int(d) if isinstance(d, int) else -1 for d in fake.shape)
+        symbols = tuple(None if isinstance(d, int) else str(d.node.expr) for d in fake.shape)
+        for dim, symbol in enumerate(symbols):
+            if symbol is not None and symbol not in input_symbols:
+                raise ExportError(f"model output {index} has dimension {dim} of size {symbol}, "
+                                  "which is not the size of an input dimension",
+                                  hint="dynamic output sizes must equal a dynamic input size "
+                                  "(e.g. the batch)")
         specs.append(TensorSpec(name=value.name, cname=f"output{index}",
-                                dtype=_TORCH_DTYPES[fake.dtype], shape=shape))
+                                dtype=_TORCH_DTYPES[fake.dtype], shape=shape,
+                                symbols=symbols if -1 in shape else ()))
     return specs
 
 

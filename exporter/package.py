@@ -15,7 +15,7 @@ from weights import blob
 
 from . import __version__, bindings, templates
 from .errors import ExportError
-from .handoff import C_API_TYPES, EmittedSource, TensorSpec
+from .handoff import C_API_TYPES, EmittedSource, TensorSpec, dynamic_extents
 
 SUPPORT_HEADERS = Path(__file__).resolve().parents[1] / "kokkos_support" / "lapis"
 
@@ -122,9 +122,12 @@ def _fields(source: EmittedSource, options: PackageOptions, weight_bytes: int) -
     specs = [(spec, True) for spec in source.inputs] + [(spec, False) for spec in source.outputs]
     c_params = ", ".join(f"{'const ' if is_input else ''}{C_API_TYPES[spec.dtype]}* {spec.cname}"
                          for spec, is_input in specs)
-    if any(-1 in spec.shape for spec in source.inputs):
-        c_params = "int64_t dynamic_extents..., " + c_params
+    c_params = "".join(f"int64_t {extent.cname}, " for extent in dynamic_extents(source.inputs)) \
+        + c_params
     embedded = options.weights_mode == "embed"
+    sizes: dict[str, str] = {}   # dynamic size name -> its variable in the README's example
+    for extent in dynamic_extents(source.inputs):
+        sizes.setdefault(extent.symbol, "n" if not sizes else f"n{len(sizes) + 1}")
     return {
         "NAME": name, "VERSION": __version__,
         "KOKKOS_BACKEND": backend, "KOKKOS_DEVICE": spellings[0],
@@ -135,7 +138,7 @@ def _fields(source: EmittedSource, options: PackageOptions, weight_bytes: int) -
         "WEIGHT_COUNT": str(len(source.weights)), "WEIGHT_BYTES": str(weight_bytes),
         "WEIGHTS_WHERE": ("linked into the library (`src/" + name + "_weights.S`)." if embedded
                           else "read at run time (see the options below)."),
-        "VIEW_DECLARATIONS": "\n".join(_view_declaration(name, spec, is_input)
+        "VIEW_DECLARATIONS": "\n".join(_view_declaration(name, spec, is_input, sizes)
                                        for spec, is_input in specs),
         "CALL_ARGS": ", ".join(spec.cname for spec, _ in specs),
         "C_FORWARD": f"{name}_forward_host({c_params})",
@@ -152,9 +155,11 @@ def _io_table(source: EmittedSource) -> str:
     return "\n".join(rows)
 
 
-def _view_declaration(name: str, spec: TensorSpec, is_input: bool) -> str:
+def _view_declaration(name: str, spec: TensorSpec, is_input: bool,
+                      sizes: dict[str, str]) -> str:
     view_type = f"{name}::{spec.cname}_view{'::non_const_type' if is_input else ''}"
-    extents = "".join(f", {d if d >= 0 else 'n'}" for d in spec.shape)
+    extents = "".join(f", {d if d >= 0 else sizes.get(spec.symbols[dim], 'n')}"
+                      for dim, d in enumerate(spec.shape))
     return f'  {view_type} {spec.cname}("{spec.cname}"{extents});'
 
 

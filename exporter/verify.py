@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ExportError
+from .frontend import extent_in_range
 from .handoff import LoadedModel
 
 # manifest dtype -> (ctypes element type, NumPy dtype); bool travels as uint8_t in the C API.
@@ -31,42 +32,63 @@ class VerifyResult:
     relative_error: float        # max_abs_error / max_abs_reference
     passed: bool                 # relative_error <= tolerance
     build_seconds: float
+    tolerance: float = 1e-4
 
 
-def run(package_dir: Path, model: LoadedModel, tolerance: float = 1e-4,
+# Sizes a dynamic dimension takes in --verify: two, so that re-planning the buffers is checked.
+VERIFY_EXTENTS = (3, 5)
+# Tolerance by the outputs' element type: float32, or float64 throughout.
+TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
+
+
+def tolerance_for(model: LoadedModel, outputs: list[dict] | None = None) -> float:
+    """1e-10 for a model computing in float64 (inputs and outputs), else 1e-4."""
+    dtypes = {spec.dtype for spec in model.inputs} | {spec["dtype"] for spec in outputs or []}
+    return TOLERANCES["float64"] if dtypes == {"float64"} else TOLERANCES["float32"]
+
+
+def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
         seed: int = 0) -> VerifyResult:
-    """Build `package_dir`, run it and `model` on the same seeded random inputs, compare."""
+    """Build `package_dir`, run it and `model` on the same seeded random inputs, compare.
+    Dynamic dimensions are run at each of VERIFY_EXTENTS in turn, with one loaded library."""
     import torch
 
-    if any(d < 0 for spec in model.inputs for d in spec.shape):
-        raise ExportError("--verify needs fixed input shapes; this model has dynamic ones",
-                          hint="give them with --input-shape")
+    if tolerance is None:
+        tolerance = tolerance_for(model, read_manifest(package_dir)["outputs"])
     torch.manual_seed(seed)
-    inputs = [_random_tensor(torch, spec.dtype, spec.shape) for spec in model.inputs]
-    with torch.no_grad():
-        reference = model.program.module()(*inputs)
-    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
-    references = [r.detach().cpu().numpy() for r in references]
+    dynamic = any(spec.dynamic for spec in model.inputs)
+    trials = []
+    for wanted in VERIFY_EXTENTS if dynamic else (None,):
+        inputs = [_random_tensor(torch, spec.dtype, [
+            extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0 else extent
+            for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
+        with torch.no_grad():
+            reference = model.program.module()(*inputs)
+        references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+        trials.append((inputs, [r.detach().cpu().numpy() for r in references]))
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
         start = time.perf_counter()
         library = build(package_dir, Path(build_dir))
         build_seconds = time.perf_counter() - start
         with load_module(package_dir, library) as module:
-            ours = module.forward(*[t.numpy() for t in inputs])
+            results = [module.forward(*[t.numpy() for t in inputs]) for inputs, _ in trials]
 
-    if len(ours) != len(references):
-        raise ExportError(f"the package has {len(ours)} outputs, the model {len(references)}")
     max_error = max_reference = 0.0
-    for index, (mine, theirs) in enumerate(zip(ours, references)):
-        if mine.shape != theirs.shape:
-            raise ExportError(f"output {index}: the package gives shape {list(mine.shape)}, "
-                              f"the model {list(theirs.shape)}")
-        max_error = max(max_error, _max_abs_difference(mine, theirs))
-        max_reference = max(max_reference, float(np.abs(theirs.astype(np.float64)).max(
-            initial=0.0)))
+    for ours, (_, references) in zip(results, trials):
+        if len(ours) != len(references):
+            raise ExportError(f"the package has {len(ours)} outputs, the model "
+                              f"{len(references)}")
+        for index, (mine, theirs) in enumerate(zip(ours, references)):
+            if mine.shape != theirs.shape:
+                raise ExportError(f"output {index}: the package gives shape {list(mine.shape)}, "
+                                  f"the model {list(theirs.shape)}")
+            max_error = max(max_error, _max_abs_difference(mine, theirs))
+            max_reference = max(max_reference, float(np.abs(theirs.astype(np.float64)).max(
+                initial=0.0)))
     relative = max_error / max_reference if max_reference > 0 else max_error
-    return VerifyResult(max_error, max_reference, relative, relative <= tolerance, build_seconds)
+    return VerifyResult(max_error, max_reference, relative, relative <= tolerance, build_seconds,
+                        tolerance)
 
 
 def build(package_dir: Path, build_dir: Path, shared: bool = True) -> Path:
@@ -132,7 +154,8 @@ class PackageModule:
     def forward(self, *inputs: np.ndarray,
                 output_shapes: list[tuple[int, ...]] | None = None) -> list[np.ndarray]:
         """Run the model on `inputs` (converted to the manifest's dtypes); returns new output
-        arrays. Outputs with dynamic extents need `output_shapes`."""
+        arrays. Dynamic output extents follow the input extents of the same size name (the
+        manifest's "symbols"), unless `output_shapes` gives them."""
         specs_in, specs_out = self.manifest["inputs"], self.manifest["outputs"]
         if len(inputs) != len(specs_in):
             raise ValueError(f"{self.name} takes {len(specs_in)} inputs, got {len(inputs)}")
@@ -144,7 +167,12 @@ class PackageModule:
                 raise ValueError(f"input {spec['cname']}: shape {list(array.shape)}, "
                                  f"expected {spec['shape']} (-1: any)")
             arrays.append(array)
-        shapes = output_shapes or [tuple(spec["shape"]) for spec in specs_out]
+        sizes = {spec["symbols"][d]: array.shape[d] for array, spec in zip(arrays, specs_in)
+                 for d, extent in enumerate(spec["shape"]) if extent < 0}
+        shapes = output_shapes or [tuple(sizes.get(symbol, -1) if extent < 0 else extent
+                                         for extent, symbol in zip(
+                                             spec["shape"], spec.get("symbols") or spec["shape"]))
+                                   for spec in specs_out]
         if any(d < 0 for shape in shapes for d in shape):
             raise ValueError(f"{self.name} has outputs of dynamic shape: pass output_shapes")
         outputs = [np.zeros(shape, dtype=ELEMENT_TYPES[spec["dtype"]][1])

@@ -43,7 +43,8 @@ class Workspace:
         if key not in self._cache:
             net, shape = build(model)
             example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-            path = self.root / f"{model}.{'pt' if fmt == 'torchscript' else 'pt2'}"
+            suffix = "pt" if fmt == "torchscript" else "dynamic.pt2" if fmt == "dynamic" else "pt2"
+            path = self.root / f"{model}.{suffix}"
             save_model(net, example, path, fmt)
             with torch.no_grad():
                 reference = net(example).numpy()
@@ -51,14 +52,16 @@ class Workspace:
         return self._cache[key]
 
     def package(self, model: str, backend: str, fmt: str = "export",
-                weights: str = "embed") -> Path:
-        key = ("package", model, backend, fmt, weights)
+                weights: str = "embed", options: tuple[str, ...] = ()) -> Path:
+        """The exported package; `options` are more lapis-export arguments."""
+        key = ("package", model, backend, fmt, weights, options)
         if key not in self._cache:
             path, example, _ = self.model_file(model, fmt)
-            out = self.root / f"pkg_{model}_{backend}_{fmt}_{weights}"
+            tag = "".join(f"_{o.lstrip('-')}" for o in options)
+            out = self.root / f"pkg_{model}_{backend}_{fmt}_{weights}{tag}"
             command = [sys.executable, "-m", "cli", path, "--backend", backend, "--out", out,
-                       "--name", model, "--weights", weights]
-            if fmt == "torchscript":
+                       "--name", model, "--weights", weights, *options]
+            if fmt == "torchscript" and "--input-shape" not in options:
                 command += ["--input-shape", "x".join(map(str, example.shape))]
             run(command, cwd=REPO)
             self._cache[key] = out

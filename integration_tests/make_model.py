@@ -18,6 +18,10 @@ from .models import build
 def save_model(model: torch.nn.Module, example: torch.Tensor, path: Path, fmt: str) -> None:
     if fmt == "torchscript":
         torch.jit.save(torch.jit.trace(model, (example,)), str(path))
+    elif fmt == "dynamic":   # torch.export with a batch of any size
+        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)),
+                          str(path))
     else:
         torch.export.save(torch.export.export(model, (example,)), str(path))
 

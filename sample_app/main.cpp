@@ -1,9 +1,11 @@
 // sample_app: a Kokkos "simulation" driving an exported model, for any model with one float32
 // input and one float32 output. Each step runs the model on the current input state.
 //
-//   sample_app --input in.bin --output out.bin [--steps N] [--warmup W] [--api cpp|c] [--graph]
+//   sample_app --input in.bin --output out.bin [--steps N] [--warmup W] [--api cpp|c]
+//              [--batch B] [--graph]
 //
-// Files are raw little-endian float32, row-major, sized by the model's exported shapes.
+// Files are raw little-endian float32, row-major, sized by the model's exported shapes; for a
+// model with dynamic dimensions (-1 in its extents), --batch gives the size they all take.
 // Prints the forward time per step (median and minimum, fenced) on stdout.
 #include <Kokkos_Core.hpp>
 
@@ -15,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include LAPIS_MODEL_HEADER
@@ -34,12 +37,23 @@ static_assert(std::is_same_v<model::input0_view::non_const_value_type, float> &&
                   std::is_same_v<model::output0_view::non_const_value_type, float>,
               "sample_app drives float32 models");
 
-// A View of the model's rank and exported extents.
+// How many dimensions of the model's input are dynamic (-1 in its exported extents): the C API
+// takes that many sizes before the buffers.
+template <size_t Rank>
+constexpr int count_dynamic(const int64_t (&extents)[Rank]) {
+  int count = 0;
+  for (size_t r = 0; r < Rank; ++r) count += extents[r] < 0 ? 1 : 0;
+  return count;
+}
+constexpr int dynamic_inputs = count_dynamic(model::input0_extents);
+constexpr bool dynamic_model = dynamic_inputs > 0;
+
+// A View of the model's rank and exported extents, dynamic ones of size `batch`.
 template <class View, size_t Rank>
-View make_view(const std::string& label, const int64_t (&e)[Rank]) {
+View make_view(const std::string& label, const int64_t (&e)[Rank], int64_t batch) {
   constexpr int rank = View::rank;
   static_assert(rank == int(Rank) && rank >= 1 && rank <= 6, "Views of rank 1 to 6");
-  auto n = [&](int r) { return size_t(e[r]); };
+  auto n = [&](int r) { return size_t(e[r] < 0 ? batch : e[r]); };
   if constexpr (rank == 1) return View(label, n(0));
   else if constexpr (rank == 2) return View(label, n(0), n(1));
   else if constexpr (rank == 3) return View(label, n(0), n(1), n(2));
@@ -69,7 +83,7 @@ void write_floats(const std::string& path, const float* data, size_t count) {
 
 struct Options {
   std::string input, output, api = "cpp";
-  int steps = 1, warmup = 0;
+  int steps = 1, warmup = 0, batch = -1;
   bool graph = false;  // forward_graph(): one CUDA graph launch per step on the CUDA backend
 };
 
@@ -99,21 +113,26 @@ Options parse(int argc, char** argv) {
     else if (arg == "--warmup") options.warmup = parse_count(arg, value());
     else if (arg == "--api") options.api = value();
     else if (arg == "--graph") options.graph = true;
+    else if (arg == "--batch") options.batch = parse_count(arg, value());
     else if (arg.rfind("--kokkos", 0) == 0) continue;   // Kokkos' own options
     else throw std::runtime_error("unknown argument " + arg);
   }
   if (options.input.empty() || options.output.empty())
     throw std::runtime_error("usage: sample_app --input in.bin --output out.bin [--steps N] "
-                             "[--warmup W] [--api cpp|c] [--graph]");
+                             "[--warmup W] [--api cpp|c] [--batch B] [--graph]");
   if (options.api != "cpp" && options.api != "c")
     throw std::runtime_error("--api must be cpp or c");
   if (options.steps < 1) throw std::runtime_error("--steps must be at least 1");
+  if (dynamic_model && options.batch < 1)
+    throw std::runtime_error("the model has dynamic dimensions: give their size with --batch");
+  if (!dynamic_model && options.batch >= 0)
+    throw std::runtime_error("--batch: the model's shapes are fixed at export");
   return options;
 }
 
-size_t element_count(const int64_t* extents, int rank) {
+size_t element_count(const int64_t* extents, int rank, int64_t batch) {
   size_t count = 1;
-  for (int r = 0; r < rank; ++r) count *= size_t(extents[r]);
+  for (int r = 0; r < rank; ++r) count *= size_t(extents[r] < 0 ? batch : extents[r]);
   return count;
 }
 
@@ -143,8 +162,9 @@ void report(std::vector<double> times) {
 void run_cpp(const Options& options, const std::vector<float>& input, std::vector<float>& output) {
   model::initialize();
   {
-    auto x = make_view<model::input0_view::non_const_type>("x", model::input0_extents);
-    auto y = make_view<model::output0_view>("y", model::output0_extents);
+    auto x = make_view<model::input0_view::non_const_type>("x", model::input0_extents,
+                                                            options.batch);
+    auto y = make_view<model::output0_view>("y", model::output0_extents, options.batch);
     auto x_host = Kokkos::create_mirror_view(x);
     std::memcpy(x_host.data(), input.data(), input.size() * sizeof(float));
     Kokkos::deep_copy(x, x_host);
@@ -158,6 +178,13 @@ void run_cpp(const Options& options, const std::vector<float>& input, std::vecto
   model::finalize();
 }
 
+// The C API's forward: the size of each dynamic dimension first, then the buffers.
+template <size_t... Dynamic>
+int forward_host(int64_t batch, const float* input, float* output,
+                 std::index_sequence<Dynamic...>) {
+  return LAPIS_C_NAME(LAPIS_MODEL, _forward_host)(((void)Dynamic, batch)..., input, output);
+}
+
 // The C API: host buffers in and out.
 void run_c(const Options& options, const std::vector<float>& input, std::vector<float>& output) {
   auto check = [](int code) {
@@ -165,7 +192,8 @@ void run_c(const Options& options, const std::vector<float>& input, std::vector<
   };
   check(LAPIS_C_NAME(LAPIS_MODEL, _initialize)());
   report(timed_steps(options.steps, options.warmup, [&] {
-    check(LAPIS_C_NAME(LAPIS_MODEL, _forward_host)(input.data(), output.data()));
+    check(forward_host(options.batch, input.data(), output.data(),
+                       std::make_index_sequence<dynamic_inputs>{}));
   }));
   check(LAPIS_C_NAME(LAPIS_MODEL, _finalize)());
 }
@@ -178,8 +206,10 @@ int main(int argc, char** argv) {
   try {
     const Options options = parse(argc, argv);
     const std::vector<float> input = read_floats(
-        options.input, element_count(model::input0_extents, model::input0_rank));
-    std::vector<float> output(element_count(model::output0_extents, model::output0_rank));
+        options.input,
+        element_count(model::input0_extents, model::input0_rank, options.batch));
+    std::vector<float> output(
+        element_count(model::output0_extents, model::output0_rank, options.batch));
     if (options.api == "cpp") run_cpp(options, input, output);
     else run_c(options, input, output);
     write_floats(options.output, output.data(), output.size());

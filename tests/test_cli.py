@@ -109,9 +109,14 @@ def test_malformed_input_shape(models, tmp_path, text):
     assert_user_error(result, "--input-shape", f"'{text}'")
 
 
-def test_dynamic_input_shape_is_not_supported_yet(models, tmp_path):
-    result = invoke(models["traced"], "--out", tmp_path / "pkg", "--input-shape", "Nx4")
-    assert_user_error(result, "dynamic dimensions")
+def test_dynamic_dimension_a_pt2_fixed(models, tmp_path):
+    result = invoke(models["exported"], "--out", tmp_path / "pkg", "--input-shape", "Nx4")
+    assert_user_error(result, "--input-shape ?x4", "makes a dimension dynamic", "fixed (1x4)")
+
+
+def test_unknown_dtype(models, tmp_path):
+    result = invoke(models["exported"], "--out", tmp_path / "pkg", "--dtype", "float16")
+    assert_user_error(result, "--dtype", "float16")
 
 
 def test_wrong_number_of_input_shapes(models, tmp_path):
@@ -210,10 +215,12 @@ def test_a_run_prints_the_package_and_summary(models, tmp_path, stages):
 @pytest.mark.parametrize("passed,code,verdict", [(True, 0, "PASS"), (False, 1, "FAIL")])
 def test_verify_verdict_sets_the_exit_code(models, tmp_path, stages, passed, code, verdict):
     stages["verify_result"] = types.SimpleNamespace(
-        max_abs_error=2e-7, max_abs_reference=1.5, relative_error=1.3e-7, passed=passed)
+        max_abs_error=2e-7, max_abs_reference=1.5, relative_error=1.3e-7, passed=passed,
+        tolerance=1e-4)
     result = invoke(models["exported"], "--out", tmp_path / "pkg", "--verify")
     assert result.exit_code == code
-    assert f"verify: max abs error 2e-07 (relative 1.3e-07) — {verdict}" in result.stdout
+    assert f"verify: max abs error 2e-07 (relative 1.3e-07, tolerance 0.0001) — {verdict}" \
+        in result.stdout
 
 
 def test_force_replaces_a_non_empty_out(models, tmp_path, stages):

@@ -34,8 +34,8 @@ def forward_body(source: str) -> str:
     return source[start:end].rstrip() + "\n"
 
 
-def spec(cname, shape):
-    return TensorSpec(name=cname, cname=cname, dtype="float32", shape=shape)
+def spec(cname, shape, symbols=()):
+    return TensorSpec(name=cname, cname=cname, dtype="float32", shape=shape, symbols=symbols)
 
 
 CASES = {
@@ -43,6 +43,8 @@ CASES = {
     "reduction": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
     "pad_copy": ([spec("input0", (1, 2, 3, 3))], [spec("output0", (1, 2, 5, 5))]),
     "accumulator": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
+    "dynamic_batch": ([spec("input0", (-1, 4), ("s0", None))],
+                      [spec("output0", (-1, 2, 4), ("s0", None, None))]),
 }
 
 
@@ -86,3 +88,38 @@ def test_backend_selects_spaces(backend, space):
     emitted = emit_ir((GOLDEN / "elementwise.mlir").read_text(), inputs, outputs, backend)
     assert f"using execution_space = {space};" in emitted.header
     assert "KOKKOS_LAMBDA" in emitted.source
+
+
+def test_dynamic_buffers_are_planned_in_forward():
+    """initialize() allocates no buffer of dynamic extents; the State holds them for forward(),
+    and the C API takes the batch size before the buffers."""
+    inputs, outputs = CASES["dynamic_batch"]
+    emitted = emit_ir((GOLDEN / "dynamic_batch.mlir").read_text(), inputs, outputs)
+    initialize = emitted.source[emitted.source.index("void initialize()"):
+                                emitted.source.index("void finalize()")]
+    assert "buffer<float**> pad;" in emitted.source
+    assert "pad" not in initialize and "sum" not in initialize
+    assert "int golden_forward_host(int64_t input0_extent0, const float* input0, " \
+           "float* output0);" in emitted.header
+    assert "inline constexpr int64_t input0_extents[2] = {-1, 4};" in emitted.header
+    assert "output0_host(output0, input0_extent0, 2, 4);" in emitted.source
+
+
+def test_shape_guard_on_dynamic_sizes_is_checked_on_the_host():
+    """torch-mlir's broadcast guards compare dynamic extents: forward() throws, no kernel."""
+    text = """func.func @forward(%x: memref<?xf32>, %y: memref<?xf32>, %out: memref<?xf32>) {
+      %c0 = arith.constant 0 : index
+      %n = memref.dim %x, %c0 : memref<?xf32>
+      %m = memref.dim %y, %c0 : memref<?xf32>
+      %same = arith.cmpi eq, %n, %m : index
+      cf.assert %same, "mismatched size for broadcast"
+      memref.copy %x, %out : memref<?xf32> to memref<?xf32>
+      return
+    }"""
+    inputs = [spec("input0", (-1,), ("s0",)), spec("input1", (-1,), ("s0",))]
+    emitted = emit_ir(text, inputs, [spec("output0", (-1,), ("s0",))])
+    body = forward_body(emitted.source)
+    assert 'if (!same_size) throw std::invalid_argument("golden::forward: mismatched size ' \
+           'for broadcast");' in body
+    assert "Kokkos::abort" not in body and "range(0, 1)" not in body
+    assert 'check_same_extent("golden::forward: input1 (input1)", input1, 0, "input0"' in body

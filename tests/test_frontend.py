@@ -117,21 +117,50 @@ def test_unsupported_input_dtype_is_refused(tmp_path):
         frontend.load(path)
 
 
-def test_dynamic_dims_need_concrete_input_shapes(tmp_path):
+def test_dynamic_dims(tmp_path):
+    """A .pt2 with torch.export.Dim keeps its dynamic dimensions (named by their size);
+    --input-shape can pin them to numbers."""
     path = tmp_path / "dynamic.pt2"
     torch.manual_seed(0)
     model = nn.Linear(4, 3).eval()
     program = torch.export.export(model, (torch.randn(2, 4),),
                                   dynamic_shapes=({0: torch.export.Dim("batch")},))
     torch.export.save(program, path)
-    with pytest.raises(ExportError, match="dynamic dimensions are not supported yet"):
-        frontend.load(path)
-    with pytest.raises(ExportError, match="dynamic dimensions are not supported yet"):
-        frontend.load(path, [(-1, 4)])
+    for shapes in (None, [(-1, 4)]):
+        [spec] = frontend.load(path, shapes).inputs
+        assert spec.shape == (-1, 4) and spec.symbols[1] is None and spec.symbols[0]
     loaded = frontend.load(path, [(5, 4)])   # specialised to the given size
-    assert loaded.inputs[0].shape == (5, 4)
+    assert loaded.inputs[0].shape == (5, 4) and loaded.inputs[0].symbols == ()
     x = torch.randn(5, 4)
     torch.testing.assert_close(loaded.program.module()(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_torchscript_dynamic_dim_from_a_letter(tmp_path):
+    path = tmp_path / "traced.pt"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).eval()
+    torch.jit.save(torch.jit.trace(model, torch.randn(2, 4)), path)
+    loaded = frontend.load(path, [(-1, 4)])
+    assert loaded.inputs[0].shape == (-1, 4)
+    for batch in (1, 9):
+        x = torch.randn(batch, 4)
+        torch.testing.assert_close(loaded.program.module()(x), model(x), atol=1e-6, rtol=0)
+
+
+def test_dtype_float64_converts_weights_and_inputs(tmp_path):
+    path = tmp_path / "model.pt2"
+    torch.manual_seed(0)
+    model = SmallCNN().eval()
+    torch.export.save(torch.export.export(model, (torch.randn(SHAPE),)), path)
+    loaded = frontend.load(path, dtype="float64")
+    assert loaded.inputs[0].dtype == "float64"
+    assert all(t.dtype == torch.float64 for t in loaded.program.state_dict.values()
+               if t.is_floating_point())
+    x = torch.randn(SHAPE, dtype=torch.float64)
+    torch.testing.assert_close(loaded.program.module()(x), model.double()(x), atol=1e-12,
+                               rtol=0)
+    with pytest.raises(ExportError, match="--dtype float16"):
+        frontend.load(path, dtype="float16")
 
 
 def test_input_shape_must_agree_with_a_pt2(files):
@@ -230,3 +259,20 @@ def test_parse_input_shape(text, shape):
 def test_malformed_input_shapes_name_the_argument(text):
     with pytest.raises(ExportError, match="--input-shape"):
         frontend.parse_input_shape(text)
+
+
+def test_dtype_conversion_keeps_a_dynamic_range(tmp_path):
+    """A Dim with min=8 is traced (and later verified) at sizes inside its range."""
+    path = tmp_path / "ranged.pt2"
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).eval()
+    batch = torch.export.Dim("batch", min=8, max=100)
+    torch.export.save(torch.export.export(model, (torch.randn(10, 4),),
+                                          dynamic_shapes=({0: batch},)), path)
+    loaded = frontend.load(path, dtype="float64")
+    [spec] = loaded.inputs
+    assert spec.shape == (-1, 4) and spec.dtype == "float64"
+    assert frontend.extent_in_range(loaded.program, spec.symbols[0], 3) == 8
+    assert frontend.extent_in_range(loaded.program, spec.symbols[0], 500) == 100
+    x = torch.randn(9, 4, dtype=torch.float64)
+    torch.testing.assert_close(loaded.program.module()(x), model.double()(x), atol=1e-12, rtol=0)

@@ -46,6 +46,7 @@ class StateView:
     weight_index: int | None = None    # index in the weight blob, for weights
     weight_name: str = ""
     zeroed: bool = False               # filled with zeros in initialize() (a padding border)
+    planned_in_forward: bool = False   # dynamic extents: (re)allocated by forward() on change
 
 
 def location_label(op) -> str:
@@ -151,9 +152,13 @@ class KokkosEmitter:
         return name
 
     def declare(self, result, expression: str, prefix: str = "v") -> str:
-        """`const T vN = expression;` for a scalar result; binds and returns the name."""
-        name = self.fresh_local(prefix)
-        self.line(f"const {cxx_types.scalar(result.type)} {name} = {expression};")
+        """`const T vN = expression;` for a scalar result; binds and returns the name. In
+        forward()'s own scope (sizes computed from dynamic extents) the name is unique there,
+        so that no kernel's locals shadow it."""
+        cxx = cxx_types.scalar(result.type)
+        name = self.fresh_local(prefix) if self.in_kernel else \
+            self.unique("same_size" if cxx == "bool" else "size")
+        self.line(f"const {cxx} {name} = {expression};")
         self.bind(result, name)
         return name
 

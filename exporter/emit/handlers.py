@@ -30,7 +30,9 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
         op = op_view.operation
         depends_on_group = any(operand in group_results for operand in op.operands)
         host_loop = op.name == "scf.for" and _contains(op, "scf.parallel")
-        if (op.name in _DEVICE_ONLY and not host_loop) or depends_on_group:
+        # A shape guard on sizes forward() knows (dynamic extents) is checked on the host.
+        host_assert = op.name == "cf.assert" and not depends_on_group
+        if (op.name in _DEVICE_ONLY and not host_loop and not host_assert) or depends_on_group:
             group.append(op)
             group_results.update(op.results)
             continue
@@ -142,33 +144,78 @@ def _compare(em: KokkosEmitter, op) -> None:
 def _assert(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     message = ir.StringAttr(op.attributes["msg"]).value.replace("\\", "\\\\").replace('"', '\\"')
+    if not em.in_kernel:
+        em.line(f'if (!{em.expr(op.operands[0])}) throw std::invalid_argument('
+                f'"{em.model_name}::forward: {message}");')
+        return
     em.line(f'if (!{em.expr(op.operands[0])}) Kokkos::abort("{em.model_name}: {message}");')
 
 
-# ---- memory ---------------------------------------------------------------------------------
-def _static_shape(memref_type, op) -> tuple[int, ...]:
-    if not memref_type.has_static_shape:
-        raise ExportError(f"dynamic shapes are not supported yet "
-                          f"(buffer {memref_type} from {location_label(op) or op.location})")
-    return tuple(memref_type.shape)
+# ---- memory ----------------------------------------------------------------------------------
+def _extents(em: KokkosEmitter, memref_type, sizes) -> list[str]:
+    """C++ extents of a memref type: literals for static dimensions, the next of the `sizes`
+    (SSA index values, in order) for each dynamic one."""
+    sizes = iter(sizes)
+    return [em.expr(next(sizes)) if memref_type.is_dynamic_dim(dim) else str(extent)
+            for dim, extent in enumerate(memref_type.shape)]
+
+
+def _mixed_sizes(op, attribute: str, operands) -> list:
+    """The SSA operands standing for the dynamic entries of a static_sizes-like attribute."""
+    from torch_mlir import ir
+    static = list(ir.DenseI64ArrayAttr(op.attributes[attribute]))
+    dynamic = iter(operands)
+    return [next(dynamic) for value in static if ir.ShapedType.is_dynamic_size(value)]
 
 
 @handles("memref.alloc", "memref.alloca")
 def _alloc(em: KokkosEmitter, op) -> None:
+    """Static buffers: State members allocated once in initialize(). Buffers with dynamic
+    extents: State members (re)allocated here, in forward(), when their extents change."""
     from torch_mlir import ir
     if em.in_kernel:
         raise ExportError(f"allocation inside a kernel is not supported "
                           f"(from {location_label(op) or op.location})")
     memref_type = ir.MemRefType(op.results[0].type)
-    shape = _static_shape(memref_type, op)
+    extents = _extents(em, memref_type, op.operands)
     label = location_label(op)
     name = em.unique(label or "buffer")
     element = cxx_types.scalar(memref_type.element_type)
+    dynamic = not memref_type.has_static_shape
+    shape = tuple(-1 if memref_type.is_dynamic_dim(d) else e
+                  for d, e in enumerate(memref_type.shape))
+    shown = ", ".join("?" if e < 0 else str(e) for e in shape)
     zeroed = ZEROED_ATTRIBUTE in op.attributes
     em.state_views.append(StateView(cname=name, element=element, shape=shape, zeroed=zeroed,
-                                    comment=f"{label or 'buffer'} {list(shape)}"
-                                    + (", zero border" if zeroed else "")))
+                                    comment=f"{label or 'buffer'} [{shown}]"
+                                    + (", zero border" if zeroed else ""),
+                                    planned_in_forward=dynamic))
     em.memrefs[op.results[0]] = MemrefHandle(name, name, const=False)
+    if not dynamic:
+        return
+    data_type = element + "*" * len(shape)
+    changed = " || ".join(f"state->{name}.extent({d}) != size_t({e})"
+                          for d, e in enumerate(extents) if shape[d] < 0)
+    em.line(f"// {label or 'buffer'} [{', '.join(extents)}]: re-planned when its extents change")
+    em.line(f"if ({changed}) {{")
+    em.line(f"  state->{name} = buffer<{data_type}>();   // release before allocating anew")
+    em.line(f'  state->{name} = buffer<{data_type}>(Kokkos::view_alloc("{em.model_name}::{name}", '
+            f"Kokkos::WithoutInitializing), {', '.join(extents)});")
+    em.line("}")
+    em.line(f"const auto {name} = state->{name};")
+
+
+@handles("memref.dim")
+def _dim(em: KokkosEmitter, op) -> None:
+    source, index = op.operands
+    view = em.memref(source)
+    expression = f"int64_t({view.cname}.extent({em.expr(index)}))"
+    if em.in_kernel:
+        em.declare(op.results[0], expression)
+        return
+    name = em.unique(f"{view.cname}_extent{em.expr(index)}")
+    em.line(f"const int64_t {name} = {expression};")
+    em.bind(op.results[0], name)
 
 
 @handles("memref.get_global")
@@ -181,12 +228,43 @@ def _get_global(em: KokkosEmitter, op) -> None:
     em.memrefs[op.results[0]] = MemrefHandle(view.cname, view.cname, const=True)
 
 
+def _view_extents(em: KokkosEmitter, op, memref_type, source) -> list[str]:
+    """The result extents of a view-like op, as C++ (dynamic ones from its size operands or,
+    for collapse_shape and cast, from the source View)."""
+    from torch_mlir import ir
+    if memref_type.has_static_shape:
+        return [str(e) for e in memref_type.shape]
+    operands = list(op.operands)[1:]
+    if op.name == "memref.subview":
+        segments = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
+        sizes = operands[segments[1]:segments[1] + segments[2]]
+        return _extents(em, memref_type, _mixed_sizes(op, "static_sizes", sizes))
+    if op.name == "memref.reinterpret_cast":
+        segments = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
+        sizes = operands[segments[1]:segments[1] + segments[2]]
+        return _extents(em, memref_type, _mixed_sizes(op, "static_sizes", sizes))
+    if op.name == "memref.expand_shape":
+        return _extents(em, memref_type, _mixed_sizes(op, "static_output_shape", operands))
+    if op.name == "memref.collapse_shape":
+        groups = [[int(ir.IntegerAttr(i).value) for i in group]
+                  for group in ir.ArrayAttr(op.attributes["reassociation"])]
+        return [str(e) if not memref_type.is_dynamic_dim(d) else
+                " * ".join(f"int64_t({source.cname}.extent({i}))" for i in group)
+                for d, (e, group) in enumerate(zip(memref_type.shape, groups))]
+    if op.name == "memref.cast":
+        return [str(e) if not memref_type.is_dynamic_dim(d) else
+                f"int64_t({source.cname}.extent({d}))" for d, e in enumerate(memref_type.shape)]
+    raise ExportError(f"dynamic extents of {op.name} are not supported "
+                      f"(from {location_label(op) or op.location})")
+
+
 def _view_like(em: KokkosEmitter, op) -> None:
     """Subviews and reshapes: an unmanaged View over the root's memory, from the result type."""
     from torch_mlir import ir
     source = em.memref(op.operands[0])
     memref_type = ir.MemRefType(op.results[0].type)
-    shape = _static_shape(memref_type, op)
+    shape = list(memref_type.shape)
+    extents = _view_extents(em, op, memref_type, source)
     strides, offset = memref_type.get_strides_and_offset()
     if any(memref_type.is_dynamic_stride_or_offset(v) for v in [*strides, offset]):
         raise ExportError(f"views with dynamic strides are not supported yet "
@@ -196,11 +274,11 @@ def _view_like(em: KokkosEmitter, op) -> None:
     data_type = element + "*" * len(shape)
     pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
     name = em.unique(f"{source.root}_view") if not em.in_kernel else em.fresh_local("view")
-    if list(strides) == _row_major_strides(shape):
-        extents = "".join(f", {extent}" for extent in shape)
-        em.line(f"const unmanaged<{data_type}> {name}({pointer}{extents});")
+    if _is_row_major(memref_type, strides):
+        sizes = "".join(f", {extent}" for extent in extents)
+        em.line(f"const unmanaged<{data_type}> {name}({pointer}{sizes});")
     else:
-        layout = ", ".join(f"{extent}, {stride}" for extent, stride in zip(shape, strides))
+        layout = ", ".join(f"{extent}, {stride}" for extent, stride in zip(extents, strides))
         em.line(f"const strided<{data_type}> {name}({pointer}, Kokkos::LayoutStride({layout}));")
     em.memrefs[op.results[0]] = MemrefHandle(name, source.root, source.const)
 
@@ -209,12 +287,15 @@ for _name in _VIEW_LIKE:
     handles(_name)(_view_like)
 
 
-def _row_major_strides(shape) -> list[int]:
-    strides, running = [], 1
-    for extent in reversed(shape):
-        strides.append(running)
-        running *= extent
-    return list(reversed(strides))
+def _is_row_major(memref_type, strides) -> bool:
+    """Unit last stride and each stride the product of the extents after it (a dynamic extent
+    there makes a static stride not provably row-major)."""
+    running = 1
+    for dim in reversed(range(len(strides))):
+        if running is None or strides[dim] != running:
+            return False
+        running = None if memref_type.is_dynamic_dim(dim) else running * memref_type.shape[dim]
+    return True
 
 
 def _indices(em: KokkosEmitter, values) -> str:
@@ -245,7 +326,9 @@ def _store(em: KokkosEmitter, op) -> None:
 def _copy(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     source, target = (em.memref(v) for v in op.operands)
-    shape = _static_shape(ir.MemRefType(op.operands[0].type), op)
+    memref_type = ir.MemRefType(op.operands[0].type)
+    shape = [str(e) if not memref_type.is_dynamic_dim(d) else
+             f"int64_t({source.cname}.extent({d}))" for d, e in enumerate(memref_type.shape)]
 
     def body(ivs):
         index = ", ".join(ivs[:len(shape)])

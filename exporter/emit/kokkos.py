@@ -9,7 +9,8 @@ import numpy as np
 
 from .. import __version__, kernels, templates
 from ..errors import ExportError
-from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight
+from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight,
+                       dynamic_extents)
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
@@ -57,10 +58,12 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
 
     fields = _header_fields(name, backend, lowered)
     header = _render("model.hpp.in", fields)
-    # The C API's device copies of the caller's host buffers: made once, in initialize().
+    # The C API's device copies of the caller's host buffers: made once, in initialize(), or
+    # by the C API when a dynamic size changes.
     staging = [] if backend in kernels.HOST_BACKENDS else [
         StateView(cname=f"c_api_{spec.cname}", element=CXX_TYPES[spec.dtype],
-                  shape=tuple(spec.shape), comment=f"C API copy of {spec.cname}")
+                  shape=tuple(spec.shape), comment=f"C API copy of {spec.cname}",
+                  planned_in_forward=any(d < 0 for d in spec.shape))
         for spec in [*lowered.inputs, *lowered.outputs]]
     source = _render("model.cpp.in", {
         **fields,
@@ -154,6 +157,8 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
                           f"{list(spec.shape)}")
             rank = len(spec.shape)
             extents = ", ".join(str(d) for d in spec.shape) or "1"
+            if spec.dynamic:
+                io_doc[-1] += "  (-1: any size, given at run time)"
             view_types.append(f"using {spec.cname}_view = {_view_type(spec, const)};\n"
                               f"inline constexpr int {spec.cname}_rank = {rank};\n"
                               f"inline constexpr int64_t {spec.cname}_extents[{max(rank, 1)}] = "
@@ -161,6 +166,7 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
             params.append(f"{spec.cname}_view {spec.cname}")
             c_type = C_API_TYPES[spec.dtype]
             c_params.append(f"{'const ' if const else ''}{c_type}* {spec.cname}")
+    c_params[:0] = [f"int64_t {extent.cname}" for extent in dynamic_extents(lowered.inputs)]
     source = lowered.source.path.name if lowered.source else "a model"
     return {"NAME": name, "VERSION": __version__, "SOURCE": source,
             "IO_DOC": "\n".join(io_doc), "EXECUTION_SPACE": execution_space,
@@ -173,12 +179,15 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
 
 def _state_members(views: list[StateView]) -> str:
     return "\n".join(f"  buffer<{v.element}{'*' * len(v.shape)}> {v.cname};  // {v.comment}"
+                     + (", allocated by forward()" if v.planned_in_forward else "")
                      for v in views)
 
 
 def _initialize_body(name: str, views: list[StateView]) -> str:
     lines = []
     for view in views:
+        if view.planned_in_forward:
+            continue
         extents = "".join(f", {e}" for e in view.shape)
         initializing = "" if view.zeroed else ", Kokkos::WithoutInitializing"
         lines.append(f"    fresh->{view.cname} = buffer<{view.element}{'*' * len(view.shape)}>("
@@ -190,6 +199,7 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
 
 
 def _forward_handles(views: list[StateView]) -> str:
+    views = [v for v in views if not v.planned_in_forward]   # those get theirs where planned
     if not views:
         return ""
     lines = ["  // Local handles, so that kernels capture the Views by value."]
@@ -198,9 +208,23 @@ def _forward_handles(views: list[StateView]) -> str:
 
 
 def _extent_checks(name: str, lowered: ImportedModel) -> str:
-    return "\n".join(f'  lapis::check_extents("{name}::forward: {s.cname} ({s.name})", '
-                     f"{s.cname}, {s.cname}_extents);"
-                     for s in [*lowered.inputs, *lowered.outputs])
+    """Static extents against the header's tables; each dynamic one against the first input
+    extent of the same size (dimensions sharing a size must agree)."""
+    lines = [f'  lapis::check_extents("{name}::forward: {s.cname} ({s.name})", '
+             f"{s.cname}, {s.cname}_extents);" for s in [*lowered.inputs, *lowered.outputs]]
+    first: dict[str, tuple[str, int]] = {}
+    for spec in [*lowered.inputs, *lowered.outputs]:
+        for dim, symbol in enumerate(spec.symbols):
+            if symbol is None:
+                continue
+            if symbol not in first:
+                first[symbol] = (spec.cname, dim)
+                continue
+            other, other_dim = first[symbol]
+            lines.append(f'  lapis::check_same_extent("{name}::forward: {spec.cname} '
+                         f'({spec.name})", {spec.cname}, {dim}, "{other}", {other}.extent('
+                         f"{other_dim}));")
+    return "\n".join(lines)
 
 
 def _c_null_checks(name: str, lowered: ImportedModel) -> str:
@@ -213,15 +237,38 @@ def _c_forward_body(name: str, lowered: ImportedModel, staged: bool) -> str:
     directly; the others copy them to and from the State's device buffers around
     forward_graph (the same buffers every call, so the graph is recorded once)."""
     lines = []
+    sizes = {}   # size name -> the C API argument giving it
+    for extent in dynamic_extents(lowered.inputs):
+        lines.append(f"    if ({extent.cname} < 0) return fail(2, \"{name}_forward_host: "
+                     f"{extent.cname} is negative\");")
+        sizes.setdefault(extent.symbol, extent.cname)
+    for spec in lowered.outputs:
+        for dim, extent in enumerate(spec.shape):
+            if extent < 0 and (not spec.symbols or spec.symbols[dim] not in sizes):
+                raise ExportError(f"output {spec.cname} ('{spec.name}') has dynamic dimension "
+                                  f"{dim} whose size is not that of an input dimension",
+                                  hint="dynamic output sizes must equal a dynamic input size")
     for spec, is_input in [*((s, True) for s in lowered.inputs),
                            *((s, False) for s in lowered.outputs)]:
-        extents = "".join(f", {d}" for d in spec.shape)
+        extents = "".join(f", {d}" if d >= 0 else
+                          f", {spec.cname}_extent{dim}" if is_input else
+                          f", {sizes[spec.symbols[dim]]}" for dim, d in enumerate(spec.shape))
         element = ("const " if is_input else "") + CXX_TYPES[spec.dtype]
         pointer = spec.cname if C_API_TYPES[spec.dtype] == CXX_TYPES[spec.dtype] else \
             f"reinterpret_cast<{element}*>({spec.cname})"
         host_type = _view_type(spec, is_input, "Kokkos::HostSpace",
                                "Kokkos::MemoryTraits<Kokkos::Unmanaged>")
         lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
+        if staged and any(d < 0 for d in spec.shape):
+            copy = f"{name}::state->c_api_{spec.cname}"
+            changed = " || ".join(f"{copy}.extent({dim}) != {spec.cname}_host.extent({dim})"
+                                  for dim, d in enumerate(spec.shape) if d < 0)
+            sizes_now = ", ".join(f"{spec.cname}_host.extent({dim})"
+                                  for dim in range(len(spec.shape)))
+            lines.append(f"    if ({changed})")
+            lines.append(f"      {copy} = decltype({copy})(Kokkos::view_alloc("
+                         f"\"{name}::c_api_{spec.cname}\", Kokkos::WithoutInitializing), "
+                         f"{sizes_now});")
         if staged and is_input:
             lines.append(f"    Kokkos::deep_copy({name}::state->c_api_{spec.cname}, "
                          f"{spec.cname}_host);")

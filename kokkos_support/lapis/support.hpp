@@ -120,16 +120,18 @@ std::string extents_string(const View& view) {
   return text + "]";
 }
 
-// Checks that a caller's View has the exported extents; throws with both when it does not.
+// Checks that a caller's View has the exported extents (-1: any); throws with both when it
+// does not.
 template <class View>
 void check_extents(const char* what, const View& view, const int64_t* expected) {
   bool same = true;
-  for (int r = 0; r < int(View::rank); ++r) same = same && int64_t(view.extent(r)) == expected[r];
+  for (int r = 0; r < int(View::rank); ++r)
+    same = same && (expected[r] < 0 || int64_t(view.extent(r)) == expected[r]);
   if (same) return;
   std::string want = "[";
   for (int r = 0; r < int(View::rank); ++r) {
     if (r) want += ", ";
-    want += std::to_string(expected[r]);
+    want += expected[r] < 0 ? std::string("any") : std::to_string(expected[r]);
   }
   want += "]";
   throw std::invalid_argument(std::string(what) + ": expected extents " + want + ", got " +
@@ -179,6 +181,17 @@ inline void release_c_api_kokkos() {
   kokkos.started = false;
   kokkos.finalized = true;
   if (Kokkos::is_initialized()) Kokkos::finalize();
+}
+
+// Checks that a dynamic extent of a caller's View equals another one of the same size (e.g. the
+// batch of the output and of the input); throws naming both when it does not.
+template <class View>
+void check_same_extent(const char* what, const View& view, int dim, const char* other,
+                       size_t expected) {
+  if (view.extent(dim) == expected) return;
+  throw std::invalid_argument(std::string(what) + ": extent " + std::to_string(dim) + " is " +
+                              std::to_string(view.extent(dim)) + ", but must equal the extent " +
+                              std::to_string(expected) + " of " + other + " (the same size)");
 }
 
 }  // namespace lapis

@@ -1,0 +1,48 @@
+void forward(input0_view input0, output0_view output0) {
+  if (!state) throw std::runtime_error("golden::forward called before golden::initialize()");
+  lapis::check_extents("golden::forward: input0 (input0)", input0, input0_extents);
+  lapis::check_extents("golden::forward: output0 (output0)", output0, output0_extents);
+  lapis::check_same_extent("golden::forward: output0 (output0)", output0, 0, "input0", input0.extent(0));
+
+  const int64_t input0_extent0 = int64_t(input0.extent(0));
+  // pad [input0_extent0, 8]: re-planned when its extents change
+  if (state->pad.extent(0) != size_t(input0_extent0)) {
+    state->pad = buffer<float**>();   // release before allocating anew
+    state->pad = buffer<float**>(Kokkos::view_alloc("golden::pad", Kokkos::WithoutInitializing), input0_extent0, 8);
+  }
+  const auto pad = state->pad;
+  // pad/fill
+  Kokkos::parallel_for("golden::pad_fill", mdrange<2>({0, 0}, {input0_extent0, 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
+    pad(i0, i1) = 0.0f;
+  });
+  const strided<float**> pad_view(pad.data() + 2, Kokkos::LayoutStride(input0_extent0, 8, 4, 1));
+  // memref.copy
+  Kokkos::parallel_for("golden::copy", mdrange<2>({0, 0}, {int64_t(input0.extent(0)), 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
+    pad_view(i0, i1) = input0(i0, i1);
+  });
+  const unmanaged<float***> pad_view_1(pad.data(), input0_extent0, 2, 4);
+  // sum [input0_extent0, 2, 4]: re-planned when its extents change
+  if (state->sum.extent(0) != size_t(input0_extent0)) {
+    state->sum = buffer<float***>();   // release before allocating anew
+    state->sum = buffer<float***>(Kokkos::view_alloc("golden::sum", Kokkos::WithoutInitializing), input0_extent0, 2, 4);
+  }
+  const auto sum = state->sum;
+  // sum/add
+  Kokkos::parallel_for("golden::sum_add", mdrange<3>({0, 0, 0}, {input0_extent0, 2, 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2) {
+    const float v3 = pad_view_1(i0, i1, i2);
+    const float v4 = pad_view_1(i0, 1, i2);
+    const float v5 = (v3 + v4);
+    sum(i0, i1, i2) = v5;
+  });
+  const unmanaged<float**> sum_view(sum.data(), int64_t(sum.extent(0)), 8);
+  const unmanaged<float**> output0_view(output0.data(), int64_t(output0.extent(0)), 8);
+  // memref.copy
+  Kokkos::parallel_for("golden::copy_1", mdrange<2>({0, 0}, {int64_t(sum_view.extent(0)), 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
+    output0_view(i0, i1) = sum_view(i0, i1);
+  });
+}
+
+void forward_graph(input0_view input0, output0_view output0) {
+  if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
+  state->graph.run(execution_space(), {input0.data(), output0.data()}, [&] { forward(input0, output0); });
+}
