@@ -234,7 +234,11 @@ KOKKOS_FORCEINLINE_FUNCTION void load_run<4, float>(const float* source, float* 
 // in runs of 4, BM / 2 and BN / 2 apart when it has 8 (16-byte loads, no bank conflicts).
 template <int BM, int BN, int TM, int TN>
 struct ConvTiles {
-  static constexpr int BK = 8;
+#if defined(LAPIS_CONV_TILE_K)  // tuning override
+  static constexpr int BK = LAPIS_CONV_TILE_K;
+#else
+  static constexpr int BK = 16;
+#endif
   static constexpr int threads = (BM / TM) * (BN / TN);
   static constexpr int a_staged = BK * BM / threads, b_staged = BK * BN / threads;
   static_assert(BM % conv_channel_block == 0 && TM % 4 == 0 && TN % 4 == 0, "tile shape");
