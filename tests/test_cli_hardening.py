@@ -138,8 +138,11 @@ def run_on_a_terminal(arguments: list, interrupt_on: str | None = None):
     """The CLI with stderr on a pseudo-terminal; returns (exit code, stdout, terminal text).
     With `interrupt_on`, sends SIGINT once that text shows on the terminal."""
     primary, secondary = pty.openpty()
+    # SIGINT at its default in the child, also when this runs in the background (where the
+    # shell ignores SIGINT, and Python then installs no KeyboardInterrupt handler).
     process = subprocess.Popen([sys.executable, "-m", "cli", *map(str, arguments)], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=secondary, text=True)
+                               stdout=subprocess.PIPE, stderr=secondary, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(secondary)
     terminal, sent = b"", False
     deadline = time.monotonic() + 300
