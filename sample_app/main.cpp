@@ -21,6 +21,7 @@
 #include <vector>
 
 #include LAPIS_MODEL_HEADER
+#include "common/model_io.hpp"
 
 namespace model = LAPIS_MODEL;
 
@@ -30,6 +31,10 @@ namespace model = LAPIS_MODEL;
 #define LAPIS_C_NAME(model, suffix) LAPIS_C_NAME2(model, suffix)
 
 namespace {
+
+using sample::make_view;
+using sample::read_floats;
+using sample::write_floats;
 
 static_assert(model::num_inputs == 1 && model::num_outputs == 1,
               "sample_app drives models with one input and one output");
@@ -47,39 +52,6 @@ constexpr int count_dynamic(const int64_t (&extents)[Rank]) {
 }
 constexpr int dynamic_inputs = count_dynamic(model::input0_extents);
 constexpr bool dynamic_model = dynamic_inputs > 0;
-
-// A View of the model's rank and exported extents, dynamic ones of size `batch`.
-template <class View, size_t Rank>
-View make_view(const std::string& label, const int64_t (&e)[Rank], int64_t batch) {
-  constexpr int rank = View::rank;
-  static_assert(rank == int(Rank) && rank >= 1 && rank <= 6, "Views of rank 1 to 6");
-  auto n = [&](int r) { return size_t(e[r] < 0 ? batch : e[r]); };
-  if constexpr (rank == 1) return View(label, n(0));
-  else if constexpr (rank == 2) return View(label, n(0), n(1));
-  else if constexpr (rank == 3) return View(label, n(0), n(1), n(2));
-  else if constexpr (rank == 4) return View(label, n(0), n(1), n(2), n(3));
-  else if constexpr (rank == 5) return View(label, n(0), n(1), n(2), n(3), n(4));
-  else return View(label, n(0), n(1), n(2), n(3), n(4), n(5));
-}
-
-std::vector<float> read_floats(const std::string& path, size_t count) {
-  std::ifstream file(path, std::ios::binary | std::ios::ate);
-  if (!file) throw std::runtime_error("cannot open input file " + path);
-  const size_t bytes = size_t(file.tellg());
-  if (bytes != count * sizeof(float))
-    throw std::runtime_error(path + " has " + std::to_string(bytes) + " bytes; the model input " +
-                             "needs " + std::to_string(count * sizeof(float)));
-  std::vector<float> data(count);
-  file.seekg(0);
-  file.read(reinterpret_cast<char*>(data.data()), std::streamsize(bytes));
-  return data;
-}
-
-void write_floats(const std::string& path, const float* data, size_t count) {
-  std::ofstream file(path, std::ios::binary);
-  file.write(reinterpret_cast<const char*>(data), std::streamsize(count * sizeof(float)));
-  if (!file) throw std::runtime_error("cannot write output file " + path);
-}
 
 struct Options {
   std::string input, output, api = "cpp";

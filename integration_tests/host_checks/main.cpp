@@ -20,6 +20,7 @@
 #include <vector>
 
 #include LAPIS_MODEL_HEADER
+#include "../../sample_app/common/model_io.hpp"
 
 namespace model = LAPIS_MODEL;
 
@@ -31,6 +32,11 @@ namespace model = LAPIS_MODEL;
 #define C_LAST_ERROR LAPIS_C_NAME(LAPIS_MODEL, _last_error)
 
 namespace {
+
+using sample::make_view;
+using sample::read_floats;
+using sample::write_floats;
+using sample::element_count;
 
 static_assert(model::num_inputs == 1 && model::num_outputs == 1,
               "host_checks drives models with one input and one output");
@@ -48,45 +54,10 @@ bool contains(const std::string& text, const std::string& part) {
 }
 
 template <size_t Rank>
-size_t element_count(const int64_t (&extents)[Rank]) {
-  size_t count = 1;
-  for (size_t r = 0; r < Rank; ++r) count *= size_t(extents[r]);
-  return count;
-}
-
-template <size_t Rank>
 std::string extents_text(const int64_t (&extents)[Rank]) {
   std::string text = "[";
   for (size_t r = 0; r < Rank; ++r) text += (r ? ", " : "") + std::to_string(extents[r]);
   return text + "]";
-}
-
-// A View of the model's rank with the given extents.
-template <class View, size_t Rank>
-View make_view(const std::string& label, const int64_t (&e)[Rank]) {
-  constexpr int rank = View::rank;
-  static_assert(rank == int(Rank) && rank >= 1 && rank <= 6, "Views of rank 1 to 6");
-  auto n = [&](int r) { return size_t(e[r]); };
-  if constexpr (rank == 1) return View(label, n(0));
-  else if constexpr (rank == 2) return View(label, n(0), n(1));
-  else if constexpr (rank == 3) return View(label, n(0), n(1), n(2));
-  else if constexpr (rank == 4) return View(label, n(0), n(1), n(2), n(3));
-  else if constexpr (rank == 5) return View(label, n(0), n(1), n(2), n(3), n(4));
-  else return View(label, n(0), n(1), n(2), n(3), n(4), n(5));
-}
-
-std::vector<float> read_floats(const std::string& path, size_t count) {
-  std::ifstream file(path, std::ios::binary);
-  std::vector<float> data(count);
-  file.read(reinterpret_cast<char*>(data.data()), std::streamsize(count * sizeof(float)));
-  if (!file || file.peek() != EOF) throw std::runtime_error(path + ": not the model's input size");
-  return data;
-}
-
-void write_floats(const std::string& path, const std::vector<float>& data) {
-  std::ofstream file(path, std::ios::binary);
-  file.write(reinterpret_cast<const char*>(data.data()), std::streamsize(data.size() * 4));
-  if (!file) throw std::runtime_error("cannot write " + path);
 }
 
 // One forward through the C++ API on copies of `input`.
@@ -177,7 +148,7 @@ int run_cycles(const std::string& input_path, const std::string& output_path, in
     check(output == reference, "C++ cycle " + std::to_string(cycle) + " gives cycle 0's output");
   }
   model::finalize();   // a second finalize is a no-op
-  write_floats(output_path, reference);
+  write_floats(output_path, reference.data(), reference.size());
 
   std::vector<float> output(reference.size());
   check_c_errors(input, output);

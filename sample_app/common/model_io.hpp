@@ -12,12 +12,13 @@
 
 namespace sample {
 
-// A View of the given rank and extents (a model's NAME::input0_extents, ...).
+// A View of the given rank and extents (a model's NAME::input0_extents, ...), its dynamic
+// extents (-1) of size `batch`.
 template <class View, size_t Rank>
-View make_view(const std::string& label, const int64_t (&e)[Rank]) {
+View make_view(const std::string& label, const int64_t (&e)[Rank], int64_t batch = -1) {
   constexpr int rank = View::rank;
   static_assert(rank == int(Rank) && rank >= 1 && rank <= 6, "Views of rank 1 to 6");
-  auto n = [&](int r) { return size_t(e[r]); };
+  auto n = [&](int r) { return size_t(e[r] < 0 ? batch : e[r]); };
   if constexpr (rank == 1) return View(label, n(0));
   else if constexpr (rank == 2) return View(label, n(0), n(1));
   else if constexpr (rank == 3) return View(label, n(0), n(1), n(2));
