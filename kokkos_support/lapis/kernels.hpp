@@ -441,7 +441,7 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
                        const Output& out, const ConvGeometry g, const ConvInit init,
                        const Bias& bias, const bool with_relu) {
   using large = ConvTiles<128, 128, 8, 8>;
-  using narrow = ConvTiles<64, 128, 4, 8>;  // for 64 output channels
+  using narrow = ConvTiles<64, 256, 8, 8>;  // for 64 output channels
   using small = ConvTiles<64, 64, 4, 4>;
   constexpr int64_t enough_teams = 264;
   const int64_t channels_out = out.extent(1);
@@ -454,7 +454,7 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
   const int64_t teams_narrow = narrow::teams(channels_out, pixels);
   const int64_t teams_small = small::teams(channels_out, pixels);
   const double score_wide = channels_out > 64 ? score(teams_large, 128, 128, 1.0)
-                                              : score(teams_narrow, 64, 128, 0.85);
+                                              : score(teams_narrow, 64, 256, 1.0);
   bool use_small = score(teams_small, 64, 64, 0.6) > score_wide;
   const int64_t teams_wide = channels_out > 64 ? teams_large : teams_narrow;
   int splits = 1;
