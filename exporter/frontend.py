@@ -45,7 +45,7 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 
 def load(path: Path, input_shapes: list[tuple[int, ...]] | None = None) -> LoadedModel:
-    """Load `path` (TorchScript archive, torch.export file; ONNX is detected but refused)."""
+    """Load `path` (TorchScript archive, torch.export file or ONNX model)."""
     path = Path(path)
     head = _read_head(path)
     kind = _detect_format(path, head)
@@ -227,8 +227,8 @@ def _load_exported(path: Path, input_shapes: list[tuple[int, ...]] | None) -> Lo
 
 
 def _load_onnx(path: Path, input_shapes: list[tuple[int, ...]] | None) -> LoadedModel:
-    raise ExportError(f"{path}: ONNX input is not supported yet",
-                      hint="export the PyTorch model with torch.export.save instead")
+    from . import onnx_frontend
+    return onnx_frontend.load(path, input_shapes)
 
 
 _LOADERS: dict[str, Callable[[Path, list[tuple[int, ...]] | None], LoadedModel]] = {

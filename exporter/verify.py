@@ -43,10 +43,7 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float = 1e-4,
                           hint="give them with --input-shape")
     torch.manual_seed(seed)
     inputs = [_random_tensor(torch, spec.dtype, spec.shape) for spec in model.inputs]
-    with torch.no_grad():
-        reference = model.program.module()(*inputs)
-    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
-    references = [r.detach().cpu().numpy() for r in references]
+    references = _reference_outputs(model, inputs)
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
         start = time.perf_counter()
@@ -67,6 +64,21 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float = 1e-4,
             initial=0.0)))
     relative = max_error / max_reference if max_reference > 0 else max_error
     return VerifyResult(max_error, max_reference, relative, relative <= tolerance, build_seconds)
+
+
+def _reference_outputs(model: LoadedModel, inputs: list) -> list[np.ndarray]:
+    """The source model's outputs on `inputs` (torch tensors): PyTorch for PyTorch models,
+    ONNX's reference evaluator for ONNX models."""
+    import torch
+
+    if model.kind == "onnx":
+        from onnx.reference import ReferenceEvaluator
+        feeds = {spec.name: tensor.numpy() for spec, tensor in zip(model.inputs, inputs)}
+        return [np.asarray(r) for r in ReferenceEvaluator(model.program).run(None, feeds)]
+    with torch.no_grad():
+        reference = model.program.module()(*inputs)
+    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    return [r.detach().cpu().numpy() for r in references]
 
 
 def build(package_dir: Path, build_dir: Path, shared: bool = True) -> Path:
