@@ -10,6 +10,9 @@ from pathlib import Path
 from .errors import ExportError
 from .handoff import LoadedModel, TensorSpec
 
+# Older models are converted to this opset before import (see _upgrade_opset).
+MIN_OPSET = 17
+
 _SHAPE_HINT = "e.g. --input-shape 1x3x224x224, one per model input, in order"
 
 
@@ -50,6 +53,7 @@ def prepare(model, path: Path, input_shapes: list[tuple[int, ...]] | None = None
                               f"{len(input_shapes)} --input-shape given", hint=_SHAPE_HINT)
         for value, shape in zip(user_inputs, input_shapes):
             _pin_shape(path, value, shape)
+    model = _upgrade_opset(model)
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx.shape_inference.InferenceError
@@ -57,7 +61,25 @@ def prepare(model, path: Path, input_shapes: list[tuple[int, ...]] | None = None
     inputs = [_spec(path, value, f"input{index}", "input")
               for index, value in enumerate(value for value in model.graph.input
                                             if value.name not in initialized)]
+    output_specs(path, model)    # refuse non-tensor or shapeless outputs before importing
     return LoadedModel(path=path, kind="onnx", program=model, inputs=inputs, source_sha256="")
+
+
+def _upgrade_opset(model):
+    """Models older than MIN_OPSET are converted up to it with ONNX's version converter:
+    torch-mlir's ONNX lowering covers the newer forms of many ops (MaxPool before 12,
+    BatchNormalization before 15).
+    A model the converter cannot handle is imported as it is."""
+    import onnx
+    from onnx import version_converter
+
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None or version >= MIN_OPSET:
+        return model
+    try:
+        return version_converter.convert_version(model, MIN_OPSET)
+    except Exception:  # the converter lacks an adapter for some op: keep the original
+        return model
 
 
 def output_specs(path: Path, model) -> list[TensorSpec]:

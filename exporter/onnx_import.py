@@ -54,12 +54,19 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     except Exception as exc:  # OnnxImportError, or an assertion on an odd graph
         raise ExportError(f"{model.path}: torch-mlir could not import the ONNX graph: "
                           f"{_first_line(exc)}") from exc
+    diagnostics: list[str] = []
+
+    def collect(diagnostic) -> bool:    # handled: kept for the one-line message, not printed
+        diagnostics.append(str(diagnostic.message))
+        return True
+    context.attach_diagnostic_handler(collect)
     for description, pipeline in PIPELINE:
         try:
             run_pipeline_with_repro_report(module, pipeline, f"lowering to {description}")
         except TorchMlirCompilerError as exc:
+            report = "\n".join(diagnostics) + "\n" + str(exc)
             raise ExportError(f"{model.path}: lowering to {description} failed: "
-                              f"{unsupported_op_summary(str(exc))}",
+                              f"{unsupported_op_summary(report)}",
                               hint="the op named above has no torch-mlir lowering to linalg"
                               ) from exc
     return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,

@@ -43,6 +43,7 @@ CASES = {
     "reduction": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
     "pad_copy": ([spec("input0", (1, 2, 3, 3))], [spec("output0", (1, 2, 5, 5))]),
     "accumulator": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
+    "reshape": ([spec("input0", (15,))], [spec("output0", (3, 5))]),
 }
 
 
