@@ -27,19 +27,51 @@ PIPELINE = (
 )
 
 
+# torch-onnx-to-torch-backend-pipeline without its shape reification (about 0.6 s a model,
+# parsing torch-mlir's shape library twice): the frontend has already inferred static shapes.
+# Used first; a model it does not take to linalg is retried with the full pipeline.
+FAST_TORCH_PIPELINE = (
+    "builtin.module(func.func(convert-torch-onnx-to-torch{allow-non-finites=true}), "
+    "func.func(torch-decompose-complex-ops), func.func(canonicalize), "
+    "func.func(torch-scalarize-shapes), torch-refine-public-return, func.func(canonicalize), "
+    "func.func(torch-decompose-complex-ops), func.func(canonicalize))")
+
+
 def to_linalg(model: LoadedModel) -> ImportedModel:
     """Import the shape-inferred ModelProto in `model.program` as linalg-on-tensors."""
     import onnx
-    from torch_mlir import ir
-    from torch_mlir.compiler_utils import TorchMlirCompilerError, run_pipeline_with_repro_report
-    from torch_mlir.dialects import torch as torch_d
-    from torch_mlir.extras import onnx_importer
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model.program)
     weights = _lift_weights(proto.graph)
     outputs = output_specs(model.path, proto)
     proto.graph.name = "forward"
+
+    try:
+        module = _import_and_lower(proto, FAST_TORCH_PIPELINE)
+        if _has_dynamic_shapes(module):
+            module = None     # shape reification would have made them static
+    except ExportError:
+        module = None    # retried with torch-mlir's full pipeline, whose error is reported
+    if module is None:
+        try:
+            module = _import_and_lower(proto, PIPELINE[0][1])
+        except ExportError as exc:
+            raise ExportError(f"{model.path}: {exc.message}", hint=exc.hint) from exc
+    return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,
+                         source=model)
+
+
+def _has_dynamic_shapes(module) -> bool:
+    return re.search(r"tensor<[^>]*\?", str(module)) is not None
+
+
+def _import_and_lower(proto, torch_pipeline: str):
+    """A fresh context and module for `proto`, lowered to linalg-on-tensors."""
+    from torch_mlir import ir
+    from torch_mlir.compiler_utils import TorchMlirCompilerError, run_pipeline_with_repro_report
+    from torch_mlir.dialects import torch as torch_d
+    from torch_mlir.extras import onnx_importer
 
     context = ir.Context()
     torch_d.register_dialect(context)
@@ -52,7 +84,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
                                                               context_cache=cache)
         importer.import_all()
     except Exception as exc:  # OnnxImportError, or an assertion on an odd graph
-        raise ExportError(f"{model.path}: torch-mlir could not import the ONNX graph: "
+        raise ExportError(f"torch-mlir could not import the ONNX graph: "
                           f"{_first_line(exc)}") from exc
     diagnostics: list[str] = []
 
@@ -60,17 +92,16 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
         diagnostics.append(str(diagnostic.message))
         return True
     context.attach_diagnostic_handler(collect)
-    for description, pipeline in PIPELINE:
+    for description, pipeline in ((PIPELINE[0][0], torch_pipeline), PIPELINE[1]):
         try:
             run_pipeline_with_repro_report(module, pipeline, f"lowering to {description}")
         except TorchMlirCompilerError as exc:
             report = "\n".join(diagnostics) + "\n" + str(exc)
-            raise ExportError(f"{model.path}: lowering to {description} failed: "
+            raise ExportError(f"lowering to {description} failed: "
                               f"{unsupported_op_summary(report)}",
                               hint="the op named above has no torch-mlir lowering to linalg"
                               ) from exc
-    return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,
-                         source=model)
+    return module
 
 
 def _lift_weights(graph) -> list:
