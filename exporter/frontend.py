@@ -50,9 +50,9 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 def load(path: Path, input_shapes: list[tuple[int, ...]] | None = None,
          dtype: str | None = None) -> LoadedModel:
-    """Load `path` (TorchScript archive, torch.export file; ONNX is detected but refused).
-    A -1 in `input_shapes` makes that dimension dynamic; `dtype` ("float32" | "float64")
-    converts the model's floating-point weights, inputs and arithmetic to that type."""
+    """Load `path` (TorchScript archive, torch.export file or ONNX model). A -1 in
+    `input_shapes` makes that dimension dynamic; `dtype` ("float32" | "float64") converts the
+    model's floating-point weights, inputs and arithmetic to that type (PyTorch models)."""
     path = Path(path)
     head = _read_head(path)
     kind = _detect_format(path, head)
@@ -255,8 +255,8 @@ def _load_exported(path: Path, input_shapes: list[tuple[int, ...]] | None) -> Lo
 
 
 def _load_onnx(path: Path, input_shapes: list[tuple[int, ...]] | None) -> LoadedModel:
-    raise ExportError(f"{path}: ONNX input is not supported yet",
-                      hint="export the PyTorch model with torch.export.save instead")
+    from . import onnx_frontend
+    return onnx_frontend.load(path, input_shapes)
 
 
 _LOADERS: dict[str, Callable[[Path, list[tuple[int, ...]] | None], LoadedModel]] = {

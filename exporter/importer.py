@@ -22,6 +22,9 @@ _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64
 
 def to_linalg(model: LoadedModel) -> ImportedModel:
     """Import `model.program` and lower it to the linalg-on-tensors backend contract."""
+    if model.kind == "onnx":
+        from . import onnx_import
+        return onnx_import.to_linalg(model)
     from torch_mlir import ir
     from torch_mlir.dialects import torch as torch_d
     from torch_mlir.extras.fx_decomp_util import get_decomposition_table

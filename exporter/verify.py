@@ -62,10 +62,7 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
         inputs = [_random_tensor(torch, spec.dtype, [
             extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0 else extent
             for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
-        with torch.no_grad():
-            reference = model.program.module()(*inputs)
-        references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
-        trials.append((inputs, [r.detach().cpu().numpy() for r in references]))
+        trials.append((inputs, _reference_outputs(model, inputs)))
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
         start = time.perf_counter()
@@ -89,6 +86,21 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
     relative = max_error / max_reference if max_reference > 0 else max_error
     return VerifyResult(max_error, max_reference, relative, relative <= tolerance, build_seconds,
                         tolerance)
+
+
+def _reference_outputs(model: LoadedModel, inputs: list) -> list[np.ndarray]:
+    """The source model's outputs on `inputs` (torch tensors): PyTorch for PyTorch models,
+    ONNX's reference evaluator for ONNX models."""
+    import torch
+
+    if model.kind == "onnx":
+        from onnx.reference import ReferenceEvaluator
+        feeds = {spec.name: tensor.numpy() for spec, tensor in zip(model.inputs, inputs)}
+        return [np.asarray(r) for r in ReferenceEvaluator(model.program).run(None, feeds)]
+    with torch.no_grad():
+        reference = model.program.module()(*inputs)
+    references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    return [r.detach().cpu().numpy() for r in references]
 
 
 def build(package_dir: Path, build_dir: Path, shared: bool = True) -> Path:

@@ -92,10 +92,11 @@ def test_unknown_extension_and_content(tmp_path):
     assert_user_error(invoke(path, "--out", tmp_path / "pkg"), str(path), "not a recognised")
 
 
-def test_onnx_is_not_supported_yet(tmp_path):
+def test_invalid_onnx_model(tmp_path):
     path = tmp_path / "model.onnx"
-    path.write_bytes(b"\x08\x09\x12\x07pytorch:\x00")
-    assert_user_error(invoke(path, "--out", tmp_path / "pkg"), str(path), "ONNX")
+    path.write_bytes(b"\x08\x09\x12\x07pytorch:\x00")   # an empty graph, no opset
+    assert_user_error(invoke(path, "--out", tmp_path / "pkg"), str(path),
+                      "not a valid ONNX model")
 
 
 def test_torchscript_needs_input_shape(models, tmp_path):

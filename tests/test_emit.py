@@ -45,6 +45,7 @@ CASES = {
     "accumulator": ([spec("input0", (3, 5))], [spec("output0", (3,))]),
     "dynamic_batch": ([spec("input0", (-1, 4), ("s0", None))],
                       [spec("output0", (-1, 2, 4), ("s0", None, None))]),
+    "reshape": ([spec("input0", (15,))], [spec("output0", (3, 5))]),
 }
 
 

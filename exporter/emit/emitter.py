@@ -137,6 +137,8 @@ class KokkosEmitter:
             return cxx_types.float_literal(ir.FloatAttr(attr).value, cxx)
         if isinstance(attr, ir.IntegerAttr):
             return cxx_types.int_literal(ir.IntegerAttr(attr).value, cxx)
+        if isinstance(attr, ir.BoolAttr):     # i1 constants (masks) come back as BoolAttr
+            return cxx_types.int_literal(int(ir.BoolAttr(attr).value), cxx)
         raise ExportError(f"constant {attr} is not a scalar; the emitter expects scalar "
                           f"constants (at {op.location})")
 

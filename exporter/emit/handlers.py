@@ -18,7 +18,7 @@ from .emitter import KokkosEmitter, MemrefHandle, StateView, handles, location_l
 _DEVICE_ONLY = {"memref.load", "memref.store", "scf.for", "scf.if", "cf.assert", "scf.while",
                 "memref.atomic_rmw"}
 _VIEW_LIKE = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
-              "memref.reinterpret_cast")
+              "memref.reinterpret_cast", "memref.reshape")   # reshape: static result type
 
 
 # ---- host-level walk ------------------------------------------------------------------------

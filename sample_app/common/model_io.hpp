@@ -39,8 +39,8 @@ inline std::vector<float> read_floats(const std::string& path, size_t count) {
   if (!file) throw std::runtime_error("cannot open input file " + path);
   const size_t bytes = size_t(file.tellg());
   if (bytes != count * sizeof(float))
-    throw std::runtime_error(path + " has " + std::to_string(bytes) + " bytes, expected " +
-                             std::to_string(count * sizeof(float)));
+    throw std::runtime_error(path + " has " + std::to_string(bytes) + " bytes; the model input " +
+                             "needs " + std::to_string(count * sizeof(float)));
   std::vector<float> data(count);
   file.seekg(0);
   file.read(reinterpret_cast<char*>(data.data()), std::streamsize(bytes));
