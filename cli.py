@@ -149,6 +149,9 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
 
 
 def _count_ops(loaded) -> int:
+    """The source model's ops: ONNX nodes, or the torch.export graph's calls."""
+    if loaded.kind == "onnx":
+        return len(loaded.program.graph.node)
     graph = getattr(loaded.program, "graph", None)
     return sum(1 for node in graph.nodes if node.op == "call_function") if graph else 0
 
