@@ -405,17 +405,24 @@ struct ConvTiles {
   }
 };
 
+// Every element of a 4-D output, for the passes around split sums.
+template <class ExecutionSpace, class Output>
+Kokkos::MDRangePolicy<ExecutionSpace,
+                      Kokkos::Rank<4, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
+                      Kokkos::IndexType<int64_t>>
+every_output(const Output& out) {
+  return {{0, 0, 0, 0}, {int64_t(out.extent(0)), int64_t(out.extent(1)), int64_t(out.extent(2)),
+                         int64_t(out.extent(3))}};
+}
+
 // Before split sums are added atomically: out = init. After them: the ReLU, if folded in.
 template <class ExecutionSpace, class Bias, class Output>
 void conv_set_initial(const char* label, const Output& out, const ConvInit init,
                       const Bias& bias) {
   using T = typename Output::non_const_value_type;
   if (init == ConvInit::accumulate) return;
-  using range4 = Kokkos::MDRangePolicy<
-      ExecutionSpace, Kokkos::Rank<4, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
-      Kokkos::IndexType<int64_t>>;
   Kokkos::parallel_for(
-      label, range4({0, 0, 0, 0}, {out.extent(0), out.extent(1), out.extent(2), out.extent(3)}),
+      label, every_output<ExecutionSpace>(out),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
         out(n, oc, oh, ow) = init == ConvInit::bias ? T(bias(oc)) : T(0);
       });
@@ -423,11 +430,8 @@ void conv_set_initial(const char* label, const Output& out, const ConvInit init,
 
 template <class ExecutionSpace, class Output>
 void conv_relu(const char* label, const Output& out) {
-  using range4 = Kokkos::MDRangePolicy<
-      ExecutionSpace, Kokkos::Rank<4, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
-      Kokkos::IndexType<int64_t>>;
   Kokkos::parallel_for(
-      label, range4({0, 0, 0, 0}, {out.extent(0), out.extent(1), out.extent(2), out.extent(3)}),
+      label, every_output<ExecutionSpace>(out),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
         out(n, oc, oh, ow) = relu(out(n, oc, oh, ow));
       });
