@@ -207,7 +207,7 @@ def _load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) ->
         if str(argument.type) != "Tensor":
             raise ExportError(f"{path}: forward() input '{argument.name}' has type "
                               f"{argument.type}; only tensor inputs are supported")
-    sample = _sample_inputs(input_shapes)
+    sample = _sample_inputs(input_shapes, _traced_input_dtypes(path, len(arguments)))
     with _torch_errors(path, "could not convert TorchScript to torch.export"), _quiet_torch():
         program = TS2EPConverter(script, sample).convert()
         # The converter marks every dimension Dim.AUTO; re-export to pin the given shapes
@@ -215,6 +215,47 @@ def _load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) ->
         program = _export(program.module(), sample, input_shapes)
     return LoadedModel(path=path, kind="torchscript", program=program,
                        inputs=_input_specs(path, program), source_sha256="")
+
+
+# Storage classes in a pickle -> the dtype of the tensor they hold.
+_STORAGE_DTYPES = {"torch FloatStorage": "float32", "torch DoubleStorage": "float64",
+                   "torch LongStorage": "int64", "torch IntStorage": "int32",
+                   "torch BoolStorage": "bool"}
+
+
+def _traced_input_dtypes(path: Path, count: int) -> list[str] | None:
+    """The dtypes of the example inputs torch.jit.trace stored in the archive
+    (traced_inputs.pkl: each tensor's storage class, its data left out), read from the pickle's
+    opcodes without executing it. None when the archive has none (torch.jit.script) or they
+    are not `count` tensors of supported dtypes; the inputs are then taken as float32."""
+    import pickletools
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((name for name in archive.namelist()
+                           if name.endswith("/traced_inputs.pkl")), None)
+            if member is None:
+                return None
+            data = archive.read(member)
+        memo: dict[int, object] = {}
+        values: list[object] = []   # the strings and globals pushed, in order
+        for op, argument, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "BINUNICODE", "SHORT_BINUNICODE", "UNICODE"):
+                values.append(argument)
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                memo[argument] = values[-1] if values else None
+            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
+                values.append(memo.get(argument))
+            else:
+                values.append(None)
+    except Exception:  # not a pickle we can read: no dtypes, as for a scripted module
+        return None
+    # A storage's persistent id is ('storage', <storage class>, key, location, size).
+    dtypes = [_STORAGE_DTYPES.get(kind) for tag, kind in zip(values, values[1:])
+              if tag == "storage"]
+    if len(dtypes) != count or None in dtypes:
+        return None
+    return dtypes
 
 
 def _load_exported(path: Path, input_shapes: list[tuple[int, ...]] | None) -> LoadedModel:

@@ -66,6 +66,31 @@ def test_emission_is_deterministic():
     assert emit_ir(text, inputs, outputs).source == emit_ir(text, inputs, outputs).source
 
 
+def test_resource_blob_constants_travel_in_the_weight_blob():
+    # torch-mlir keeps some constants (as_strided's gather indices, from group norm) as
+    # dense_resource blobs; their values are read from the module's resource section.
+    import numpy as np
+    text = """memref.global "private" constant @__constant_3xi64 : memref<3xi64> =
+        dense_resource<torch_tensor_3_torch.int64> {alignment = 64 : i64}
+    func.func @forward(%out: memref<3xi64>) {
+      %g = memref.get_global @__constant_3xi64 : memref<3xi64>
+      memref.copy %g, %out : memref<3xi64> to memref<3xi64>
+      return
+    }
+    {-#
+      dialect_resources: {
+        builtin: {
+          torch_tensor_3_torch.int64: "0x08000000050000000000000000000000000000000300000000000000"
+        }
+      }
+    #-}"""
+    output = TensorSpec(name="output0", cname="output0", dtype="int64", shape=(3,))
+    emitted = emit_ir(text, [], [output])
+    [constant] = emitted.weights
+    assert constant.name == "__constant_3xi64"
+    assert constant.array.dtype == np.int64 and constant.array.tolist() == [5, 0, 3]
+
+
 def test_unknown_op_is_named():
     text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
       "mystery.op"(%x) : (memref<4xf32>) -> () loc("block/mystery")

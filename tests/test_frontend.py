@@ -109,6 +109,30 @@ def test_several_inputs_and_integer_dtypes(files):
         ("tokens", "input0", "int64", (1, 2)), ("extra", "input1", "float32", (1, 2, 3))]
 
 
+class IndexAndMask(nn.Module):
+    def forward(self, x, index, mask):
+        return torch.where(mask, torch.gather(x, 1, index), 0.0)
+
+
+def test_traced_torchscript_keeps_integer_and_bool_input_dtypes(tmp_path):
+    # torch.jit.trace records its example inputs' dtypes; without them an index or a mask
+    # would be traced as float32 and the conversion would fail.
+    path = tmp_path / "typed.pt"
+    example = (torch.randn(3, 5), torch.tensor([[0, 4], [1, 1], [3, 2]]),
+               torch.tensor([[True, False], [False, True], [True, True]]))
+    torch.jit.save(torch.jit.trace(IndexAndMask(), example), path)
+    loaded = frontend.load(path, [(3, 5), (3, 2), (3, 2)])
+    assert [(s.dtype, s.shape) for s in loaded.inputs] == [
+        ("float32", (3, 5)), ("int64", (3, 2)), ("bool", (3, 2))]
+    torch.testing.assert_close(loaded.program.module()(*example), IndexAndMask()(*example))
+
+
+def test_scripted_torchscript_inputs_stay_float32(files):
+    # A scripted module stores no example inputs: its inputs are taken as float32.
+    assert frontend._traced_input_dtypes(files["scripted"], 1) is None
+    assert frontend._traced_input_dtypes(files["traced"], 1) == ["float32"]
+
+
 def test_unsupported_input_dtype_is_refused(tmp_path):
     path = tmp_path / "half.pt2"
     model = nn.Linear(4, 3).half()

@@ -5,6 +5,8 @@ Walks the single `forward` function, then renders templates/cpp/*.in with what t
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .. import __version__, kernels, templates
@@ -111,18 +113,32 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
 def _add_module_constants(emitter: KokkosEmitter, blob: list[Weight], module) -> None:
     """memref.global constants (from tensor constants in the model) travel in the blob too."""
     from torch_mlir import ir
+    resources = None
     for op in module.body.operations:
         op = op.operation
         if op.name != "memref.global":
             continue
         symbol = ir.StringAttr(op.attributes["sym_name"]).value
         memref_type = ir.MemRefType(ir.TypeAttr(op.attributes["type"]).value)
-        if "initial_value" not in op.attributes or not isinstance(
-                op.attributes["initial_value"], ir.DenseElementsAttr):
-            raise ExportError(f"global @{symbol} has no dense initial value the emitter can read")
-        attr = ir.DenseElementsAttr(op.attributes["initial_value"])
         dtype = cxx_types.numpy_dtype(memref_type.element_type)
         shape = tuple(memref_type.shape)
+        initial = op.attributes["initial_value"] if "initial_value" in op.attributes else None
+        if initial is not None and _is_resource(initial):
+            # torch-mlir keeps some constants (e.g. as_strided's gather indices) as resource
+            # blobs, which the Python bindings cannot read: they are taken from the module's
+            # printed resource section.
+            if resources is None:
+                resources = _resource_blobs(module)
+            data = resources.get(_resource_name(initial))
+            if data is None or len(data) != int(np.prod(shape)) * np.dtype(dtype).itemsize:
+                raise ExportError(f"global @{symbol}: its resource blob is missing or does not "
+                                  f"hold {list(shape)} {dtype} values")
+            array = np.frombuffer(data, dtype=dtype).reshape(shape)
+            _add_constant(emitter, blob, symbol, memref_type, shape, array)
+            continue
+        if not isinstance(initial, ir.DenseElementsAttr):
+            raise ExportError(f"global @{symbol} has no dense initial value the emitter can read")
+        attr = ir.DenseElementsAttr(initial)
         if attr.is_splat:
             splat = attr.get_splat_value()
             value = ir.FloatAttr(splat).value if isinstance(splat, ir.FloatAttr) \
@@ -130,13 +146,43 @@ def _add_module_constants(emitter: KokkosEmitter, blob: list[Weight], module) ->
             array = np.full(shape, value, dtype=dtype)
         else:
             array = np.asarray(attr).astype(dtype).reshape(shape)
-        cname = emitter.unique(symbol)
-        view = StateView(cname=cname, element=cxx_types.scalar(memref_type.element_type),
-                         shape=shape, comment=f"constant {symbol} {list(shape)}",
-                         weight_index=len(blob), weight_name=symbol)
-        emitter.state_views.append(view)
-        emitter.globals[symbol] = view
-        blob.append(Weight(name=symbol, cname=cname, array=np.ascontiguousarray(array)))
+        _add_constant(emitter, blob, symbol, memref_type, shape, array)
+
+
+def _add_constant(emitter: KokkosEmitter, blob: list[Weight], symbol: str, memref_type,
+                  shape: tuple[int, ...], array: np.ndarray) -> None:
+    cname = emitter.unique(symbol)
+    view = StateView(cname=cname, element=cxx_types.scalar(memref_type.element_type),
+                     shape=shape, comment=f"constant {symbol} {list(shape)}",
+                     weight_index=len(blob), weight_name=symbol)
+    emitter.state_views.append(view)
+    emitter.globals[symbol] = view
+    blob.append(Weight(name=symbol, cname=cname, array=np.ascontiguousarray(array)))
+
+
+def _is_resource(attr) -> bool:
+    from torch_mlir import ir
+    try:
+        ir.DenseResourceElementsAttr(attr)
+    except ValueError:
+        return False
+    return True
+
+
+def _resource_name(attr) -> str:
+    """'torch_tensor_1_4_torch.int64' from dense_resource<torch_tensor_1_4_torch.int64>."""
+    match = re.match(r'dense_resource<"?([^">]+)"?>', str(attr))
+    return match.group(1) if match else ""
+
+
+def _resource_blobs(module) -> dict[str, bytes]:
+    """The module's builtin resource blobs by name: "0x" + a 4-byte alignment + the data."""
+    text = module.operation.get_asm(large_elements_limit=None)
+    if "{-#" not in text:
+        return {}
+    section = text.rpartition("{-#")[2]
+    return {name: bytes.fromhex(hex_data)[4:] for name, hex_data in
+            re.findall(r'"?([^\s":{}]+)"?\s*:\s*"0x([0-9A-Fa-f]*)"', section)}
 
 
 def _view_type(spec: TensorSpec, const: bool, space: str = "memory_space",
