@@ -59,9 +59,12 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
     dynamic = any(spec.dynamic for spec in model.inputs)
     trials = []
     for wanted in VERIFY_EXTENTS if dynamic else (None,):
-        inputs = [_random_tensor(torch, spec.dtype, [
-            extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0 else extent
-            for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
+        if model.example_inputs is not None:   # a function's own inputs (function_frontend)
+            inputs = _example_inputs(model)
+        else:
+            inputs = [_random_tensor(torch, spec.dtype, [
+                extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0
+                else extent for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
         trials.append((inputs, _reference_outputs(model, inputs)))
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
@@ -98,7 +101,9 @@ def _reference_outputs(model: LoadedModel, inputs: list) -> list[np.ndarray]:
         feeds = {spec.name: tensor.numpy() for spec, tensor in zip(model.inputs, inputs)}
         return [np.asarray(r) for r in ReferenceEvaluator(model.program).run(None, feeds)]
     with torch.no_grad():
-        reference = model.program.module()(*inputs)
+        # A Python function is its own reference; a model file, its exported program.
+        call = model.reference if model.reference is not None else model.program.module()
+        reference = call(*[tensor.clone() for tensor in inputs])
     references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
     return [r.detach().cpu().numpy() for r in references]
 
@@ -214,6 +219,29 @@ class PackageModule:
         if code != 0:
             message = (self._function("last_error")() or b"").decode(errors="replace")
             raise RuntimeError(f"{self.name}_{suffix} returned {code}: {message}")
+
+
+def _example_inputs(model: LoadedModel) -> list:
+    """`<function>_example_inputs()`, checked against the exported inputs' shapes and dtypes."""
+    import torch
+
+    name = getattr(model.example_inputs, "__name__", "example_inputs")
+    try:
+        inputs = model.example_inputs()
+    except Exception as exc:   # the user's code
+        raise ExportError(f"{model.path}: {name}() failed: {type(exc).__name__}: {exc}") from exc
+    inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+    if len(inputs) != len(model.inputs):
+        raise ExportError(f"{model.path}: {name}() returned {len(inputs)} inputs, the function "
+                          f"takes {len(model.inputs)}")
+    for spec, tensor in zip(model.inputs, inputs):
+        dtype = str(getattr(tensor, "dtype", "")).removeprefix("torch.")
+        shape = tuple(getattr(tensor, "shape", ()))
+        if dtype != spec.dtype or len(shape) != len(spec.shape) or any(
+                e >= 0 and e != a for e, a in zip(spec.shape, shape)):
+            raise ExportError(f"{model.path}: {name}() gives '{spec.name}' as {dtype} "
+                              f"{list(shape)}, the package takes {spec.dtype} {list(spec.shape)}")
+    return [tensor.detach().contiguous() for tensor in inputs]
 
 
 def _random_tensor(torch, dtype: str, shape):
