@@ -5,7 +5,7 @@ scf, cf (asserts). Outputs become destination arguments appended after the input
 """
 from __future__ import annotations
 
-from . import kernels, unsupported
+from . import kernels, sparse, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel
 
@@ -37,6 +37,7 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
                                          f"MLIR lowering step '{description}'")
                 continue
             try:
+                sparse.replace_calls(module)     # first: it removes the declarations
                 kernels.replace_linalg_ops(module, len(imported.weights), backend)
             except ExportError:
                 raise

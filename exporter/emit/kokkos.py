@@ -14,6 +14,7 @@ from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, Ten
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
+from . import sparse_handlers  # noqa: F401  (registers the CSR product handlers)
 
 BACKEND_SPACES = {
     "serial": ("Kokkos::Serial", "Kokkos::HostSpace"),
