@@ -151,3 +151,25 @@ def test_scalar_from_a_kernel_read_on_the_host_is_copied_out():
         "serial_scalar);\n  const int64_t size = static_cast<int64_t>(serial_scalar_on_host);" \
         in body, body
     assert "range(0, size)" in body
+
+
+def test_ceildiv_and_floordiv_name_their_type():
+    """An index divided by a literal: the helper's type is spelled out, as an int literal
+    would not deduce to int64_t."""
+    text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      %c4 = arith.constant 4 : index
+      scf.parallel (%i) = (%c0) to (%c4) step (%c1) {
+        %up = arith.ceildivsi %i, %c2 : index
+        %down = arith.floordivsi %i, %c2 : index
+        %v = memref.load %x[%up] : memref<4xf32>
+        memref.store %v, %out[%down] : memref<4xf32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "lapis::ceildivsi<int64_t>(i0, 2)" in body
+    assert "lapis::floordivsi<int64_t>(i0, 2)" in body
