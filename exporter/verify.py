@@ -178,7 +178,8 @@ class PackageModule:
             raise ValueError(f"{self.name} takes {len(specs_in)} inputs, got {len(inputs)}")
         arrays = []
         for array, spec in zip(inputs, specs_in):
-            array = np.ascontiguousarray(array, dtype=ELEMENT_TYPES[spec["dtype"]][1])
+            # np.require, not np.ascontiguousarray: that one turns a 0-d array into shape (1,).
+            array = np.require(array, dtype=ELEMENT_TYPES[spec["dtype"]][1], requirements="C")
             if array.ndim != len(spec["shape"]) or any(
                     e >= 0 and e != a for e, a in zip(spec["shape"], array.shape)):
                 raise ValueError(f"input {spec['cname']}: shape {list(array.shape)}, "
@@ -246,7 +247,7 @@ def _example_inputs(model: LoadedModel) -> list:
 
 def _random_tensor(torch, dtype: str, shape):
     if dtype in ("float32", "float64"):
-        return torch.randn(*shape, dtype=getattr(torch, dtype))
+        return torch.randn(tuple(shape), dtype=getattr(torch, dtype))   # () for a scalar
     if dtype == "bool":
         return torch.randint(0, 2, tuple(shape)).bool()
     return torch.randint(0, 10, tuple(shape), dtype=getattr(torch, dtype))
@@ -254,7 +255,7 @@ def _random_tensor(torch, dtype: str, shape):
 
 def _max_abs_difference(ours: np.ndarray, reference: np.ndarray) -> float:
     ours, reference = ours.astype(np.float64), reference.astype(np.float64)
-    difference = np.abs(ours - reference)
+    difference = np.atleast_1d(np.abs(ours - reference))   # 0-d arrays subtract to a scalar
     difference[np.isnan(ours) & np.isnan(reference)] = 0.0    # NaN where the model has NaN
     difference[np.isnan(difference)] = np.inf
     return float(difference.max(initial=0.0))
