@@ -55,8 +55,8 @@ def _read_only_arguments(module) -> None:
     from torch_mlir import ir
     for op in module.body.operations:
         op = op.operation
-        if op.name != "func.func":
-            continue
+        if op.name != "func.func" or not len(op.regions[0].blocks):
+            continue                  # a declaration (exporter/sparse.py) marks its own
         arguments = op.regions[0].blocks[0].arguments
         old = list(ir.ArrayAttr(op.attributes["arg_attrs"])) if "arg_attrs" in op.attributes \
             else [ir.DictAttr.get({}) for _ in arguments]
