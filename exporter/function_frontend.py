@@ -65,7 +65,7 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
     sample = _sample(shapes, dtypes)
     with frontend._torch_errors(path, f"torch.export of {function_name} failed"), \
             frontend._quiet_torch():
-        program = frontend._export(_Wrapper(function), sample, shapes)
+        program = frontend._export(_wrap(function, len(parameters)), sample, shapes)
     specs = frontend._input_specs(path, program)
     import dataclasses
     specs = [dataclasses.replace(spec, name=name) for spec, name in zip(specs, parameters)]
@@ -159,21 +159,23 @@ def _sample(shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple:
     return tuple(sample)
 
 
-class _Wrapper:
-    """Placeholder replaced at import time by an nn.Module subclass (torch is imported lazily)."""
+def _wrap(function, count: int):
+    """An nn.Module whose forward takes `count` positional inputs and calls `function`: named
+    parameters, not *args, so that torch.export's dynamic_shapes has one entry per input."""
+    import torch
 
-    def __new__(cls, function):
-        import torch
+    names = ", ".join(f"input{i}" for i in range(count))
+    namespace: dict = {}
+    exec(f"def forward(self, {names}):\n    return self.wrapped({names})\n", namespace)
 
-        class Function(torch.nn.Module):
-            def __init__(self, wrapped):
-                super().__init__()
-                self.wrapped = wrapped
+    class Function(torch.nn.Module):
+        forward = namespace["forward"]
 
-            def forward(self, *inputs):
-                return self.wrapped(*inputs)
+        def __init__(self):
+            super().__init__()
+            self.wrapped = function
 
-        return Function(function)
+    return Function()
 
 
 def _user_line(exc: BaseException, path: Path) -> str:

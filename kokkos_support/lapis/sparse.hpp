@@ -24,10 +24,8 @@ constexpr bool use_teams() {
 }
 
 // Vector lanes per row for the team version: about a sixth of the mean nonzeros per row, a
-// power of two up to a warp (the heuristic of KokkosSparse's SpMV); 1 on host backends.
-template <class ExecutionSpace>
-int vector_length(const int64_t nnz, const int64_t rows) {
-  if (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible) return 1;
+// power of two up to a warp (the heuristic of KokkosSparse's SpMV).
+inline int vector_length(const int64_t nnz, const int64_t rows) {
   const int64_t per_row = rows > 0 ? nnz / rows : 0;
   int lanes = 1;
   while (lanes < 32 && lanes * 6 < per_row) lanes *= 2;
@@ -54,8 +52,7 @@ void csr_matvec(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
   } else {
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
     using member = typename policy::member_type;
-    const int lanes =
-        sparse_detail::vector_length<ExecutionSpace>(int64_t(values.extent(0)), rows);
+    const int lanes = sparse_detail::vector_length(int64_t(values.extent(0)), rows);
     const int64_t rows_per_team = 256 / lanes;
     Kokkos::parallel_for(
         label, policy((rows + rows_per_team - 1) / rows_per_team, Kokkos::AUTO, lanes),
@@ -97,9 +94,8 @@ void csr_matmul(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
     // One row per thread of the team, the columns of B across its vector lanes (coalesced).
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
     using member = typename policy::member_type;
-    const bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
     int lanes = 1;
-    while (!host && lanes < 32 && lanes < columns) lanes *= 2;
+    while (lanes < 32 && lanes < columns) lanes *= 2;
     const int64_t rows_per_team = 256 / lanes;
     Kokkos::parallel_for(
         label, policy((rows + rows_per_team - 1) / rows_per_team, Kokkos::AUTO, lanes),
