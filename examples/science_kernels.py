@@ -95,3 +95,8 @@ def spmv_example_inputs():
     """For --input-shape 1001:int64 N:int64 N:float64 1000:float64 (nnz dynamic)."""
     generator = torch.Generator().manual_seed(3)
     return (*laplacian_1d(1000), torch.randn(1000, generator=generator, dtype=torch.float64))
+
+
+def gemm(A, B):
+    """A dense matrix product (the emitter's loops, no BLAS): benchmarks/sparse.py times it."""
+    return A @ B
