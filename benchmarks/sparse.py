@@ -2,7 +2,7 @@
 GEMM exported from examples/science_kernels.py, against SciPy / NumPy and PyTorch, in one run;
 writes a markdown table.
 
-    python benchmarks/sparse.py [--threads 1 2] [--runs 50]
+    python benchmarks/sparse.py [--threads 1 2] [--runs 200]
 
 Ours: the package built with the OpenMP backend, called through its C API (NAME_forward_host,
 which fences before it returns; on host backends it wraps the caller's buffers, no copies) in a
@@ -212,7 +212,7 @@ def check(name: str, result: np.ndarray, reference: np.ndarray, tolerance: float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 2])
-    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--n", type=int, default=10_000, help="rows and columns of the CSR matrix")
     parser.add_argument("--density", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--spmm-columns", type=int, default=16)
@@ -277,7 +277,7 @@ def main() -> None:
         G1, G2 = (rng.standard_normal((m, m)).astype(np.float32) for _ in range(2))
         package = Ours(work, "gemm", [G1, G2], (m, m), np.float32, kokkos_root)
         measure("gemm", f"{m}x{m} @ {m}x{m}", "float32", package, "NumPy", {"A": G1, "B": G2},
-                G1.astype(np.float64) @ G2.astype(np.float64), 1e-5, max(5, args.runs // 5))
+                G1.astype(np.float64) @ G2.astype(np.float64), 1e-5, max(5, args.runs // 20))
         load_after = os.getloadavg()[0]
 
     command = (f"python benchmarks/sparse.py --threads {' '.join(map(str, args.threads))} "
@@ -291,7 +291,7 @@ def main() -> None:
         f"Kokkos at {kokkos_root.name}, OpenMP backend. The machine is shared: load average "
         f"{load_before:.1f} before the run, {load_after:.1f} after.",
         f"Command: `{command}`. Median of the timed runs after 5 warm-ups (GEMM: "
-        f"{max(5, args.runs // 5)} runs). Ours: the C API (NAME_forward_host, fenced) in a C++ "
+        f"{max(5, args.runs // 20)} runs). Ours: the C API (NAME_forward_host, fenced) in a C++ "
         "loop at OMP_NUM_THREADS=threads; SciPy's CSR product is single-threaded, NumPy's "
         "matmul is its BLAS (OPENBLAS_NUM_THREADS=threads), PyTorch runs at "
         "torch.set_num_threads(threads); each reference in a process of its own. The CSR matrix is scipy.sparse.random (seed 0), the "
