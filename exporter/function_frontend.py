@@ -66,6 +66,9 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
     with frontend._torch_errors(path, f"torch.export of {function_name} failed"), \
             frontend._quiet_torch():
         program = frontend._export(_wrap(function, len(parameters)), sample, shapes)
+    with frontend._torch_errors(path, f"torch.export of {function_name} failed"), \
+            frontend._quiet_torch():
+        _check_program(program, label, parameters)
     specs = frontend._input_specs(path, program)
     import dataclasses
     specs = [dataclasses.replace(spec, name=name) for spec, name in zip(specs, parameters)]
@@ -74,6 +77,30 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
     return LoadedModel(path=path, kind="function", program=program, inputs=specs,
                        source_sha256="", reference=function,
                        example_inputs=examples if callable(examples) else None)
+
+
+def _check_program(program, label: str, parameters: list[str]) -> None:
+    """What the trace says the function does that a package cannot: update an input in place
+    (torch.export would make the new value an extra output), return something not a tensor."""
+    import torch
+
+    # torch.export keeps in-place ops as they are; functionalizing shows what they update.
+    functional = program.run_decompositions({})
+    mutated = functional.graph_signature.user_inputs_to_mutate
+    if mutated:
+        placeholders = [spec.arg.name for spec in functional.graph_signature.input_specs
+                        if spec.kind.name == "USER_INPUT"]
+        names = [parameters[placeholders.index(name)] for name in mutated.values()
+                 if name in placeholders]
+        raise ExportError(f"{label}: updates its input '{(names or ['?'])[0]}' in place; an "
+                          "exported function's inputs are read-only",
+                          hint="compute a new tensor and return it (x = x * 2, not x.mul_(2))")
+    output = next(node for node in program.graph.nodes if node.op == "output")
+    for index, value in enumerate(output.args[0]):
+        fake = value.meta.get("val") if isinstance(value, torch.fx.Node) else value
+        if not isinstance(fake, torch.Tensor):
+            raise ExportError(f"{label}: returns a {type(fake).__name__} as output {index}, "
+                              "not a tensor", hint="return tensors (or a tuple of tensors)")
 
 
 def find_function(path: Path, function_name: str):

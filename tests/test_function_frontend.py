@@ -25,6 +25,13 @@ def scale(x, factor=2.0):
 def spread(*xs):
     return xs[0]
 
+def doubles_in_place(x):
+    x.mul_(2)
+    return x + 1
+
+def returns_a_float(x):
+    return 3.0
+
 NOT_A_FUNCTION = 3
 
 class Solver:
@@ -89,7 +96,10 @@ def test_keyword_defaults_are_not_inputs(kernels):
 
 @pytest.mark.parametrize("target, shapes, parts", [
     ("missing.py:f", ["4"], ["missing.py: no such file"]),
-    ("{k}:gemv", ["4"], ["no function 'gemv'", "it defines axpby, scale, spread"]),
+    ("{k}:gemv", ["4"], ["no function 'gemv'", "it defines axpby, doubles_in_place, "
+                                                "returns_a_float, scale, spread"]),
+    ("{k}:doubles_in_place", ["4"], ["updates its input 'x' in place"]),
+    ("{k}:returns_a_float", ["4"], ["returns a float as output 0, not a tensor"]),
     ("{k}:NOT_A_FUNCTION", ["4"], ["'NOT_A_FUNCTION' is a int, not a function"]),
     ("{k}:Solver", ["4"], ["'Solver' is a class, not a function"]),
     ("{k}:axpby", ["4", "4"], ["takes 4 argument(s) (a, x, b, y) but 2 --input-shape given"]),
