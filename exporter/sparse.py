@@ -109,6 +109,33 @@ def _dtype(tensor) -> str:
     return str(tensor.dtype).removeprefix("torch.")
 
 
+# ---- --verify: random matrices that obey the convention -------------------------------------
+def valid_csr_inputs(program, inputs: list) -> None:
+    """Replace, in the random `inputs` of --verify (torch tensors, in user-input order), the
+    row pointers and column indices that reach a CSR product directly by valid random ones:
+    nonzeros spread over the rows at random, columns within the dense operand's rows."""
+    user_inputs = list(program.graph_signature.user_inputs)
+    targets = (torch.ops.lapis.csr_matvec.default, torch.ops.lapis.csr_matmul.default)
+    generator = torch.Generator().manual_seed(0)
+    for node in program.graph.nodes:
+        if node.op != "call_function" or node.target not in targets:
+            continue
+        row_ptr, col_idx, values, dense = node.args
+        names = [getattr(arg, "name", None) for arg in (row_ptr, col_idx, values, dense)]
+        if not all(name in user_inputs for name in names[:3]):
+            continue               # computed indices: the function's own business
+        p, c = (user_inputs.index(name) for name in names[:2])
+        rows, nnz = inputs[p].shape[0] - 1, inputs[c].shape[0]
+        columns = (inputs[user_inputs.index(names[3])].shape[0] if names[3] in user_inputs
+                   else int(dense.meta["val"].shape[0]))
+        if rows < 1 or columns < 1:
+            continue
+        row_of = torch.sort(torch.randint(0, rows, (nnz,), generator=generator)).values
+        counts = torch.bincount(row_of, minlength=rows)
+        inputs[p] = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(inputs[p].dtype)
+        inputs[c] = torch.randint(0, columns, (nnz,), generator=generator).to(inputs[c].dtype)
+
+
 # ---- import: custom op -> call of a declaration ---------------------------------------------
 def rewrite_custom_ops(module) -> int:
     """Replace each `torch.operator "torch.lapis.csr_*"` in `module` by a `func.call` of a

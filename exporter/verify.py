@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sparse
 from .errors import ExportError
 from .frontend import extent_in_range
 from .handoff import LoadedModel
@@ -67,6 +68,7 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
             inputs = [_random_tensor(torch, spec.dtype, [
                 extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0
                 else extent for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
+            sparse.valid_csr_inputs(model.program, inputs)   # random but valid CSR indices
         trials.append((inputs, _reference_outputs(model, inputs)))
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:

@@ -79,3 +79,11 @@ def test_spmm_against_scipy(root, spmm_package, teams):
         assert Y.shape == (N, COLUMNS) and Y.dtype == np.float32
         assert relative_error(Y, reference) <= 1e-5, name
     assert not ours["empty_rows"][0][EMPTY_ROWS].any()
+
+
+def test_verify_draws_valid_csr_indices(root):
+    """--verify on a function with no example inputs: random values, but row pointers and
+    column indices that obey the convention (else it would read out of bounds)."""
+    _, stdout = export(root, "sparse_jacobi_step", "201:int32", "N:int32", "N:float64",
+                       "200:float64", "200:float64", "200:float64", options=("--verify",))
+    assert "tolerance 1e-10) — PASS" in stdout, stdout
