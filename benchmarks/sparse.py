@@ -37,11 +37,13 @@ from kokkos_support.provision import ensure_kokkos  # noqa: E402
 KERNELS = REPO / "examples" / "science_kernels.py"
 C_TYPES = {"float32": "float", "float64": "double", "int64": "int64_t", "int32": "int32_t"}
 
-TIMER = r"""// Times NAME_forward_host (which fences) on inputs read from files; prints median and best ms.
+TIMER = r"""// Times NAME_forward_host (which fences) on inputs read from files; prints the median and
+// the best time in ms.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <vector>
 
@@ -65,9 +67,13 @@ int main(int argc, char** argv) {
   std::vector<double> times;
   for (int i = 0; i < warmup + runs; ++i) {
     const auto start = std::chrono::steady_clock::now();
-    if (@NAME@_forward_host(@ARGS@) != 0) { std::fprintf(stderr, "%s\n", @NAME@_last_error()); return 1; }
+    if (@NAME@_forward_host(@ARGS@) != 0) {
+      std::fprintf(stderr, "%s\n", @NAME@_last_error());
+      return 1;
+    }
     const auto stop = std::chrono::steady_clock::now();
-    if (i >= warmup) times.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
+    if (i >= warmup)
+      times.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
   }
   std::sort(times.begin(), times.end());
   std::printf("median_ms=%.6f best_ms=%.6f\n", times[times.size() / 2], times.front());
@@ -294,8 +300,9 @@ def main() -> None:
         f"{max(5, args.runs // 20)} runs). Ours: the C API (NAME_forward_host, fenced) in a C++ "
         "loop at OMP_NUM_THREADS=threads; SciPy's CSR product is single-threaded, NumPy's "
         "matmul is its BLAS (OPENBLAS_NUM_THREADS=threads), PyTorch runs at "
-        "torch.set_num_threads(threads); each reference in a process of its own. The CSR matrix is scipy.sparse.random (seed 0), the "
-        "result checked against SciPy/NumPy (max relative error shown).",
+        "torch.set_num_threads(threads); each reference in a process of its own. The CSR "
+        "matrix is scipy.sparse.random (seed 0), the result checked against SciPy/NumPy (max "
+        "relative error shown).",
         "",
         "Each time is `median / best` of the runs, and so is each ratio: on a loaded machine "
         "the best run is the closer estimate of the kernel's own speed.",

@@ -69,9 +69,8 @@ def spd_matrix(n: int, dtype=torch.float64, seed: int = 0) -> torch.Tensor:
 
 def cg_example_inputs():
     generator = torch.Generator().manual_seed(1)
-    A = spd_matrix(64)
-    return A, torch.randn(64, generator=generator, dtype=torch.float64), torch.zeros(64,
-                                                                                  dtype=torch.float64)
+    b = torch.randn(64, generator=generator, dtype=torch.float64)
+    return spd_matrix(64), b, torch.zeros(64, dtype=torch.float64)
 
 
 def jacobi_step_example_inputs():

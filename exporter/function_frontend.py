@@ -7,6 +7,7 @@ other. The function itself stays the reference that --verify compares with.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import re
@@ -43,8 +44,6 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
          dtypes: list[str | None], dtype: str | None = None) -> LoadedModel:
     """Import `path`, take `function_name` and export it on inputs of `shapes` / `dtypes`
     (None: float32, or `dtype` when given)."""
-    import torch
-
     from . import frontend
 
     function = find_function(path, function_name)
@@ -66,13 +65,10 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
     with frontend._torch_errors(path, f"torch.export of {function_name} failed"), \
             frontend._quiet_torch():
         program = frontend._export(_wrap(function, len(parameters)), sample, shapes)
-    with frontend._torch_errors(path, f"torch.export of {function_name} failed"), \
-            frontend._quiet_torch():
         _check_program(program, label, parameters)
     specs = frontend._input_specs(path, program)
-    import dataclasses
     specs = [dataclasses.replace(spec, name=name) for spec, name in zip(specs, parameters)]
-    examples = getattr(sys.modules.get(function.__module__), function_name + EXAMPLE_SUFFIX,
+    examples = getattr(sys.modules.get(_module_name(path)), function_name + EXAMPLE_SUFFIX,
                        None)
     return LoadedModel(path=path, kind="function", program=program, inputs=specs,
                        source_sha256="", reference=function,
@@ -109,7 +105,7 @@ def find_function(path: Path, function_name: str):
         raise ExportError(f"{path}: no such file")
     if not path.is_file():
         raise ExportError(f"{path}: is not a regular file")
-    module_name = "_lapis_user_" + re.sub(r"\W", "_", path.stem)
+    module_name = _module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise ExportError(f"{path}: cannot be imported as a Python module")
@@ -145,6 +141,11 @@ def find_function(path: Path, function_name: str):
         raise ExportError(f"{path}: '{function_name}' is a class, not a function",
                           hint="export an nn.Module with torch.export.save, or name a function")
     return target
+
+
+def _module_name(path: Path) -> str:
+    """The private name the user's file is imported under (in sys.modules)."""
+    return "_lapis_user_" + re.sub(r"\W", "_", path.stem)
 
 
 def _tensor_parameters(function, label: str) -> list[str]:

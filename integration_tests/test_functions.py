@@ -48,7 +48,8 @@ def compare(root, kernels, function: str, shapes: tuple[str, ...],
 def test_axpby_with_scalar_inputs(root, kernels):
     g = torch.Generator().manual_seed(0)
     x, y = (torch.randn(1000, generator=g, dtype=torch.float64) for _ in range(2))
-    cases = {f"a{i}": [torch.tensor(a, dtype=torch.float64), x, torch.tensor(b, dtype=torch.float64), y]
+    scalar = lambda value: torch.tensor(value, dtype=torch.float64)   # noqa: E731
+    cases = {f"a{i}": [scalar(a), x, scalar(b), y]
              for i, (a, b) in enumerate([(2.5, -0.5), (0.0, 1.0), (-3.0, 1e3)])}
     compare(root, kernels, "axpby", ("scalar:float64", "1000:float64") * 2, cases, "float64")
 
