@@ -57,7 +57,9 @@ class _OneLineErrors(click.Command):
 @click.option("--name", help="Namespace, CMake target and symbol prefix "
                              "[default: the model file's stem].")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="1x3x224x224",
-              help="Shape of one input (repeat, in order); needed for TorchScript.")
+              help="Shape of one input (repeat, in order); needed for TorchScript and Python "
+                   "functions. 'scalar' is a 0-d input; ':int64' etc. gives a function "
+                   "input's dtype.")
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="Compute in this floating-point type (weights, inputs and outputs "
                    "converted) [default: as the model is].")
@@ -73,7 +75,8 @@ class _OneLineErrors(click.Command):
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
             dtype: str | None, weights_mode: str, verify_flag: bool, force: bool, verbose: bool,
             quiet: bool) -> int:
-    """Compile MODEL (TorchScript .pt or torch.export .pt2) into a Kokkos C++ CMake package."""
+    """Compile MODEL (TorchScript .pt, torch.export .pt2, ONNX, or a Python function as
+    file.py:function) into a Kokkos C++ CMake package."""
     import warnings
 
     from exporter.errors import ExportError
@@ -111,13 +114,21 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     from exporter import frontend
     from exporter.progress import Progress
 
-    shapes = [frontend.parse_input_shape(text) for text in shape_texts] or None
-    name = check_name(name) if name is not None else default_name(model)
-    check_out(out, force, model)
+    from exporter.function_frontend import split_target
+
+    specs = [frontend.parse_input_spec(text) for text in shape_texts]
+    shapes = [shape for shape, _ in specs] or None
+    function = split_target(str(model))     # `file.py:function`: (file, function name)
+    source_file = function[0] if function else model
+    if name is not None:
+        name = check_name(name)
+    else:
+        name = default_name(Path(function[1].rpartition(".")[2]) if function else model)
+    check_out(out, force, source_file)
     steps = Progress(progress)
 
     with steps.step(f"loading {model.name}"):
-        loaded = frontend.load(model, shapes, dtype)
+        loaded = frontend.load(model, shapes, dtype, [given for _, given in specs])
     from exporter import emit, importer, lowering, package
 
     with steps.step("importing"):

@@ -28,11 +28,27 @@ _SELF_CONTAINED_HINT = (
     "save a self-contained file instead: "
     "torch.jit.save(torch.jit.trace(model, example), 'model.pt') or "
     "torch.export.save(torch.export.export(model, (example,)), 'model.pt2')")
-_SHAPE_HINT = "e.g. --input-shape 1x3x224x224, one per model input, in order"
+_SHAPE_HINT = ("e.g. --input-shape 1x3x224x224, one per model input, in order (scalar for a 0-d "
+               "input; 1001:int64 with a dtype, for Python functions)")
+
+
+def parse_input_spec(text: str) -> tuple[tuple[int, ...], str | None]:
+    """"1001:int64" -> ((1001,), "int64"); "scalar:float64" -> ((), "float64"); a shape
+    without ":DTYPE" -> (shape, None), the model's (or for functions float32)."""
+    shape_text, colon, dtype = text.strip().partition(":")
+    if not colon:
+        return parse_input_shape(shape_text), None
+    if dtype not in DTYPE_NAMES:
+        raise ExportError(f"--input-shape '{text}': '{dtype}' is not a dtype",
+                          hint="the part after ':' is one of " + ", ".join(DTYPE_NAMES))
+    return parse_input_shape(shape_text), dtype
 
 
 def parse_input_shape(text: str) -> tuple[int, ...]:
-    """"1x3x224x224" -> (1, 3, 224, 224); a letter such as "N" marks a dynamic dimension (-1)."""
+    """"1x3x224x224" -> (1, 3, 224, 224); a letter such as "N" marks a dynamic dimension (-1);
+    "scalar" is a 0-d input, ()."""
+    if text.strip().lower() == "scalar":
+        return ()
     parts = text.strip().lower().split("x") if text.strip() else []  # "1X3" is fine too
     if not parts:
         raise ExportError(f"--input-shape '{text}': empty shape", hint=_SHAPE_HINT)
@@ -49,16 +65,31 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
 
 
 def load(path: Path, input_shapes: list[tuple[int, ...]] | None = None,
-         dtype: str | None = None) -> LoadedModel:
-    """Load `path` (TorchScript archive, torch.export file or ONNX model). A -1 in
-    `input_shapes` makes that dimension dynamic; `dtype` ("float32" | "float64") converts the
-    model's floating-point weights, inputs and arithmetic to that type (PyTorch models)."""
-    path = Path(path)
-    head = _read_head(path)
-    kind = _detect_format(path, head)
+         dtype: str | None = None, input_dtypes: list[str | None] | None = None) -> LoadedModel:
+    """Load `path` (TorchScript archive, torch.export file, ONNX model, or `file.py:function`,
+    see function_frontend.py). A -1 in `input_shapes` makes that dimension dynamic; `dtype`
+    ("float32" | "float64") converts the model's floating-point weights, inputs and arithmetic
+    to that type (PyTorch models); `input_dtypes` (from `--input-shape 1001:int64`) are the
+    functions' input dtypes."""
+    from . import function_frontend
+
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ExportError(f"--dtype {dtype}: not a floating-point type the exporter converts to",
                           hint="choose one of " + ", ".join(FLOAT_DTYPES))
+    target = function_frontend.split_target(str(path))
+    if target is not None:
+        source, function_name = target
+        model = function_frontend.load(source, function_name, input_shapes,
+                                       list(input_dtypes or [None] * len(input_shapes or [])),
+                                       dtype)
+        model.source_sha256 = _sha256(source)
+        return model
+    path = Path(path)
+    if any(input_dtypes or ()):
+        raise ExportError(f"{path}: a dtype in --input-shape is for Python functions; a "
+                          "model's input dtypes are its own", hint="drop the ':DTYPE' part")
+    head = _read_head(path)
+    kind = _detect_format(path, head)
     model = _LOADERS[kind](path, input_shapes)
     if dtype is not None:
         model = _convert_dtype(model, dtype)

@@ -60,10 +60,14 @@ def dynamic_extents(inputs: list[TensorSpec]) -> list[DynamicExtent]:
 class LoadedModel:
     """frontend.load() result: a model program plus what the file says about its interface."""
     path: Path
-    kind: str                           # "torchscript" | "torch.export" | "onnx"
+    kind: str                           # "torchscript" | "torch.export" | "onnx" | "function"
     program: Any                        # torch.export.ExportedProgram (or onnx.ModelProto)
     inputs: list[TensorSpec]
     source_sha256: str
+    # Python functions (kind "function"): the function itself, which --verify compares with,
+    # and its optional `<name>_example_inputs()` (inputs --verify must use, e.g. valid indices).
+    reference: Any = None
+    example_inputs: Any = None
 
 
 @dataclass

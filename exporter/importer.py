@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.export.graph_signature import InputKind
 
-from . import graph_passes, unsupported
+from . import graph_passes, sparse, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel, LoadedModel, TensorSpec, Weight
 from .names import c_identifier
@@ -51,12 +51,18 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
         raise ExportError(f"{model.path}: torch-mlir could not import the graph: "
                           f"{_first_line(exc)}") from exc
     module = importer.module
+    calls = sparse.rewrite_custom_ops(module)   # CSR products: calls of declarations
+    to_linalg = ("builtin.module(torch-backend-to-linalg-on-tensors-backend-pipeline"
+                 "{allow-non-finites=true})")
+    with context:
+        to_linalg = sparse.linalg_pipeline(to_linalg) if calls else to_linalg
     for description, pipeline in (
             ("torch dialect", "builtin.module(func.func(torch-match-quantized-custom-ops), "
                               "torchdynamo-export-to-torch-backend-pipeline)"),
-            ("linalg-on-tensors", "builtin.module(torch-backend-to-linalg-on-tensors-backend-"
-                                  "pipeline{allow-non-finites=true})")):
+            ("linalg-on-tensors", to_linalg)):
         unsupported.run_pipeline(module, pipeline, model.path, f"lowering to {description}")
+    if calls:
+        sparse.check_contract(module, model.path)
     return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,
                          source=model)
 

@@ -5,7 +5,7 @@ scf, cf (asserts). Outputs become destination arguments appended after the input
 """
 from __future__ import annotations
 
-from . import kernels, unsupported
+from . import kernels, sparse, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel
 
@@ -32,11 +32,14 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
     unsupported.check_foreign_ops(module, imported.source.path)
     with module.context:
         for description, pipeline in PIPELINE:
+            if description == "bufferize":
+                _read_only_arguments(module)
             if pipeline is not None:
                 unsupported.run_pipeline(module, pipeline, imported.source.path,
                                          f"MLIR lowering step '{description}'")
                 continue
             try:
+                sparse.replace_calls(module)     # first: it removes the declarations
                 kernels.replace_linalg_ops(module, len(imported.weights), backend)
             except ExportError:
                 raise
@@ -44,3 +47,23 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
                 raise ExportError(f"{imported.source.path}: MLIR lowering step "
                                   f"'{description}' failed: {str(exc).splitlines()[0]}") from exc
     return imported
+
+
+def _read_only_arguments(module) -> None:
+    """Inputs and weights are the caller's (const Views): bufferization must copy a tensor
+    it would update in place (a determinant's LU factorisation) rather than write there."""
+    from torch_mlir import ir
+    for op in module.body.operations:
+        op = op.operation
+        if op.name != "func.func" or not len(op.regions[0].blocks):
+            continue                  # a declaration (exporter/sparse.py) marks its own
+        arguments = op.regions[0].blocks[0].arguments
+        old = list(ir.ArrayAttr(op.attributes["arg_attrs"])) if "arg_attrs" in op.attributes \
+            else [ir.DictAttr.get({}) for _ in arguments]
+        new = []
+        for argument, attrs in zip(arguments, old):
+            entries = {named.name: named.attr for named in ir.DictAttr(attrs)}
+            if isinstance(argument.type, ir.RankedTensorType):
+                entries["bufferization.writable"] = ir.BoolAttr.get(False)
+            new.append(ir.DictAttr.get(entries))
+        op.attributes["arg_attrs"] = ir.ArrayAttr.get(new)

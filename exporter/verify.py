@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sparse
 from .errors import ExportError
 from .frontend import extent_in_range
 from .handoff import LoadedModel
@@ -42,9 +43,11 @@ TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
 
 
 def tolerance_for(model: LoadedModel, outputs: list[dict] | None = None) -> float:
-    """1e-10 for a model computing in float64 (inputs and outputs), else 1e-4."""
+    """1e-10 for a model computing in float64 (floating-point inputs and outputs; integer ones,
+    such as CSR indices, do not count), else 1e-4."""
     dtypes = {spec.dtype for spec in model.inputs} | {spec["dtype"] for spec in outputs or []}
-    return TOLERANCES["float64"] if dtypes == {"float64"} else TOLERANCES["float32"]
+    floats = dtypes & set(TOLERANCES)
+    return TOLERANCES["float64"] if floats == {"float64"} else TOLERANCES["float32"]
 
 
 def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
@@ -59,9 +62,13 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
     dynamic = any(spec.dynamic for spec in model.inputs)
     trials = []
     for wanted in VERIFY_EXTENTS if dynamic else (None,):
-        inputs = [_random_tensor(torch, spec.dtype, [
-            extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0 else extent
-            for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
+        if model.example_inputs is not None:   # a function's own inputs (function_frontend)
+            inputs = _example_inputs(model)
+        else:
+            inputs = [_random_tensor(torch, spec.dtype, [
+                extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0
+                else extent for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
+            sparse.valid_csr_inputs(model.program, inputs)   # random but valid CSR indices
         trials.append((inputs, _reference_outputs(model, inputs)))
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:
@@ -98,7 +105,9 @@ def _reference_outputs(model: LoadedModel, inputs: list) -> list[np.ndarray]:
         feeds = {spec.name: tensor.numpy() for spec, tensor in zip(model.inputs, inputs)}
         return [np.asarray(r) for r in ReferenceEvaluator(model.program).run(None, feeds)]
     with torch.no_grad():
-        reference = model.program.module()(*inputs)
+        # A Python function is its own reference; a model file, its exported program.
+        call = model.reference if model.reference is not None else model.program.module()
+        reference = call(*[tensor.clone() for tensor in inputs])
     references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
     return [r.detach().cpu().numpy() for r in references]
 
@@ -173,7 +182,8 @@ class PackageModule:
             raise ValueError(f"{self.name} takes {len(specs_in)} inputs, got {len(inputs)}")
         arrays = []
         for array, spec in zip(inputs, specs_in):
-            array = np.ascontiguousarray(array, dtype=ELEMENT_TYPES[spec["dtype"]][1])
+            # np.require, not np.ascontiguousarray: that one turns a 0-d array into shape (1,).
+            array = np.require(array, dtype=ELEMENT_TYPES[spec["dtype"]][1], requirements="C")
             if array.ndim != len(spec["shape"]) or any(
                     e >= 0 and e != a for e, a in zip(spec["shape"], array.shape)):
                 raise ValueError(f"input {spec['cname']}: shape {list(array.shape)}, "
@@ -216,9 +226,32 @@ class PackageModule:
             raise RuntimeError(f"{self.name}_{suffix} returned {code}: {message}")
 
 
+def _example_inputs(model: LoadedModel) -> list:
+    """`<function>_example_inputs()`, checked against the exported inputs' shapes and dtypes."""
+    import torch
+
+    name = getattr(model.example_inputs, "__name__", "example_inputs")
+    try:
+        inputs = model.example_inputs()
+    except Exception as exc:   # the user's code
+        raise ExportError(f"{model.path}: {name}() failed: {type(exc).__name__}: {exc}") from exc
+    inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
+    if len(inputs) != len(model.inputs):
+        raise ExportError(f"{model.path}: {name}() returned {len(inputs)} inputs, the function "
+                          f"takes {len(model.inputs)}")
+    for spec, tensor in zip(model.inputs, inputs):
+        dtype = str(getattr(tensor, "dtype", "")).removeprefix("torch.")
+        shape = tuple(getattr(tensor, "shape", ()))
+        if dtype != spec.dtype or len(shape) != len(spec.shape) or any(
+                e >= 0 and e != a for e, a in zip(spec.shape, shape)):
+            raise ExportError(f"{model.path}: {name}() gives '{spec.name}' as {dtype} "
+                              f"{list(shape)}, the package takes {spec.dtype} {list(spec.shape)}")
+    return [tensor.detach().contiguous() for tensor in inputs]
+
+
 def _random_tensor(torch, dtype: str, shape):
     if dtype in ("float32", "float64"):
-        return torch.randn(*shape, dtype=getattr(torch, dtype))
+        return torch.randn(tuple(shape), dtype=getattr(torch, dtype))   # () for a scalar
     if dtype == "bool":
         return torch.randint(0, 2, tuple(shape)).bool()
     return torch.randint(0, 10, tuple(shape), dtype=getattr(torch, dtype))
@@ -226,7 +259,7 @@ def _random_tensor(torch, dtype: str, shape):
 
 def _max_abs_difference(ours: np.ndarray, reference: np.ndarray) -> float:
     ours, reference = ours.astype(np.float64), reference.astype(np.float64)
-    difference = np.abs(ours - reference)
+    difference = np.atleast_1d(np.abs(ours - reference))   # 0-d arrays subtract to a scalar
     difference[np.isnan(ours) & np.isnan(reference)] = 0.0    # NaN where the model has NaN
     difference[np.isnan(difference)] = np.inf
     return float(difference.max(initial=0.0))

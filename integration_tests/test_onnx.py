@@ -57,6 +57,49 @@ def test_int64_and_bool_tensors_flow_through(tmp_path, kokkos_root):
     assert "int typed_forward_host(const int64_t* input0, const uint8_t* input1" in header
 
 
+def scalar_model() -> onnx.ModelProto:
+    """Rank-0 (scalar-shaped) tensors in and out: Clip's bounds and a full reduction."""
+    graph = helper.make_graph([
+        helper.make_node("Clip", ["x", "low", "high"], ["clipped"]),
+        helper.make_node("ReduceSum", ["clipped"], ["total"], keepdims=0),
+    ], "scalars", [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 5]),
+        helper.make_tensor_value_info("low", TensorProto.FLOAT, []),
+        helper.make_tensor_value_info("high", TensorProto.FLOAT, []),
+    ], [
+        helper.make_tensor_value_info("clipped", TensorProto.FLOAT, [4, 5]),
+        helper.make_tensor_value_info("total", TensorProto.FLOAT, []),
+    ])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_scalar_inputs_and_outputs_flow_through(tmp_path, kokkos_root):
+    from exporter.verify import build, load_module
+    from onnx.reference import ReferenceEvaluator
+
+    path = tmp_path / "scalars.onnx"
+    onnx.save(scalar_model(), str(path))
+    result = subprocess.run([sys.executable, "-m", "cli", str(path), "--out", str(tmp_path / "pkg"),
+                             "--verify"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout
+    header = (tmp_path / "pkg" / "include" / "scalars.hpp").read_text()
+    assert "using input1_view = Kokkos::View<const float, Kokkos::LayoutRight" in header
+    assert "input1 (input 'low'): float32 []  (a scalar: a rank-0 View" in header
+    assert "int scalars_forward_host(const float* input0, const float* input1, " \
+        "const float* input2, float* output0, float* output1)" in header
+    # Through ctypes with 0-d arrays, against the reference: bounds that clip.
+    x = np.linspace(-2, 2, 20, dtype=np.float32).reshape(4, 5)
+    low, high = np.array(-0.5, dtype=np.float32), np.array(1.25, dtype=np.float32)
+    expected = ReferenceEvaluator(scalar_model()).run(None, {"x": x, "low": low, "high": high})
+    library = build(tmp_path / "pkg", tmp_path / "build")
+    with load_module(tmp_path / "pkg", library) as module:
+        clipped, total = module.forward(x, low, high)
+    assert total.shape == () and clipped.shape == (4, 5)
+    np.testing.assert_allclose(clipped, expected[0], rtol=0, atol=0)
+    np.testing.assert_allclose(total, expected[1], rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory, kokkos_root) -> dict:
     import onnx_run

@@ -46,6 +46,8 @@ CASES = {
     "dynamic_batch": ([spec("input0", (-1, 4), ("s0", None))],
                       [spec("output0", (-1, 2, 4), ("s0", None, None))]),
     "reshape": ([spec("input0", (15,))], [spec("output0", (3, 5))]),
+    "scalar_carry": ([spec("input0", (4,)), spec("input1", ())],
+                     [spec("output0", (4,)), spec("output1", (4,))]),
 }
 
 
@@ -149,3 +151,50 @@ def test_shape_guard_on_dynamic_sizes_is_checked_on_the_host():
            'for broadcast");' in body
     assert "Kokkos::abort" not in body and "range(0, 1)" not in body
     assert 'check_same_extent("golden::forward: input1 (input1)", input1, 0, "input0"' in body
+
+
+def test_scalar_from_a_kernel_read_on_the_host_is_copied_out():
+    """A size computed in a one-thread kernel and needed by forward() itself (a loop bound)
+    is copied from its rank-0 View to the host, not read from the kernel's local."""
+    text = """func.func @forward(%x: memref<4xf32>, %s: memref<i64>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %n = memref.load %s[] : memref<i64>
+      %view = memref.subview %x[0] [4] [1] : memref<4xf32> to memref<4xf32, strided<[1]>>
+      %end = arith.index_cast %n : i64 to index
+      scf.parallel (%i) = (%c0) to (%end) step (%c1) {
+        %v = memref.load %view[%i] : memref<4xf32, strided<[1]>>
+        memref.store %v, %out[%i] : memref<4xf32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
+                                [spec("output0", (4,))]).source)
+    assert "serial_scalar() = v0;" in body
+    assert "int64_t serial_scalar_on_host;\n  Kokkos::deep_copy(serial_scalar_on_host, " \
+        "serial_scalar);\n  const int64_t size = static_cast<int64_t>(serial_scalar_on_host);" \
+        in body, body
+    assert "range(0, size)" in body
+
+
+def test_ceildiv_and_floordiv_name_their_type():
+    """An index divided by a literal: the helper's type is spelled out, as an int literal
+    would not deduce to int64_t."""
+    text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      %c4 = arith.constant 4 : index
+      scf.parallel (%i) = (%c0) to (%c4) step (%c1) {
+        %up = arith.ceildivsi %i, %c2 : index
+        %down = arith.floordivsi %i, %c2 : index
+        %v = memref.load %x[%up] : memref<4xf32>
+        memref.store %v, %out[%down] : memref<4xf32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "lapis::ceildivsi<int64_t>(i0, 2)" in body
+    assert "lapis::floordivsi<int64_t>(i0, 2)" in body

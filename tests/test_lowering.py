@@ -96,3 +96,31 @@ def test_ops_around_a_convolution_fold_into_it():
     # Off the host, the kernel reads around the unpadded input: the copy goes too.
     assert "padding = array<i64: 1, 1>" in device["conv1/convolution"]
     assert 'init = "bias"' in device["fc/convolution"] and "relu = false" in device["fc/convolution"]
+
+
+def test_inputs_are_never_written_in_place():
+    """A tensor update of an input (a determinant's LU step does this) bufferizes into a copy:
+    the inputs are the caller's const Views."""
+    from torch_mlir import ir
+
+    from exporter.handoff import ImportedModel
+    context = ir.Context()
+    module = ir.Module.parse("""func.func @forward(%x: tensor<4xf32>) -> tensor<4xf32> {
+      %c0 = arith.constant 0 : index
+      %one = arith.constant 1.0 : f32
+      %y = tensor.insert %one into %x[%c0] : tensor<4xf32>
+      return %y : tensor<4xf32>
+    }""", context)
+    spec = TensorSpec("x", "input0", "float32", (4,))
+    source = LoadedModel(path=Path("update.mlir"), kind="mlir", program=None, inputs=[spec],
+                         source_sha256="")
+    lowering.run(ImportedModel(module=module, weights=[], inputs=[spec],
+                               outputs=[TensorSpec("y", "output0", "float32", (4,))],
+                               source=source), "openmp")
+    function = next(iter(module.body.operations)).operation
+    x = function.regions[0].blocks[0].arguments[0]
+    writes = [use.owner.name for use in x.uses
+              if use.owner.name == "memref.store" and use.operand_number == 1
+              or use.owner.name == "memref.copy" and use.operand_number == 1]
+    assert writes == [], str(module)
+    assert "memref.store" in str(module)

@@ -77,6 +77,7 @@ class KokkosEmitter:
         self.yield_targets: list[list[str]] = []
         self.promoted: dict = {}   # (memref, index values) -> register variable (handlers._for)
         self.globals: dict[str, StateView] = {}   # memref.global symbol -> its weight View
+        self.device_scalars: dict = {}   # SSA value -> rank-0 View holding it (handlers.py)
         self.module = None
 
     # ---- output --------------------------------------------------------------------------
@@ -120,6 +121,8 @@ class KokkosEmitter:
 
     def expr(self, value) -> str:
         """The C++ expression of an SSA scalar: a literal for constants, else its variable."""
+        if value in self.device_scalars and not self.in_kernel:
+            return self.read_on_host(value)
         if value in self.values:
             return self.values[value]
         from torch_mlir import ir
@@ -128,6 +131,14 @@ class KokkosEmitter:
             if owner.name == "arith.constant":
                 return self.constant_literal(owner)
         raise ExportError(f"internal: value {value.get_name()} used before it was emitted")
+
+    def read_on_host(self, value) -> str:
+        """A scalar a kernel left in a rank-0 View, copied to forward()'s scope (fences)."""
+        view = self.device_scalars[value]
+        name = self.unique(f"{view}_on_host")
+        self.line(f"{cxx_types.scalar(value.type)} {name};")
+        self.line(f"Kokkos::deep_copy({name}, {view});")
+        return name
 
     def constant_literal(self, op) -> str:
         from torch_mlir import ir

@@ -47,6 +47,16 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
         _emit_serial_kernel(em, group)
 
 
+def _escaping_results(ops: list) -> list:
+    """Results of a serial kernel's ops that ops outside it use (a later kernel's body reads a
+    scalar the one-thread kernel computed, e.g. a scalar input loaded once)."""
+    inside = set(ops)
+    for op in ops:
+        inside.update(_nested_ops(op))
+    return [result for op in ops for result in op.results
+            if any(use.owner.operation not in inside for use in result.uses)]
+
+
 def _nested_ops(op):
     for region in op.regions:
         for block in region.blocks:
@@ -64,11 +74,25 @@ def _emit_serial_kernel(em: KokkosEmitter, ops: list) -> None:
     em.line(f"// {location_label(ops[0]) or ops[0].name}: sequential code, one thread")
     em.line(f'Kokkos::parallel_for("{label}", range(0, 1), KOKKOS_LAMBDA(const int64_t) {{')
     _enter_kernel(em)
+    escaping = _escaping_results(ops)
     with em.indented():
         for op in ops:
             em.emit_op(op)
+        # Kernel locals end with the kernel: what later code reads goes through a rank-0 View.
+        carried = []
+        for result in escaping:
+            element = cxx_types.scalar(result.type)
+            name = em.unique(f"{location_label(ops[0]) or 'serial'}_scalar")
+            em.state_views.append(StateView(cname=name, element=element, shape=(),
+                                            comment=f"a scalar {label} computes for later "
+                                                    f"kernels"))
+            em.line(f"{name}() = {em.expr(result)};")
+            carried.append((result, name))
     _leave_kernel(em)
     em.line("});")
+    for result, name in carried:
+        em.bind(result, f"{name}()")
+        em.device_scalars[result] = name
 
 
 def _emit_host_loop(em: KokkosEmitter, op) -> None:

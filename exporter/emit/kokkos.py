@@ -16,6 +16,7 @@ from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, Ten
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
+from . import sparse_handlers  # noqa: F401  (registers the CSR product handlers)
 
 BACKEND_SPACES = {
     "serial": ("Kokkos::Serial", "Kokkos::HostSpace"),
@@ -205,10 +206,13 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
             extents = ", ".join(str(d) for d in spec.shape) or "1"
             if spec.dynamic:
                 io_doc[-1] += "  (-1: any size, given at run time)"
+            if rank == 0:
+                io_doc[-1] += "  (a scalar: a rank-0 View; the C API takes a pointer to it)"
             view_types.append(f"using {spec.cname}_view = {_view_type(spec, const)};\n"
                               f"inline constexpr int {spec.cname}_rank = {rank};\n"
                               f"inline constexpr int64_t {spec.cname}_extents[{max(rank, 1)}] = "
-                              f"{{{extents}}};")
+                              f"{{{extents}}};" + ("  // rank 0: no extents, a placeholder"
+                                               if rank == 0 else ""))
             params.append(f"{spec.cname}_view {spec.cname}")
             c_type = C_API_TYPES[spec.dtype]
             c_params.append(f"{'const ' if const else ''}{c_type}* {spec.cname}")
