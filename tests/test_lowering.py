@@ -96,3 +96,15 @@ def test_ops_around_a_convolution_fold_into_it():
     # Off the host, the kernel reads around the unpadded input: the copy goes too.
     assert "padding = array<i64: 1, 1>" in device["conv1/convolution"]
     assert 'init = "bias"' in device["fc/convolution"] and "relu = false" in device["fc/convolution"]
+
+
+def test_residual_add_folds_into_the_convolution():
+    """A basic block's `relu(conv2(...) + identity)` becomes the convolution's epilogue, on the
+    host and off it; where the add feeds a reduction (the average pool) it stays."""
+    for backend in ("openmp", "cuda"):
+        found = _convolutions(lowering.run(importer.to_linalg(loaded("residual_net")),
+                                           backend).module)
+        conv2 = found["block1.conv2/convolution"]
+        assert "residual = true" in conv2 and "relu = true" in conv2
+        assert "residual" not in found["block2.conv2/convolution"]
+        assert "residual" not in found["block1.conv1/convolution"]
