@@ -12,6 +12,7 @@ import numpy as np
 CONV_CHANNEL_BLOCK = 8
 
 CONV2D = "lapis.conv2d_nchw"
+MAX_POOL = "lapis.max_pool2d_nchw"
 CMPF_UGT = 9  # arith::CmpFPredicate::UGT
 # On a memref.alloc: the emitter zero-fills the buffer once, in initialize().
 ZEROED_ATTRIBUTE = "lapis.zeroed"
@@ -40,7 +41,46 @@ def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> in
                     op.operands[1], weight_count):
                 _replace_conv(op, fold_padding=backend not in HOST_BACKENDS)
                 replaced += 1
+            elif op.name == "linalg.pooling_nchw_max":
+                _replace_max_pool(op)
     return replaced
+
+
+def _replace_max_pool(pool) -> bool:
+    """`linalg.pooling_nchw_max` over a -inf padded copy of X -> `lapis.max_pool2d_nchw` that
+    reads X and skips the taps outside it (the fill and the copy go), with the -inf fill of
+    its output folded in as well when it is the op before (past allocs)."""
+    from torch_mlir import ir
+    source, window, target = pool.operands
+    unpadded = _unpadded_source(source, float("-inf"))
+    if not unpadded:
+        return False
+    unpadded_source, offsets, copy, view, fill, alloc = unpadded
+    if _root(unpadded_source) == _root(target) or not _untouched_between(
+            copy, pool, _root(unpadded_source)):
+        return False
+    kernel = ir.MemRefType(window.type).shape
+    folded = [pool, copy, view, fill, alloc]
+    init = "accumulate"
+    step = -1
+    while (before := _neighbour(pool, step)) is not None and before.name == "memref.alloc":
+        step -= 1
+    if before is not None and _writes_only(before, target) and \
+            _fill_value(before) == float("-inf"):
+        init = "lowest"
+        folded.insert(1, before)
+    with ir.InsertionPoint(pool), pool.location:
+        ir.Operation.create(MAX_POOL, operands=[unpadded_source, target], attributes={
+            "kernel": ir.DenseI64ArrayAttr.get(list(kernel)),
+            "strides": pool.attributes["strides"],
+            "dilations": pool.attributes["dilations"],
+            "padding": ir.DenseI64ArrayAttr.get(offsets),
+            "init": ir.StringAttr.get(init)})
+    for op in folded:                          # users before the buffers they use
+        op.erase()
+    if isinstance(window, ir.OpResult) and not list(window.uses):
+        window.owner.erase()
+    return True
 
 
 def _replace_conv(conv, fold_padding: bool) -> None:
@@ -156,9 +196,9 @@ def _fill_value(op) -> float | None:
     return _constant_value(value)
 
 
-def _unpadded_source(padded):
-    """For a buffer made as `alloc; fill 0; copy X into subview [0, 0, ph, pw]` and otherwise
-    read only by the convolution: (X, [ph, pw], copy, subview, fill, alloc); else None."""
+def _unpadded_source(padded, value: float = 0.0):
+    """For a buffer made as `alloc; fill value; copy X into subview [0, 0, ph, pw]` and
+    otherwise read only by the consumer: (X, [ph, pw], copy, subview, fill, alloc); else None."""
     from torch_mlir import ir
     alloc = padded.owner
     if not isinstance(alloc, ir.Operation) and hasattr(alloc, "operation"):
@@ -166,7 +206,7 @@ def _unpadded_source(padded):
     if not isinstance(alloc, ir.Operation) or alloc.name != "memref.alloc":
         return None
     users = [use.owner.operation for use in padded.uses]
-    fills = [u for u in users if _fill_value(u) == 0.0 and u.operands[-1] == padded]
+    fills = [u for u in users if _fill_value(u) == value and u.operands[-1] == padded]
     views = [u for u in users if u.name == "memref.subview"]
     if len(users) != 3 or len(fills) != 1 or len(views) != 1:
         return None

@@ -108,3 +108,16 @@ def test_residual_add_folds_into_the_convolution():
         assert "residual = true" in conv2 and "relu = true" in conv2
         assert "residual" not in found["block2.conv2/convolution"]
         assert "residual" not in found["block1.conv1/convolution"]
+
+
+def test_max_pool_reads_around_its_input():
+    """The -inf padded copy before a max pool (fill + copy) and its output's -inf fill fold
+    into one lapis.max_pool2d_nchw that skips the taps outside the input, on every backend."""
+    for backend in ("openmp", "cuda"):
+        lowered = lowering.run(importer.to_linalg(loaded("small_cnn")), backend)
+        names = op_names(lowered.module)
+        assert names.count("lapis.max_pool2d_nchw") == 1
+        pool = next(str(op) for op in lowered.module.body.operations[0].regions[0].blocks[0]
+                    .operations if op.operation.name == "lapis.max_pool2d_nchw")
+        assert 'init = "lowest"' in pool and "padding = array<i64: 1, 1>" in pool
+        assert "kernel = array<i64: 3, 3>" in pool

@@ -572,3 +572,23 @@ def _conv2d(em: KokkosEmitter, op) -> None:
             f"{pad_h}, {pad_w}}}, lapis::ConvInit::{init}, {bias_view}, "
             + (f"{residual.cname}, " if residual else "")
             + f"{'true' if relu else 'false'});")
+
+
+@handles("lapis.max_pool2d_nchw")
+def _max_pool2d(em: KokkosEmitter, op) -> None:
+    """Max pooling reading around its unpadded input (exporter/kernels.py)."""
+    import numpy as np
+    from torch_mlir import ir
+    source, target = (em.memref(v) for v in op.operands)
+    kernel_h, kernel_w = ir.DenseI64ArrayAttr(op.attributes["kernel"])
+    stride_h, stride_w = (int(v) for v in np.asarray(op.attributes["strides"]))
+    dilation_h, dilation_w = (int(v) for v in np.asarray(op.attributes["dilations"]))
+    pad_h, pad_w = ir.DenseI64ArrayAttr(op.attributes["padding"])
+    lowest = ir.StringAttr(op.attributes["init"]).value == "lowest"
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: max pooling (-inf padding read around the "
+            "input)")
+    em.line(f'lapis::max_pool2d_nchw<execution_space>("{em.kernel_label(op, "max_pool")}", '
+            f"{source.cname}, {target.cname},")
+    em.line(f"    lapis::PoolGeometry{{{kernel_h}, {kernel_w}, {stride_h}, {stride_w}, "
+            f"{dilation_h}, {dilation_w}, {pad_h}, {pad_w}}}, {'true' if lowest else 'false'});")
