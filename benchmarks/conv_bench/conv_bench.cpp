@@ -65,7 +65,7 @@ void convert(const Dst& dst, const Src& src) {
 using Runner = void (*)(const View4<float>&, const View5<float>&, const View4<float>&,
                         const lapis::ConvGeometry&, const Kokkos::View<float*, Memory>&,
                         const View4<const float>&, bool);
-const char* variant_names[] = {"fma", "tf32", "tf32_w64", "tf32_w64_1", "async", "async_k8s4"};
+const char* variant_names[] = {"fma", "tf32", "tf32_64x32", "tf32_64x32_1", "async", "async_k8s4"};
 Runner runners[] = {run_variant<0>, run_variant<1>, run_variant<2>,
                     run_variant<3>, run_variant<4>, run_variant<5>};
 }  // namespace
