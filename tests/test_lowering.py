@@ -121,3 +121,27 @@ def test_max_pool_reads_around_its_input():
                     .operations if op.operation.name == "lapis.max_pool2d_nchw")
         assert 'init = "lowest"' in pool and "padding = array<i64: 1, 1>" in pool
         assert "kernel = array<i64: 3, 3>" in pool
+
+
+class _ReadAgain(torch.nn.Module):
+    """relu(conv1(x) + x), where conv1's output is read again afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.conv2(torch.relu(y + x)) * y
+
+
+def test_residual_add_stays_when_the_convolution_output_is_read_again():
+    x = torch.randn(1, 4, 6, 6)
+    program = torch.export.export(_ReadAgain().eval(), (x,))
+    model = LoadedModel(path=Path("read_again.pt2"), kind="torch.export", program=program,
+                        inputs=[TensorSpec("x", "input0", "float32", (1, 4, 6, 6))],
+                        source_sha256="")
+    for backend in ("openmp", "cuda"):
+        found = _convolutions(lowering.run(importer.to_linalg(model), backend).module)
+        assert "residual" not in found["conv1/convolution"]
