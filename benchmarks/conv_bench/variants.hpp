@@ -2,7 +2,6 @@
 #pragma once
 #include <Kokkos_Core.hpp>
 
-#include "async_tiles.hpp"
 #include "lapis/kernels.hpp"
 
 using Space = Kokkos::DefaultExecutionSpace;
@@ -28,8 +27,10 @@ void run_variant<LAPIS_BENCH_VARIANT>(const View4<float>& in, const View5<float>
   const auto init = lapis::ConvInit::bias;
   if constexpr (V == 0)  // float32 FMA tiles (other GPU backends)
     conv2d_nchw_tiled_fma<Space>("conv", in, w, out, g, init, bias, residual, relu);
-  else if constexpr (V == 1)  // as shipped: 3xTF32, warps of 32 x 32
-    conv2d_nchw_tiled_tf32<Space>("conv", in, w, out, g, init, bias, residual, relu);
+  else if constexpr (V == 1)  // 3xTF32, warps of 32 x 32, staging through registers
+    conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 32, 32, 1>, ConvTilesTF32<64, 256, 32, 32, 1>,
+                           ConvTilesTF32<64, 64, 32, 32, 4>, Space>(
+        "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 2)  // 3xTF32, warps of 64 x 32, two teams per multiprocessor
     conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2>, ConvTilesTF32<64, 256, 64, 32, 2>,
                            ConvTilesTF32<64, 64, 32, 32, 4>, Space>(
@@ -38,12 +39,12 @@ void run_variant<LAPIS_BENCH_VARIANT>(const View4<float>& in, const View5<float>
     conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 1>, ConvTilesTF32<64, 256, 64, 32, 1>,
                            ConvTilesTF32<64, 64, 32, 32, 4>, Space>(
         "conv", in, w, out, g, init, bias, residual, relu);
-  else if constexpr (V == 4)  // experimental: cp.async, two stages of 16
+  else if constexpr (V == 4)  // as shipped: cp.async, two stages of 16
     conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2>,
                            ConvTilesAsync<64, 256, 64, 32, 16, 2, 2>,
                            ConvTilesAsync<64, 64, 32, 32, 16, 2, 4>, Space>(
         "conv", in, w, out, g, init, bias, residual, relu);
-  else  // experimental: cp.async, four stages of 8
+  else  // cp.async, four stages of 8
     conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 8, 4, 2>,
                            ConvTilesAsync<64, 256, 64, 32, 8, 4, 2>,
                            ConvTilesAsync<64, 64, 32, 32, 8, 4, 4>, Space>(
