@@ -510,21 +510,12 @@ struct ConvTilesTF32 {
       for (int r = 0; r < 4; ++r)  // rows gr, gr + 8 at k = tk, then at k = tk + 4
         tf32::split(a[(tk + 4 * (r / 2)) * LDA + wm0 + mt * 16 + gr + 8 * (r % 2)], a_big[r],
                     a_small[r]);
-#if defined(LAPIS_CONV_TF32_TERM_MAJOR)  // each term over the NT tiles, then the next
-      LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt) tf32::mma(acc[mt][nt], a_small, b_big[nt]);
-      LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt) tf32::mma(acc[mt][nt], a_big, b_small[nt]);
-      LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt) tf32::mma(acc[mt][nt], a_big, b_big[nt]);
-#else
       LAPIS_UNROLL
       for (int nt = 0; nt < NT; ++nt) {
         tf32::mma(acc[mt][nt], a_small, b_big[nt]);
         tf32::mma(acc[mt][nt], a_big, b_small[nt]);
         tf32::mma(acc[mt][nt], a_big, b_big[nt]);
       }
-#endif
     }
 #else
     LAPIS_UNROLL
