@@ -12,6 +12,7 @@ import numpy as np
 CONV_CHANNEL_BLOCK = 8
 
 CONV2D = "lapis.conv2d_nchw"
+MAX_POOL = "lapis.max_pool2d_nchw"
 CMPF_UGT = 9  # arith::CmpFPredicate::UGT
 # On a memref.alloc: the emitter zero-fills the buffer once, in initialize().
 ZEROED_ATTRIBUTE = "lapis.zeroed"
@@ -25,8 +26,9 @@ HOST_BACKENDS = ("serial", "openmp", "threads")
 def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> int:
     """Swap `linalg.conv_2d_nchw_fchw` on buffers whose filter is a weight argument used only
     there for `lapis.conv2d_nchw`, folding in the ops around it that the kernel does as well:
-    the bias broadcast (or zero fill) before it, an in-place ReLU after it and, off the host
-    backends, the zero padding of its input. Returns how many convolutions were replaced."""
+    the bias broadcast (or zero fill) before it, an in-place ReLU or a residual add (+ ReLU)
+    after it and, off the host backends, the zero padding of its input. Returns how many
+    convolutions were replaced."""
     module.context.allow_unregistered_dialects = True
     replaced = 0
     for function in module.body.operations:
@@ -39,7 +41,46 @@ def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> in
                     op.operands[1], weight_count):
                 _replace_conv(op, fold_padding=backend not in HOST_BACKENDS)
                 replaced += 1
+            elif op.name == "linalg.pooling_nchw_max":
+                _replace_max_pool(op)
     return replaced
+
+
+def _replace_max_pool(pool) -> bool:
+    """`linalg.pooling_nchw_max` over a -inf padded copy of X -> `lapis.max_pool2d_nchw` that
+    reads X and skips the taps outside it (the fill and the copy go), with the -inf fill of
+    its output folded in as well when it is the op before (past allocs)."""
+    from torch_mlir import ir
+    source, window, target = pool.operands
+    unpadded = _unpadded_source(source, float("-inf"))
+    if not unpadded:
+        return False
+    unpadded_source, offsets, copy, view, fill, alloc = unpadded
+    if _root(unpadded_source) == _root(target) or not _untouched_between(
+            copy, pool, _root(unpadded_source)):
+        return False
+    kernel = ir.MemRefType(window.type).shape
+    folded = [pool, copy, view, fill, alloc]
+    init = "accumulate"
+    step = -1
+    while (before := _neighbour(pool, step)) is not None and before.name == "memref.alloc":
+        step -= 1
+    if before is not None and _writes_only(before, target) and \
+            _fill_value(before) == float("-inf"):
+        init = "lowest"
+        folded.insert(1, before)
+    with ir.InsertionPoint(pool), pool.location:
+        ir.Operation.create(MAX_POOL, operands=[unpadded_source, target], attributes={
+            "kernel": ir.DenseI64ArrayAttr.get(list(kernel)),
+            "strides": pool.attributes["strides"],
+            "dilations": pool.attributes["dilations"],
+            "padding": ir.DenseI64ArrayAttr.get(offsets),
+            "init": ir.StringAttr.get(init)})
+    for op in folded:                          # users before the buffers they use
+        op.erase()
+    if isinstance(window, ir.OpResult) and not list(window.uses):
+        window.owner.erase()
+    return True
 
 
 def _replace_conv(conv, fold_padding: bool) -> None:
@@ -71,15 +112,33 @@ def _replace_conv(conv, fold_padding: bool) -> None:
             folded.append(before)
     after = _neighbour(conv, +1)
     relu = after is not None and _is_inplace_relu(after, target)
+    residual = []
     if relu:
         folded.append(after)
+    elif (added := _residual_add(_next_past_allocs(conv), target)):
+        after = _next_past_allocs(conv)
+        other, result, relu = added
+        # The kernel writes relu(conv + other) to `result`; the convolution's own buffer then
+        # holds nothing, which is fine when it is its own buffer and nothing reads it again.
+        if (result == target or (init != "accumulate" and _dead_after(after, target)
+                                 and _root(result) != _root(source))) \
+                and _root(other) != _root(result) and _root(other) != _root(target):
+            residual, target = [other], result
+            folded.append(after)
+            between = [_neighbour(conv, step) for step in range(1, _steps_to(conv, after))]
+            if isinstance(result, ir.OpResult) and result.owner in between:
+                result.owner.move_before(conv)   # made between the two: now used earlier
+        else:
+            relu = False
     with ir.InsertionPoint(conv), conv.location:
-        ir.Operation.create(CONV2D, operands=[source, weight, *bias, target], attributes={
+        ir.Operation.create(CONV2D, operands=[source, weight, *bias, *residual, target],
+                            attributes={
             "strides": conv.attributes["strides"],
             "dilations": conv.attributes["dilations"],
             "padding": ir.DenseI64ArrayAttr.get(padding),
             "init": ir.StringAttr.get(init),
-            "relu": ir.BoolAttr.get(relu)})
+            "relu": ir.BoolAttr.get(relu),
+            **({"residual": ir.BoolAttr.get(True)} if residual else {})})
     conv.erase()
     for op in folded:                          # users before the buffers they use
         op.erase()
@@ -137,9 +196,9 @@ def _fill_value(op) -> float | None:
     return _constant_value(value)
 
 
-def _unpadded_source(padded):
-    """For a buffer made as `alloc; fill 0; copy X into subview [0, 0, ph, pw]` and otherwise
-    read only by the convolution: (X, [ph, pw], copy, subview, fill, alloc); else None."""
+def _unpadded_source(padded, value: float = 0.0):
+    """For a buffer made as `alloc; fill value; copy X into subview [0, 0, ph, pw]` and
+    otherwise read only by the consumer: (X, [ph, pw], copy, subview, fill, alloc); else None."""
     from torch_mlir import ir
     alloc = padded.owner
     if not isinstance(alloc, ir.Operation) and hasattr(alloc, "operation"):
@@ -147,7 +206,7 @@ def _unpadded_source(padded):
     if not isinstance(alloc, ir.Operation) or alloc.name != "memref.alloc":
         return None
     users = [use.owner.operation for use in padded.uses]
-    fills = [u for u in users if _fill_value(u) == 0.0 and u.operands[-1] == padded]
+    fills = [u for u in users if _fill_value(u) == value and u.operands[-1] == padded]
     views = [u for u in users if u.name == "memref.subview"]
     if len(users) != 3 or len(fills) != 1 or len(views) != 1:
         return None
@@ -178,6 +237,89 @@ def _is_inplace_relu(op, buffer) -> bool:
             and compare.operands[0] == x and _constant_value(zero) == 0.0
             and list(select.operands) == [compare.results[0], x, zero]
             and done.operands[0] == select.results[0])
+
+
+def _next_past_allocs(op):
+    """The op after `op`, past any memref.alloc (which touch no data)."""
+    step = 1
+    while (following := _neighbour(op, step)) is not None and following.name == "memref.alloc":
+        step += 1
+    return following
+
+
+def _steps_to(first, last) -> int:
+    ops = [o.operation for o in first.block.operations]
+    return (next(i for i, o in enumerate(ops) if o == last)
+            - next(i for i, o in enumerate(ops) if o == first))
+
+
+def _residual_add(op, buffer):
+    """For `linalg.generic ins(buffer, other) outs(result)` (either input order, every map the
+    identity, all loops parallel) computing `buffer + other`, optionally then ReLU:
+    (other, result, relu); else None."""
+    from torch_mlir import ir
+    if op is None or op.name != "linalg.generic" or len(op.operands) != 3:
+        return None
+    first, second, result = op.operands
+    if buffer not in (first, second) or first == second:
+        return None
+    if any(str(t) != str(buffer.type) or "strided" in str(t) or "affine_map" in str(t)
+           for t in (first.type, second.type, result.type)):
+        return None
+    maps = ir.ArrayAttr(op.attributes["indexing_maps"])
+    if any(str(ir.AffineMapAttr(m).value) != str(ir.AffineMap.get_identity(4)) for m in maps):
+        return None
+    if any("parallel" not in str(t) for t in ir.ArrayAttr(op.attributes["iterator_types"])):
+        return None
+    block = op.regions[0].blocks[0]
+    body = [o.operation for o in block.operations]
+    a, b = block.arguments[0], block.arguments[1]
+    if not body or body[0].name != "arith.addf" or set(body[0].operands) != {a, b} \
+            or len(body[0].operands) != 2 or a == b:
+        return None
+    total = body[0].results[0]
+    names = [o.name for o in body]
+    if names == ["arith.addf", "linalg.yield"]:
+        relu = False
+        value = total
+    elif names == ["arith.addf", "arith.cmpf", "arith.select", "linalg.yield"]:
+        compare, select = body[1], body[2]
+        zero = compare.operands[1]
+        if not (ir.IntegerAttr(compare.attributes["predicate"]).value == CMPF_UGT
+                and compare.operands[0] == total and _constant_value(zero) == 0.0
+                and list(select.operands) == [compare.results[0], total, zero]):
+            return None
+        relu, value = True, select.results[0]
+    else:
+        return None
+    if body[-1].operands[0] != value:
+        return None
+    return (second if first == buffer else first), result, relu
+
+
+def _dead_after(op, buffer) -> bool:
+    """`buffer` is an alloc that no op after `op` reads before overwriting all of it (a tuned
+    convolution that starts from its bias or zero; a fill, broadcast or copy into it)."""
+    from torch_mlir import ir
+    if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
+        return False
+    ops = [o.operation for o in op.block.operations]
+    start = next(i for i, o in enumerate(ops) if o == op)
+    for later in ops[start + 1:]:
+        operands = list(later.operands)
+        if not any(_root(v) == buffer for v in operands):
+            continue
+        if later.name == "memref.dealloc":
+            return True
+        if later.name == CONV2D and operands[-1] == buffer and \
+                ir.StringAttr(later.attributes["init"]).value != "accumulate" and \
+                all(_root(v) != buffer for v in operands[:-1]):
+            return True
+        if later.name in ("linalg.fill", "linalg.broadcast", "memref.copy") and \
+                operands[-1] == buffer and all(_root(v) != buffer for v in operands[:-1]):
+            return True
+        return False
+    return True
 
 
 def _constant_value(value) -> float | None:

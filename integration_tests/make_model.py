@@ -28,7 +28,8 @@ def save_model(model: torch.nn.Module, example: torch.Tensor, path: Path, fmt: s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", choices=["mlp", "small_cnn", "resnet18", "conv_zoo"])
+    parser.add_argument("model", choices=["mlp", "small_cnn", "resnet18", "conv_zoo",
+                                          "residual_net"])
     parser.add_argument("--format", choices=["torchscript", "export"], default="export")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--input", type=Path)

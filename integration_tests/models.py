@@ -94,6 +94,25 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class ResidualNet(nn.Module):
+    """Two ResNet basic blocks, one with the identity and one with a strided 1x1 downsample as
+    the residual: the residual add + ReLU that the tuned convolution takes into its epilogue."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(8)
+        self.block1 = BasicBlock(8, 8)
+        self.block2 = BasicBlock(8, 16, stride=2, downsample=nn.Sequential(
+            nn.Conv2d(8, 16, 1, stride=2, bias=False), nn.BatchNorm2d(16)))
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        x = self.block2(self.block1(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
 class ConvZoo(nn.Module):
     """Convolutions that take every path of the tuned kernel: strides 1 and 2, filter widths
     1, 3, 5 and 7, dilation, widths divisible by 7 or not, channel counts not a multiple of 8."""
@@ -137,5 +156,6 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
         "small_cnn": (lambda: SmallCNN(), (2, 3, 32, 32)),
         "resnet18": (lambda: ResNet18(), (1, 3, 224, 224)),
         "conv_zoo": (lambda: ConvZoo(), (2, 3, 28, 27)),
+        "residual_net": (lambda: ResidualNet(), (2, 3, 12, 12)),
     }[name]
     return randomize_batch_norm(model(), seed).eval(), shape

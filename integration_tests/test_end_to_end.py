@@ -21,6 +21,7 @@ CASES = [
     ("small_cnn", "serial", "torchscript"),
     ("small_cnn", "openmp", "export"),
     ("conv_zoo", "openmp", "export"),
+    ("residual_net", "serial", "export"),
     ("resnet18", "serial", "export"),
     ("resnet18", "openmp", "torchscript"),
 ]

@@ -124,3 +124,52 @@ def test_inputs_are_never_written_in_place():
               or use.owner.name == "memref.copy" and use.operand_number == 1]
     assert writes == [], str(module)
     assert "memref.store" in str(module)
+
+
+def test_residual_add_folds_into_the_convolution():
+    """A basic block's `relu(conv2(...) + identity)` becomes the convolution's epilogue, on the
+    host and off it; where the add feeds a reduction (the average pool) it stays."""
+    for backend in ("openmp", "cuda"):
+        found = _convolutions(lowering.run(importer.to_linalg(loaded("residual_net")),
+                                           backend).module)
+        conv2 = found["block1.conv2/convolution"]
+        assert "residual = true" in conv2 and "relu = true" in conv2
+        assert "residual" not in found["block2.conv2/convolution"]
+        assert "residual" not in found["block1.conv1/convolution"]
+
+
+def test_max_pool_reads_around_its_input():
+    """The -inf padded copy before a max pool (fill + copy) and its output's -inf fill fold
+    into one lapis.max_pool2d_nchw that skips the taps outside the input, on every backend."""
+    for backend in ("openmp", "cuda"):
+        lowered = lowering.run(importer.to_linalg(loaded("small_cnn")), backend)
+        names = op_names(lowered.module)
+        assert names.count("lapis.max_pool2d_nchw") == 1
+        pool = next(str(op) for op in lowered.module.body.operations[0].regions[0].blocks[0]
+                    .operations if op.operation.name == "lapis.max_pool2d_nchw")
+        assert 'init = "lowest"' in pool and "padding = array<i64: 1, 1>" in pool
+        assert "kernel = array<i64: 3, 3>" in pool
+
+
+class _ReadAgain(torch.nn.Module):
+    """relu(conv1(x) + x), where conv1's output is read again afterwards."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.conv2(torch.relu(y + x)) * y
+
+
+def test_residual_add_stays_when_the_convolution_output_is_read_again():
+    x = torch.randn(1, 4, 6, 6)
+    program = torch.export.export(_ReadAgain().eval(), (x,))
+    model = LoadedModel(path=Path("read_again.pt2"), kind="torch.export", program=program,
+                        inputs=[TensorSpec("x", "input0", "float32", (1, 4, 6, 6))],
+                        source_sha256="")
+    for backend in ("openmp", "cuda"):
+        found = _convolutions(lowering.run(importer.to_linalg(model), backend).module)
+        assert "residual" not in found["conv1/convolution"]

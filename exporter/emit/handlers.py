@@ -574,6 +574,9 @@ def _conv2d(em: KokkosEmitter, op) -> None:
     import numpy as np
     from torch_mlir import ir
     source, weight, *bias, target = (em.memref(v) for v in op.operands)
+    residual = "residual" in op.attributes and ir.BoolAttr(op.attributes["residual"]).value
+    if residual:
+        *bias, residual = bias
     stride_h, stride_w = (int(v) for v in np.asarray(op.attributes["strides"]))
     dilation_h, dilation_w = (int(v) for v in np.asarray(op.attributes["dilations"]))
     pad_h, pad_w = ir.DenseI64ArrayAttr(op.attributes["padding"])
@@ -582,7 +585,8 @@ def _conv2d(em: KokkosEmitter, op) -> None:
     element = cxx_types.scalar(ir.MemRefType(op.operands[-1].type).element_type)
     bias_view = bias[0].cname if bias else f"lapis::no_bias<{element}, memory_space>()"
     folded = ", ".join(part for part, present in (
-        ("bias", init == "bias"), ("padding", pad_h or pad_w), ("relu", relu)) if present)
+        ("bias", init == "bias"), ("padding", pad_h or pad_w), ("residual add", residual),
+        ("relu", relu)) if present)
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: tuned convolution"
             + (f" ({folded} folded in)" if folded else ""))
@@ -590,4 +594,25 @@ def _conv2d(em: KokkosEmitter, op) -> None:
             f"{source.cname}, {weight.cname}, {target.cname},")
     em.line(f"    lapis::ConvGeometry{{{stride_h}, {stride_w}, {dilation_h}, {dilation_w}, "
             f"{pad_h}, {pad_w}}}, lapis::ConvInit::{init}, {bias_view}, "
-            f"{'true' if relu else 'false'});")
+            + (f"{residual.cname}, " if residual else "")
+            + f"{'true' if relu else 'false'});")
+
+
+@handles("lapis.max_pool2d_nchw")
+def _max_pool2d(em: KokkosEmitter, op) -> None:
+    """Max pooling reading around its unpadded input (exporter/kernels.py)."""
+    import numpy as np
+    from torch_mlir import ir
+    source, target = (em.memref(v) for v in op.operands)
+    kernel_h, kernel_w = ir.DenseI64ArrayAttr(op.attributes["kernel"])
+    stride_h, stride_w = (int(v) for v in np.asarray(op.attributes["strides"]))
+    dilation_h, dilation_w = (int(v) for v in np.asarray(op.attributes["dilations"]))
+    pad_h, pad_w = ir.DenseI64ArrayAttr(op.attributes["padding"])
+    lowest = ir.StringAttr(op.attributes["init"]).value == "lowest"
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: max pooling (-inf padding read around the "
+            "input)")
+    em.line(f'lapis::max_pool2d_nchw<execution_space>("{em.kernel_label(op, "max_pool")}", '
+            f"{source.cname}, {target.cname},")
+    em.line(f"    lapis::PoolGeometry{{{kernel_h}, {kernel_w}, {stride_h}, {stride_w}, "
+            f"{dilation_h}, {dilation_w}, {pad_h}, {pad_w}}}, {'true' if lowest else 'false'});")

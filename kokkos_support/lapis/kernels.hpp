@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "support.hpp"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(__NVCC__) && !defined(__CUDACC__) && !defined(__HIPCC__) && \
     !defined(__INTEL_LLVM_COMPILER) && !defined(SYCL_LANGUAGE_VERSION)
@@ -259,27 +261,34 @@ struct ConvTiles {
 
   // `splits` > 1: each team sums one of that many slices of k and adds it atomically to `out`,
   // which then already holds the initial value (the caller sets it and applies the ReLU).
-  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+            class Output>
   static void run(const char* label, const Input& in, const PackedWeight& packed,
                   const Output& out, const ConvGeometry g, const ConvInit init,
-                  const Bias& bias, const bool with_relu, const int splits = 1) {
+                  const Bias& bias, const Residual& residual, const bool with_relu,
+                  const int splits = 1) {
     const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
     if (kernel_h == 1 && kernel_w == 1)
-      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
     else if (kernel_h == 3 && kernel_w == 3)
-      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
     else if (kernel_h == 7 && kernel_w == 7)
-      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
     else
-      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu, splits);
+      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
   }
 
   // KH, KW: the filter size when known at compile time (index arithmetic by constants), else 0.
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
-            class Output>
+            class Residual, class Output>
   static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
                        const Output& out, const ConvGeometry g, const ConvInit init,
-                       const Bias& bias, const bool with_relu, const int splits) {
+                       const Bias& bias, const Residual& residual, const bool with_relu,
+                       const int splits) {
     using T = typename Output::non_const_value_type;
     // Launch bounds: registers for two teams of `threads` threads per multiprocessor, so that
     // one computes while the other waits at a barrier.
@@ -296,6 +305,7 @@ struct ConvTiles {
     const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
     const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
     const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
+    const bool with_residual = residual.data() != nullptr && splits == 1;
     const T* weights = packed.data();
     const size_t scratch = 2 * size_t(BK) * (BM + BN) * sizeof(T);
     Kokkos::parallel_for(
@@ -397,13 +407,486 @@ struct ConvTiles {
                 Kokkos::atomic_add(&target, acc[i][j]);
                 continue;
               }
-              const T v = acc[i][j] + (init == ConvInit::accumulate ? target : start);
+              T v = acc[i][j] + (init == ConvInit::accumulate ? target : start);
+              if (with_residual) v += T(residual(n, oc, q / width_out, q % width_out));
               target = with_relu ? relu(v) : v;
             }
           }
         });
   }
 };
+
+#if defined(KOKKOS_ENABLE_CUDA)
+// CUDA: the same implicit matrix product on the tensor cores, at float32 accuracy ("3xTF32").
+// Each float32 operand x is split into big = tf32(x) (10 mantissa bits, rounded to nearest)
+// and small = tf32(x - big); a product is big_a * big_b + big_a * small_b + small_a * big_b,
+// three `mma.sync m16n8k8` tf32 products accumulated in float32 (the small * small term, about
+// 2^-22 of the product, is left out). The result carries about float32's rounding error.
+// A warp owns a WM x WN block of the team's BM x BN tile: (WM / 16) x (WN / 8) mma tiles of
+// 16 x 8 accumulators, 4 a thread. The staged tiles are k-major like ConvTiles', each row
+// padded by 8 floats, so that a fragment's 32 reads (4 k rows x 8 columns) hit 32 banks.
+// Without sm_80 (a host compile pass, an older GPU) the same fragments are summed with FMAs.
+namespace tf32 {
+KOKKOS_FORCEINLINE_FUNCTION void split(const float x, uint32_t& big, uint32_t& small) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(big) : "f"(x));
+  const float rest = x - __uint_as_float(big);
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(small) : "f"(rest));
+#else
+  (void)x;
+  big = small = 0;
+#endif
+}
+
+// d += a * b for one 16 x 8 x 8 tile, tf32 inputs, float32 accumulators.
+KOKKOS_FORCEINLINE_FUNCTION void mma(float (&d)[4], const uint32_t (&a)[4],
+                                     const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  (void)d, (void)a, (void)b;
+#endif
+}
+}  // namespace tf32
+
+template <int BM, int BN, int WM, int WN, int MinTeams>
+struct ConvTilesTF32 {
+  static constexpr int BK = 16;
+  static constexpr int warps_m = BM / WM, warps_n = BN / WN;
+  static constexpr int threads = 32 * warps_m * warps_n;
+  static constexpr int MT = WM / 16, NT = WN / 8;   // mma tiles of a warp
+  static constexpr int LDA = BM + 8, LDB = BN + 8;  // padded rows of the staged tiles
+  static constexpr int a_staged = BK * BM / threads, b_staged = BK * BN / threads;
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0, "tile shape");
+  static_assert(BM % conv_channel_block == 0 && (32 * BK) % conv_channel_block == 0, "blocks");
+  static_assert(a_staged * threads == BK * BM && b_staged * threads == BK * BN &&
+                    threads % BN == 0,
+                "every thread stages the same input column at every step");
+
+  static int64_t teams(int64_t channels_out, int64_t pixels) {
+    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
+  }
+
+  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+            class Output>
+  static void run(const char* label, const Input& in, const PackedWeight& packed,
+                  const Output& out, const ConvGeometry g, const ConvInit init,
+                  const Bias& bias, const Residual& residual, const bool with_relu,
+                  const int splits = 1) {
+    const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
+    if (kernel_h == 1 && kernel_w == 1)
+      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else if (kernel_h == 3 && kernel_w == 3)
+      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else if (kernel_h == 7 && kernel_w == 7)
+      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else
+      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+  }
+
+  // One k8 slice of the staged tiles into the warp's accumulators.
+  KOKKOS_FORCEINLINE_FUNCTION static void step(const float* a, const float* b, const int wm0,
+                                               const int wn0, const int lane,
+                                               float (&acc)[MT][NT][4]) {
+    const int gr = lane / 4, tk = lane % 4;  // the fragment's row (column) group and k
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint32_t b_big[NT][2], b_small[NT][2];
+    LAPIS_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      LAPIS_UNROLL
+      for (int h = 0; h < 2; ++h)
+        tf32::split(b[(tk + 4 * h) * LDB + wn0 + nt * 8 + gr], b_big[nt][h], b_small[nt][h]);
+    LAPIS_UNROLL
+    for (int mt = 0; mt < MT; ++mt) {
+      uint32_t a_big[4], a_small[4];
+      LAPIS_UNROLL
+      for (int r = 0; r < 4; ++r)  // rows gr, gr + 8 at k = tk, then at k = tk + 4
+        tf32::split(a[(tk + 4 * (r / 2)) * LDA + wm0 + mt * 16 + gr + 8 * (r % 2)], a_big[r],
+                    a_small[r]);
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt) {
+        tf32::mma(acc[mt][nt], a_small, b_big[nt]);
+        tf32::mma(acc[mt][nt], a_big, b_small[nt]);
+        tf32::mma(acc[mt][nt], a_big, b_big[nt]);
+      }
+    }
+#else
+    LAPIS_UNROLL
+    for (int mt = 0; mt < MT; ++mt)
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+        LAPIS_UNROLL
+        for (int i = 0; i < 4; ++i)
+          for (int k = 0; k < 8; ++k)
+            acc[mt][nt][i] += a[k * LDA + wm0 + mt * 16 + gr + 8 * (i / 2)] *
+                              b[k * LDB + wn0 + nt * 8 + 2 * tk + i % 2];
+#endif
+  }
+
+  template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
+            class Residual, class Output>
+  static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
+                       const Output& out, const ConvGeometry g, const ConvInit init,
+                       const Bias& bias, const Residual& residual, const bool with_relu,
+                       const int splits) {
+    using T = float;
+    using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
+    using member = typename policy::member_type;
+    const int channels_out = out.extent(1), width_out = out.extent(3);
+    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
+    const int height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_w = KW ? KW : int(packed.extent(3));
+    const int taps = KH && KW ? KH * KW : int(packed.extent(2) * packed.extent(3));
+    const int depth = int(in.extent(1)) * taps;
+    const int tiles_m = (channels_out + BM - 1) / BM, blocks = packed.extent(0);
+    const int tiles = teams(channels_out, pixels);
+    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
+    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
+    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
+    const bool with_residual = residual.data() != nullptr && splits == 1;
+    const T* weights = packed.data();
+    const size_t scratch = 2 * size_t(BK) * (LDA + LDB) * sizeof(T);
+    Kokkos::parallel_for(
+        label,
+        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        KOKKOS_LAMBDA(const member& team) {
+          T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
+          T* const b_tiles = a_tiles + 2 * BK * LDA;
+          const int rank = team.team_rank();
+          const int tile = team.league_rank() % tiles;
+          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
+          const int k_begin = team.league_rank() / tiles * slice;
+          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
+          // The input column this thread stages, the same at every step.
+          const int p_stage = p0 + rank % BN;
+          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
+          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
+          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
+          const bool p_valid = p_stage < pixels;
+          T a_next[a_staged], b_next[b_staged];
+          const auto fetch = [&](const int k0) {
+            LAPIS_UNROLL
+            for (int r = 0; r < a_staged; ++r) {  // BM / 8 channel blocks x BK taps x 8
+              const int e = rank + r * threads, o = e % conv_channel_block;
+              const int k = k0 + (e / conv_channel_block) % BK;
+              const int block = m0 / conv_channel_block + e / (conv_channel_block * BK);
+              a_next[r] = block < blocks && k < k_end
+                              ? weights[(int64_t(block) * depth + k) * conv_channel_block + o]
+                              : T(0);
+            }
+            LAPIS_UNROLL
+            for (int r = 0; r < b_staged; ++r) {  // BK taps x BN pixels
+              const int k = k0 + rank / BN + r * (threads / BN);
+              const int ic = k / taps, tap = k % taps;
+              const int ih = ih0 + (tap / kernel_w) * dilation_h;
+              const int iw = iw0 + (tap % kernel_w) * dilation_w;
+              b_next[r] = p_valid && k < k_end && ih >= 0 && ih < height_in && iw >= 0 &&
+                                  iw < width_in
+                              ? T(in(n_stage, ic, ih, iw))
+                              : T(0);
+            }
+          };
+          const auto stash = [&](const int buffer) {
+            T* a_tile = a_tiles + buffer * BK * LDA;
+            T* b_tile = b_tiles + buffer * BK * LDB;
+            LAPIS_UNROLL
+            for (int r = 0; r < a_staged; ++r) {
+              const int e = rank + r * threads;
+              a_tile[(e / conv_channel_block) % BK * LDA +
+                     e / (conv_channel_block * BK) * conv_channel_block +
+                     e % conv_channel_block] = a_next[r];
+            }
+            LAPIS_UNROLL
+            for (int r = 0; r < b_staged; ++r)
+              b_tile[(rank / BN + r * (threads / BN)) * LDB + rank % BN] = b_next[r];
+          };
+          const int lane = rank % 32, warp = rank / 32;
+          const int wm0 = (warp % warps_m) * WM, wn0 = (warp / warps_m) * WN;
+          T acc[MT][NT][4];
+          LAPIS_UNROLL
+          for (int mt = 0; mt < MT; ++mt)
+            LAPIS_UNROLL
+            for (int nt = 0; nt < NT; ++nt)
+              LAPIS_UNROLL
+              for (int i = 0; i < 4; ++i) acc[mt][nt][i] = T(0);
+          fetch(k_begin);
+          stash(0);
+          team.team_barrier();
+          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK, buffer ^= 1) {
+            const bool more = k0 + BK < k_end;
+            if (more) fetch(k0 + BK);
+            const T* a_tile = a_tiles + buffer * BK * LDA;
+            const T* b_tile = b_tiles + buffer * BK * LDB;
+            LAPIS_UNROLL
+            for (int kk = 0; kk < BK; kk += 8)
+              step(a_tile + kk * LDA, b_tile + kk * LDB, wm0, wn0, lane, acc);
+            if (more) stash(buffer ^ 1);  // read by nobody until after the barrier
+            team.team_barrier();
+          }
+          // Accumulator i of tile (mt, nt): row gr + 8 * (i / 2), column 2 * tk + i % 2.
+          int column_n[NT][2], column_h[NT][2], column_w[NT][2];
+          LAPIS_UNROLL
+          for (int nt = 0; nt < NT; ++nt)
+            LAPIS_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              const int p = p0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
+              const int q = p % plane;
+              column_n[nt][c] = p < pixels ? p / plane : -1;
+              column_h[nt][c] = q / width_out;
+              column_w[nt][c] = q % width_out;
+            }
+          LAPIS_UNROLL
+          for (int mt = 0; mt < MT; ++mt)
+            LAPIS_UNROLL
+            for (int i = 0; i < 4; i += 2) {
+              const int oc = m0 + wm0 + mt * 16 + lane / 4 + 8 * (i / 2);
+              if (oc >= channels_out) continue;
+              const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
+              LAPIS_UNROLL
+              for (int nt = 0; nt < NT; ++nt)
+                LAPIS_UNROLL
+                for (int c = 0; c < 2; ++c) {
+                  const int n = column_n[nt][c];
+                  if (n < 0) continue;
+                  const int oh = column_h[nt][c], ow = column_w[nt][c];
+                  T& target = out(n, oc, oh, ow);
+                  const T sum = acc[mt][nt][i + c];
+                  if (splits > 1) {
+                    Kokkos::atomic_add(&target, sum);
+                    continue;
+                  }
+                  T v = sum + (init == ConvInit::accumulate ? target : start);
+                  if (with_residual) v += T(residual(n, oc, oh, ow));
+                  target = with_relu ? relu(v) : v;
+                }
+            }
+        });
+  }
+};
+
+// The same tiles with the staging done by the copy engine of sm_80 and later (`cp.async`):
+// global memory is copied straight into shared memory, `Stages` steps deep, the weights 16
+// bytes at a time, the gathered input 4 bytes at a time with zero fill outside the image.
+// No registers hold staged values, and several steps' loads are in flight while one computes.
+namespace tf32 {
+KOKKOS_FORCEINLINE_FUNCTION void copy16(float* shared, const float* global, const bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(address), "l"(global),
+               "r"(valid ? 16 : 0));
+#else
+  for (int i = 0; i < 4; ++i) shared[i] = valid ? global[i] : 0.0f;
+#endif
+}
+KOKKOS_FORCEINLINE_FUNCTION void copy4(float* shared, const float* global, const bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(shared));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(address), "l"(global),
+               "r"(valid ? 4 : 0));
+#else
+  *shared = valid ? *global : 0.0f;
+#endif
+}
+KOKKOS_FORCEINLINE_FUNCTION void commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+template <int Pending>
+KOKKOS_FORCEINLINE_FUNCTION void wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+#endif
+}
+}  // namespace tf32
+
+template <int BM, int BN, int WM, int WN, int KStep, int Stages, int MinTeams>
+struct ConvTilesAsync {
+  static constexpr int BK = KStep;
+  static constexpr int warps_m = BM / WM, warps_n = BN / WN;
+  static constexpr int threads = 32 * warps_m * warps_n;
+  static constexpr int MT = WM / 16, NT = WN / 8;
+  static constexpr int LDA = BM + 8, LDB = BN + 8;
+  static constexpr int a_total = BM * BK / 4;  // 16-byte weight copies a step
+  static constexpr int a_chunks = (a_total + threads - 1) / threads;
+  static constexpr int b_staged = BK * BN / threads;      // 4-byte input copies a thread
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0 && BK % 8 == 0,
+                "tile shape");
+  static_assert((a_total % threads == 0 || a_chunks == 1) && b_staged * threads == BK * BN &&
+                    threads % BN == 0,
+                "every thread stages the same input column at every step");
+  using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams>;
+
+  static int64_t teams(int64_t channels_out, int64_t pixels) {
+    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
+  }
+
+  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+            class Output>
+  static void run(const char* label, const Input& in, const PackedWeight& packed,
+                  const Output& out, const ConvGeometry g, const ConvInit init,
+                  const Bias& bias, const Residual& residual, const bool with_relu,
+                  const int splits = 1) {
+    const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
+    if (kernel_h == 1 && kernel_w == 1)
+      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else if (kernel_h == 3 && kernel_w == 3)
+      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else if (kernel_h == 7 && kernel_w == 7)
+      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else
+      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
+                                     splits);
+  }
+
+  template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
+            class Residual, class Output>
+  static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
+                       const Output& out, const ConvGeometry g, const ConvInit init,
+                       const Bias& bias, const Residual& residual, const bool with_relu,
+                       const int splits) {
+    using T = float;
+    using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
+    using member = typename policy::member_type;
+    const int channels_out = out.extent(1), width_out = out.extent(3);
+    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
+    const int height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_w = KW ? KW : int(packed.extent(3));
+    const int taps = KH && KW ? KH * KW : int(packed.extent(2) * packed.extent(3));
+    const int depth = int(in.extent(1)) * taps;
+    const int tiles_m = (channels_out + BM - 1) / BM, blocks = packed.extent(0);
+    const int tiles = teams(channels_out, pixels);
+    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
+    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
+    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
+    const bool with_residual = residual.data() != nullptr && splits == 1;
+    const T* weights = packed.data();
+    const T* image = in.data();
+    const size_t scratch = size_t(Stages) * BK * (LDA + LDB) * sizeof(T);
+    Kokkos::parallel_for(
+        label,
+        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        KOKKOS_LAMBDA(const member& team) {
+          T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
+          T* const b_tiles = a_tiles + Stages * BK * LDA;
+          const int rank = team.team_rank();
+          const int tile = team.league_rank() % tiles;
+          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
+          const int k_begin = team.league_rank() / tiles * slice;
+          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
+          const int p_stage = p0 + rank % BN;
+          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
+          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
+          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
+          const bool p_valid = p_stage < pixels;
+          const int n_safe = p_valid ? n_stage : 0;
+          // Step k0's weights and input into stage `buffer` (zeros past k_end and the image).
+          const auto load = [&](const int k0, const int buffer) {
+            T* a_tile = a_tiles + buffer * BK * LDA;
+            T* b_tile = b_tiles + buffer * BK * LDB;
+            LAPIS_UNROLL
+            for (int r = 0; r < a_chunks; ++r) {  // BM / 8 blocks x BK taps x two halves
+              const int c = rank + r * threads;
+              if (a_total % threads != 0 && c >= a_total) break;
+              const int block = c / (2 * BK), k = (c / 2) % BK, half = c % 2;
+              const int b = m0 / conv_channel_block + block;
+              const bool valid = b < blocks && k0 + k < k_end;
+              tf32::copy16(a_tile + k * LDA + block * conv_channel_block + half * 4,
+                           valid ? weights + (int64_t(b) * depth + k0 + k) * conv_channel_block +
+                                       half * 4
+                                 : weights,
+                           valid);
+            }
+            LAPIS_UNROLL
+            for (int r = 0; r < b_staged; ++r) {  // BK taps x BN pixels
+              const int kr = rank / BN + r * (threads / BN), k = k0 + kr;
+              const int ic = k / taps, tap = k % taps;
+              const int ih = ih0 + (tap / kernel_w) * dilation_h;
+              const int iw = iw0 + (tap % kernel_w) * dilation_w;
+              const bool valid = p_valid && k < k_end && ih >= 0 && ih < height_in && iw >= 0 &&
+                                 iw < width_in;
+              tf32::copy4(b_tile + kr * LDB + rank % BN,
+                          valid ? &in(n_safe, ic, ih, iw) : image, valid);
+            }
+          };
+          const int lane = rank % 32, warp = rank / 32;
+          const int wm0 = (warp % warps_m) * WM, wn0 = (warp / warps_m) * WN;
+          T acc[MT][NT][4];
+          LAPIS_UNROLL
+          for (int mt = 0; mt < MT; ++mt)
+            LAPIS_UNROLL
+            for (int nt = 0; nt < NT; ++nt)
+              LAPIS_UNROLL
+              for (int i = 0; i < 4; ++i) acc[mt][nt][i] = T(0);
+          LAPIS_UNROLL
+          for (int s = 0; s < Stages - 1; ++s) {
+            if (k_begin + s * BK < k_end) load(k_begin + s * BK, s);
+            tf32::commit();
+          }
+          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK) {
+            tf32::wait<Stages - 2>();  // this step's copies (this thread's) have landed
+            team.team_barrier();       // everyone's; and everyone is done with step - 1
+            const int ahead = k0 + (Stages - 1) * BK;
+            if (ahead < k_end) load(ahead, (buffer + Stages - 1) % Stages);
+            tf32::commit();
+            const T* a_tile = a_tiles + buffer * BK * LDA;
+            const T* b_tile = b_tiles + buffer * BK * LDB;
+            LAPIS_UNROLL
+            for (int kk = 0; kk < BK; kk += 8)
+              Tiles::step(a_tile + kk * LDA, b_tile + kk * LDB, wm0, wn0, lane, acc);
+            buffer = buffer + 1 == Stages ? 0 : buffer + 1;
+          }
+          tf32::wait<0>();
+          int column_n[NT][2], column_h[NT][2], column_w[NT][2];
+          LAPIS_UNROLL
+          for (int nt = 0; nt < NT; ++nt)
+            LAPIS_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              const int p = p0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
+              const int q = p % plane;
+              column_n[nt][c] = p < pixels ? p / plane : -1;
+              column_h[nt][c] = q / width_out;
+              column_w[nt][c] = q % width_out;
+            }
+          LAPIS_UNROLL
+          for (int mt = 0; mt < MT; ++mt)
+            LAPIS_UNROLL
+            for (int i = 0; i < 4; i += 2) {
+              const int oc = m0 + wm0 + mt * 16 + lane / 4 + 8 * (i / 2);
+              if (oc >= channels_out) continue;
+              const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
+              LAPIS_UNROLL
+              for (int nt = 0; nt < NT; ++nt)
+                LAPIS_UNROLL
+                for (int c = 0; c < 2; ++c) {
+                  const int n = column_n[nt][c];
+                  if (n < 0) continue;
+                  const int oh = column_h[nt][c], ow = column_w[nt][c];
+                  T& target = out(n, oc, oh, ow);
+                  const T sum = acc[mt][nt][i + c];
+                  if (splits > 1) {
+                    Kokkos::atomic_add(&target, sum);
+                    continue;
+                  }
+                  T v = sum + (init == ConvInit::accumulate ? target : start);
+                  if (with_residual) v += T(residual(n, oc, oh, ow));
+                  target = with_relu ? relu(v) : v;
+                }
+            }
+        });
+  }
+};
+#endif
 
 // Every element of a 4-D output, for the passes around split sums.
 template <class ExecutionSpace, class Output>
@@ -415,16 +898,22 @@ every_output(const Output& out) {
                          int64_t(out.extent(3))}};
 }
 
-// Before split sums are added atomically: out = init. After them: the ReLU, if folded in.
-template <class ExecutionSpace, class Bias, class Output>
+// Before split sums are added atomically: out = init (+ residual). After them: the ReLU, if
+// folded in.
+template <class ExecutionSpace, class Bias, class Residual, class Output>
 void conv_set_initial(const char* label, const Output& out, const ConvInit init,
-                      const Bias& bias) {
+                      const Bias& bias, const Residual& residual) {
   using T = typename Output::non_const_value_type;
-  if (init == ConvInit::accumulate) return;
+  const bool with_residual = residual.data() != nullptr;
+  if (init == ConvInit::accumulate && !with_residual) return;
   Kokkos::parallel_for(
       label, every_output<ExecutionSpace>(out),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
-        out(n, oc, oh, ow) = init == ConvInit::bias ? T(bias(oc)) : T(0);
+        T v = init == ConvInit::bias   ? T(bias(oc))
+              : init == ConvInit::zero ? T(0)
+                                       : out(n, oc, oh, ow);
+        if (with_residual) v += T(residual(n, oc, oh, ow));
+        out(n, oc, oh, ow) = v;
       });
 }
 
@@ -439,14 +928,13 @@ void conv_relu(const char* label, const Output& out) {
 
 // GPUs: the tile shape that wastes least of its tiles, weighing the larger tiles' fewer loads
 // per multiply-add; then, when that leaves fewer tiles than two per multiprocessor of a large
-// GPU, the sum over k split across teams as well (added atomically).
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
-void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& packed,
-                       const Output& out, const ConvGeometry g, const ConvInit init,
-                       const Bias& bias, const bool with_relu) {
-  using large = ConvTiles<128, 128, 8, 8>;
-  using narrow = ConvTiles<64, 256, 8, 8>;  // for 64 output channels
-  using small = ConvTiles<64, 64, 4, 4>;
+// GPU, the sum over k split across teams as well (added atomically). `Large` tiles are
+// 128 x 128, `Narrow` 64 x 256 (for 64 output channels), `Small` 64 x 64.
+template <class Large, class Narrow, class Small, class ExecutionSpace, class Input,
+          class PackedWeight, class Bias, class Residual, class Output>
+void conv2d_nchw_tiled_with(const char* label, const Input& in, const PackedWeight& packed,
+                            const Output& out, const ConvGeometry g, const ConvInit init,
+                            const Bias& bias, const Residual& residual, const bool with_relu) {
   constexpr int64_t enough_teams = 264;
   const int64_t channels_out = out.extent(1);
   const int64_t pixels = int64_t(out.extent(0)) * out.extent(2) * out.extent(3);
@@ -454,9 +942,9 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
   const auto score = [&](int64_t teams, int64_t bm, int64_t bn, double weight) {
     return weight * double(channels_out * pixels) / double(teams * bm * bn);
   };
-  const int64_t teams_large = large::teams(channels_out, pixels);
-  const int64_t teams_narrow = narrow::teams(channels_out, pixels);
-  const int64_t teams_small = small::teams(channels_out, pixels);
+  const int64_t teams_large = Large::teams(channels_out, pixels);
+  const int64_t teams_narrow = Narrow::teams(channels_out, pixels);
+  const int64_t teams_small = Small::teams(channels_out, pixels);
   const double score_wide = channels_out > 64 ? score(teams_large, 128, 128, 1.0)
                                               : score(teams_narrow, 64, 256, 1.0);
   bool use_small = score(teams_small, 64, 64, 0.6) > score_wide;
@@ -464,32 +952,102 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
   int splits = 1;
   if (!use_small && 4 * teams_wide >= enough_teams) {
     // A few more teams wanted: split k in two or four (the 7x7 and 14x14 layers of a batch).
-    while (teams_wide * splits < enough_teams && depth / (2 * splits) >= 8 * small::BK)
+    while (teams_wide * splits < enough_teams && depth / (2 * splits) >= 8 * Small::BK)
       splits *= 2;
   } else {
     // Far too few (batch 1): small tiles, and up to half the teams wanted from split sums;
     // more splits cost more in atomic additions than they gain.
     use_small = true;
-    while (teams_small * splits * 2 <= enough_teams && depth / (2 * splits) >= 4 * small::BK)
+    while (teams_small * splits * 2 <= enough_teams && depth / (2 * splits) >= 4 * Small::BK)
       splits *= 2;
   }
-  if (splits > 1) conv_set_initial<ExecutionSpace>(label, out, init, bias);
+  if (splits > 1) conv_set_initial<ExecutionSpace>(label, out, init, bias, residual);
   const bool relu_here = with_relu && splits == 1;
   if (use_small)
-    small::run<ExecutionSpace>(label, in, packed, out, g, init, bias, relu_here, splits);
+    Small::template run<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+                                        relu_here, splits);
   else if (channels_out > 64)
-    large::run<ExecutionSpace>(label, in, packed, out, g, init, bias, relu_here, splits);
+    Large::template run<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+                                        relu_here, splits);
   else
-    narrow::run<ExecutionSpace>(label, in, packed, out, g, init, bias, relu_here, splits);
+    Narrow::template run<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+                                         relu_here, splits);
   if (with_relu && !relu_here) conv_relu<ExecutionSpace>(label, out);
+}
+
+// Float32 fused multiply-adds in the tiles (any GPU backend).
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+          class Output>
+void conv2d_nchw_tiled_fma(const char* label, const Input& in, const PackedWeight& packed,
+                           const Output& out, const ConvGeometry g, const ConvInit init,
+                           const Bias& bias, const Residual& residual, const bool with_relu) {
+  conv2d_nchw_tiled_with<ConvTiles<128, 128, 8, 8>, ConvTiles<64, 256, 8, 8>,
+                         ConvTiles<64, 64, 4, 4>, ExecutionSpace>(label, in, packed, out, g,
+                                                                  init, bias, residual,
+                                                                  with_relu);
+}
+
+#if defined(KOKKOS_ENABLE_CUDA)
+// 3xTF32 on the tensor cores (CUDA, float32). LAPIS_CONV_TF32_TILES picks the tile set
+// (benchmarks/conv_bench times each): 1, warps of 32 x 32 outputs, staged through registers,
+// 512 threads in the large and narrow tiles (one team per multiprocessor), 128 in the small
+// ones; 2, warps of 64 x 32, two teams per multiprocessor; 4 (the default), as 2 with the
+// staging by cp.async, two steps of 16 deep; 5, the same four steps of 8 deep. On an H200,
+// ResNet18's convolutions at batch 64 sum to 9.79 ms (1), 9.42 (2), 8.07 (4), 8.12 (5).
+#if !defined(LAPIS_CONV_TF32_TILES)
+#define LAPIS_CONV_TF32_TILES 4
+#endif
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+          class Output>
+void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeight& packed,
+                            const Output& out, const ConvGeometry g, const ConvInit init,
+                            const Bias& bias, const Residual& residual, const bool with_relu) {
+#if LAPIS_CONV_TF32_TILES == 2
+  conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2>, ConvTilesTF32<64, 256, 64, 32, 2>,
+                         ConvTilesTF32<64, 64, 32, 32, 4>, ExecutionSpace>(
+      label, in, packed, out, g, init, bias, residual, with_relu);
+#elif LAPIS_CONV_TF32_TILES == 4
+  conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2>,
+                         ConvTilesAsync<64, 256, 64, 32, 16, 2, 2>,
+                         ConvTilesAsync<64, 64, 32, 32, 16, 2, 4>, ExecutionSpace>(
+      label, in, packed, out, g, init, bias, residual, with_relu);
+#elif LAPIS_CONV_TF32_TILES == 5
+  conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 8, 4, 2>,
+                         ConvTilesAsync<64, 256, 64, 32, 8, 4, 2>,
+                         ConvTilesAsync<64, 64, 32, 32, 8, 4, 4>, ExecutionSpace>(
+      label, in, packed, out, g, init, bias, residual, with_relu);
+#else
+  conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 32, 32, 1>, ConvTilesTF32<64, 256, 32, 32, 1>,
+                         ConvTilesTF32<64, 64, 32, 32, 4>, ExecutionSpace>(
+      label, in, packed, out, g, init, bias, residual, with_relu);
+#endif
+}
+#endif
+
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+          class Output>
+void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& packed,
+                       const Output& out, const ConvGeometry g, const ConvInit init,
+                       const Bias& bias, const Residual& residual, const bool with_relu) {
+#if defined(KOKKOS_ENABLE_CUDA) && !defined(LAPIS_CONV_FMA)
+  using T = typename Output::non_const_value_type;
+  if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
+                std::is_same<T, float>::value)
+    conv2d_nchw_tiled_tf32<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+                                           with_relu);
+  else
+#endif
+    conv2d_nchw_tiled_fma<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+                                          with_relu);
 }
 
 // Any backend, any padding (host backends without the x86 tiles): one thread per (n, channel
 // block, oh, ow), with the block's 8 output channels in registers.
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+          class Output>
 void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight& packed,
                           const Output& out, const ConvGeometry g, const ConvInit init,
-                          const Bias& bias, const bool with_relu) {
+                          const Bias& bias, const Residual& residual, const bool with_relu) {
   using T = typename Output::non_const_value_type;
   constexpr int B = conv_channel_block;
   const int64_t batch = out.extent(0), channels_out = out.extent(1);
@@ -497,6 +1055,7 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
   const int64_t channels_in = in.extent(1), height_in = in.extent(2), width_in = in.extent(3);
   const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
   const int64_t blocks = packed.extent(0);
+  const bool with_residual = residual.data() != nullptr;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   Kokkos::parallel_for(label, range(0, batch * blocks * height_out * width_out),
                        KOKKOS_LAMBDA(int64_t i) {
@@ -527,6 +1086,7 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
       T v = acc[o] + (init == ConvInit::bias   ? T(bias(oc))
                       : init == ConvInit::zero ? T(0)
                                                : out(n, oc, oh, ow));
+      if (with_residual) v += T(residual(n, oc, oh, ow));
       out(n, oc, oh, ow) = with_relu ? relu(v) : v;
     }
   });
@@ -538,11 +1098,13 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
 //     * weight[oc][ic][kh][kw])
 // with zeros read outside `in` (any layout), `out` LayoutRight, and `packed` the weight in
 // blocks of conv_channel_block output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond
-// the last channel (done at export). `bias` is read only with ConvInit::bias.
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+// the last channel (done at export). `bias` is read only with ConvInit::bias. The epilogue
+// adds `residual` (the shape of `out`; none when it holds no data) before the ReLU.
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+          class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                  const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
-                 const bool with_relu) {
+                 const Residual& residual, const bool with_relu) {
 #if defined(LAPIS_X86_KERNELS)
   using T = typename Output::non_const_value_type;
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
@@ -560,6 +1122,7 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
           ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
           Kokkos::IndexType<int64_t>>;
       const detail::conv_row_function row = detail::conv_row_for(s, width_out);
+      const bool with_residual = residual.data() != nullptr;
       Kokkos::parallel_for(
           label, policy3({0, 0, 0}, {batch, blocks, height_out}),
           [=](const int64_t n, const int64_t block, const int64_t oh) {
@@ -573,6 +1136,11 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                   target[o * s.out_c + oh * s.out_h + ow] =
                       init == ConvInit::bias ? float(bias(block * B + o)) : 0.0f;
             row(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), target, oh, width_out, valid);
+            if (with_residual)
+              for (int64_t o = 0; o < valid; ++o)
+                for (int64_t ow = 0; ow < width_out; ++ow)
+                  target[o * s.out_c + oh * s.out_h + ow] +=
+                      float(residual(n, block * B + o, oh, ow));
             if (with_relu)
               for (int64_t o = 0; o < valid; ++o)
                 for (int64_t ow = 0; ow < width_out; ++ow) {
@@ -585,10 +1153,57 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
   }
 #endif
   if constexpr (!Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible)
-    detail::conv2d_nchw_tiled<ExecutionSpace>(label, in, packed, out, g, init, bias, with_relu);
+    detail::conv2d_nchw_tiled<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+                                              with_relu);
   else
     detail::conv2d_nchw_portable<ExecutionSpace>(label, in, packed, out, g, init, bias,
-                                                 with_relu);
+                                                 residual, with_relu);
+}
+
+// Without a residual.
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+                 const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
+                 const bool with_relu) {
+  conv2d_nchw<ExecutionSpace>(
+      label, in, packed, out, g, init, bias,
+      Kokkos::View<const typename Output::non_const_value_type****,
+                   typename Output::memory_space>(),
+      with_relu);
+}
+
+// Max pooling with the -inf padding read around the input instead of copied in:
+// out[n][c][oh][ow] = max(start, max over the window's taps inside `in`), start = -inf or the
+// value already in `out`. NaN propagates, as in the model (arith.maximumf).
+struct PoolGeometry {
+  int64_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_h, pad_w;
+};
+
+template <class ExecutionSpace, class Input, class Output>
+void max_pool2d_nchw(const char* label, const Input& in, const Output& out,
+                     const PoolGeometry g, const bool from_lowest) {
+  using T = typename Output::non_const_value_type;
+  const int64_t channels = out.extent(1), height_out = out.extent(2), width_out = out.extent(3);
+  const int64_t height_in = in.extent(2), width_in = in.extent(3);
+  const int64_t total = int64_t(out.extent(0)) * channels * height_out * width_out;
+  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
+  Kokkos::parallel_for(label, range(0, total), KOKKOS_LAMBDA(int64_t i) {
+    const int64_t ow = i % width_out;
+    i /= width_out;
+    const int64_t oh = i % height_out;
+    i /= height_out;
+    const int64_t c = i % channels, n = i / channels;
+    T v = from_lowest ? -infinity<T>() : out(n, c, oh, ow);
+    for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+      const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+      if (ih < 0 || ih >= height_in) continue;
+      for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+        const int64_t iw = ow * g.stride_w - g.pad_w + kw * g.dilation_w;
+        if (iw >= 0 && iw < width_in) v = maximumf(v, T(in(n, c, ih, iw)));
+      }
+    }
+    out(n, c, oh, ow) = v;
+  });
 }
 
 // The `bias` argument of a convolution without one.

@@ -1,0 +1,2 @@
+#define LAPIS_BENCH_VARIANT 0
+#include "variants.hpp"

@@ -1,0 +1,2 @@
+#define LAPIS_BENCH_VARIANT 2
+#include "variants.hpp"

@@ -1,0 +1,2 @@
+#define LAPIS_BENCH_VARIANT 3
+#include "variants.hpp"
