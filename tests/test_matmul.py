@@ -56,11 +56,12 @@ def test_strided_operands_go_to_the_kernel_transposed_ones_stay_loops():
     assert "linalg.matmul" in transposed and "lapis.matmul" not in transposed
 
 
-def test_exported_gemm_lowers_to_the_kernel():
-    loaded = frontend.load(Path("examples/science_kernels.py:gemm"), [(7, 13), (13, 5)], None,
-                           [None, None])
+@pytest.mark.parametrize("shapes, op", [([(7, 13), (13, 5)], "lapis.matmul"),
+                                        ([(3, 7, 13), (3, 13, 5)], "lapis.batch_matmul")])
+def test_exported_gemm_lowers_to_the_kernel(shapes, op):
+    loaded = frontend.load(Path("examples/science_kernels.py:gemm"), shapes, None, [None, None])
     names = op_names(lowering.run(importer.to_linalg(loaded), "openmp").module)
-    assert names.count("lapis.matmul") == 1
+    assert names.count(op) == 1
     assert not any(name.startswith("linalg.") for name in names)
 
 

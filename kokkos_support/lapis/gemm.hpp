@@ -1,6 +1,7 @@
 // lapis-export dense matrix product, shipped into every exported package (src/lapis/).
-// The generated code calls lapis::matmul for linalg.matmul (exporter/matmul.py): C = A B, or
-// C += A B, for rank-2 Views of float or double of any layout.
+// The generated code calls lapis::matmul for linalg.matmul and lapis::batch_matmul for
+// linalg.batch_matmul (exporter/matmul.py): C = A B, or C += A B, for Views of float or double
+// of any layout.
 // Host backends (views with unit column stride): threads over tiles of C; in a tile, blocks of
 // 256 along K, each block's B columns packed 2 vectors wide into a stack buffer, and a
 // register-blocked micro-kernel of 6 rows x 2 vectors (accumulators in registers). On x86-64
@@ -14,6 +15,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <array>
 #include <cstdint>
 #include <type_traits>
 
@@ -173,48 +175,102 @@ tile_function<T> tile_for() {
 }  // namespace gemm_detail
 #endif
 
-// C = A B (init zero) or C += A B (init accumulate), for A [M, K], B [K, N], C [M, N].
-template <class ExecutionSpace, class AView, class BView, class CView>
-void matmul(const char* label, const AView& a, const BView& b, const CView& c,
-            const MatmulInit init) {
-  using T = typename CView::non_const_value_type;
-  const int64_t rows = int64_t(c.extent(0)), columns = int64_t(c.extent(1));
-  const int64_t depth = int64_t(a.extent(1));
+namespace gemm_detail {
+// C[b] = A[b] B[b] (or +=) for `batch` products of `rows` x `depth` by `depth` x `columns`;
+// `at(view, b, i, j)` reads element (i, j) of product b, `strides` gives (batch, row, column)
+// strides of a View in elements.
+template <class ExecutionSpace, class T, class AView, class BView, class CView, class At,
+          class Strides>
+void batched(const char* label, const AView& a, const BView& b, const CView& c,
+             const int64_t batch, const int64_t rows, const int64_t columns,
+             const int64_t depth, const MatmulInit init, At at, Strides strides) {
   const bool accumulate = init == MatmulInit::accumulate;
-  if (rows == 0 || columns == 0) return;
+  if (batch == 0 || rows == 0 || columns == 0) return;
 #if defined(LAPIS_GEMM_HOST_TILES)
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
                 (std::is_same<T, float>::value || std::is_same<T, double>::value)) {
-    if (a.stride(1) == 1 && b.stride(1) == 1 && c.stride(1) == 1) {
-      const gemm_detail::Problem<T> p{a.data(), b.data(), c.data(), rows, columns, depth,
-                                      int64_t(a.stride(0)), int64_t(b.stride(0)),
-                                      int64_t(c.stride(0)), accumulate};
-      const auto run_tile = gemm_detail::tile_for<T>();
-      const int64_t row_tiles = (rows + gemm_detail::row_block - 1) / gemm_detail::row_block;
-      const int64_t column_tiles =
-          (columns + gemm_detail::column_block - 1) / gemm_detail::column_block;
+    const auto sa = strides(a), sb = strides(b), sc = strides(c);
+    if (sa[2] == 1 && sb[2] == 1 && sc[2] == 1) {
+      const Problem<T> p{a.data(), b.data(), c.data(), rows, columns, depth,
+                         sa[1], sb[1], sc[1], accumulate};
+      const auto run_tile = tile_for<T>();
+      const int64_t row_tiles = (rows + row_block - 1) / row_block;
+      const int64_t column_tiles = (columns + column_block - 1) / column_block;
+      const int64_t tiles = row_tiles * column_tiles;
       using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-      Kokkos::parallel_for(label, range(0, row_tiles * column_tiles), [=](const int64_t t) {
-        const int64_t i0 = (t / column_tiles) * gemm_detail::row_block;
-        const int64_t j0 = (t % column_tiles) * gemm_detail::column_block;
-        const int64_t i1 = i0 + gemm_detail::row_block < rows ? i0 + gemm_detail::row_block
-                                                               : rows;
-        const int64_t j1 = j0 + gemm_detail::column_block < columns
-                               ? j0 + gemm_detail::column_block : columns;
-        run_tile(p, i0, i1, j0, j1);
+      Kokkos::parallel_for(label, range(0, batch * tiles), [=](const int64_t t) {
+        const int64_t product = t / tiles, within = t % tiles;
+        const int64_t i0 = (within / column_tiles) * row_block;
+        const int64_t j0 = (within % column_tiles) * column_block;
+        const int64_t i1 = i0 + row_block < rows ? i0 + row_block : rows;
+        const int64_t j1 = j0 + column_block < columns ? j0 + column_block : columns;
+        Problem<T> q = p;
+        q.a += product * sa[0];
+        q.b += product * sb[0];
+        q.c += product * sc[0];
+        run_tile(q, i0, i1, j0, j1);
       });
       return;
     }
   }
 #endif
+  (void)strides;
   // One thread per element of C, consecutive threads along a row (coalesced B and C).
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-  Kokkos::parallel_for(label, range(0, rows * columns), KOKKOS_LAMBDA(const int64_t e) {
-    const int64_t i = e / columns, j = e % columns;
-    T sum = accumulate ? T(c(i, j)) : T(0);
-    for (int64_t k = 0; k < depth; ++k) sum += a(i, k) * b(k, j);
-    c(i, j) = sum;
+  const int64_t per_product = rows * columns;
+  Kokkos::parallel_for(label, range(0, batch * per_product), KOKKOS_LAMBDA(const int64_t e) {
+    const int64_t product = e / per_product, i = e % per_product / columns, j = e % columns;
+    T sum = accumulate ? T(at(c, product, i, j)) : T(0);
+    for (int64_t k = 0; k < depth; ++k) sum += at(a, product, i, k) * at(b, product, k, j);
+    at(c, product, i, j) = sum;
   });
+}
+
+struct Strides2 {
+  template <class View>
+  std::array<int64_t, 3> operator()(const View& v) const {
+    return {0, int64_t(v.stride(0)), int64_t(v.stride(1))};
+  }
+};
+struct Strides3 {
+  template <class View>
+  std::array<int64_t, 3> operator()(const View& v) const {
+    return {int64_t(v.stride(0)), int64_t(v.stride(1)), int64_t(v.stride(2))};
+  }
+};
+struct At2 {
+  template <class View>
+  KOKKOS_INLINE_FUNCTION auto& operator()(const View& v, int64_t, int64_t i, int64_t j) const {
+    return v(i, j);
+  }
+};
+struct At3 {
+  template <class View>
+  KOKKOS_INLINE_FUNCTION auto& operator()(const View& v, int64_t b, int64_t i, int64_t j) const {
+    return v(b, i, j);
+  }
+};
+}  // namespace gemm_detail
+
+// C = A B (init zero) or C += A B (init accumulate), for A [M, K], B [K, N], C [M, N].
+template <class ExecutionSpace, class AView, class BView, class CView>
+void matmul(const char* label, const AView& a, const BView& b, const CView& c,
+            const MatmulInit init) {
+  using T = typename CView::non_const_value_type;
+  gemm_detail::batched<ExecutionSpace, T>(label, a, b, c, 1, int64_t(c.extent(0)),
+                                          int64_t(c.extent(1)), int64_t(a.extent(1)), init,
+                                          gemm_detail::At2{}, gemm_detail::Strides2{});
+}
+
+// The same for each of a batch: C[b] = A[b] B[b] (or +=), A [L, M, K], B [L, K, N], C [L, M, N].
+template <class ExecutionSpace, class AView, class BView, class CView>
+void batch_matmul(const char* label, const AView& a, const BView& b, const CView& c,
+                  const MatmulInit init) {
+  using T = typename CView::non_const_value_type;
+  gemm_detail::batched<ExecutionSpace, T>(label, a, b, c, int64_t(c.extent(0)),
+                                          int64_t(c.extent(1)), int64_t(c.extent(2)),
+                                          int64_t(a.extent(2)), init, gemm_detail::At3{},
+                                          gemm_detail::Strides3{});
 }
 
 }  // namespace lapis
