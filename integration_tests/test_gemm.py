@@ -7,9 +7,12 @@ product (linalg.batch_matmul). One package per dtype, with dynamic extents, serv
 and the portable Kokkos version (LAPIS_GEMM_PORTABLE) run the same cases."""
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
+from .conftest import REPO, run
 from .functions import build, export, relative_error, run_cases
 
 # (batch, M, K, N); batch None: a plain 2-d product (linalg.matmul), else linalg.batch_matmul.
@@ -66,3 +69,20 @@ def test_static_extents_and_verify(tmp_path):
     assert "PASS" in stdout, stdout
     inputs = {"65x129x33": cases("float32")["65x129x33"]}   # the same as the dynamic one's
     check(run_cases(tmp_path, package, build(tmp_path, package), inputs), inputs, "float32")
+
+
+SLICED = '''
+def sliced(A, B):
+    return A[1:, 2:] @ B[:, 3:]
+'''
+
+
+def test_strided_operands_and_verify(tmp_path):
+    # Slices are Views with row strides of their own: the host tiles read them in place.
+    source = tmp_path / "sliced.py"
+    source.write_text(SLICED)
+    package = tmp_path / "sliced"
+    result = run([sys.executable, "-m", "cli", f"{source}:sliced", "--input-shape", "40x70",
+                  "--input-shape", "68x41", "--out", package, "--verify"], cwd=REPO)
+    assert "PASS" in result.stdout, result.stdout
+    assert "lapis::matmul<execution_space>(" in (package / "src" / "sliced.cpp").read_text()

@@ -16,7 +16,7 @@ def _matmul(em: KokkosEmitter, op) -> None:
     em.kernel_count += 1
     short = op.name.removeprefix("lapis.")
     what = "batched dense matrix product" if op.name == BATCH_MATMUL else "dense matrix product"
-    em.line(f"// {location_label(op) or op.name}: {what}"
-            + (", zero fill folded in" if init == "zero" else ", adding to C") + " (lapis/gemm.hpp)")
+    start = ", zero fill folded in" if init == "zero" else ", adding to C"
+    em.line(f"// {location_label(op) or op.name}: {what}{start} (lapis/gemm.hpp)")
     em.line(f'lapis::{short}<execution_space>("{em.kernel_label(op, short)}", {a}, {b}, {c}, '
             f"lapis::MatmulInit::{init});")
