@@ -97,5 +97,6 @@ def spmv_example_inputs():
 
 
 def gemm(A, B):
-    """A dense matrix product (the emitter's loops, no BLAS): benchmarks/sparse.py times it."""
+    """A dense matrix product (lapis::matmul, kokkos_support/lapis/gemm.hpp, no BLAS):
+    benchmarks/sparse.py times it."""
     return A @ B

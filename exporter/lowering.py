@@ -5,11 +5,11 @@ scf, cf (asserts). Outputs become destination arguments appended after the input
 """
 from __future__ import annotations
 
-from . import kernels, sparse, unsupported
+from . import kernels, matmul, sparse, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel
 
-# Each step is (description, pass pipeline); None marks our own rewrite (kernels.py).
+# Each step is (description, pass pipeline); None marks our own rewrites (kernels.py, matmul.py).
 PIPELINE = (
     ("fuse elementwise ops",
      "builtin.module(func.func(linalg-fuse-elementwise-ops), canonicalize, cse)"),
@@ -41,6 +41,7 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
             try:
                 sparse.replace_calls(module)     # first: it removes the declarations
                 kernels.replace_linalg_ops(module, len(imported.weights), backend)
+                matmul.replace_matmuls(module)
             except ExportError:
                 raise
             except Exception as exc:

@@ -16,6 +16,7 @@ from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, Ten
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
+from . import matmul_handlers  # noqa: F401  (registers the dense matrix product handler)
 from . import sparse_handlers  # noqa: F401  (registers the CSR product handlers)
 
 BACKEND_SPACES = {
