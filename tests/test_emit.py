@@ -173,3 +173,21 @@ def test_ceildiv_and_floordiv_name_their_type():
     body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
     assert "lapis::ceildivsi<int64_t>(i0, 2)" in body
     assert "lapis::floordivsi<int64_t>(i0, 2)" in body
+
+
+def test_fpowi_raises_to_an_integer_power():
+    text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c4 = arith.constant 4 : index
+      %three = arith.constant 3 : i32
+      scf.parallel (%i) = (%c0) to (%c4) step (%c1) {
+        %v = memref.load %x[%i] : memref<4xf32>
+        %p = math.fpowi %v, %three : f32, i32
+        memref.store %p, %out[%i] : memref<4xf32>
+        scf.reduce
+      } loc("lppool")
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "const float v2 = lapis::math::pow(v1, static_cast<float>(3));" in body, body

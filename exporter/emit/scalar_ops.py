@@ -63,6 +63,7 @@ BINARY_AND_UNARY = {
     "math.log10": "lapis::math::log10({0})",
     "math.log1p": "lapis::math::log1p({0})",
     "math.powf": "lapis::math::pow({0}, {1})",
+    "math.fpowi": "lapis::math::pow({0}, static_cast<{T}>({1}))",   # integer exponent
     "math.sin": "lapis::math::sin({0})",
     "math.cos": "lapis::math::cos({0})",
     "math.tan": "lapis::math::tan({0})",
