@@ -100,6 +100,25 @@ def test_scalar_inputs_and_outputs_flow_through(tmp_path, kokkos_root):
     np.testing.assert_allclose(total, expected[1], rtol=1e-6)
 
 
+def test_string_tensor_cases_are_refused_at_the_interface(tmp_path):
+    """A suite case with string tensors: its data loads only as pickles, so the harness takes
+    the shapes from case.json and the frontend refuses the element type in one line."""
+    import onnx_cases
+    import onnx_run
+    graph = helper.make_graph([helper.make_node("Equal", ["x", "y"], ["z"])], "strings", [
+        helper.make_tensor_value_info("x", TensorProto.STRING, [2]),
+        helper.make_tensor_value_info("y", TensorProto.STRING, [2]),
+    ], [helper.make_tensor_value_info("z", TensorProto.BOOL, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    words = np.array(["a", "b"], dtype=object)
+    case = onnx_cases.Case("test_equal_string", "node", "Equal", model, [words, words],
+                           [np.array([True, True])], 1e-3, 1e-7)
+    onnx_cases.write(case, tmp_path / "case")
+    result = onnx_run.export_case(str(tmp_path / "case"), str(tmp_path / "package"))
+    assert (result["category"], result["stage"]) == ("interface", "frontend"), result
+    assert result["reason"] == "input 'x' has element type string, which is not supported"
+
+
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory, kokkos_root) -> dict:
     import onnx_run
