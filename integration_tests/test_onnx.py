@@ -119,6 +119,43 @@ def test_string_tensor_cases_are_refused_at_the_interface(tmp_path):
     assert result["reason"] == "input 'x' has element type string, which is not supported"
 
 
+def test_a_crash_in_the_export_is_a_one_line_reason(tmp_path):
+    """torch-mlir dies of SIGFPE on a reshape to a zero-sized shape (allowzero): the case ends
+    in the stage the worker was in, with the signal, and the next case still runs."""
+    import onnx_cases
+    import onnx_run
+    graph = helper.make_graph([helper.make_node("Reshape", ["data", "shape"], ["reshaped"],
+                                                allowzero=1)], "zeros", [
+        helper.make_tensor_value_info("data", TensorProto.FLOAT, [0, 3, 4]),
+        helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
+    ], [helper.make_tensor_value_info("reshaped", TensorProto.FLOAT, [3, 4, 0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    crash = onnx_cases.Case("crash", "node", "Reshape", model,
+                            [np.zeros((0, 3, 4), np.float32), np.array([3, 4, 0])],
+                            [np.zeros((3, 4, 0), np.float32)], 1e-3, 1e-7)
+    strings = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "strings",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, [1])]),
+        opset_imports=[helper.make_opsetid("", 19)])
+    after = onnx_cases.Case("after", "node", "Identity", strings,
+                            [np.array(["a"], dtype=object)], [np.array(["a"], dtype=object)],
+                            1e-3, 1e-7)
+    tasks = []
+    for case in (crash, after):
+        onnx_cases.write(case, tmp_path / case.name)
+        tasks.append((case.name, str(tmp_path / case.name), str(tmp_path / "pkg" / case.name)))
+    pool = onnx_run.WorkerPool(1, onnx_run.EXPORT_TIMEOUT)
+    try:
+        results = pool.map(tasks, lambda key, result: None)
+    finally:
+        pool.close()
+    assert results["crash"] == {"category": "import", "stage": "import", "linalg": False,
+                                "reason": "the export process crashed (signal SIGFPE) in "
+                                          "torch-mlir's import to linalg"}
+    assert results["after"]["category"] == "interface"
+
+
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory, kokkos_root) -> dict:
     import onnx_run
