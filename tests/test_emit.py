@@ -191,3 +191,26 @@ def test_fpowi_raises_to_an_integer_power():
     }"""
     body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
     assert "const float v2 = lapis::math::pow(v1, static_cast<float>(3));" in body, body
+
+
+def test_shifts_go_through_helpers_defined_for_any_count():
+    """C++ leaves a shift by a negative count or by the bit width or more undefined; ONNX and
+    PyTorch give 0 (or the sign): the helpers in support.hpp do."""
+    text = """func.func @forward(%x: memref<4xi32>, %out: memref<4xi32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c4 = arith.constant 4 : index
+      scf.parallel (%i) = (%c0) to (%c4) step (%c1) {
+        %v = memref.load %x[%i] : memref<4xi32>
+        %l = arith.shli %v, %v : i32
+        %r = arith.shrsi %l, %v : i32
+        %u = arith.shrui %r, %v : i32
+        memref.store %u, %out[%i] : memref<4xi32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "lapis::shli<int32_t>(v1, v1)" in body
+    assert "lapis::shrsi<int32_t>(v2, v1)" in body
+    assert "lapis::shrui<int32_t>(v3, v1)" in body
