@@ -117,3 +117,14 @@ def test_an_op_without_lowering_is_named_in_one_line(tmp_path):
     with pytest.raises(ExportError) as info:
         importer.to_linalg(frontend.load(path))
     assert "\n" not in info.value.message
+
+
+def test_a_torch_op_without_lowering_is_named():
+    """torch-mlir's report of a torch op left over after torch -> linalg: the op, one line."""
+    from exporter.onnx_import import unsupported_op_summary
+    report = ("error: failed to legalize operation 'torch.constant.float'\n"
+              "note: see current operation: %0 = torch.constant.float 1.0\n"
+              "error: failed to legalize operation 'torch.aten.nll_loss_forward'\n")
+    assert unsupported_op_summary(report) == \
+        "op 'torch.aten.nll_loss_forward' is not supported (and 1 other unsupported op kinds)"
+    assert unsupported_op_summary("x.mlir:3:5: error: something else\n") == "something else"
