@@ -104,8 +104,10 @@ def _emit_host_loop(em: KokkosEmitter, op) -> None:
     iv = em.unique("step")
     em.bind(body.arguments[0], iv)
     em.line(f"for (int64_t {iv} = {lower}; {iv} < {upper}; {iv} += {step}) {{")
+    outer_copies = dict(em.host_copies)   # host copies made in the body end with it
     with em.indented():
         emit_host_block(em, body)
+    em.host_copies = outer_copies
     em.line("}")
 
 
@@ -290,15 +292,14 @@ def _view_like(em: KokkosEmitter, op) -> None:
     shape = list(memref_type.shape)
     extents = _view_extents(em, op, memref_type, source)
     strides, offset = memref_type.get_strides_and_offset()
+    pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
     if any(memref_type.is_dynamic_stride_or_offset(v) for v in [*strides, offset]):
-        raise ExportError(f"views with dynamic strides are not supported yet "
-                          f"(from {location_label(op) or op.location})")
+        pointer, strides = _dynamic_layout(em, op, source, memref_type)
     element = cxx_types.scalar(memref_type.element_type)
     element = f"const {element}" if source.const else element
     data_type = element + "*" * len(shape)
-    pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
     name = em.unique(f"{source.root}_view") if not em.in_kernel else em.fresh_local("view")
-    if _is_row_major(memref_type, strides):
+    if all(isinstance(stride, int) for stride in strides) and _is_row_major(memref_type, strides):
         sizes = "".join(f", {extent}" for extent in extents)
         em.line(f"const unmanaged<{data_type}> {name}({pointer}{sizes});")
     else:
@@ -309,6 +310,37 @@ def _view_like(em: KokkosEmitter, op) -> None:
 
 for _name in _VIEW_LIKE:
     handles(_name)(_view_like)
+
+
+def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
+    """Pointer and strides of a subview whose offset or strides are known only at run time
+    (offsets computed from tensor data, views of such views): from the source View's own
+    data pointer and strides, as C++ expressions."""
+    from torch_mlir import ir
+    source_rank = ir.MemRefType(op.operands[0].type).rank
+    if op.name != "memref.subview" or source_rank != memref_type.rank:
+        raise ExportError(f"views with dynamic strides are not supported yet "
+                          f"(from {location_label(op) or op.location})")
+    segments = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
+    operands = list(op.operands)[1:]
+    offsets = _mixed_values(em, op, "static_offsets", operands[:segments[1]])
+    steps = _mixed_values(em, op, "static_strides", operands[segments[1] + segments[2]:])
+    source_strides = [f"int64_t({source.cname}.stride({dim}))" for dim in range(source_rank)]
+    terms = [f"{offset} * {stride}" for offset, stride in zip(offsets, source_strides)
+             if offset != "0"]
+    pointer = f"{source.cname}.data()" + "".join(f" + {term}" for term in terms)
+    strides = [stride if step == "1" else f"{step} * {stride}"
+               for step, stride in zip(steps, source_strides)]
+    return pointer, strides
+
+
+def _mixed_values(em: KokkosEmitter, op, attribute: str, operands) -> list[str]:
+    """A static_offsets-like attribute as C++: literals, and the operands' expressions for
+    its dynamic entries."""
+    from torch_mlir import ir
+    dynamic = iter(operands)
+    return [em.expr(next(dynamic)) if ir.ShapedType.is_dynamic_size(value) else str(value)
+            for value in ir.DenseI64ArrayAttr(op.attributes[attribute])]
 
 
 def _is_row_major(memref_type, strides) -> bool:
