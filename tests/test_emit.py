@@ -46,6 +46,7 @@ CASES = {
     "dynamic_batch": ([spec("input0", (-1, 4), ("s0", None))],
                       [spec("output0", (-1, 2, 4), ("s0", None, None))]),
     "reshape": ([spec("input0", (15,))], [spec("output0", (3, 5))]),
+    "dynamic_offset": ([spec("input0", (6,)), spec("input1", ())], [spec("output0", (2,))]),
     "scalar_carry": ([spec("input0", (4,)), spec("input1", ())],
                      [spec("output0", (4,)), spec("output1", (4,))]),
 }
