@@ -215,3 +215,34 @@ def test_shifts_go_through_helpers_defined_for_any_count():
     assert "lapis::shli<int32_t>(v1, v1)" in body
     assert "lapis::shrsi<int32_t>(v2, v1)" in body
     assert "lapis::shrui<int32_t>(v3, v1)" in body
+
+
+def test_buffers_and_loops_sized_by_tensor_data_stay_in_forward():
+    """A buffer and a loop sized by a value loaded from tensor data (ReverseSequence's lengths)
+    are planned and launched by forward(), not pulled into the one-thread kernel that loads
+    the value; a cast to an identity layout with a dynamic extent is a plain row-major View."""
+    text = """func.func @forward(%x: memref<4xf32>, %s: memref<i64>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %n = memref.load %s[] : memref<i64>
+      %end = arith.index_cast %n : i64 to index
+      %buffer = memref.alloc(%end) : memref<1x?xf32>
+      %flat = memref.cast %buffer : memref<1x?xf32> to memref<?x?xf32>
+      scf.parallel (%i) = (%c0) to (%end) step (%c1) {
+        %v = memref.load %x[%i] : memref<4xf32>
+        memref.store %v, %flat[%c0, %i] : memref<?x?xf32>
+        memref.store %v, %out[%i] : memref<4xf32>
+        scf.reduce
+      } loc("lengths/copy")
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
+                                [spec("output0", (4,))]).source)
+    kernel = body[body.index("range(0, 1)"):body.index("});")]
+    assert "serial_scalar() = v1;" in kernel and "buffer" not in kernel, kernel
+    assert "Kokkos::deep_copy(serial_scalar_on_host, serial_scalar);" in body
+    assert 'Kokkos::view_alloc("golden::buffer_1", Kokkos::WithoutInitializing), 1, ' \
+        "serial_scalar_on_host);" in body, body
+    assert "const unmanaged<float**> buffer_1_view(buffer_1.data(), " \
+        "int64_t(buffer_1.extent(0)), int64_t(buffer_1.extent(1)));" in body, body
+    assert 'Kokkos::parallel_for("golden::lengths_copy", range(0, serial_scalar_on_host)' in body

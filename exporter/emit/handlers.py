@@ -20,6 +20,8 @@ _DEVICE_ONLY = {"memref.load", "memref.store", "scf.for", "scf.if", "cf.assert",
 _VIEW_LIKE = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
               "memref.reinterpret_cast", "memref.reshape")   # reshape: static result type
 
+# Ops that forward() runs (or launches) itself, sizes and offsets read on the host.
+_HOST_CAPABLE = {"memref.alloc", "memref.alloca", "scf.parallel", "memref.copy", *_VIEW_LIKE}
 
 # ---- host-level walk ------------------------------------------------------------------------
 def emit_host_block(em: KokkosEmitter, block) -> None:
@@ -32,7 +34,11 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
         host_loop = op.name == "scf.for" and _contains(op, "scf.parallel")
         # A shape guard on sizes forward() knows (dynamic extents) is checked on the host.
         host_assert = op.name == "cf.assert" and not depends_on_group
-        if (op.name in _DEVICE_ONLY and not host_loop and not host_assert) or depends_on_group:
+        # Buffers, views and loops stay in forward() even when their sizes come from the
+        # group: those reach it through rank-0 Views (_emit_serial_kernel).
+        on_host = host_loop or op.name in _HOST_CAPABLE
+        if (op.name in _DEVICE_ONLY and not host_loop and not host_assert) or \
+                (depends_on_group and not on_host):
             group.append(op)
             group_results.update(op.results)
             continue
@@ -293,13 +299,16 @@ def _view_like(em: KokkosEmitter, op) -> None:
     extents = _view_extents(em, op, memref_type, source)
     strides, offset = memref_type.get_strides_and_offset()
     pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
-    if any(memref_type.is_dynamic_stride_or_offset(v) for v in [*strides, offset]):
+    identity = _identity_layout(memref_type)   # row-major whatever its extents
+    if not identity and any(memref_type.is_dynamic_stride_or_offset(v)
+                            for v in [*strides, offset]):
         pointer, strides = _dynamic_layout(em, op, source, memref_type)
     element = cxx_types.scalar(memref_type.element_type)
     element = f"const {element}" if source.const else element
     data_type = element + "*" * len(shape)
     name = em.unique(f"{source.root}_view") if not em.in_kernel else em.fresh_local("view")
-    if all(isinstance(stride, int) for stride in strides) and _is_row_major(memref_type, strides):
+    if identity or all(isinstance(stride, int) for stride in strides) and \
+            _is_row_major(memref_type, strides):
         sizes = "".join(f", {extent}" for extent in extents)
         em.line(f"const unmanaged<{data_type}> {name}({pointer}{sizes});")
     else:
@@ -310,6 +319,14 @@ def _view_like(em: KokkosEmitter, op) -> None:
 
 for _name in _VIEW_LIKE:
     handles(_name)(_view_like)
+
+
+def _identity_layout(memref_type) -> bool:
+    from torch_mlir import ir
+    layout = memref_type.layout
+    return isinstance(layout, ir.AffineMapAttr) and \
+        ir.AffineMapAttr(layout).value == ir.AffineMap.get_identity(memref_type.rank,
+                                                                  memref_type.context)
 
 
 def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
