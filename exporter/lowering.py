@@ -14,7 +14,7 @@ PIPELINE = (
     ("fuse elementwise ops",
      "builtin.module(func.func(linalg-fuse-elementwise-ops), canonicalize, cse)"),
     ("bufferize",
-     "builtin.module(one-shot-bufferize{bufferize-function-boundaries "
+     "builtin.module(one-shot-bufferize{bufferize-function-boundaries allow-return-allocs-from-loops "
      "function-boundary-type-conversion=identity-layout-map "
      "unknown-type-conversion=identity-layout-map}, "
      "buffer-results-to-out-params{hoist-static-allocs modify-public-functions}, "

@@ -47,6 +47,7 @@ CASES = {
                       [spec("output0", (-1, 2, 4), ("s0", None, None))]),
     "reshape": ([spec("input0", (15,))], [spec("output0", (3, 5))]),
     "dynamic_offset": ([spec("input0", (6,)), spec("input1", ())], [spec("output0", (2,))]),
+    "loop_carried": ([spec("input0", (2,)), spec("input1", (3, 2))], [spec("output0", (2,))]),
     "scalar_carry": ([spec("input0", (4,)), spec("input1", ())],
                      [spec("output0", (4,)), spec("output1", (4,))]),
 }

@@ -102,19 +102,42 @@ def _emit_serial_kernel(em: KokkosEmitter, ops: list) -> None:
 
 
 def _emit_host_loop(em: KokkosEmitter, op) -> None:
-    lower, upper, step = (em.expr(v) for v in list(op.operands)[:3])
-    if len(op.operands) > 3:
-        raise ExportError(f"a top-level loop carrying values is not supported "
-                          f"(from {location_label(op) or op.location})")
+    operands = list(op.operands)
+    lower, upper, step = (em.expr(v) for v in operands[:3])
     body = op.regions[0].blocks[0]
+    # Buffers carried from one step to the next (a recurrent state): one State buffer each,
+    # which the step's yield refills (the step reads it while writing a buffer of its own).
+    carried = [_carried_buffer(em, op, initial) for initial in operands[3:]]
+    for argument, result, handle in zip(list(body.arguments)[1:], op.results, carried):
+        em.memrefs[argument] = handle
+        em.memrefs[result] = handle
     iv = em.unique("step")
     em.bind(body.arguments[0], iv)
     em.line(f"for (int64_t {iv} = {lower}; {iv} < {upper}; {iv} += {step}) {{")
     outer_copies = dict(em.host_copies)   # host copies made in the body end with it
+    em.yield_targets.append(carried)
     with em.indented():
         emit_host_block(em, body)
+    em.yield_targets.pop()
     em.host_copies = outer_copies
     em.line("}")
+
+
+def _carried_buffer(em: KokkosEmitter, op, initial) -> MemrefHandle:
+    from torch_mlir import ir
+    memref_type = ir.MemRefType(initial.type) if isinstance(initial.type, ir.MemRefType) \
+        else None
+    if memref_type is None or not memref_type.has_static_shape:
+        raise ExportError(f"a top-level loop carrying values is not supported "
+                          f"(from {location_label(op) or op.location})")
+    label = location_label(op) or "loop"
+    name = em.unique(f"{label}_carried")
+    em.state_views.append(StateView(
+        cname=name, element=cxx_types.scalar(memref_type.element_type),
+        shape=tuple(memref_type.shape), comment=f"{label}: the buffer each step carries on"))
+    handle = MemrefHandle(name, name, const=False)
+    _emit_copy(em, op, em.memref(initial), handle, memref_type)
+    return handle
 
 
 def _enter_kernel(em: KokkosEmitter) -> None:
@@ -335,9 +358,26 @@ def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
     data pointer and strides, as C++ expressions."""
     from torch_mlir import ir
     source_rank = ir.MemRefType(op.operands[0].type).rank
-    if op.name != "memref.subview" or source_rank != memref_type.rank:
-        raise ExportError(f"views with dynamic strides are not supported yet "
+    refused = ExportError(f"views with dynamic strides are not supported yet "
                           f"(from {location_label(op) or op.location})")
+    if op.name in ("memref.collapse_shape", "memref.expand_shape", "memref.cast"):
+        # Same first element as the source View: its data() already holds the offset.
+        strides, _ = memref_type.get_strides_and_offset()
+        dynamic = [memref_type.is_dynamic_stride_or_offset(s) for s in strides]
+        if any(dynamic) and op.name != "memref.cast":
+            raise refused
+        return f"{source.cname}.data()", [f"int64_t({source.cname}.stride({dim}))"
+                                          if is_dynamic else stride for dim, (stride, is_dynamic)
+                                          in enumerate(zip(strides, dynamic))]
+    if op.name != "memref.subview":
+        raise refused
+    # A rank-reducing subview drops unit dimensions: unambiguous when it drops all of them.
+    sizes = list(ir.DenseI64ArrayAttr(op.attributes["static_sizes"]))
+    kept = list(range(source_rank))
+    if source_rank != memref_type.rank:
+        kept = [dim for dim, size in enumerate(sizes) if size != 1]
+        if len(kept) != memref_type.rank:
+            raise refused
     segments = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
     operands = list(op.operands)[1:]
     offsets = _mixed_values(em, op, "static_offsets", operands[:segments[1]])
@@ -346,8 +386,8 @@ def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
     terms = [f"{offset} * {stride}" for offset, stride in zip(offsets, source_strides)
              if offset != "0"]
     pointer = f"{source.cname}.data()" + "".join(f" + {term}" for term in terms)
-    strides = [stride if step == "1" else f"{step} * {stride}"
-               for step, stride in zip(steps, source_strides)]
+    strides = [source_strides[dim] if steps[dim] == "1" else
+               f"{steps[dim]} * {source_strides[dim]}" for dim in kept]
     return pointer, strides
 
 
@@ -399,7 +439,11 @@ def _store(em: KokkosEmitter, op) -> None:
 def _copy(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     source, target = (em.memref(v) for v in op.operands)
-    memref_type = ir.MemRefType(op.operands[0].type)
+    _emit_copy(em, op, source, target, ir.MemRefType(op.operands[0].type))
+
+
+def _emit_copy(em: KokkosEmitter, op, source: MemrefHandle, target: MemrefHandle,
+               memref_type) -> None:
     shape = [str(e) if not memref_type.is_dynamic_dim(d) else
              f"int64_t({source.cname}.extent({d}))" for d, e in enumerate(memref_type.shape)]
 
@@ -603,6 +647,17 @@ def _if(em: KokkosEmitter, op) -> None:
 @handles("scf.yield")
 def _yield(em: KokkosEmitter, op) -> None:
     targets = em.yield_targets[-1] if em.yield_targets else []
+    if targets and isinstance(targets[0], MemrefHandle):   # a host loop's carried buffers
+        from torch_mlir import ir
+        for target, value in zip(targets, op.operands):
+            source = em.memref(value)
+            if source.cname == target.cname:
+                continue
+            if source.root == target.root:
+                raise ExportError(f"a loop step yielding a part of the buffer it carries is "
+                                  f"not supported (from {location_label(op) or op.location})")
+            _emit_copy(em, op, source, target, ir.MemRefType(value.type))
+        return
     values = [em.expr(v) for v in op.operands]
     if len(values) > 1:   # read all before writing any: yields may permute carried values
         temporaries = []
