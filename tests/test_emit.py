@@ -247,3 +247,22 @@ def test_buffers_and_loops_sized_by_tensor_data_stay_in_forward():
     assert "const unmanaged<float**> buffer_1_view(buffer_1.data(), " \
         "int64_t(buffer_1.extent(0)), int64_t(buffer_1.extent(1)));" in body, body
     assert 'Kokkos::parallel_for("golden::lengths_copy", range(0, serial_scalar_on_host)' in body
+
+
+def test_reshape_to_a_shape_computed_from_tensor_data():
+    """memref.reshape with a dynamic result (ONNX Reshape/ReduceSum with axes as an input):
+    the extents are read back from the shape buffer a kernel filled."""
+    text = """func.func @forward(%x: memref<6xf32>, %s: memref<2xi64>, %out: memref<6xf32>) {
+      %shape = memref.alloc() : memref<2xi64> loc("target_shape")
+      memref.copy %s, %shape : memref<2xi64> to memref<2xi64>
+      %r = memref.reshape %x(%shape) : (memref<6xf32>, memref<2xi64>) -> memref<?x?xf32>
+      %flat = memref.collapse_shape %r [[0, 1]] : memref<?x?xf32> into memref<?xf32>
+      memref.copy %flat, %out : memref<?xf32> to memref<6xf32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (6,)), spec("input1", (2,))],
+                                [spec("output0", (6,))]).source)
+    assert "const auto target_shape_on_host = Kokkos::create_mirror_view_and_copy(" \
+        "Kokkos::HostSpace(), target_shape);" in body, body
+    assert "const unmanaged<const float**> input0_view(input0.data(), " \
+        "int64_t(target_shape_on_host(0)), int64_t(target_shape_on_host(1)));" in body, body

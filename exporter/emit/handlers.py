@@ -309,6 +309,15 @@ def _view_extents(em: KokkosEmitter, op, memref_type, source) -> list[str]:
     if op.name == "memref.cast":
         return [str(e) if not memref_type.is_dynamic_dim(d) else
                 f"int64_t({source.cname}.extent({d}))" for d, e in enumerate(memref_type.shape)]
+    if op.name == "memref.reshape" and not em.in_kernel:
+        # The extents are the values of the shape buffer (Reshape to a shape computed from
+        # tensor data), which forward() reads back from memory_space.
+        shape = em.memref(op.operands[1])
+        mirror = em.unique(f"{shape.cname}_on_host")
+        em.line(f"const auto {mirror} = Kokkos::create_mirror_view_and_copy("
+                f"Kokkos::HostSpace(), {shape.cname});")
+        return [str(e) if not memref_type.is_dynamic_dim(d) else f"int64_t({mirror}({d}))"
+                for d, e in enumerate(memref_type.shape)]
     raise ExportError(f"dynamic extents of {op.name} are not supported "
                       f"(from {location_label(op) or op.location})")
 
