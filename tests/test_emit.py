@@ -266,3 +266,28 @@ def test_reshape_to_a_shape_computed_from_tensor_data():
         "Kokkos::HostSpace(), target_shape);" in body, body
     assert "const unmanaged<const float**> input0_view(input0.data(), " \
         "int64_t(target_shape_on_host(0)), int64_t(target_shape_on_host(1)));" in body, body
+
+
+def test_a_loop_carrying_a_scalar_buffer_runs_in_forward():
+    """A Scan over scalars: no parallel loop inside, but the carried buffer makes it a loop
+    of forward()'s, its steps one-thread kernels."""
+    text = """func.func @forward(%init: memref<f32>, %x: memref<3xf32>, %out: memref<f32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c3 = arith.constant 3 : index
+      %last = scf.for %t = %c0 to %c3 step %c1 iter_args(%state = %init) -> (memref<f32>) {
+        %next = memref.alloc() : memref<f32>
+        %a = memref.load %state[] : memref<f32>
+        %b = memref.load %x[%t] : memref<3xf32>
+        %s = arith.addf %a, %b : f32
+        memref.store %s, %next[] : memref<f32>
+        scf.yield %next : memref<f32>
+      }
+      memref.copy %last, %out : memref<f32> to memref<f32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", ()), spec("input1", (3,))],
+                                [spec("output0", ())]).source)
+    assert "for (int64_t step = 0; step < 3; step += 1) {" in body, body
+    assert "const float v1 = input1(step);" in body, body
+    assert "loop_carried() = buffer_1();" in body, body

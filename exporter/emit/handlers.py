@@ -31,7 +31,8 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
     for op_view in block.operations:
         op = op_view.operation
         depends_on_group = any(operand in group_results for operand in op.operands)
-        host_loop = op.name == "scf.for" and _contains(op, "scf.parallel")
+        host_loop = op.name == "scf.for" and (_contains(op, "scf.parallel") or
+                                              _carries_buffers(op))
         # A shape guard on sizes forward() knows (dynamic extents) is checked on the host.
         host_assert = op.name == "cf.assert" and not depends_on_group
         # Buffers, views and loops stay in forward() even when their sizes come from the
@@ -69,6 +70,11 @@ def _nested_ops(op):
             for inner in block.operations:
                 yield inner.operation
                 yield from _nested_ops(inner.operation)
+
+
+def _carries_buffers(op) -> bool:
+    from torch_mlir import ir
+    return any(isinstance(result.type, ir.MemRefType) for result in op.results)
 
 
 def _contains(op, name: str) -> bool:
