@@ -291,3 +291,30 @@ def test_a_loop_carrying_a_scalar_buffer_runs_in_forward():
     assert "for (int64_t step = 0; step < 3; step += 1) {" in body, body
     assert "const float v1 = input1(step);" in body, body
     assert "loop_carried() = buffer_1();" in body, body
+
+
+def test_a_loop_of_forward_carries_scalars_as_variables():
+    """A top-level loop carrying an index next to a buffer: the index is a variable of
+    forward(), updated by the yield after both values are read."""
+    text = """func.func @forward(%init: memref<f32>, %x: memref<3xf32>, %out: memref<f32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c3 = arith.constant 3 : index
+      %last:3 = scf.for %t = %c0 to %c3 step %c1 iter_args(%state = %init, %k = %c0, %j = %c1)
+          -> (memref<f32>, index, index) {
+        %next = memref.alloc() : memref<f32>
+        %a = memref.load %state[] : memref<f32>
+        %b = memref.load %x[%k] : memref<3xf32>
+        %s = arith.addf %a, %b : f32
+        memref.store %s, %next[] : memref<f32>
+        scf.yield %next, %j, %k : memref<f32>, index, index
+      }
+      memref.copy %last#0, %out : memref<f32> to memref<f32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", ()), spec("input1", (3,))],
+                                [spec("output0", ())]).source)
+    assert "int64_t carried = 0;\n  int64_t carried_1 = 1;" in body, body
+    assert "const float v1 = input1(carried);" in body, body
+    assert "const auto next = carried_1;\n    const auto next_1 = carried;\n" in body, body
+    assert "    carried = next;\n    carried_1 = next_1;\n  }" in body, body

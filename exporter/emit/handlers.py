@@ -108,15 +108,21 @@ def _emit_serial_kernel(em: KokkosEmitter, ops: list) -> None:
 
 
 def _emit_host_loop(em: KokkosEmitter, op) -> None:
+    from torch_mlir import ir
     operands = list(op.operands)
     lower, upper, step = (em.expr(v) for v in operands[:3])
     body = op.regions[0].blocks[0]
     # Buffers carried from one step to the next (a recurrent state): one State buffer each,
     # which the step's yield refills (the step reads it while writing a buffer of its own).
-    carried = [_carried_buffer(em, op, initial) for initial in operands[3:]]
-    for argument, result, handle in zip(list(body.arguments)[1:], op.results, carried):
-        em.memrefs[argument] = handle
-        em.memrefs[result] = handle
+    # Scalars carried on are variables of forward() (kernels capture their current value).
+    carried = [_carried_buffer(em, op, initial) if isinstance(initial.type, ir.MemRefType)
+               else _carried_scalar(em, initial) for initial in operands[3:]]
+    for argument, result, target in zip(list(body.arguments)[1:], op.results, carried):
+        if isinstance(target, MemrefHandle):
+            em.memrefs[argument] = em.memrefs[result] = target
+        else:
+            em.bind(argument, target)
+            em.bind(result, target)
     iv = em.unique("step")
     em.bind(body.arguments[0], iv)
     em.line(f"for (int64_t {iv} = {lower}; {iv} < {upper}; {iv} += {step}) {{")
@@ -129,11 +135,16 @@ def _emit_host_loop(em: KokkosEmitter, op) -> None:
     em.line("}")
 
 
+def _carried_scalar(em: KokkosEmitter, initial) -> str:
+    name = em.unique("carried")
+    em.line(f"{cxx_types.scalar(initial.type)} {name} = {em.expr(initial)};")
+    return name
+
+
 def _carried_buffer(em: KokkosEmitter, op, initial) -> MemrefHandle:
     from torch_mlir import ir
-    memref_type = ir.MemRefType(initial.type) if isinstance(initial.type, ir.MemRefType) \
-        else None
-    if memref_type is None or not memref_type.has_static_shape:
+    memref_type = ir.MemRefType(initial.type)
+    if not memref_type.has_static_shape:
         raise ExportError(f"a top-level loop carrying values is not supported "
                           f"(from {location_label(op) or op.location})")
     label = location_label(op) or "loop"
@@ -662,9 +673,20 @@ def _if(em: KokkosEmitter, op) -> None:
 @handles("scf.yield")
 def _yield(em: KokkosEmitter, op) -> None:
     targets = em.yield_targets[-1] if em.yield_targets else []
-    if targets and isinstance(targets[0], MemrefHandle):   # a host loop's carried buffers
+    if not em.in_kernel and targets:   # a host loop's carried buffers and scalars
         from torch_mlir import ir
-        for target, value in zip(targets, op.operands):
+        values = [em.expr(value) if isinstance(target, str) else None
+                  for target, value in zip(targets, op.operands)]
+        if sum(isinstance(target, str) for target in targets) > 1:   # may permute: read first
+            for index, text in enumerate(values):
+                if text is not None:
+                    values[index] = em.unique("next")
+                    em.line(f"const auto {values[index]} = {text};")
+        for target, value, text in zip(targets, op.operands, values):
+            if isinstance(target, str):
+                if target != text:
+                    em.line(f"{target} = {text};")
+                continue
             source = em.memref(value)
             if source.cname == target.cname:
                 continue
