@@ -318,3 +318,26 @@ def test_a_loop_of_forward_carries_scalars_as_variables():
     assert "const float v1 = input1(carried);" in body, body
     assert "const auto next = carried_1;\n    const auto next_1 = carried;\n" in body, body
     assert "    carried = next;\n    carried_1 = next_1;\n  }" in body, body
+
+
+def test_a_loop_nest_of_more_than_six_dimensions_is_one_flat_range():
+    shape = "2x1x2x1x2x1x2x1"
+    ivs = ", ".join(f"%i{d}" for d in range(8))
+    text = f"""func.func @forward(%x: memref<{shape}xf32>, %out: memref<{shape}xf32>) {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      scf.parallel ({ivs}) = ({", ".join(["%c0"] * 8)}) to (%c2, %c1, %c2, %c1, %c2, %c1, %c2, %c1)
+          step ({", ".join(["%c1"] * 8)}) {{
+        %v = memref.load %x[{ivs}] : memref<{shape}xf32>
+        memref.store %v, %out[{ivs}] : memref<{shape}xf32>
+        scf.reduce
+      }} loc("tile")
+      return
+    }}"""
+    shape_tuple = (2, 1, 2, 1, 2, 1, 2, 1)
+    body = forward_body(emit_ir(text, [spec("input0", shape_tuple)],
+                                [spec("output0", shape_tuple)]).source)
+    assert 'Kokkos::parallel_for("golden::tile", range(0, 16), ' \
+        "KOKKOS_LAMBDA(const int64_t flat) {" in body, body
+    assert "const int64_t i6 = flat % 2;" in body, body

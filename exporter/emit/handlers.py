@@ -491,7 +491,8 @@ def _launch(em: KokkosEmitter, op, fallback: str, bounds: list[tuple[str, str]],
     ivs = [em.fresh_local("i") for _ in bounds] or ["i0"]
     extents = [int(upper) - int(lower) if lower.isdigit() and upper.isdigit() else None
                for lower, upper in bounds]
-    flat = em.flat_ranges and len(bounds) > 1 and None not in extents
+    # Flat on GPUs, and for more dimensions than an MDRangePolicy takes (Tile of a 4-d tensor).
+    flat = (em.flat_ranges or len(bounds) > 6) and len(bounds) > 1 and None not in extents
     if len(bounds) <= 1:
         lower, upper = bounds[0] if bounds else ("0", "1")
         policy = f"range({lower}, {upper})"
