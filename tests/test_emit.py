@@ -341,3 +341,28 @@ def test_a_loop_nest_of_more_than_six_dimensions_is_one_flat_range():
     assert 'Kokkos::parallel_for("golden::tile", range(0, 16), ' \
         "KOKKOS_LAMBDA(const int64_t flat) {" in body, body
     assert "const int64_t i6 = flat % 2;" in body, body
+
+
+def test_a_dynamic_loop_nest_of_more_than_six_dimensions_loops_inside_the_kernel():
+    shape = "?x1x2x1x2x1x2x1"
+    ivs = ", ".join(f"%i{d}" for d in range(8))
+    text = f"""func.func @forward(%x: memref<{shape}xf32>, %out: memref<{shape}xf32>) {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      %n = memref.dim %x, %c0 : memref<{shape}xf32>
+      scf.parallel ({ivs}) = ({", ".join(["%c0"] * 8)}) to (%n, %c1, %c2, %c1, %c2, %c1, %c2, %c1)
+          step ({", ".join(["%c1"] * 8)}) {{
+        %v = memref.load %x[{ivs}] : memref<{shape}xf32>
+        memref.store %v, %out[{ivs}] : memref<{shape}xf32>
+        scf.reduce
+      }} loc("tile")
+      return
+    }}"""
+    dims = (-1, 1, 2, 1, 2, 1, 2, 1)
+    symbols = ("s0",) + (None,) * 7
+    body = forward_body(emit_ir(text, [spec("input0", dims, symbols)],
+                                [spec("output0", dims, symbols)]).source)
+    assert 'Kokkos::parallel_for("golden::tile", mdrange<6>({0, 0, 0, 0, 0, 0}, ' \
+        "{input0_extent0, 1, 2, 1, 2, 1}), " in body, body
+    assert "for (int64_t i6 = 0; i6 < 2; ++i6) {" in body, body

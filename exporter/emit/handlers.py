@@ -579,6 +579,14 @@ def _parallel(em: KokkosEmitter, op) -> None:
             em.emit_block(block)
         _launch(em, op, "parallel", [("0", t) for t in trip], strided_body)
         return
+    static = all(b.isdigit() for b in [*lowers, *uppers])
+    if rank > 6 and not static:   # beyond an MDRangePolicy's six: inner loops in the kernel
+        def nested_body(ivs):
+            def inner(inner_ivs):
+                body(ivs + inner_ivs)
+            _serial_loops(em, lowers[6:], uppers[6:], inner)
+        _launch(em, op, "parallel", list(zip(lowers[:6], uppers[:6])), nested_body)
+        return
     _launch(em, op, "parallel", list(zip(lowers, uppers)), body)
 
 
