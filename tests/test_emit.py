@@ -366,3 +366,19 @@ def test_a_dynamic_loop_nest_of_more_than_six_dimensions_loops_inside_the_kernel
     assert 'Kokkos::parallel_for("golden::tile", mdrange<6>({0, 0, 0, 0, 0, 0}, ' \
         "{input0_extent0, 1, 2, 1, 2, 1}), " in body, body
     assert "for (int64_t i6 = 0; i6 < 2; ++i6) {" in body, body
+
+
+def test_a_branch_between_buffers_is_refused_in_one_line():
+    text = """func.func @forward(%x: memref<4xf32>, %s: memref<i1>, %out: memref<4xf32>) {
+      %c = memref.load %s[] : memref<i1>
+      %b = scf.if %c -> (memref<4xf32>) {
+        scf.yield %x : memref<4xf32>
+      } else {
+        scf.yield %out : memref<4xf32>
+      } loc("nms/pick")
+      memref.copy %b, %out : memref<4xf32> to memref<4xf32>
+      return
+    }"""
+    with pytest.raises(ExportError, match=r"^a branch choosing between buffers \(scf.if with "
+                                          r"memref results\) is not supported \(from nms/pick\)$"):
+        emit_ir(text, [spec("input0", (4,)), spec("input1", ())], [spec("output0", (4,))])

@@ -665,6 +665,10 @@ def _emit_for(em: KokkosEmitter, op) -> None:
 
 @handles("scf.if")
 def _if(em: KokkosEmitter, op) -> None:
+    from torch_mlir import ir
+    if any(isinstance(result.type, ir.MemRefType) for result in op.results):
+        raise ExportError(f"a branch choosing between buffers (scf.if with memref results) is "
+                          f"not supported (from {location_label(op) or op.location})")
     results = _declare_carried(em, op.results, [None] * len(op.results))
     em.line(f"if ({em.expr(op.operands[0])}) {{")
     em.yield_targets.append(results)
