@@ -79,6 +79,7 @@ class KokkosEmitter:
         self.globals: dict[str, StateView] = {}   # memref.global symbol -> its weight View
         self.device_scalars: dict = {}   # SSA value -> rank-0 View holding it (handlers.py)
         self.host_copies: dict = {}      # SSA value -> its copy in forward()'s current scope
+        self.reads_back = False          # forward() waits for a value from memory_space
         self.module = None
 
     # ---- output --------------------------------------------------------------------------
@@ -142,6 +143,7 @@ class KokkosEmitter:
         self.line(f"{cxx_types.scalar(value.type)} {name};")
         self.line(f"Kokkos::deep_copy({name}, {view});")
         self.host_copies[value] = name
+        self.reads_back = True
         return name
 
     def constant_literal(self, op) -> str:

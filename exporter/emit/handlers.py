@@ -331,6 +331,7 @@ def _view_extents(em: KokkosEmitter, op, memref_type, source) -> list[str]:
         # tensor data), which forward() reads back from memory_space.
         shape = em.memref(op.operands[1])
         mirror = em.unique(f"{shape.cname}_on_host")
+        em.reads_back = True
         em.line(f"const auto {mirror} = Kokkos::create_mirror_view_and_copy("
                 f"Kokkos::HostSpace(), {shape.cname});")
         return [str(e) if not memref_type.is_dynamic_dim(d) else f"int64_t({mirror}({d}))"

@@ -25,5 +25,6 @@ void forward(input0_view input0, input1_view input1, output0_view output0) {
 
 void forward_graph(input0_view input0, input1_view input1, output0_view output0) {
   if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
-  state->graph.run(execution_space(), {input0.data(), input1.data(), output0.data()}, [&] { forward(input0, input1, output0); });
+  // forward() reads sizes computed from tensor data back on the host: no graph.
+  forward(input0, input1, output0);
 }
