@@ -382,3 +382,23 @@ def test_a_branch_between_buffers_is_refused_in_one_line():
     with pytest.raises(ExportError, match=r"^a branch choosing between buffers \(scf.if with "
                                           r"memref results\) is not supported \(from nms/pick\)$"):
         emit_ir(text, [spec("input0", (4,)), spec("input1", ())], [spec("output0", (4,))])
+
+
+def test_a_small_buffer_allocated_inside_a_kernel_is_a_local_array():
+    text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c4 = arith.constant 4 : index
+      scf.for %i = %c0 to %c4 step %c1 {
+        %v = memref.load %x[%i] : memref<4xf32>
+        %tmp = memref.alloc() : memref<1xf32>
+        memref.store %v, %tmp[%c0] : memref<1xf32>
+        %w = memref.load %tmp[%c0] : memref<1xf32>
+        memref.store %w, %out[%i] : memref<4xf32>
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "float local2_data[1];\n      const unmanaged<float*> local2(local2_data, 1);" in body, \
+        body
+    assert "local2(0) = v1;" in body, body

@@ -245,10 +245,10 @@ def _alloc(em: KokkosEmitter, op) -> None:
     """Static buffers: State members allocated once in initialize(). Buffers with dynamic
     extents: State members (re)allocated here, in forward(), when their extents change."""
     from torch_mlir import ir
-    if em.in_kernel:
-        raise ExportError(f"allocation inside a kernel is not supported "
-                          f"(from {location_label(op) or op.location})")
     memref_type = ir.MemRefType(op.results[0].type)
+    if em.in_kernel:
+        _local_buffer(em, op, memref_type)
+        return
     extents = _extents(em, memref_type, op.operands)
     label = location_label(op)
     name = em.unique(label or "buffer")
@@ -275,6 +275,26 @@ def _alloc(em: KokkosEmitter, op) -> None:
             f"Kokkos::WithoutInitializing), {', '.join(extents)});")
     em.line("}")
     em.line(f"const auto {name} = state->{name};")
+
+
+# Elements a kernel may hold in an array of its own (registers or the thread's stack).
+LOCAL_BUFFER_LIMIT = 64
+
+
+def _local_buffer(em: KokkosEmitter, op, memref_type) -> None:
+    """A small buffer allocated inside a kernel (a one-element temporary in a sequential
+    loop): an array local to the work item, seen through an unmanaged View."""
+    count = math.prod(memref_type.shape) if memref_type.has_static_shape else None
+    if count is None or count > LOCAL_BUFFER_LIMIT:
+        raise ExportError(f"allocation inside a kernel is not supported "
+                          f"(from {location_label(op) or op.location})",
+                          hint=f"only static buffers of up to {LOCAL_BUFFER_LIMIT} elements")
+    element = cxx_types.scalar(memref_type.element_type)
+    name = em.fresh_local("local")
+    extents = "".join(f", {e}" for e in memref_type.shape)
+    em.line(f"{element} {name}_data[{max(count, 1)}];")
+    em.line(f"const unmanaged<{element}{'*' * memref_type.rank}> {name}({name}_data{extents});")
+    em.memrefs[op.results[0]] = MemrefHandle(name, name, const=False)
 
 
 @handles("memref.dim")
