@@ -163,16 +163,26 @@ def conformance(tmp_path_factory, kokkos_root) -> dict:
                         log=lambda text: None)
 
 
+# Lowered cases of the CI subset that fail, and why; neither is the generated code's doing
+# (benchmarks/conformance/onnx_results.md lists the full suite's).
+KNOWN_FAILURES = {
+    # The expected values come from NumPy's random generator, ours from torch-mlir's.
+    "test_bernoulli": "wrong",
+    # torch-mlir's Det lowering asserts at run time: no LU pivoting (permutations).
+    "test_det_2d": "runtime",
+}
+
+
 def test_ci_subset_cases_that_reach_linalg_pass(conformance):
     records = list(conformance["cases"].values())
     assert len(records) >= 100
     lowered = [r for r in records if r.get("linalg")]
-    failed = {r["name"]: f"{r['category']}: {r['reason']}" for r in lowered
-              if r["category"] != "passed"}
-    assert len(lowered) >= 60
-    # Known gaps (scalar-shaped inputs the C API refuses, dynamic shapes, parallel reductions)
-    # are listed in benchmarks/conformance/onnx_results.md; most lowered cases must pass.
-    assert len(failed) <= len(lowered) // 4, failed
+    assert len(lowered) >= 70
+    failed = {r["name"]: r["category"] for r in lowered if r["category"] != "passed"}
+    reasons = {r["name"]: f"{r['category']}: {r['reason']}" for r in lowered
+               if r["name"] in failed}
+    # Every other lowered case passes; a known failure that starts passing is removed here.
+    assert failed == KNOWN_FAILURES, reasons
 
 
 def test_ci_subset_real_architectures_match(conformance):
