@@ -368,20 +368,28 @@ def test_a_dynamic_loop_nest_of_more_than_six_dimensions_loops_inside_the_kernel
     assert "for (int64_t i6 = 0; i6 < 2; ++i6) {" in body, body
 
 
-def test_a_branch_between_buffers_is_refused_in_one_line():
+def test_a_branch_between_buffers_points_a_view_variable():
+    """A data-dependent choice between buffers (NonMaxSuppression): forward() reads the
+    condition back and points a View variable at the chosen buffer."""
     text = """func.func @forward(%x: memref<4xf32>, %s: memref<i1>, %out: memref<4xf32>) {
       %c = memref.load %s[] : memref<i1>
       %b = scf.if %c -> (memref<4xf32>) {
         scf.yield %x : memref<4xf32>
       } else {
-        scf.yield %out : memref<4xf32>
+        %mine = memref.alloc() : memref<4xf32> loc("nms/zeros")
+        scf.yield %mine : memref<4xf32>
       } loc("nms/pick")
       memref.copy %b, %out : memref<4xf32> to memref<4xf32>
       return
     }"""
-    with pytest.raises(ExportError, match=r"^a branch choosing between buffers \(scf.if with "
-                                          r"memref results\) is not supported \(from nms/pick\)$"):
-        emit_ir(text, [spec("input0", (4,)), spec("input1", ())], [spec("output0", (4,))])
+    body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
+                                [spec("output0", (4,))]).source)
+    assert "unmanaged<float*> chosen;\n  bool serial_scalar_on_host;\n" \
+        "  Kokkos::deep_copy(serial_scalar_on_host, serial_scalar);\n" \
+        "  if (serial_scalar_on_host) {\n" \
+        "    chosen = unmanaged<float*>(const_cast<float*>(input0.data()), 4);\n" \
+        "  } else {\n    chosen = unmanaged<float*>(nms_zeros.data(), 4);\n  }" in body, body
+    assert "output0(i0) = chosen(i0);" in body, body
 
 
 def test_a_small_buffer_allocated_inside_a_kernel_is_a_local_array():
@@ -402,3 +410,24 @@ def test_a_small_buffer_allocated_inside_a_kernel_is_a_local_array():
     assert "float local2_data[1];\n      const unmanaged<float*> local2(local2_data, 1);" in body, \
         body
     assert "local2(0) = v1;" in body, body
+
+
+def test_expand_shape_of_a_view_with_run_time_strides():
+    text = """func.func @forward(%x: memref<6xf32>, %out: memref<3x1xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c3 = arith.constant 3 : index
+      %v = memref.subview %x[0] [3] [2] : memref<6xf32> to memref<3xf32, strided<[2]>>
+      %any = memref.cast %v : memref<3xf32, strided<[2]>> to memref<3xf32, strided<[?], offset: ?>>
+      %e = memref.expand_shape %any [[0, 1]] output_shape [3, 1] : memref<3xf32, strided<[?], offset: ?>> into memref<3x1xf32, strided<[?, ?], offset: ?>>
+      scf.parallel (%i) = (%c0) to (%c3) step (%c1) {
+        %a = memref.load %e[%i, %c0] : memref<3x1xf32, strided<[?, ?], offset: ?>>
+        memref.store %a, %out[%i, %c0] : memref<3x1xf32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (6,))], [spec("output0", (3, 1))]).source)
+    assert "const strided<const float**> input0_view_2(input0_view_1.data(), Kokkos::LayoutStride(" \
+        "3, int64_t(input0_view_1.stride(0)) * 1, 1, int64_t(input0_view_1.stride(0))));" in body, \
+        body

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from ..errors import ExportError
 from ..kernels import ZEROED_ATTRIBUTE
@@ -33,12 +34,14 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
         depends_on_group = any(operand in group_results for operand in op.operands)
         host_loop = op.name == "scf.for" and (_contains(op, "scf.parallel") or
                                               _carries_buffers(op))
+        host_if = op.name == "scf.if" and (_contains(op, "scf.parallel") or
+                                           _carries_buffers(op))
         # A shape guard on sizes forward() knows (dynamic extents) is checked on the host.
         host_assert = op.name == "cf.assert" and not depends_on_group
         # Buffers, views and loops stay in forward() even when their sizes come from the
         # group: those reach it through rank-0 Views (_emit_serial_kernel).
-        on_host = host_loop or op.name in _HOST_CAPABLE
-        if (op.name in _DEVICE_ONLY and not host_loop and not host_assert) or \
+        on_host = host_loop or host_if or op.name in _HOST_CAPABLE
+        if (op.name in _DEVICE_ONLY and not host_loop and not host_if and not host_assert) or \
                 (depends_on_group and not on_host):
             group.append(op)
             group_results.update(op.results)
@@ -48,6 +51,8 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
             group, group_results = [], set()
         if host_loop:
             _emit_host_loop(em, op)
+        elif host_if:
+            _emit_host_if(em, op)
         else:
             em.emit_op(op)
     if group:
@@ -130,6 +135,50 @@ def _emit_host_loop(em: KokkosEmitter, op) -> None:
     em.yield_targets.append(carried)
     with em.indented():
         emit_host_block(em, body)
+    em.yield_targets.pop()
+    em.host_copies = outer_copies
+    em.line("}")
+
+
+@dataclass
+class ViewVariable:
+    """A View variable of forward() that a host-level branch points at one of its buffers."""
+    cname: str
+    data_type: str
+    shape: tuple[int, ...]    # -1: the yielded View's extent
+    strided: bool             # a LayoutStride View (strides from the yielded View)
+
+
+def _emit_host_if(em: KokkosEmitter, op) -> None:
+    """A branch of forward() (its condition read on the host) choosing buffers or launching
+    kernels: its buffer results are View variables each branch points at its own."""
+    from torch_mlir import ir
+    targets = []
+    for result in op.results:
+        if not isinstance(result.type, ir.MemRefType):
+            targets.append(_declare_carried(em, [result], [None])[0])
+            continue
+        memref_type = ir.MemRefType(result.type)
+        element = cxx_types.scalar(memref_type.element_type)
+        variable = ViewVariable(em.unique("chosen"), element + "*" * memref_type.rank,
+                                tuple(-1 if memref_type.is_dynamic_dim(d) else e
+                                      for d, e in enumerate(memref_type.shape)),
+                                strided=not _identity_layout(memref_type))
+        kind = "strided" if variable.strided else "unmanaged"
+        em.line(f"{kind}<{variable.data_type}> {variable.cname};")
+        em.memrefs[result] = MemrefHandle(variable.cname, variable.cname, const=False)
+        targets.append(variable)
+    em.line(f"if ({em.expr(op.operands[0])}) {{")
+    outer_copies = dict(em.host_copies)
+    em.yield_targets.append(targets)
+    for index, region in enumerate(op.regions):
+        if not region.blocks or (index == 1 and not len(list(region.blocks[0].operations))):
+            continue
+        if index == 1:
+            em.line("} else {")
+            em.host_copies = dict(outer_copies)
+        with em.indented():
+            emit_host_block(em, region.blocks[0])
     em.yield_targets.pop()
     em.host_copies = outer_copies
     em.line("}")
@@ -411,6 +460,19 @@ def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
         # Same first element as the source View: its data() already holds the offset.
         strides, _ = memref_type.get_strides_and_offset()
         dynamic = [memref_type.is_dynamic_stride_or_offset(s) for s in strides]
+        if any(dynamic) and op.name == "memref.expand_shape" and \
+                memref_type.has_static_shape:
+            # Each source dimension splits into a group: the last keeps its stride, the
+            # others step over the extents after them.
+            groups = [[int(ir.IntegerAttr(i).value) for i in group]
+                      for group in ir.ArrayAttr(op.attributes["reassociation"])]
+            strides = [""] * memref_type.rank
+            for source_dim, group in enumerate(groups):
+                running = f"int64_t({source.cname}.stride({source_dim}))"
+                for dim in reversed(group):
+                    strides[dim] = running
+                    running = f"{running} * {memref_type.shape[dim]}"
+            return f"{source.cname}.data()", strides
         if any(dynamic) and op.name != "memref.cast":
             raise refused
         return f"{source.cname}.data()", [f"int64_t({source.cname}.stride({dim}))"
@@ -722,6 +784,21 @@ def _yield(em: KokkosEmitter, op) -> None:
                     em.line(f"{target} = {text};")
                 continue
             source = em.memref(value)
+            if isinstance(target, ViewVariable):
+                pointer = f"{source.cname}.data()"
+                if source.const:   # read only, as bufferization keeps inputs
+                    pointer = f"const_cast<{target.data_type.rstrip('*')}*>({pointer})"
+                extents = [str(e) if e >= 0 else f"int64_t({source.cname}.extent({d}))"
+                           for d, e in enumerate(target.shape)]
+                if target.strided:
+                    layout = ", ".join(f"{e}, int64_t({source.cname}.stride({d}))"
+                                       for d, e in enumerate(extents))
+                    em.line(f"{target.cname} = strided<{target.data_type}>({pointer}, "
+                            f"Kokkos::LayoutStride({layout}));")
+                else:
+                    em.line(f"{target.cname} = unmanaged<{target.data_type}>({pointer}"
+                            + "".join(f", {e}" for e in extents) + ");")
+                continue
             if source.cname == target.cname:
                 continue
             if source.root == target.root:
