@@ -5,37 +5,47 @@ scf, cf (asserts). Outputs become destination arguments appended after the input
 """
 from __future__ import annotations
 
+import functools
+
 from . import kernels, matmul, sparse, unsupported
 from .errors import ExportError
 from .handoff import ImportedModel
 
 # Each step is (description, pass pipeline); None marks our own rewrites (kernels.py, matmul.py).
+# {tm_tensor} and {copy}: see TM_TENSOR_BUFFERIZE.
 PIPELINE = (
     ("fuse elementwise ops",
      "builtin.module(func.func(linalg-fuse-elementwise-ops), canonicalize, cse)"),
     ("bufferize",
-     "builtin.module(one-shot-bufferize{bufferize-function-boundaries "
-     "function-boundary-type-conversion=identity-layout-map "
-     "unknown-type-conversion=identity-layout-map}, "
-     "buffer-results-to-out-params{hoist-static-allocs modify-public-functions}, "
+     "builtin.module({tm_tensor}one-shot-bufferize{{{copy}bufferize-function-boundaries "
+     "allow-return-allocs-from-loops function-boundary-type-conversion=identity-layout-map "
+     "unknown-type-conversion=identity-layout-map}}, "
+     "buffer-results-to-out-params{{hoist-static-allocs modify-public-functions}}, "
      "canonicalize, cse)"),
     ("tuned kernels", None),
     ("linalg to parallel loops",
-     "builtin.module(func.func(convert-linalg-to-parallel-loops), lower-affine, "
-     "canonicalize, cse)"),
+     "builtin.module(func.func(tm-tensor-to-loops, convert-linalg-to-parallel-loops), "
+     "lower-affine, canonicalize, cse)"),
 )
+# torch-mlir's sort, scatter, scan and top-k (tm_tensor ops) bufferize by a pass of their own,
+# whose buffers One-Shot analysis cannot follow: modules with them copy before each write.
+TM_TENSOR_BUFFERIZE = {"tm_tensor": "func.func(tm-tensor-bufferize), ",
+                       "copy": "copy-before-write "}
 
 
 def run(imported: ImportedModel, backend: str) -> ImportedModel:
     """Lower `imported.module` in place to loops over memrefs; returns the same hand-off."""
     module = imported.module
-    unsupported.check_foreign_ops(module, imported.source.path)
+    _register_torch_mlir_passes()
+    fields = TM_TENSOR_BUFFERIZE if unsupported.has_foreign_ops(module) else \
+        {"tm_tensor": "", "copy": ""}
     with module.context:
         for description, pipeline in PIPELINE:
             if description == "bufferize":
                 _read_only_arguments(module)
             if pipeline is not None:
-                unsupported.run_pipeline(module, pipeline, imported.source.path,
+                unsupported.run_pipeline(module, pipeline.format(**fields),
+                                         imported.source.path,
                                          f"MLIR lowering step '{description}'")
                 continue
             try:
@@ -47,7 +57,21 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
             except Exception as exc:
                 raise ExportError(f"{imported.source.path}: MLIR lowering step "
                                   f"'{description}' failed: {str(exc).splitlines()[0]}") from exc
+    unsupported.check_foreign_ops(module, imported.source.path)   # what loops did not cover
     return imported
+
+
+@functools.cache
+def _register_torch_mlir_passes() -> None:
+    """torch-mlir's own passes (tm-tensor-bufferize, tm-tensor-to-loops: sort, scatter, scan
+    and top-k as loops) are in its C API library but not registered by its Python package."""
+    import ctypes
+    import os
+
+    import torch_mlir._mlir_libs as libraries
+    library = ctypes.CDLL(os.path.join(os.path.dirname(libraries.__file__),
+                                       "libTorchMLIRAggregateCAPI.so"))
+    library.torchMlirRegisterAllPasses()
 
 
 def _read_only_arguments(module) -> None:

@@ -77,9 +77,14 @@ def _upgrade_opset(model):
     if version is None or version >= MIN_OPSET:
         return model
     try:
-        return version_converter.convert_version(model, MIN_OPSET)
+        converted = version_converter.convert_version(model, MIN_OPSET)
     except Exception:  # the converter lacks an adapter for some op: keep the original
         return model
+    # Scan-8 -> 9 drops the batch dimension from the graph's inputs: a model whose interface
+    # the conversion changes is not the model the caller has.
+    def interface(graph):
+        return [(value.name, _dims(value)) for value in [*graph.input, *graph.output]]
+    return converted if interface(converted.graph) == interface(model.graph) else model
 
 
 def output_specs(path: Path, model) -> list[TensorSpec]:

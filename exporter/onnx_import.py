@@ -190,8 +190,16 @@ def unsupported_op_summary(report: str) -> str:
         distinct = sorted(set(onnx_ops))
         return f"ONNX op '{distinct[0]}' has no lowering" + (
             f" (and {len(distinct) - 1} other op kinds)" if len(distinct) > 1 else "")
-    from .importer import _unsupported_op_summary
-    return _unsupported_op_summary(report)
+    ops = re.findall(r"failed to legalize operation '([^']+)'", report)
+    ops += re.findall(r"unsupported by backend contract: module op '([^']+)'", report)
+    ops += re.findall(r"found an op that was marked as backend illegal.*?'([\w.]+)'", report)
+    if ops:
+        distinct = sorted(set(ops))
+        return f"op '{distinct[0]}' is not supported" + (
+            f" (and {len(distinct) - 1} other unsupported op kinds)" if len(distinct) > 1 else "")
+    errors = [line.split("error:", 1)[1].strip() for line in report.splitlines()
+              if "error:" in line]
+    return errors[0] if errors else (report.strip().splitlines() or ["unknown error"])[0]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -100,6 +100,62 @@ def test_scalar_inputs_and_outputs_flow_through(tmp_path, kokkos_root):
     np.testing.assert_allclose(total, expected[1], rtol=1e-6)
 
 
+def test_string_tensor_cases_are_refused_at_the_interface(tmp_path):
+    """A suite case with string tensors: its data loads only as pickles, so the harness takes
+    the shapes from case.json and the frontend refuses the element type in one line."""
+    import onnx_cases
+    import onnx_run
+    graph = helper.make_graph([helper.make_node("Equal", ["x", "y"], ["z"])], "strings", [
+        helper.make_tensor_value_info("x", TensorProto.STRING, [2]),
+        helper.make_tensor_value_info("y", TensorProto.STRING, [2]),
+    ], [helper.make_tensor_value_info("z", TensorProto.BOOL, [2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    words = np.array(["a", "b"], dtype=object)
+    case = onnx_cases.Case("test_equal_string", "node", "Equal", model, [words, words],
+                           [np.array([True, True])], 1e-3, 1e-7)
+    onnx_cases.write(case, tmp_path / "case")
+    result = onnx_run.export_case(str(tmp_path / "case"), str(tmp_path / "package"))
+    assert (result["category"], result["stage"]) == ("interface", "frontend"), result
+    assert result["reason"] == "input 'x' has element type string, which is not supported"
+
+
+def test_a_crash_in_the_export_is_a_one_line_reason(tmp_path):
+    """torch-mlir dies of SIGFPE on a reshape to a zero-sized shape (allowzero): the case ends
+    in the stage the worker was in, with the signal, and the next case still runs."""
+    import onnx_cases
+    import onnx_run
+    graph = helper.make_graph([helper.make_node("Reshape", ["data", "shape"], ["reshaped"],
+                                                allowzero=1)], "zeros", [
+        helper.make_tensor_value_info("data", TensorProto.FLOAT, [0, 3, 4]),
+        helper.make_tensor_value_info("shape", TensorProto.INT64, [3]),
+    ], [helper.make_tensor_value_info("reshaped", TensorProto.FLOAT, [3, 4, 0])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    crash = onnx_cases.Case("crash", "node", "Reshape", model,
+                            [np.zeros((0, 3, 4), np.float32), np.array([3, 4, 0])],
+                            [np.zeros((3, 4, 0), np.float32)], 1e-3, 1e-7)
+    strings = helper.make_model(helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])], "strings",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.STRING, [1])]),
+        opset_imports=[helper.make_opsetid("", 19)])
+    after = onnx_cases.Case("after", "node", "Identity", strings,
+                            [np.array(["a"], dtype=object)], [np.array(["a"], dtype=object)],
+                            1e-3, 1e-7)
+    tasks = []
+    for case in (crash, after):
+        onnx_cases.write(case, tmp_path / case.name)
+        tasks.append((case.name, str(tmp_path / case.name), str(tmp_path / "pkg" / case.name)))
+    pool = onnx_run.WorkerPool(1, onnx_run.EXPORT_TIMEOUT)
+    try:
+        results = pool.map(tasks, lambda key, result: None)
+    finally:
+        pool.close()
+    assert results["crash"] == {"category": "import", "stage": "import", "linalg": False,
+                                "reason": "the export process crashed (signal SIGFPE) in "
+                                          "torch-mlir's import to linalg"}
+    assert results["after"]["category"] == "interface"
+
+
 @pytest.fixture(scope="module")
 def conformance(tmp_path_factory, kokkos_root) -> dict:
     import onnx_run
@@ -107,16 +163,26 @@ def conformance(tmp_path_factory, kokkos_root) -> dict:
                         log=lambda text: None)
 
 
+# Lowered cases of the CI subset that fail, and why; neither is the generated code's doing
+# (benchmarks/conformance/onnx_results.md lists the full suite's).
+KNOWN_FAILURES = {
+    # The expected values come from NumPy's random generator, ours from torch-mlir's.
+    "test_bernoulli": "wrong",
+    # torch-mlir's Det lowering asserts at run time: no LU pivoting (permutations).
+    "test_det_2d": "runtime",
+}
+
+
 def test_ci_subset_cases_that_reach_linalg_pass(conformance):
     records = list(conformance["cases"].values())
     assert len(records) >= 100
     lowered = [r for r in records if r.get("linalg")]
-    failed = {r["name"]: f"{r['category']}: {r['reason']}" for r in lowered
-              if r["category"] != "passed"}
-    assert len(lowered) >= 60
-    # Known gaps (scalar-shaped inputs the C API refuses, dynamic shapes, parallel reductions)
-    # are listed in benchmarks/conformance/onnx_results.md; most lowered cases must pass.
-    assert len(failed) <= len(lowered) // 4, failed
+    assert len(lowered) >= 70
+    failed = {r["name"]: r["category"] for r in lowered if r["category"] != "passed"}
+    reasons = {r["name"]: f"{r['category']}: {r['reason']}" for r in lowered
+               if r["name"] in failed}
+    # Every other lowered case passes; a known failure that starts passing is removed here.
+    assert failed == KNOWN_FAILURES, reasons
 
 
 def test_ci_subset_real_architectures_match(conformance):

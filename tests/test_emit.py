@@ -46,6 +46,8 @@ CASES = {
     "dynamic_batch": ([spec("input0", (-1, 4), ("s0", None))],
                       [spec("output0", (-1, 2, 4), ("s0", None, None))]),
     "reshape": ([spec("input0", (15,))], [spec("output0", (3, 5))]),
+    "dynamic_offset": ([spec("input0", (6,)), spec("input1", ())], [spec("output0", (2,))]),
+    "loop_carried": ([spec("input0", (2,)), spec("input1", (3, 2))], [spec("output0", (2,))]),
     "scalar_carry": ([spec("input0", (4,)), spec("input1", ())],
                      [spec("output0", (4,)), spec("output1", (4,))]),
 }
@@ -198,3 +200,259 @@ def test_ceildiv_and_floordiv_name_their_type():
     body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
     assert "lapis::ceildivsi<int64_t>(i0, 2)" in body
     assert "lapis::floordivsi<int64_t>(i0, 2)" in body
+
+
+def test_fpowi_raises_to_an_integer_power():
+    text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c4 = arith.constant 4 : index
+      %three = arith.constant 3 : i32
+      scf.parallel (%i) = (%c0) to (%c4) step (%c1) {
+        %v = memref.load %x[%i] : memref<4xf32>
+        %p = math.fpowi %v, %three : f32, i32
+        memref.store %p, %out[%i] : memref<4xf32>
+        scf.reduce
+      } loc("lppool")
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "const float v2 = lapis::math::pow(v1, static_cast<float>(3));" in body, body
+
+
+def test_shifts_go_through_helpers_defined_for_any_count():
+    """C++ leaves a shift by a negative count or by the bit width or more undefined; ONNX and
+    PyTorch give 0 (or the sign): the helpers in support.hpp do."""
+    text = """func.func @forward(%x: memref<4xi32>, %out: memref<4xi32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c4 = arith.constant 4 : index
+      scf.parallel (%i) = (%c0) to (%c4) step (%c1) {
+        %v = memref.load %x[%i] : memref<4xi32>
+        %l = arith.shli %v, %v : i32
+        %r = arith.shrsi %l, %v : i32
+        %u = arith.shrui %r, %v : i32
+        memref.store %u, %out[%i] : memref<4xi32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "lapis::shli<int32_t>(v1, v1)" in body
+    assert "lapis::shrsi<int32_t>(v2, v1)" in body
+    assert "lapis::shrui<int32_t>(v3, v1)" in body
+
+
+def test_buffers_and_loops_sized_by_tensor_data_stay_in_forward():
+    """A buffer and a loop sized by a value loaded from tensor data (ReverseSequence's lengths)
+    are planned and launched by forward(), not pulled into the one-thread kernel that loads
+    the value; a cast to an identity layout with a dynamic extent is a plain row-major View."""
+    text = """func.func @forward(%x: memref<4xf32>, %s: memref<i64>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %n = memref.load %s[] : memref<i64>
+      %end = arith.index_cast %n : i64 to index
+      %buffer = memref.alloc(%end) : memref<1x?xf32>
+      %flat = memref.cast %buffer : memref<1x?xf32> to memref<?x?xf32>
+      scf.parallel (%i) = (%c0) to (%end) step (%c1) {
+        %v = memref.load %x[%i] : memref<4xf32>
+        memref.store %v, %flat[%c0, %i] : memref<?x?xf32>
+        memref.store %v, %out[%i] : memref<4xf32>
+        scf.reduce
+      } loc("lengths/copy")
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
+                                [spec("output0", (4,))]).source)
+    kernel = body[body.index("range(0, 1)"):body.index("});")]
+    assert "serial_scalar() = v1;" in kernel and "buffer" not in kernel, kernel
+    assert "Kokkos::deep_copy(serial_scalar_on_host, serial_scalar);" in body
+    assert 'Kokkos::view_alloc("golden::buffer_1", Kokkos::WithoutInitializing), 1, ' \
+        "serial_scalar_on_host);" in body, body
+    assert "const unmanaged<float**> buffer_1_view(buffer_1.data(), " \
+        "int64_t(buffer_1.extent(0)), int64_t(buffer_1.extent(1)));" in body, body
+    assert 'Kokkos::parallel_for("golden::lengths_copy", range(0, serial_scalar_on_host)' in body
+
+
+def test_reshape_to_a_shape_computed_from_tensor_data():
+    """memref.reshape with a dynamic result (ONNX Reshape/ReduceSum with axes as an input):
+    the extents are read back from the shape buffer a kernel filled."""
+    text = """func.func @forward(%x: memref<6xf32>, %s: memref<2xi64>, %out: memref<6xf32>) {
+      %shape = memref.alloc() : memref<2xi64> loc("target_shape")
+      memref.copy %s, %shape : memref<2xi64> to memref<2xi64>
+      %r = memref.reshape %x(%shape) : (memref<6xf32>, memref<2xi64>) -> memref<?x?xf32>
+      %flat = memref.collapse_shape %r [[0, 1]] : memref<?x?xf32> into memref<?xf32>
+      memref.copy %flat, %out : memref<?xf32> to memref<6xf32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (6,)), spec("input1", (2,))],
+                                [spec("output0", (6,))]).source)
+    assert "const auto target_shape_on_host = Kokkos::create_mirror_view_and_copy(" \
+        "Kokkos::HostSpace(), target_shape);" in body, body
+    assert "const unmanaged<const float**> input0_view(input0.data(), " \
+        "int64_t(target_shape_on_host(0)), int64_t(target_shape_on_host(1)));" in body, body
+
+
+def test_a_loop_carrying_a_scalar_buffer_runs_in_forward():
+    """A Scan over scalars: no parallel loop inside, but the carried buffer makes it a loop
+    of forward()'s, its steps one-thread kernels."""
+    text = """func.func @forward(%init: memref<f32>, %x: memref<3xf32>, %out: memref<f32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c3 = arith.constant 3 : index
+      %last = scf.for %t = %c0 to %c3 step %c1 iter_args(%state = %init) -> (memref<f32>) {
+        %next = memref.alloc() : memref<f32>
+        %a = memref.load %state[] : memref<f32>
+        %b = memref.load %x[%t] : memref<3xf32>
+        %s = arith.addf %a, %b : f32
+        memref.store %s, %next[] : memref<f32>
+        scf.yield %next : memref<f32>
+      }
+      memref.copy %last, %out : memref<f32> to memref<f32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", ()), spec("input1", (3,))],
+                                [spec("output0", ())]).source)
+    assert "for (int64_t step = 0; step < 3; step += 1) {" in body, body
+    assert "const float v1 = input1(step);" in body, body
+    assert "loop_carried() = buffer_1();" in body, body
+
+
+def test_a_loop_of_forward_carries_scalars_as_variables():
+    """A top-level loop carrying an index next to a buffer: the index is a variable of
+    forward(), updated by the yield after both values are read."""
+    text = """func.func @forward(%init: memref<f32>, %x: memref<3xf32>, %out: memref<f32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c3 = arith.constant 3 : index
+      %last:3 = scf.for %t = %c0 to %c3 step %c1 iter_args(%state = %init, %k = %c0, %j = %c1)
+          -> (memref<f32>, index, index) {
+        %next = memref.alloc() : memref<f32>
+        %a = memref.load %state[] : memref<f32>
+        %b = memref.load %x[%k] : memref<3xf32>
+        %s = arith.addf %a, %b : f32
+        memref.store %s, %next[] : memref<f32>
+        scf.yield %next, %j, %k : memref<f32>, index, index
+      }
+      memref.copy %last#0, %out : memref<f32> to memref<f32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", ()), spec("input1", (3,))],
+                                [spec("output0", ())]).source)
+    assert "int64_t carried = 0;\n  int64_t carried_1 = 1;" in body, body
+    assert "const float v1 = input1(carried);" in body, body
+    assert "const auto next = carried_1;\n    const auto next_1 = carried;\n" in body, body
+    assert "    carried = next;\n    carried_1 = next_1;\n  }" in body, body
+
+
+def test_a_loop_nest_of_more_than_six_dimensions_is_one_flat_range():
+    shape = "2x1x2x1x2x1x2x1"
+    ivs = ", ".join(f"%i{d}" for d in range(8))
+    text = f"""func.func @forward(%x: memref<{shape}xf32>, %out: memref<{shape}xf32>) {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      scf.parallel ({ivs}) = ({", ".join(["%c0"] * 8)}) to (%c2, %c1, %c2, %c1, %c2, %c1, %c2, %c1)
+          step ({", ".join(["%c1"] * 8)}) {{
+        %v = memref.load %x[{ivs}] : memref<{shape}xf32>
+        memref.store %v, %out[{ivs}] : memref<{shape}xf32>
+        scf.reduce
+      }} loc("tile")
+      return
+    }}"""
+    shape_tuple = (2, 1, 2, 1, 2, 1, 2, 1)
+    body = forward_body(emit_ir(text, [spec("input0", shape_tuple)],
+                                [spec("output0", shape_tuple)]).source)
+    assert 'Kokkos::parallel_for("golden::tile", range(0, 16), ' \
+        "KOKKOS_LAMBDA(const int64_t flat) {" in body, body
+    assert "const int64_t i6 = flat % 2;" in body, body
+
+
+def test_a_dynamic_loop_nest_of_more_than_six_dimensions_loops_inside_the_kernel():
+    shape = "?x1x2x1x2x1x2x1"
+    ivs = ", ".join(f"%i{d}" for d in range(8))
+    text = f"""func.func @forward(%x: memref<{shape}xf32>, %out: memref<{shape}xf32>) {{
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c2 = arith.constant 2 : index
+      %n = memref.dim %x, %c0 : memref<{shape}xf32>
+      scf.parallel ({ivs}) = ({", ".join(["%c0"] * 8)}) to (%n, %c1, %c2, %c1, %c2, %c1, %c2, %c1)
+          step ({", ".join(["%c1"] * 8)}) {{
+        %v = memref.load %x[{ivs}] : memref<{shape}xf32>
+        memref.store %v, %out[{ivs}] : memref<{shape}xf32>
+        scf.reduce
+      }} loc("tile")
+      return
+    }}"""
+    dims = (-1, 1, 2, 1, 2, 1, 2, 1)
+    symbols = ("s0",) + (None,) * 7
+    body = forward_body(emit_ir(text, [spec("input0", dims, symbols)],
+                                [spec("output0", dims, symbols)]).source)
+    assert 'Kokkos::parallel_for("golden::tile", mdrange<6>({0, 0, 0, 0, 0, 0}, ' \
+        "{input0_extent0, 1, 2, 1, 2, 1}), " in body, body
+    assert "for (int64_t i6 = 0; i6 < 2; ++i6) {" in body, body
+
+
+def test_a_branch_between_buffers_points_a_view_variable():
+    """A data-dependent choice between buffers (NonMaxSuppression): forward() reads the
+    condition back and points a View variable at the chosen buffer."""
+    text = """func.func @forward(%x: memref<4xf32>, %s: memref<i1>, %out: memref<4xf32>) {
+      %c = memref.load %s[] : memref<i1>
+      %b = scf.if %c -> (memref<4xf32>) {
+        scf.yield %x : memref<4xf32>
+      } else {
+        %mine = memref.alloc() : memref<4xf32> loc("nms/zeros")
+        scf.yield %mine : memref<4xf32>
+      } loc("nms/pick")
+      memref.copy %b, %out : memref<4xf32> to memref<4xf32>
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
+                                [spec("output0", (4,))]).source)
+    assert "unmanaged<float*> chosen;\n  bool serial_scalar_on_host;\n" \
+        "  Kokkos::deep_copy(serial_scalar_on_host, serial_scalar);\n" \
+        "  if (serial_scalar_on_host) {\n" \
+        "    chosen = unmanaged<float*>(const_cast<float*>(input0.data()), 4);\n" \
+        "  } else {\n    chosen = unmanaged<float*>(nms_zeros.data(), 4);\n  }" in body, body
+    assert "output0(i0) = chosen(i0);" in body, body
+
+
+def test_a_small_buffer_allocated_inside_a_kernel_is_a_local_array():
+    text = """func.func @forward(%x: memref<4xf32>, %out: memref<4xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c4 = arith.constant 4 : index
+      scf.for %i = %c0 to %c4 step %c1 {
+        %v = memref.load %x[%i] : memref<4xf32>
+        %tmp = memref.alloc() : memref<1xf32>
+        memref.store %v, %tmp[%c0] : memref<1xf32>
+        %w = memref.load %tmp[%c0] : memref<1xf32>
+        memref.store %w, %out[%i] : memref<4xf32>
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (4,))], [spec("output0", (4,))]).source)
+    assert "float local2_data[1];\n      const unmanaged<float*> local2(local2_data, 1);" in body, \
+        body
+    assert "local2(0) = v1;" in body, body
+
+
+def test_expand_shape_of_a_view_with_run_time_strides():
+    text = """func.func @forward(%x: memref<6xf32>, %out: memref<3x1xf32>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %c3 = arith.constant 3 : index
+      %v = memref.subview %x[0] [3] [2] : memref<6xf32> to memref<3xf32, strided<[2]>>
+      %any = memref.cast %v : memref<3xf32, strided<[2]>> to memref<3xf32, strided<[?], offset: ?>>
+      %e = memref.expand_shape %any [[0, 1]] output_shape [3, 1] : memref<3xf32, strided<[?], offset: ?>> into memref<3x1xf32, strided<[?, ?], offset: ?>>
+      scf.parallel (%i) = (%c0) to (%c3) step (%c1) {
+        %a = memref.load %e[%i, %c0] : memref<3x1xf32, strided<[?, ?], offset: ?>>
+        memref.store %a, %out[%i, %c0] : memref<3x1xf32>
+        scf.reduce
+      }
+      return
+    }"""
+    body = forward_body(emit_ir(text, [spec("input0", (6,))], [spec("output0", (3, 1))]).source)
+    assert "const strided<const float**> input0_view_2(input0_view_1.data(), Kokkos::LayoutStride(" \
+        "3, int64_t(input0_view_1.stride(0)) * 1, 1, int64_t(input0_view_1.stride(0))));" in body, \
+        body

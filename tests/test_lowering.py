@@ -173,3 +173,21 @@ def test_residual_add_stays_when_the_convolution_output_is_read_again():
     for backend in ("openmp", "cuda"):
         found = _convolutions(lowering.run(importer.to_linalg(model), backend).module)
         assert "residual" not in found["conv1/convolution"]
+
+
+def test_sort_and_scatter_become_loops():
+    """torch-mlir's tm_tensor ops (sort, scan, scatter, top-k) reach the emitter as loops."""
+    class Ops(torch.nn.Module):
+        def forward(self, x):
+            index = torch.tensor([[1, 0, 2], [0, 2, 1]])
+            scattered = torch.zeros(2, 3).scatter_add(1, index, x)
+            return torch.sort(x, 1)[0] + torch.cumsum(x, 1) + scattered
+    program = torch.export.export(Ops(), (torch.randn(2, 3),))
+    model = LoadedModel(path=Path("ops.pt2"), kind="torch.export", program=program,
+                        inputs=[TensorSpec("x", "input0", "float32", (2, 3))], source_sha256="")
+    imported = importer.to_linalg(model)
+    assert {"tm_tensor.sort", "tm_tensor.scan", "tm_tensor.scatter"} <= set(
+        op_names(imported.module))
+    lowered = lowering.run(imported, "openmp")
+    dialects = {name.split(".")[0] for name in op_names(lowered.module)}
+    assert dialects <= EMITTER_DIALECTS, dialects

@@ -117,3 +117,36 @@ def test_an_op_without_lowering_is_named_in_one_line(tmp_path):
     with pytest.raises(ExportError) as info:
         importer.to_linalg(frontend.load(path))
     assert "\n" not in info.value.message
+
+
+def test_a_torch_op_without_lowering_is_named():
+    """torch-mlir's report of a torch op left over after torch -> linalg: the op, one line."""
+    from exporter.onnx_import import unsupported_op_summary
+    report = ("error: failed to legalize operation 'torch.constant.float'\n"
+              "note: see current operation: %0 = torch.constant.float 1.0\n"
+              "error: failed to legalize operation 'torch.aten.nll_loss_forward'\n")
+    assert unsupported_op_summary(report) == \
+        "op 'torch.aten.nll_loss_forward' is not supported (and 1 other unsupported op kinds)"
+    assert unsupported_op_summary("x.mlir:3:5: error: something else\n") == "something else"
+
+
+def test_an_upgrade_that_changes_the_interface_is_not_taken(tmp_path):
+    """ONNX's converter turns Scan-8 (batched) into Scan-9 without the batch dimension; the
+    model keeps its own opset and shapes rather than become another model."""
+    body = helper.make_graph([helper.make_node("Add", ["s", "x"], ["s2"]),
+                              helper.make_node("Identity", ["s2"], ["y"])], "body", [
+        helper.make_tensor_value_info("s", TensorProto.FLOAT, [2]),
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])], [
+        helper.make_tensor_value_info("s2", TensorProto.FLOAT, [2]),
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph([helper.make_node("Scan", ["", "init", "xs"], ["last", "ys"],
+                                                num_scan_inputs=1, body=body)], "scan", [
+        helper.make_tensor_value_info("init", TensorProto.FLOAT, [1, 2]),
+        helper.make_tensor_value_info("xs", TensorProto.FLOAT, [1, 3, 2])], [
+        helper.make_tensor_value_info("last", TensorProto.FLOAT, [1, 2]),
+        helper.make_tensor_value_info("ys", TensorProto.FLOAT, [1, 3, 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 8)])
+    model.ir_version = 4
+    loaded = frontend.load(save(model, tmp_path / "scan8.onnx"))
+    assert loaded.program.opset_import[0].version == 8
+    assert [spec.shape for spec in loaded.inputs] == [(1, 2), (1, 3, 2)]

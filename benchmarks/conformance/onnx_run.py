@@ -14,6 +14,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -51,9 +52,17 @@ RUN_TIMEOUT = 120.0
 
 # --- export (worker processes) ---------------------------------------------------------------
 
-def export_case(case_dir: str, package_dir: str) -> dict:
-    """Export one case; returns {category, stage, reason, linalg} (category None: exported)."""
-    import numpy as np
+# Export stages in order; a worker publishes the one it is in, for when it dies there.
+STAGES = ("frontend", "import", "lowering", "emitter", "package")
+STAGE_CATEGORIES = {"frontend": "interface", "package": "emitter"}
+STAGE_WORK = {"frontend": "checking the ONNX model", "import": "torch-mlir's import to linalg",
+              "lowering": "the MLIR lowering passes", "emitter": "the Kokkos emitter",
+              "package": "writing the package"}
+
+
+def export_case(case_dir: str, package_dir: str, on_stage=lambda stage: None) -> dict:
+    """Export one case; returns {category, stage, reason, linalg} (category None: exported).
+    `on_stage(name)` is called as each of STAGES begins."""
     import onnx
 
     from exporter import emit, importer, lowering, onnx_frontend, package
@@ -64,27 +73,31 @@ def export_case(case_dir: str, package_dir: str) -> dict:
     if not meta["tensor_data"]:
         return {**result, "category": "interface", "stage": "frontend",
                 "reason": "inputs or outputs are sequences/optionals, not tensors"}
-    data = np.load(Path(case_dir) / "data.npz")
-    shapes = [tuple(data[f"in_{i}"].shape) for i in range(meta["inputs"])]
+    shapes = [tuple(shape) for shape in meta["input_shapes"]]
     model_path = Path(case_dir) / "model.onnx"
     stage = "frontend"
+    on_stage(stage)
     try:
         loaded = onnx_frontend.prepare(onnx.load(str(model_path)), model_path, shapes)
         stage = "import"
+        on_stage(stage)
         imported = importer.to_linalg(loaded)
         result["linalg"] = True
         stage = "lowering"
+        on_stage(stage)
         lowered = lowering.run(imported, "openmp")
         stage = "emitter"
+        on_stage(stage)
         source = emit.kokkos(lowered, meta["name"], "openmp")
         stage = "package"
+        on_stage(stage)
         package.write(source, Path(package_dir), package.PackageOptions(force=True))
     except ExportError as exc:
-        category = {"frontend": "interface", "package": "emitter"}.get(stage, stage)
+        category = STAGE_CATEGORIES.get(stage, stage)
         return {**result, "category": category, "stage": _import_pass(stage, exc.message),
                 "reason": _one_line(exc.message)}
     except Exception as exc:  # an internal error: recorded as such, never a crash of the run
-        category = {"frontend": "interface", "package": "emitter"}.get(stage, stage)
+        category = STAGE_CATEGORIES.get(stage, stage)
         return {**result, "category": category, "stage": stage,
                 "reason": f"internal error: {type(exc).__name__}: {_one_line(str(exc))}"}
     return result
@@ -108,15 +121,18 @@ def _one_line(text: str) -> str:
     return text[:240]
 
 
-def _worker(connection) -> None:
+def _worker(connection, stage) -> None:
     import warnings
     warnings.filterwarnings("ignore")
+
+    def on_stage(name: str) -> None:
+        stage.value = STAGES.index(name)
     while True:
         task = connection.recv()
         if task is None:
             return
         try:
-            result = export_case(*task)
+            result = export_case(*task, on_stage=on_stage)
         except BaseException as exc:  # noqa: BLE001  (kept alive for the next case)
             result = {"category": "emitter", "stage": "export", "linalg": False,
                       "reason": f"internal error: {type(exc).__name__}: {exc}"[:240]}
@@ -134,9 +150,11 @@ class WorkerPool:
 
     def _start(self):
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_worker, args=(child,), daemon=True)
+        stage = self.context.Value("i", 0)
+        process = self.context.Process(target=_worker, args=(child, stage), daemon=True)
         process.start()
-        return {"process": process, "connection": parent, "task": None, "since": 0.0}
+        return {"process": process, "connection": parent, "task": None, "since": 0.0,
+                "stage": stage}
 
     def map(self, tasks: list[tuple[str, str, str]], progress) -> dict[str, dict]:
         """tasks: (key, case_dir, package_dir) -> {key: result}."""
@@ -156,9 +174,8 @@ class WorkerPool:
                 if worker["connection"] in ready:
                     try:
                         results[key] = worker["connection"].recv()
-                    except EOFError:
-                        results[key] = {"category": "emitter", "stage": "export",
-                                        "linalg": False, "reason": "the export process died"}
+                    except (EOFError, ConnectionResetError):
+                        results[key] = self._death(worker)
                         self.workers[index] = self._replace(worker)
                         progress(key, results[key])
                         continue
@@ -170,6 +187,20 @@ class WorkerPool:
                     self.workers[index] = self._replace(worker)
                     progress(key, results[key])
         return results
+
+    @staticmethod
+    def _death(worker) -> dict:
+        """A worker that died mid-case (a crash in native code: LLVM out of memory, SIGFPE):
+        the case fails in the stage it was in, with the signal as its reason."""
+        worker["process"].join(timeout=10)
+        code = worker["process"].exitcode
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 and \
+            -code in signal.Signals._value2member_map_ else f"exit {code}"
+        stage = STAGES[worker["stage"].value]
+        linalg = STAGES.index(stage) > STAGES.index("import")
+        return {"category": STAGE_CATEGORIES.get(stage, stage), "stage": stage,
+                "linalg": linalg, "reason": f"the export process crashed ({how}) in "
+                                            f"{STAGE_WORK[stage]}"}
 
     def _replace(self, worker):
         worker["process"].kill()

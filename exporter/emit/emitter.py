@@ -78,6 +78,8 @@ class KokkosEmitter:
         self.promoted: dict = {}   # (memref, index values) -> register variable (handlers._for)
         self.globals: dict[str, StateView] = {}   # memref.global symbol -> its weight View
         self.device_scalars: dict = {}   # SSA value -> rank-0 View holding it (handlers.py)
+        self.host_copies: dict = {}      # SSA value -> its copy in forward()'s current scope
+        self.reads_back = False          # forward() waits for a value from memory_space
         self.module = None
 
     # ---- output --------------------------------------------------------------------------
@@ -134,10 +136,14 @@ class KokkosEmitter:
 
     def read_on_host(self, value) -> str:
         """A scalar a kernel left in a rank-0 View, copied to forward()'s scope (fences)."""
+        if value in self.host_copies:
+            return self.host_copies[value]
         view = self.device_scalars[value]
         name = self.unique(f"{view}_on_host")
         self.line(f"{cxx_types.scalar(value.type)} {name};")
         self.line(f"Kokkos::deep_copy({name}, {view});")
+        self.host_copies[value] = name
+        self.reads_back = True
         return name
 
     def constant_literal(self, op) -> str:

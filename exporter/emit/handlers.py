@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from ..errors import ExportError
 from ..kernels import ZEROED_ATTRIBUTE
@@ -20,6 +21,8 @@ _DEVICE_ONLY = {"memref.load", "memref.store", "scf.for", "scf.if", "cf.assert",
 _VIEW_LIKE = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
               "memref.reinterpret_cast", "memref.reshape")   # reshape: static result type
 
+# Ops that forward() runs (or launches) itself, sizes and offsets read on the host.
+_HOST_CAPABLE = {"memref.alloc", "memref.alloca", "scf.parallel", "memref.copy", *_VIEW_LIKE}
 
 # ---- host-level walk ------------------------------------------------------------------------
 def emit_host_block(em: KokkosEmitter, block) -> None:
@@ -29,10 +32,17 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
     for op_view in block.operations:
         op = op_view.operation
         depends_on_group = any(operand in group_results for operand in op.operands)
-        host_loop = op.name == "scf.for" and _contains(op, "scf.parallel")
+        host_loop = op.name == "scf.for" and (_contains(op, "scf.parallel") or
+                                              _carries_buffers(op))
+        host_if = op.name == "scf.if" and (_contains(op, "scf.parallel") or
+                                           _carries_buffers(op))
         # A shape guard on sizes forward() knows (dynamic extents) is checked on the host.
         host_assert = op.name == "cf.assert" and not depends_on_group
-        if (op.name in _DEVICE_ONLY and not host_loop and not host_assert) or depends_on_group:
+        # Buffers, views and loops stay in forward() even when their sizes come from the
+        # group: those reach it through rank-0 Views (_emit_serial_kernel).
+        on_host = host_loop or host_if or op.name in _HOST_CAPABLE
+        if (op.name in _DEVICE_ONLY and not host_loop and not host_if and not host_assert) or \
+                (depends_on_group and not on_host):
             group.append(op)
             group_results.update(op.results)
             continue
@@ -41,6 +51,8 @@ def emit_host_block(em: KokkosEmitter, block) -> None:
             group, group_results = [], set()
         if host_loop:
             _emit_host_loop(em, op)
+        elif host_if:
+            _emit_host_if(em, op)
         else:
             em.emit_op(op)
     if group:
@@ -63,6 +75,11 @@ def _nested_ops(op):
             for inner in block.operations:
                 yield inner.operation
                 yield from _nested_ops(inner.operation)
+
+
+def _carries_buffers(op) -> bool:
+    from torch_mlir import ir
+    return any(isinstance(result.type, ir.MemRefType) for result in op.results)
 
 
 def _contains(op, name: str) -> bool:
@@ -96,17 +113,97 @@ def _emit_serial_kernel(em: KokkosEmitter, ops: list) -> None:
 
 
 def _emit_host_loop(em: KokkosEmitter, op) -> None:
-    lower, upper, step = (em.expr(v) for v in list(op.operands)[:3])
-    if len(op.operands) > 3:
-        raise ExportError(f"a top-level loop carrying values is not supported "
-                          f"(from {location_label(op) or op.location})")
+    from torch_mlir import ir
+    operands = list(op.operands)
+    lower, upper, step = (em.expr(v) for v in operands[:3])
     body = op.regions[0].blocks[0]
+    # Buffers carried from one step to the next (a recurrent state): one State buffer each,
+    # which the step's yield refills (the step reads it while writing a buffer of its own).
+    # Scalars carried on are variables of forward() (kernels capture their current value).
+    carried = [_carried_buffer(em, op, initial) if isinstance(initial.type, ir.MemRefType)
+               else _carried_scalar(em, initial) for initial in operands[3:]]
+    for argument, result, target in zip(list(body.arguments)[1:], op.results, carried):
+        if isinstance(target, MemrefHandle):
+            em.memrefs[argument] = em.memrefs[result] = target
+        else:
+            em.bind(argument, target)
+            em.bind(result, target)
     iv = em.unique("step")
     em.bind(body.arguments[0], iv)
     em.line(f"for (int64_t {iv} = {lower}; {iv} < {upper}; {iv} += {step}) {{")
+    outer_copies = dict(em.host_copies)   # host copies made in the body end with it
+    em.yield_targets.append(carried)
     with em.indented():
         emit_host_block(em, body)
+    em.yield_targets.pop()
+    em.host_copies = outer_copies
     em.line("}")
+
+
+@dataclass
+class ViewVariable:
+    """A View variable of forward() that a host-level branch points at one of its buffers."""
+    cname: str
+    data_type: str
+    shape: tuple[int, ...]    # -1: the yielded View's extent
+    strided: bool             # a LayoutStride View (strides from the yielded View)
+
+
+def _emit_host_if(em: KokkosEmitter, op) -> None:
+    """A branch of forward() (its condition read on the host) choosing buffers or launching
+    kernels: its buffer results are View variables each branch points at its own."""
+    from torch_mlir import ir
+    targets = []
+    for result in op.results:
+        if not isinstance(result.type, ir.MemRefType):
+            targets.append(_declare_carried(em, [result], [None])[0])
+            continue
+        memref_type = ir.MemRefType(result.type)
+        element = cxx_types.scalar(memref_type.element_type)
+        variable = ViewVariable(em.unique("chosen"), element + "*" * memref_type.rank,
+                                tuple(-1 if memref_type.is_dynamic_dim(d) else e
+                                      for d, e in enumerate(memref_type.shape)),
+                                strided=not _identity_layout(memref_type))
+        kind = "strided" if variable.strided else "unmanaged"
+        em.line(f"{kind}<{variable.data_type}> {variable.cname};")
+        em.memrefs[result] = MemrefHandle(variable.cname, variable.cname, const=False)
+        targets.append(variable)
+    em.line(f"if ({em.expr(op.operands[0])}) {{")
+    outer_copies = dict(em.host_copies)
+    em.yield_targets.append(targets)
+    for index, region in enumerate(op.regions):
+        if not region.blocks or (index == 1 and not len(list(region.blocks[0].operations))):
+            continue
+        if index == 1:
+            em.line("} else {")
+            em.host_copies = dict(outer_copies)
+        with em.indented():
+            emit_host_block(em, region.blocks[0])
+    em.yield_targets.pop()
+    em.host_copies = outer_copies
+    em.line("}")
+
+
+def _carried_scalar(em: KokkosEmitter, initial) -> str:
+    name = em.unique("carried")
+    em.line(f"{cxx_types.scalar(initial.type)} {name} = {em.expr(initial)};")
+    return name
+
+
+def _carried_buffer(em: KokkosEmitter, op, initial) -> MemrefHandle:
+    from torch_mlir import ir
+    memref_type = ir.MemRefType(initial.type)
+    if not memref_type.has_static_shape:
+        raise ExportError(f"a top-level loop carrying values is not supported "
+                          f"(from {location_label(op) or op.location})")
+    label = location_label(op) or "loop"
+    name = em.unique(f"{label}_carried")
+    em.state_views.append(StateView(
+        cname=name, element=cxx_types.scalar(memref_type.element_type),
+        shape=tuple(memref_type.shape), comment=f"{label}: the buffer each step carries on"))
+    handle = MemrefHandle(name, name, const=False)
+    _emit_copy(em, op, em.memref(initial), handle, memref_type)
+    return handle
 
 
 def _enter_kernel(em: KokkosEmitter) -> None:
@@ -197,10 +294,10 @@ def _alloc(em: KokkosEmitter, op) -> None:
     """Static buffers: State members allocated once in initialize(). Buffers with dynamic
     extents: State members (re)allocated here, in forward(), when their extents change."""
     from torch_mlir import ir
-    if em.in_kernel:
-        raise ExportError(f"allocation inside a kernel is not supported "
-                          f"(from {location_label(op) or op.location})")
     memref_type = ir.MemRefType(op.results[0].type)
+    if em.in_kernel:
+        _local_buffer(em, op, memref_type)
+        return
     extents = _extents(em, memref_type, op.operands)
     label = location_label(op)
     name = em.unique(label or "buffer")
@@ -227,6 +324,26 @@ def _alloc(em: KokkosEmitter, op) -> None:
             f"Kokkos::WithoutInitializing), {', '.join(extents)});")
     em.line("}")
     em.line(f"const auto {name} = state->{name};")
+
+
+# Elements a kernel may hold in an array of its own (registers or the thread's stack).
+LOCAL_BUFFER_LIMIT = 64
+
+
+def _local_buffer(em: KokkosEmitter, op, memref_type) -> None:
+    """A small buffer allocated inside a kernel (a one-element temporary in a sequential
+    loop): an array local to the work item, seen through an unmanaged View."""
+    count = math.prod(memref_type.shape) if memref_type.has_static_shape else None
+    if count is None or count > LOCAL_BUFFER_LIMIT:
+        raise ExportError(f"allocation inside a kernel is not supported "
+                          f"(from {location_label(op) or op.location})",
+                          hint=f"only static buffers of up to {LOCAL_BUFFER_LIMIT} elements")
+    element = cxx_types.scalar(memref_type.element_type)
+    name = em.fresh_local("local")
+    extents = "".join(f", {e}" for e in memref_type.shape)
+    em.line(f"{element} {name}_data[{max(count, 1)}];")
+    em.line(f"const unmanaged<{element}{'*' * memref_type.rank}> {name}({name}_data{extents});")
+    em.memrefs[op.results[0]] = MemrefHandle(name, name, const=False)
 
 
 @handles("memref.dim")
@@ -278,6 +395,16 @@ def _view_extents(em: KokkosEmitter, op, memref_type, source) -> list[str]:
     if op.name == "memref.cast":
         return [str(e) if not memref_type.is_dynamic_dim(d) else
                 f"int64_t({source.cname}.extent({d}))" for d, e in enumerate(memref_type.shape)]
+    if op.name == "memref.reshape" and not em.in_kernel:
+        # The extents are the values of the shape buffer (Reshape to a shape computed from
+        # tensor data), which forward() reads back from memory_space.
+        shape = em.memref(op.operands[1])
+        mirror = em.unique(f"{shape.cname}_on_host")
+        em.reads_back = True
+        em.line(f"const auto {mirror} = Kokkos::create_mirror_view_and_copy("
+                f"Kokkos::HostSpace(), {shape.cname});")
+        return [str(e) if not memref_type.is_dynamic_dim(d) else f"int64_t({mirror}({d}))"
+                for d, e in enumerate(memref_type.shape)]
     raise ExportError(f"dynamic extents of {op.name} are not supported "
                       f"(from {location_label(op) or op.location})")
 
@@ -290,15 +417,17 @@ def _view_like(em: KokkosEmitter, op) -> None:
     shape = list(memref_type.shape)
     extents = _view_extents(em, op, memref_type, source)
     strides, offset = memref_type.get_strides_and_offset()
-    if any(memref_type.is_dynamic_stride_or_offset(v) for v in [*strides, offset]):
-        raise ExportError(f"views with dynamic strides are not supported yet "
-                          f"(from {location_label(op) or op.location})")
+    pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
+    identity = _identity_layout(memref_type)   # row-major whatever its extents
+    if not identity and any(memref_type.is_dynamic_stride_or_offset(v)
+                            for v in [*strides, offset]):
+        pointer, strides = _dynamic_layout(em, op, source, memref_type)
     element = cxx_types.scalar(memref_type.element_type)
     element = f"const {element}" if source.const else element
     data_type = element + "*" * len(shape)
-    pointer = f"{source.root}.data()" + (f" + {offset}" if offset else "")
     name = em.unique(f"{source.root}_view") if not em.in_kernel else em.fresh_local("view")
-    if _is_row_major(memref_type, strides):
+    if identity or all(isinstance(stride, int) for stride in strides) and \
+            _is_row_major(memref_type, strides):
         sizes = "".join(f", {extent}" for extent in extents)
         em.line(f"const unmanaged<{data_type}> {name}({pointer}{sizes});")
     else:
@@ -309,6 +438,75 @@ def _view_like(em: KokkosEmitter, op) -> None:
 
 for _name in _VIEW_LIKE:
     handles(_name)(_view_like)
+
+
+def _identity_layout(memref_type) -> bool:
+    from torch_mlir import ir
+    layout = memref_type.layout
+    return isinstance(layout, ir.AffineMapAttr) and \
+        ir.AffineMapAttr(layout).value == ir.AffineMap.get_identity(memref_type.rank,
+                                                                  memref_type.context)
+
+
+def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
+    """Pointer and strides of a subview whose offset or strides are known only at run time
+    (offsets computed from tensor data, views of such views): from the source View's own
+    data pointer and strides, as C++ expressions."""
+    from torch_mlir import ir
+    source_rank = ir.MemRefType(op.operands[0].type).rank
+    refused = ExportError(f"views with dynamic strides are not supported yet "
+                          f"(from {location_label(op) or op.location})")
+    if op.name in ("memref.collapse_shape", "memref.expand_shape", "memref.cast"):
+        # Same first element as the source View: its data() already holds the offset.
+        strides, _ = memref_type.get_strides_and_offset()
+        dynamic = [memref_type.is_dynamic_stride_or_offset(s) for s in strides]
+        if any(dynamic) and op.name == "memref.expand_shape" and \
+                memref_type.has_static_shape:
+            # Each source dimension splits into a group: the last keeps its stride, the
+            # others step over the extents after them.
+            groups = [[int(ir.IntegerAttr(i).value) for i in group]
+                      for group in ir.ArrayAttr(op.attributes["reassociation"])]
+            strides = [""] * memref_type.rank
+            for source_dim, group in enumerate(groups):
+                running = f"int64_t({source.cname}.stride({source_dim}))"
+                for dim in reversed(group):
+                    strides[dim] = running
+                    running = f"{running} * {memref_type.shape[dim]}"
+            return f"{source.cname}.data()", strides
+        if any(dynamic) and op.name != "memref.cast":
+            raise refused
+        return f"{source.cname}.data()", [f"int64_t({source.cname}.stride({dim}))"
+                                          if is_dynamic else stride for dim, (stride, is_dynamic)
+                                          in enumerate(zip(strides, dynamic))]
+    if op.name != "memref.subview":
+        raise refused
+    # A rank-reducing subview drops unit dimensions: unambiguous when it drops all of them.
+    sizes = list(ir.DenseI64ArrayAttr(op.attributes["static_sizes"]))
+    kept = list(range(source_rank))
+    if source_rank != memref_type.rank:
+        kept = [dim for dim, size in enumerate(sizes) if size != 1]
+        if len(kept) != memref_type.rank:
+            raise refused
+    segments = list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))
+    operands = list(op.operands)[1:]
+    offsets = _mixed_values(em, op, "static_offsets", operands[:segments[1]])
+    steps = _mixed_values(em, op, "static_strides", operands[segments[1] + segments[2]:])
+    source_strides = [f"int64_t({source.cname}.stride({dim}))" for dim in range(source_rank)]
+    terms = [f"{offset} * {stride}" for offset, stride in zip(offsets, source_strides)
+             if offset != "0"]
+    pointer = f"{source.cname}.data()" + "".join(f" + {term}" for term in terms)
+    strides = [source_strides[dim] if steps[dim] == "1" else
+               f"{steps[dim]} * {source_strides[dim]}" for dim in kept]
+    return pointer, strides
+
+
+def _mixed_values(em: KokkosEmitter, op, attribute: str, operands) -> list[str]:
+    """A static_offsets-like attribute as C++: literals, and the operands' expressions for
+    its dynamic entries."""
+    from torch_mlir import ir
+    dynamic = iter(operands)
+    return [em.expr(next(dynamic)) if ir.ShapedType.is_dynamic_size(value) else str(value)
+            for value in ir.DenseI64ArrayAttr(op.attributes[attribute])]
 
 
 def _is_row_major(memref_type, strides) -> bool:
@@ -350,7 +548,11 @@ def _store(em: KokkosEmitter, op) -> None:
 def _copy(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     source, target = (em.memref(v) for v in op.operands)
-    memref_type = ir.MemRefType(op.operands[0].type)
+    _emit_copy(em, op, source, target, ir.MemRefType(op.operands[0].type))
+
+
+def _emit_copy(em: KokkosEmitter, op, source: MemrefHandle, target: MemrefHandle,
+               memref_type) -> None:
     shape = [str(e) if not memref_type.is_dynamic_dim(d) else
              f"int64_t({source.cname}.extent({d}))" for d, e in enumerate(memref_type.shape)]
 
@@ -372,7 +574,8 @@ def _launch(em: KokkosEmitter, op, fallback: str, bounds: list[tuple[str, str]],
     ivs = [em.fresh_local("i") for _ in bounds] or ["i0"]
     extents = [int(upper) - int(lower) if lower.isdigit() and upper.isdigit() else None
                for lower, upper in bounds]
-    flat = em.flat_ranges and len(bounds) > 1 and None not in extents
+    # Flat on GPUs, and for more dimensions than an MDRangePolicy takes (Tile of a 4-d tensor).
+    flat = (em.flat_ranges or len(bounds) > 6) and len(bounds) > 1 and None not in extents
     if len(bounds) <= 1:
         lower, upper = bounds[0] if bounds else ("0", "1")
         policy = f"range({lower}, {upper})"
@@ -459,6 +662,14 @@ def _parallel(em: KokkosEmitter, op) -> None:
             em.emit_block(block)
         _launch(em, op, "parallel", [("0", t) for t in trip], strided_body)
         return
+    static = all(b.isdigit() for b in [*lowers, *uppers])
+    if rank > 6 and not static:   # beyond an MDRangePolicy's six: inner loops in the kernel
+        def nested_body(ivs):
+            def inner(inner_ivs):
+                body(ivs + inner_ivs)
+            _serial_loops(em, lowers[6:], uppers[6:], inner)
+        _launch(em, op, "parallel", list(zip(lowers[:6], uppers[:6])), nested_body)
+        return
     _launch(em, op, "parallel", list(zip(lowers, uppers)), body)
 
 
@@ -537,6 +748,10 @@ def _emit_for(em: KokkosEmitter, op) -> None:
 
 @handles("scf.if")
 def _if(em: KokkosEmitter, op) -> None:
+    from torch_mlir import ir
+    if any(isinstance(result.type, ir.MemRefType) for result in op.results):
+        raise ExportError(f"a branch choosing between buffers (scf.if with memref results) is "
+                          f"not supported (from {location_label(op) or op.location})")
     results = _declare_carried(em, op.results, [None] * len(op.results))
     em.line(f"if ({em.expr(op.operands[0])}) {{")
     em.yield_targets.append(results)
@@ -554,6 +769,43 @@ def _if(em: KokkosEmitter, op) -> None:
 @handles("scf.yield")
 def _yield(em: KokkosEmitter, op) -> None:
     targets = em.yield_targets[-1] if em.yield_targets else []
+    if not em.in_kernel and targets:   # a host loop's carried buffers and scalars
+        from torch_mlir import ir
+        values = [em.expr(value) if isinstance(target, str) else None
+                  for target, value in zip(targets, op.operands)]
+        if sum(isinstance(target, str) for target in targets) > 1:   # may permute: read first
+            for index, text in enumerate(values):
+                if text is not None:
+                    values[index] = em.unique("next")
+                    em.line(f"const auto {values[index]} = {text};")
+        for target, value, text in zip(targets, op.operands, values):
+            if isinstance(target, str):
+                if target != text:
+                    em.line(f"{target} = {text};")
+                continue
+            source = em.memref(value)
+            if isinstance(target, ViewVariable):
+                pointer = f"{source.cname}.data()"
+                if source.const:   # read only, as bufferization keeps inputs
+                    pointer = f"const_cast<{target.data_type.rstrip('*')}*>({pointer})"
+                extents = [str(e) if e >= 0 else f"int64_t({source.cname}.extent({d}))"
+                           for d, e in enumerate(target.shape)]
+                if target.strided:
+                    layout = ", ".join(f"{e}, int64_t({source.cname}.stride({d}))"
+                                       for d, e in enumerate(extents))
+                    em.line(f"{target.cname} = strided<{target.data_type}>({pointer}, "
+                            f"Kokkos::LayoutStride({layout}));")
+                else:
+                    em.line(f"{target.cname} = unmanaged<{target.data_type}>({pointer}"
+                            + "".join(f", {e}" for e in extents) + ");")
+                continue
+            if source.cname == target.cname:
+                continue
+            if source.root == target.root:
+                raise ExportError(f"a loop step yielding a part of the buffer it carries is "
+                                  f"not supported (from {location_label(op) or op.location})")
+            _emit_copy(em, op, source, target, ir.MemRefType(value.type))
+        return
     values = [em.expr(v) for v in op.operands]
     if len(values) > 1:   # read all before writing any: yields may permute carried values
         temporaries = []

@@ -78,6 +78,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
         "EXTENT_CHECKS": _extent_checks(name, lowered),
         "FORWARD_HANDLES": _forward_handles(emitter.state_views),
         "FORWARD_BODY": forward_body,
+        "FORWARD_GRAPH_CALL": _forward_graph_call(fields, emitter.reads_back),
         "C_NULL_CHECKS": _c_null_checks(name, lowered),
         "C_FORWARD_BODY": _c_forward_body(name, lowered, bool(staging)),
     })
@@ -247,6 +248,18 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
             lines.append(f'    lapis::load_weight(blob, {view.weight_index}, "{view.weight_name}", '
                          f"fresh->{view.cname});")
     return "\n".join(lines)
+
+
+def _forward_graph_call(fields: dict[str, str], reads_back: bool) -> str:
+    """forward() recorded as a graph, unless it reads values back mid-way (sizes computed
+    from tensor data): a graph would replay the sizes of its recording, and a capture
+    cannot wait for the device."""
+    call = f"forward({fields['FORWARD_ARGS']});"
+    if reads_back:
+        return (f"  // forward() reads sizes computed from tensor data back on the host: no graph.\n"
+                f"  {call}")
+    return (f"  state->graph.run(execution_space(), {{{fields['FORWARD_POINTERS']}}}, "
+            f"[&] {{ {call} }});")
 
 
 def _forward_handles(views: list[StateView]) -> str:

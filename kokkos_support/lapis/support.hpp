@@ -11,6 +11,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 // Mathematical functions moved from Kokkos::Experimental to Kokkos in 3.7 (and left the
 // Experimental spelling deprecated, then removed in 4.x).
@@ -99,6 +100,24 @@ template <class T>
 KOKKOS_INLINE_FUNCTION T ceildivsi(T a, T b) {
   const T q = a / b;
   return (q * b != a && ((a < 0) == (b < 0))) ? T(q + 1) : q;
+}
+// arith.shli / shrsi / shrui. A shift count outside [0, bit width) (C++ leaves it undefined,
+// hardware masks it) gives 0, or the sign for an arithmetic right shift, as NumPy, PyTorch
+// and ONNX's BitShift define it.
+template <class T>
+KOKKOS_INLINE_FUNCTION T shli(T a, T b) {
+  using U = std::make_unsigned_t<T>;
+  return U(b) >= U(8 * sizeof(T)) ? T(0) : T(U(a) << U(b));
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T shrsi(T a, T b) {
+  using U = std::make_unsigned_t<T>;
+  return U(b) >= U(8 * sizeof(T)) ? T(a < T(0) ? -1 : 0) : T(a >> b);
+}
+template <class T>
+KOKKOS_INLINE_FUNCTION T shrui(T a, T b) {
+  using U = std::make_unsigned_t<T>;
+  return U(b) >= U(8 * sizeof(T)) ? T(0) : T(U(a) >> U(b));
 }
 // arith.bitcast between same-sized scalars.
 template <class To, class From>
