@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import time
-import traceback
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import wait
@@ -268,8 +267,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(subset: str, only: list[str] | None, jobs: int, work: Path,
         optimization: str = "-O1", log=print) -> dict:
-    from kokkos_support.provision import ensure_kokkos
-
     started = time.monotonic()
     timings = {}
     cases = onnx_cases.collect()
@@ -303,7 +300,22 @@ def run(subset: str, only: list[str] | None, jobs: int, work: Path,
     timings["export"] = time.monotonic() - started - timings["collect"]
     log(f"export done in {timings['export']:.0f} s")
 
-    to_build = {name: work / "packages" / name for name, record in records.items()
+    build_and_run(records, work, jobs, optimization, timings, log)
+    timings["total"] = time.monotonic() - started
+    summary = {"cases": records, "timings": timings, "jobs": jobs, "subset": subset,
+               "optimization": optimization, "environment": onnx_cases.environment()}
+    (work / "results.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def build_and_run(records: dict, work: Path, jobs: int, optimization: str, timings: dict,
+                  log=print) -> None:
+    """Build every exported case (category still None) in one batched build, then run each
+    built one in a process of its own against the outputs saved beside it; `records` and
+    `timings` are updated in place. Shared with the PyTorch harness (pytorch_ops.py)."""
+    from kokkos_support.provision import ensure_kokkos
+
+    to_build = {key: work / "packages" / key for key, record in records.items()
                 if record["category"] is None}
     mark = time.monotonic()
     built = batch_build.build(to_build, work / "build", ensure_kokkos(), jobs=jobs,
@@ -312,24 +324,19 @@ def run(subset: str, only: list[str] | None, jobs: int, work: Path,
     log(f"built {sum(b.library is not None for b in built.values())}/{len(to_build)} in "
         f"{timings['build']:.0f} s")
     runnable = []
-    for name, outcome in built.items():
+    for key, outcome in built.items():
         if outcome.library is None:
-            records[name].update(category="build", stage="build", reason=outcome.error)
+            records[key].update(category="build", stage="build", reason=outcome.error)
         else:
-            runnable.append(name)
+            runnable.append(key)
 
     mark = time.monotonic()
     with ThreadPoolExecutor(jobs) as executor:
-        outcomes = executor.map(lambda name: run_case(
-            built[name].library, work / "packages" / name, work / "cases" / name), runnable)
-        for name, outcome in zip(runnable, outcomes):
-            records[name].update(stage="run", **outcome)
+        outcomes = executor.map(lambda key: run_case(
+            built[key].library, work / "packages" / key, work / "cases" / key), runnable)
+        for key, outcome in zip(runnable, outcomes):
+            records[key].update(stage="run", **outcome)
     timings["run"] = time.monotonic() - mark
-    timings["total"] = time.monotonic() - started
-    summary = {"cases": records, "timings": timings, "jobs": jobs, "subset": subset,
-               "optimization": optimization, "environment": onnx_cases.environment()}
-    (work / "results.json").write_text(json.dumps(summary, indent=1))
-    return summary
 
 
 def render_table(summary: dict, arguments=None) -> str:

@@ -19,7 +19,6 @@ import re
 import sys
 import time
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -27,7 +26,6 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-import batch_build  # noqa: E402
 import onnx_run  # noqa: E402
 
 PATHS = ("torchscript", "pt2")
@@ -191,8 +189,6 @@ def select(keys: list[str] | None = None, substring: str = "") -> list[tuple[str
 
 def run(pairs: list[tuple[str, str]], jobs: int, work: Path, optimization: str = "-O1",
         log=print) -> dict:
-    from kokkos_support.provision import ensure_kokkos
-
     started = time.monotonic()
     timings = {}
     work.mkdir(parents=True, exist_ok=True)
@@ -217,28 +213,7 @@ def run(pairs: list[tuple[str, str]], jobs: int, work: Path, optimization: str =
     timings["export"] = time.monotonic() - started
     log(f"export done in {timings['export']:.0f} s")
 
-    to_build = {key: work / "packages" / key for key, record in records.items()
-                if record["category"] is None}
-    mark = time.monotonic()
-    built = batch_build.build(to_build, work / "build", ensure_kokkos(), jobs=jobs,
-                              optimization=optimization) if to_build else {}
-    timings["build"] = time.monotonic() - mark
-    log(f"built {sum(b.library is not None for b in built.values())}/{len(to_build)} in "
-        f"{timings['build']:.0f} s")
-    runnable = []
-    for key, outcome in built.items():
-        if outcome.library is None:
-            records[key].update(category="build", stage="build", reason=outcome.error)
-        else:
-            runnable.append(key)
-
-    mark = time.monotonic()
-    with ThreadPoolExecutor(jobs) as executor:
-        outcomes = executor.map(lambda key: onnx_run.run_case(
-            built[key].library, work / "packages" / key, work / "cases" / key), runnable)
-        for key, outcome in zip(runnable, outcomes):
-            records[key].update(stage="run", **outcome)
-    timings["run"] = time.monotonic() - mark
+    onnx_run.build_and_run(records, work, jobs, optimization, timings, log)
     timings["total"] = time.monotonic() - started
     import torch
     summary = {"cases": records, "timings": timings, "jobs": jobs, "optimization": optimization,
