@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-import cli
 from exporter import frontend
 from exporter.errors import ExportError
 from exporter.function_frontend import split_target
+from tests.test_cli_hardening import assert_user_error, invoke
 
 KERNELS = '''
 import torch
@@ -46,18 +45,6 @@ def kernels(tmp_path) -> Path:
     return path
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli.command, [str(arg) for arg in args])
-
-
-def assert_user_error(result, *parts: str) -> None:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert 1 <= len(lines) <= 2 and lines[0].startswith("lapis-export: error: "), result.stderr
-    assert len(lines) == 1 or lines[1].startswith("  hint: ")
-    for part in parts:
-        assert part in lines[0], lines[0]
-    assert "Traceback" not in result.output and result.stdout == ""
 
 
 def test_input_spec_shapes_dtypes_and_scalars():
