@@ -9,6 +9,9 @@
    by benchmarks/gpu.py and benchmarks/conv_bench.
 3. A residual add + ReLU after a convolution goes into the convolution's call (emission and
    numbers, as above, on a model of two ResNet basic blocks).
+4. The tensor-core tiles' weights: which convolutions get a split copy, made in initialize(),
+   and lapis::split_tf32_weight itself, run on the host and compared bit for bit with its
+   statement in NumPy (the tiles that read it run on the GPU only: benchmarks/conv_bench).
 """
 from __future__ import annotations
 
@@ -18,8 +21,10 @@ import shutil
 import numpy as np
 import pytest
 
+from exporter import kernels
+
 from .compare import relative_error
-from .conftest import run
+from .conftest import REPO, run
 
 TOLERANCE = 1e-4
 HOST_ONLY = re.compile(r"\bstd::|\bthrow\b|\bnew\b|\bmalloc\b|\bprintf\b|\bdeep_copy\b")
@@ -131,3 +136,86 @@ def test_cuda_residual_source_on_the_host_matches_pytorch(workspace, cuda_residu
          *(["--graph"] if graph else [])])
     ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
     assert relative_error(ours, reference) <= TOLERANCE
+
+
+def test_split_weights_for_the_tensor_core_tiles(cuda_residual_package):
+    """3x3 convolutions with a multiple of 8 input channels get a split copy of their weights,
+    made in initialize() and passed next to the packed one; conv1 (3 channels), the 1x1
+    downsample and the linear layer keep only the packed weights."""
+    source = (cuda_residual_package / "src" / "residual_net.cpp").read_text()
+    forward = source[source.index("void forward("):source.index("void forward_graph(")]
+    calls = re.findall(r"lapis::conv2d_nchw<execution_space>\(\"residual_net::(\w+)\", \w+, "
+                       r"(\w+), (\w+),", forward)
+    split = {re.sub(r"_\d+$", "", label) for label, weight, after in calls
+             if after == f"{weight}_tf32"}
+    assert split == {f"block{b}_conv{c}_convolution" for b in (1, 2) for c in (1, 2)}, calls
+    for label, weight, after in calls:
+        if after == f"{weight}_tf32":
+            assert re.search(rf"fresh->{weight}_tf32 = buffer<float\*\*\*\*\*>\(.*\);\n\s*"
+                             rf"lapis::split_tf32_weight<execution_space>\(\"residual_net::"
+                             rf"{weight}_tf32\", fresh->{weight}, fresh->{weight}_tf32\);",
+                             source), weight
+    assert source.count("lapis::split_tf32_weight<") == 4
+
+
+def round_tf32(x: np.ndarray) -> np.ndarray:
+    """To nearest tf32, ties away from zero (PTX cvt.rna); inf and NaN unchanged."""
+    bits = x.view(np.uint32)
+    rounded = (bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)
+    return np.where((bits & 0x7F800000) == 0x7F800000, bits, rounded).view(np.float32)
+
+
+def fragments(values: np.ndarray) -> np.ndarray:
+    """[oc][ic][kh][kw] values (oc a multiple of 16) in the mma fragments' order:
+    [oc / 16][kh][kw][ic / 8][lane][e], lane = (oc % 8) * 4 + ic % 4, e = oc % 16 / 8 +
+    ic % 8 / 4 * 2 (kernels.hpp, split_tf32_weight)."""
+    channels_out, channels_in, kernel_h, kernel_w = values.shape
+    lane, e = np.arange(32)[:, None], np.arange(4)[None, :]
+    row, k = lane // 4 + 8 * (e % 2), lane % 4 + 4 * (e // 2)   # of a 16 x 8 fragment
+    out = np.zeros((channels_out // 16, kernel_h, kernel_w, channels_in // 8, 32, 4), np.float32)
+    for f in range(channels_out // 16):
+        for g in range(channels_in // 8):
+            out[f, :, :, g] = values[f * 16 + row, g * 8 + k].transpose(2, 3, 0, 1)
+    return out
+
+
+def split_reference(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """split_tf32_weight's output for the [oc][ic][kh][kw] weight, and x, big, small in the
+    fragments' order."""
+    channels_out = weight.shape[0]
+    padded = np.zeros(((channels_out + 15) // 16 * 16, *weight.shape[1:]), np.float32)
+    padded[:channels_out] = weight
+    big = round_tf32(padded)
+    small = round_tf32((padded - big).astype(np.float32))
+    x, big, small = fragments(padded), fragments(big), fragments(small)
+    split = np.stack([big, small], axis=-3).reshape(*x.shape[:4], 256)
+    return split, x, big, small
+
+
+def test_split_tf32_weight_matches_its_statement(tmp_path, kokkos_root):
+    build = tmp_path / "build"
+    run(["cmake", "-S", REPO / "integration_tests" / "split_tf32_check", "-B", build,
+         "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}"])
+    run(["cmake", "--build", build, "-j", "2"])
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((20, 16, 3, 3)).astype(np.float32)   # 20: a partial fragment
+    # Ties of the rounding (the 13 dropped bits exactly half), a denormal, inf, NaN, zero.
+    flat = weight.reshape(-1)
+    flat[:4] = (np.array([0x3F801000, 0xBF801000, 0x3F803000, 0x00000FFF], np.uint32)
+                .view(np.float32))
+    flat[4:8] = [np.inf, -np.inf, np.nan, 0.0]
+    packed = kernels.pack_conv_weight(weight)
+    packed.tofile(tmp_path / "packed.bin")
+    blocks, channels_in, kernel_h, kernel_w, _ = packed.shape
+    run([build / "split_tf32_check", tmp_path / "packed.bin", blocks, channels_in, kernel_h,
+         kernel_w, tmp_path / "split.bin"])
+    ours = np.fromfile(tmp_path / "split.bin", np.float32)
+    expected, x, big, small = split_reference(weight)
+    assert ours.shape == (expected.size,)
+    assert np.array_equal(ours, expected.reshape(-1), equal_nan=True)
+    # What the tiles rely on: big is a tf32 value, and big + small is x to 2^-21 of x (normal
+    # numbers; a denormal keeps what tf32's 10 bits hold of it).
+    finite = np.isfinite(x)
+    normal = finite & (np.abs(x) >= np.finfo(np.float32).tiny)
+    assert not (big[finite].view(np.uint32) & 0x1FFF).any()
+    assert np.all(np.abs(x - big - small)[normal] <= 2.0 ** -21 * np.abs(x[normal]))

@@ -62,21 +62,22 @@ void convert(const Dst& dst, const Src& src) {
       KOKKOS_LAMBDA(const int64_t i) { dst.data()[i] = V(src.data()[i]); });
 }
 
-using Runner = void (*)(const View4<float>&, const View5<float>&, const View4<float>&,
-                        const lapis::ConvGeometry&, const Kokkos::View<float*, Memory>&,
-                        const View4<const float>&, bool);
-const char* variant_names[] = {"fma", "tf32", "tf32_64x32", "tf32_64x32_1", "async", "async_k8s4"};
-Runner runners[] = {run_variant<0>, run_variant<1>, run_variant<2>,
-                    run_variant<3>, run_variant<4>, run_variant<5>};
+using Runner = void (*)(const View4<float>&, const View5<float>&, const View5<float>&,
+                        const View4<float>&, const lapis::ConvGeometry&,
+                        const Kokkos::View<float*, Memory>&, const View4<const float>&, bool);
+const char* variant_names[] = {"fma",   "tf32",       "tf32_64x32", "tf32_64x32_1",
+                               "async", "async_k8s4", "split_k8s3", "split_k8s2"};
+Runner runners[] = {run_variant<0>, run_variant<1>, run_variant<2>, run_variant<3>,
+                    run_variant<4>, run_variant<5>, run_variant<6>, run_variant<7>};
 }  // namespace
 
 int main(int argc, char** argv) {
   Kokkos::ScopeGuard guard(argc, argv);
   const int batch = argc > 1 ? std::atoi(argv[1]) : 64;
   const int launches = argc > 2 ? std::atoi(argv[2]) : 20;
-  const int variants = 6;
-  // argv[3]: a comma-free mask of the variants to run ("012345"); argv[4]: one layer's index.
-  const std::string mask = argc > 3 ? argv[3] : "012345";
+  const int variants = 8;
+  // argv[3]: a comma-free mask of the variants to run ("01234567"); argv[4]: one layer's index.
+  const std::string mask = argc > 3 ? argv[3] : "01234567";
   const int only_layer = argc > 4 ? std::atoi(argv[4]) : -1;
   std::vector<double> totals(variants, 0.0);
   std::printf("batch %d\n%-16s %5s %8s", batch, "layer", "count", "GFLOP");
@@ -99,6 +100,11 @@ int main(int argc, char** argv) {
     View4<float> out("out", batch, l.channels_out, size_out, size_out);
     fill(in, 1, 1.0);
     fill(w, 2, 1.0 / std::sqrt(double(l.channels_in * l.kernel * l.kernel)));
+    View5<float> split;
+    if (l.channels_in % 8 == 0 && l.kernel > 1) {  // as the exporter makes them
+      split = View5<float>("split", (blocks + 1) / 2, l.kernel, l.kernel, l.channels_in / 8, 256);
+      lapis::split_tf32_weight<Space>("split", w, split);
+    }
     fill(bias, 3, 0.1);
     if (l.residual) fill(residual_storage, 4, 1.0);
     // float64 reference through the portable kernel
@@ -125,7 +131,7 @@ int main(int argc, char** argv) {
     for (int v = 0; v < variants; ++v) {
       if (mask.find(char('0' + v)) == std::string::npos) continue;
       Kokkos::deep_copy(out, std::numeric_limits<float>::quiet_NaN());
-      runners[v](in, w, out, g, bias, residual, l.relu);
+      runners[v](in, w, split, out, g, bias, residual, l.relu);
       Kokkos::fence();
       auto out_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), out);
       double err = 0;
@@ -138,7 +144,7 @@ int main(int argc, char** argv) {
       for (int i = 0; i < launches + 3; ++i) {
         Kokkos::fence();
         Kokkos::Timer timer;
-        runners[v](in, w, out, g, bias, residual, l.relu);
+        runners[v](in, w, split, out, g, bias, residual, l.relu);
         Kokkos::fence();
         if (i >= 3) times.push_back(timer.seconds() * 1e3);
       }

@@ -47,6 +47,8 @@ class StateView:
     weight_name: str = ""
     zeroed: bool = False               # filled with zeros in initialize() (a padding border)
     planned_in_forward: bool = False   # dynamic extents: (re)allocated by forward() on change
+    split_of: str = ""                 # filled in initialize() from this weight's View
+                                       # by lapis::split_tf32_weight
 
 
 def location_label(op) -> str:
@@ -81,6 +83,10 @@ class KokkosEmitter:
         self.host_copies: dict = {}      # SSA value -> its copy in forward()'s current scope
         self.reads_back = False          # forward() waits for a value from memory_space
         self.module = None
+        # CUDA float32: convolution weights also split into tf32 pairs for the tensor cores
+        # (lapis::split_tf32_weight); packed weight's name -> the split View's name.
+        self.split_conv_weights = False
+        self.split_weights: dict[str, str] = {}
 
     # ---- output --------------------------------------------------------------------------
     def line(self, text: str = "") -> None:

@@ -842,8 +842,10 @@ def _conv2d(em: KokkosEmitter, op) -> None:
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: tuned convolution"
             + (f" ({folded} folded in)" if folded else ""))
+    split = em.split_weights.get(weight.cname)
     em.line(f'lapis::conv2d_nchw<execution_space>("{em.kernel_label(op, "conv2d")}", '
-            f"{source.cname}, {weight.cname}, {target.cname},")
+            f"{source.cname}, {weight.cname}, " + (f"{split}, " if split else "")
+            + f"{target.cname},")
     em.line(f"    lapis::ConvGeometry{{{stride_h}, {stride_w}, {dilation_h}, {dilation_w}, "
             f"{pad_h}, {pad_w}}}, lapis::ConvInit::{init}, {bias_view}, "
             + (f"{residual.cname}, " if residual else "")

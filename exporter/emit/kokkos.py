@@ -37,6 +37,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
     module = lowered.module
     function = _forward_function(module)
     emitter = KokkosEmitter(name, flat_ranges=backend not in kernels.HOST_BACKENDS)
+    emitter.split_conv_weights = backend == "cuda"
     emitter.taken.update({"state", "blob", "fresh", "range", "mdrange", "buffer", "unmanaged",
                           "strided", "State", "initialize", "finalize", "forward", name})
     arguments = list(function.regions[0].blocks[0].arguments)
@@ -111,6 +112,26 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
         weight_index=len(blob), weight_name=weight.name))
     emitter.memrefs[argument] = MemrefHandle(cname, cname, const=True)
     blob.append(Weight(name=weight.name, cname=cname, array=array))
+    if kernels.packed_layout(argument) == kernels.CONV2D and emitter.split_conv_weights:
+        _add_split_weight(emitter, cname, array)
+
+
+def _add_split_weight(emitter: KokkosEmitter, packed: str, array: np.ndarray) -> None:
+    """The tensor-core tiles' copy of a packed convolution weight (CUDA, kernels.hpp's
+    ConvTilesSplit): 16 x 8 mma fragments of big and small tf32 parts, made in initialize().
+    None for 1x1 filters (linear layers too), where the split tiles' steps of 8 channels were
+    slower than the packed weights' tiles on an H200, nor for a channel count the tiles cannot
+    step through 8 at a time."""
+    blocks, channels_in, kernel_h, kernel_w, _ = array.shape
+    if array.dtype != np.float32 or channels_in % 8 or kernel_h * kernel_w == 1:
+        return
+    split = emitter.unique(f"{packed}_tf32")
+    emitter.state_views.append(StateView(
+        cname=split, element="float",
+        shape=((blocks + 1) // 2, kernel_h, kernel_w, channels_in // 8, 256),
+        comment=f"{packed} split into tf32 mma fragments (lapis::split_tf32_weight)",
+        split_of=packed))
+    emitter.split_weights[packed] = split
 
 
 def _add_module_constants(emitter: KokkosEmitter, blob: list[Weight], module) -> None:
@@ -247,6 +268,9 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
         if view.weight_index is not None:
             lines.append(f'    lapis::load_weight(blob, {view.weight_index}, "{view.weight_name}", '
                          f"fresh->{view.cname});")
+        if view.split_of:
+            lines.append(f"    lapis::split_tf32_weight<execution_space>("
+                         f'"{name}::{view.cname}", fresh->{view.split_of}, fresh->{view.cname});')
     return "\n".join(lines)
 
 

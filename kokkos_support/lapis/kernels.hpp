@@ -530,6 +530,55 @@ struct ConvTilesTF32 {
 #endif
   }
 
+  // The epilogue: accumulator i of tile (mt, nt) is output channel m0 + wm0 + mt * 16 + gr +
+  // 8 * (i / 2) at pixel p0 + wn0 + nt * 8 + 2 * tk + i % 2 (gr = lane / 4, tk = lane % 4);
+  // start value, residual and ReLU applied here, or the sum added atomically (split sums).
+  template <class Output, class Bias, class Residual>
+  KOKKOS_FORCEINLINE_FUNCTION static void store(
+      const Output& out, const Bias& bias, const Residual& residual, const ConvInit init,
+      const bool with_residual, const bool with_relu, const int splits, const int m0,
+      const int p0, const int wm0, const int wn0, const int lane, const int pixels,
+      const int plane, const int width_out, const int channels_out,
+      const float (&acc)[MT][NT][4]) {
+    using T = float;
+    int column_n[NT][2], column_h[NT][2], column_w[NT][2];
+    LAPIS_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      LAPIS_UNROLL
+      for (int c = 0; c < 2; ++c) {
+        const int p = p0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
+        const int q = p % plane;
+        column_n[nt][c] = p < pixels ? p / plane : -1;
+        column_h[nt][c] = q / width_out;
+        column_w[nt][c] = q % width_out;
+      }
+    LAPIS_UNROLL
+    for (int mt = 0; mt < MT; ++mt)
+      LAPIS_UNROLL
+      for (int i = 0; i < 4; i += 2) {
+        const int oc = m0 + wm0 + mt * 16 + lane / 4 + 8 * (i / 2);
+        if (oc >= channels_out) continue;
+        const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
+        LAPIS_UNROLL
+        for (int nt = 0; nt < NT; ++nt)
+          LAPIS_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            const int n = column_n[nt][c];
+            if (n < 0) continue;
+            const int oh = column_h[nt][c], ow = column_w[nt][c];
+            T& target = out(n, oc, oh, ow);
+            const T sum = acc[mt][nt][i + c];
+            if (splits > 1) {
+              Kokkos::atomic_add(&target, sum);
+              continue;
+            }
+            T v = sum + (init == ConvInit::accumulate ? target : start);
+            if (with_residual) v += T(residual(n, oc, oh, ow));
+            target = with_relu ? relu(v) : v;
+          }
+      }
+  }
+
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
             class Residual, class Output>
   static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
@@ -630,43 +679,8 @@ struct ConvTilesTF32 {
             if (more) stash(buffer ^ 1);  // read by nobody until after the barrier
             team.team_barrier();
           }
-          // Accumulator i of tile (mt, nt): row gr + 8 * (i / 2), column 2 * tk + i % 2.
-          int column_n[NT][2], column_h[NT][2], column_w[NT][2];
-          LAPIS_UNROLL
-          for (int nt = 0; nt < NT; ++nt)
-            LAPIS_UNROLL
-            for (int c = 0; c < 2; ++c) {
-              const int p = p0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
-              const int q = p % plane;
-              column_n[nt][c] = p < pixels ? p / plane : -1;
-              column_h[nt][c] = q / width_out;
-              column_w[nt][c] = q % width_out;
-            }
-          LAPIS_UNROLL
-          for (int mt = 0; mt < MT; ++mt)
-            LAPIS_UNROLL
-            for (int i = 0; i < 4; i += 2) {
-              const int oc = m0 + wm0 + mt * 16 + lane / 4 + 8 * (i / 2);
-              if (oc >= channels_out) continue;
-              const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
-              LAPIS_UNROLL
-              for (int nt = 0; nt < NT; ++nt)
-                LAPIS_UNROLL
-                for (int c = 0; c < 2; ++c) {
-                  const int n = column_n[nt][c];
-                  if (n < 0) continue;
-                  const int oh = column_h[nt][c], ow = column_w[nt][c];
-                  T& target = out(n, oc, oh, ow);
-                  const T sum = acc[mt][nt][i + c];
-                  if (splits > 1) {
-                    Kokkos::atomic_add(&target, sum);
-                    continue;
-                  }
-                  T v = sum + (init == ConvInit::accumulate ? target : start);
-                  if (with_residual) v += T(residual(n, oc, oh, ow));
-                  target = with_relu ? relu(v) : v;
-                }
-            }
+          store(out, bias, residual, init, with_residual, with_relu, splits, m0, p0, wm0,
+                       wn0, lane, pixels, plane, width_out, channels_out, acc);
         });
   }
 };
@@ -847,42 +861,214 @@ struct ConvTilesAsync {
             buffer = buffer + 1 == Stages ? 0 : buffer + 1;
           }
           tf32::wait<0>();
-          int column_n[NT][2], column_h[NT][2], column_w[NT][2];
-          LAPIS_UNROLL
-          for (int nt = 0; nt < NT; ++nt)
+          Tiles::store(out, bias, residual, init, with_residual, with_relu, splits, m0, p0, wm0,
+                       wn0, lane, pixels, plane, width_out, channels_out, acc);
+        });
+  }
+};
+// The 3xTF32 tiles for weights split once, at initialize(), by split_tf32_weight (layers with a
+// multiple of 8 input channels). Two changes of order take the index arithmetic out of the
+// inner loop: k runs tap-major (k = tap * channels_in + ic), so each step of 8 is one filter
+// tap of 8 consecutive channels and a thread's 4-byte input copies are one pointer apart; and
+// the weights come as the mma fragments themselves, (big, small) per lane, so a warp reads a
+// 16 x 8 fragment with two 16-byte loads and splits nothing. The input is split in the tile:
+// big = x rounded to tf32 (half an ulp added, then truncated), small = x - big as it is (the
+// mma reads its top 19 bits), the conversion of CUTLASS's fast 3xTF32.
+namespace tf32 {
+KOKKOS_FORCEINLINE_FUNCTION void split_fast(const float x, uint32_t& big, uint32_t& small) {
+#if defined(__CUDA_ARCH__)
+  big = (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+  small = __float_as_uint(x - __uint_as_float(big));
+#else
+  (void)x;
+  big = small = 0;
+#endif
+}
+}  // namespace tf32
+
+template <int BM, int BN, int WM, int WN, int Stages, int MinTeams>
+struct ConvTilesSplit {
+  static constexpr int BK = 8;  // one tap of 8 input channels a step
+  static constexpr int warps_m = BM / WM, warps_n = BN / WN;
+  static constexpr int threads = 32 * warps_m * warps_n;
+  static constexpr int MT = WM / 16, NT = WN / 8;
+  static constexpr int LDB = BN + 8;
+  static constexpr int fragment = 256;                // floats of one 16 x 8 weight fragment
+  static constexpr int a_floats = BM / 16 * fragment;  // a step's weights
+  static constexpr int a_total = a_floats / 4;         // 16-byte copies a step
+  static constexpr int a_chunks = (a_total + threads - 1) / threads;
+  static constexpr int b_staged = BK * BN / threads;   // 4-byte input copies a thread
+  static constexpr int rows_apart = threads / BN;      // k rows between a thread's copies
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0, "tile shape");
+  static_assert((a_total % threads == 0 || a_chunks == 1) && b_staged * threads == BK * BN &&
+                    threads % BN == 0,
+                "every thread stages the same input column at every step");
+  using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams>;
+
+  static int64_t teams(int64_t channels_out, int64_t pixels) {
+    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
+  }
+
+  // `split`: [channels_out / 16][kernel_h][kernel_w][channels_in / 8][256] (split_tf32_weight).
+  template <class ExecutionSpace, class Input, class SplitWeight, class Bias, class Residual,
+            class Output>
+  static void run(const char* label, const Input& in, const SplitWeight& split,
+                  const Output& out, const ConvGeometry g, const ConvInit init,
+                  const Bias& bias, const Residual& residual, const bool with_relu,
+                  const int splits = 1) {
+    const int64_t kernel_h = split.extent(1), kernel_w = split.extent(2);
+    if (kernel_h == 1 && kernel_w == 1)
+      run_taps<1, 1, ExecutionSpace>(label, in, split, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else if (kernel_h == 3 && kernel_w == 3)
+      run_taps<3, 3, ExecutionSpace>(label, in, split, out, g, init, bias, residual, with_relu,
+                                     splits);
+    else
+      run_taps<0, 0, ExecutionSpace>(label, in, split, out, g, init, bias, residual, with_relu,
+                                     splits);
+  }
+
+  // One k8 step of the staged tiles into the warp's accumulators.
+  KOKKOS_FORCEINLINE_FUNCTION static void step(const float* a, const float* b, const int wm0,
+                                               const int wn0, const int lane,
+                                               float (&acc)[MT][NT][4]) {
+    const int gr = lane / 4, tk = lane % 4;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    uint32_t b_big[NT][2], b_small[NT][2];
+    LAPIS_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      LAPIS_UNROLL
+      for (int h = 0; h < 2; ++h)
+        tf32::split_fast(b[(tk + 4 * h) * LDB + wn0 + nt * 8 + gr], b_big[nt][h],
+                         b_small[nt][h]);
+    LAPIS_UNROLL
+    for (int mt = 0; mt < MT; ++mt) {
+      const float* f = a + (wm0 / 16 + mt) * fragment + lane * 4;
+      const float4 big = *reinterpret_cast<const float4*>(f);
+      const float4 small = *reinterpret_cast<const float4*>(f + fragment / 2);
+      const uint32_t a_big[4] = {__float_as_uint(big.x), __float_as_uint(big.y),
+                                 __float_as_uint(big.z), __float_as_uint(big.w)};
+      const uint32_t a_small[4] = {__float_as_uint(small.x), __float_as_uint(small.y),
+                                   __float_as_uint(small.z), __float_as_uint(small.w)};
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt) {
+        tf32::mma(acc[mt][nt], a_small, b_big[nt]);
+        tf32::mma(acc[mt][nt], a_big, b_small[nt]);
+        tf32::mma(acc[mt][nt], a_big, b_big[nt]);
+      }
+    }
+#else
+    // Weight (row m, k) of a fragment: lane (m % 8) * 4 + k % 4, element m % 16 / 8 + k / 4 * 2.
+    LAPIS_UNROLL
+    for (int mt = 0; mt < MT; ++mt)
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+        LAPIS_UNROLL
+        for (int i = 0; i < 4; ++i)
+          for (int k = 0; k < 8; ++k) {
+            const float* f = a + (wm0 / 16 + mt) * fragment + (gr * 4 + k % 4) * 4 + i / 2 +
+                             k / 4 * 2;
+            acc[mt][nt][i] += (f[0] + f[fragment / 2]) * b[k * LDB + wn0 + nt * 8 + 2 * tk + i % 2];
+          }
+#endif
+  }
+
+  template <int KH, int KW, class ExecutionSpace, class Input, class SplitWeight, class Bias,
+            class Residual, class Output>
+  static void run_taps(const char* label, const Input& in, const SplitWeight& split,
+                       const Output& out, const ConvGeometry g, const ConvInit init,
+                       const Bias& bias, const Residual& residual, const bool with_relu,
+                       const int splits) {
+    using T = float;
+    using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
+    using member = typename policy::member_type;
+    const int channels_out = out.extent(1), width_out = out.extent(3);
+    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
+    const int channels_in = in.extent(1), height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_w = KW ? KW : int(split.extent(2));
+    const int taps = KH && KW ? KH * KW : int(split.extent(1) * split.extent(2));
+    const int depth = channels_in * taps, groups = depth / BK;
+    const int tiles_m = (channels_out + BM - 1) / BM, fragments_m = split.extent(0);
+    const int tiles = teams(channels_out, pixels);
+    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
+    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
+    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
+    const int64_t channel_stride = in.stride(1);
+    const bool with_residual = residual.data() != nullptr && splits == 1;
+    const T* weights = split.data();
+    const T* image = in.data();
+    const size_t scratch = size_t(Stages) * (a_floats + BK * LDB) * sizeof(T);
+    Kokkos::parallel_for(
+        label,
+        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        KOKKOS_LAMBDA(const member& team) {
+          T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
+          T* const b_tiles = a_tiles + Stages * a_floats;
+          const int rank = team.team_rank();
+          const int tile = team.league_rank() % tiles;
+          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
+          const int k_begin = team.league_rank() / tiles * slice;
+          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
+          const int p_stage = p0 + rank % BN;
+          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
+          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
+          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
+          const bool p_valid = p_stage < pixels;
+          const int n_safe = p_valid ? n_stage : 0;
+          const int row0 = rank / BN;  // the first k row this thread stages
+          // Step k0's weights and input into stage `buffer` (zeros outside the image).
+          const auto load = [&](const int k0, const int buffer) {
+            T* a_tile = a_tiles + buffer * a_floats;
+            T* b_tile = b_tiles + buffer * BK * LDB;
             LAPIS_UNROLL
-            for (int c = 0; c < 2; ++c) {
-              const int p = p0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
-              const int q = p % plane;
-              column_n[nt][c] = p < pixels ? p / plane : -1;
-              column_h[nt][c] = q / width_out;
-              column_w[nt][c] = q % width_out;
+            for (int r = 0; r < a_chunks; ++r) {  // BM / 16 fragments of 64 copies
+              const int c = rank + r * threads;
+              if (a_total % threads != 0 && c >= a_total) break;
+              const int m = m0 / 16 + c / (fragment / 4);
+              const bool valid = m < fragments_m;
+              tf32::copy16(a_tile + c * 4,
+                           valid ? weights + (int64_t(m) * groups + k0 / BK) * fragment +
+                                       c % (fragment / 4) * 4
+                                 : weights,
+                           valid);
             }
+            const int tap = k0 / channels_in, ic0 = k0 - tap * channels_in;
+            const int kh = tap / kernel_w, kw = tap - kh * kernel_w;
+            const int ih = ih0 + kh * dilation_h, iw = iw0 + kw * dilation_w;
+            const bool valid = p_valid && ih >= 0 && ih < height_in && iw >= 0 && iw < width_in;
+            const T* source = valid ? &in(n_safe, ic0 + row0, ih, iw) : image;
+            const int64_t apart = valid ? rows_apart * channel_stride : 0;
+            LAPIS_UNROLL
+            for (int r = 0; r < b_staged; ++r)  // BK channels x BN pixels
+              tf32::copy4(b_tile + (row0 + r * rows_apart) * LDB + rank % BN, source + r * apart,
+                          valid);
+          };
+          const int lane = rank % 32, warp = rank / 32;
+          const int wm0 = (warp % warps_m) * WM, wn0 = (warp / warps_m) * WN;
+          T acc[MT][NT][4];
           LAPIS_UNROLL
           for (int mt = 0; mt < MT; ++mt)
             LAPIS_UNROLL
-            for (int i = 0; i < 4; i += 2) {
-              const int oc = m0 + wm0 + mt * 16 + lane / 4 + 8 * (i / 2);
-              if (oc >= channels_out) continue;
-              const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
+            for (int nt = 0; nt < NT; ++nt)
               LAPIS_UNROLL
-              for (int nt = 0; nt < NT; ++nt)
-                LAPIS_UNROLL
-                for (int c = 0; c < 2; ++c) {
-                  const int n = column_n[nt][c];
-                  if (n < 0) continue;
-                  const int oh = column_h[nt][c], ow = column_w[nt][c];
-                  T& target = out(n, oc, oh, ow);
-                  const T sum = acc[mt][nt][i + c];
-                  if (splits > 1) {
-                    Kokkos::atomic_add(&target, sum);
-                    continue;
-                  }
-                  T v = sum + (init == ConvInit::accumulate ? target : start);
-                  if (with_residual) v += T(residual(n, oc, oh, ow));
-                  target = with_relu ? relu(v) : v;
-                }
-            }
+              for (int i = 0; i < 4; ++i) acc[mt][nt][i] = T(0);
+          LAPIS_UNROLL
+          for (int s = 0; s < Stages - 1; ++s) {
+            if (k_begin + s * BK < k_end) load(k_begin + s * BK, s);
+            tf32::commit();
+          }
+          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK) {
+            tf32::wait<Stages - 2>();  // this step's copies (this thread's) have landed
+            team.team_barrier();       // everyone's; and everyone is done with step - 1
+            const int ahead = k0 + (Stages - 1) * BK;
+            if (ahead < k_end) load(ahead, (buffer + Stages - 1) % Stages);
+            tf32::commit();
+            step(a_tiles + buffer * a_floats, b_tiles + buffer * BK * LDB, wm0, wn0, lane, acc);
+            buffer = buffer + 1 == Stages ? 0 : buffer + 1;
+          }
+          tf32::wait<0>();
+          Tiles::store(out, bias, residual, init, with_residual, with_relu, splits, m0, p0, wm0,
+                       wn0, lane, pixels, plane, width_out, channels_out, acc);
         });
   }
 };
@@ -936,6 +1122,7 @@ void conv2d_nchw_tiled_with(const char* label, const Input& in, const PackedWeig
                             const Output& out, const ConvGeometry g, const ConvInit init,
                             const Bias& bias, const Residual& residual, const bool with_relu) {
   constexpr int64_t enough_teams = 264;
+  constexpr int64_t k_unit = 16;  // a split sum takes at least 8 (4 at batch 1) of these of k
   const int64_t channels_out = out.extent(1);
   const int64_t pixels = int64_t(out.extent(0)) * out.extent(2) * out.extent(3);
   const int64_t depth = int64_t(in.extent(1)) * packed.extent(2) * packed.extent(3);
@@ -952,13 +1139,13 @@ void conv2d_nchw_tiled_with(const char* label, const Input& in, const PackedWeig
   int splits = 1;
   if (!use_small && 4 * teams_wide >= enough_teams) {
     // A few more teams wanted: split k in two or four (the 7x7 and 14x14 layers of a batch).
-    while (teams_wide * splits < enough_teams && depth / (2 * splits) >= 8 * Small::BK)
+    while (teams_wide * splits < enough_teams && depth / (2 * splits) >= 8 * k_unit)
       splits *= 2;
   } else {
     // Far too few (batch 1): small tiles, and up to half the teams wanted from split sums;
     // more splits cost more in atomic additions than they gain.
     use_small = true;
-    while (teams_small * splits * 2 <= enough_teams && depth / (2 * splits) >= 4 * Small::BK)
+    while (teams_small * splits * 2 <= enough_teams && depth / (2 * splits) >= 4 * k_unit)
       splits *= 2;
   }
   if (splits > 1) conv_set_initial<ExecutionSpace>(label, out, init, bias, residual);
@@ -991,22 +1178,39 @@ void conv2d_nchw_tiled_fma(const char* label, const Input& in, const PackedWeigh
 // 3xTF32 on the tensor cores (CUDA, float32). LAPIS_CONV_TF32_TILES picks the tile set
 // (benchmarks/conv_bench times each): 1, warps of 32 x 32 outputs, staged through registers,
 // 512 threads in the large and narrow tiles (one team per multiprocessor), 128 in the small
-// ones; 2, warps of 64 x 32, two teams per multiprocessor; 4 (the default), as 2 with the
-// staging by cp.async, two steps of 16 deep; 5, the same four steps of 8 deep. On an H200,
-// ResNet18's convolutions at batch 64 sum to 9.79 ms (1), 9.42 (2), 8.07 (4), 8.12 (5).
+// ones; 2, warps of 64 x 32, two teams per multiprocessor; 4, as 2 with the staging by
+// cp.async, two steps of 16 deep; 5, the same four steps of 8 deep; 6, the weights split at
+// initialize() (`split`, from split_tf32_weight; ConvTilesSplit), three steps deep; 7 (the
+// default), the same two steps deep. 6 and 7 run 4 where there is no `split` (no data: the
+// exporter makes none for 1x1 filters, nor for input channels not a multiple of 8). On an
+// H200, ResNet18's convolutions at batch 64 sum to 9.79 ms (1), 9.42 (2), 8.07 (4), 8.12 (5),
+// 7.19 (6), 6.76 (7), with every layer that can on the split tiles.
 #if !defined(LAPIS_CONV_TF32_TILES)
-#define LAPIS_CONV_TF32_TILES 4
+#define LAPIS_CONV_TF32_TILES 7
 #endif
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-          class Output>
+template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
+          class Residual, class Output>
 void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeight& packed,
-                            const Output& out, const ConvGeometry g, const ConvInit init,
-                            const Bias& bias, const Residual& residual, const bool with_relu) {
+                            const SplitWeight& split, const Output& out, const ConvGeometry g,
+                            const ConvInit init, const Bias& bias, const Residual& residual,
+                            const bool with_relu) {
+#if LAPIS_CONV_TF32_TILES == 6 || LAPIS_CONV_TF32_TILES == 7
+  constexpr int stages = LAPIS_CONV_TF32_TILES == 6 ? 3 : 2;
+  if (split.data() != nullptr) {
+    conv2d_nchw_tiled_with<ConvTilesSplit<128, 128, 64, 32, stages, 2>,
+                           ConvTilesSplit<64, 256, 64, 32, stages, 2>,
+                           ConvTilesSplit<64, 64, 32, 32, stages, 4>, ExecutionSpace>(
+        label, in, split, out, g, init, bias, residual, with_relu);
+    return;
+  }
+#else
+  (void)split;
+#endif
 #if LAPIS_CONV_TF32_TILES == 2
   conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2>, ConvTilesTF32<64, 256, 64, 32, 2>,
                          ConvTilesTF32<64, 64, 32, 32, 4>, ExecutionSpace>(
       label, in, packed, out, g, init, bias, residual, with_relu);
-#elif LAPIS_CONV_TF32_TILES == 4
+#elif LAPIS_CONV_TF32_TILES >= 4 && LAPIS_CONV_TF32_TILES != 5
   conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2>,
                          ConvTilesAsync<64, 256, 64, 32, 16, 2, 2>,
                          ConvTilesAsync<64, 64, 32, 32, 16, 2, 4>, ExecutionSpace>(
@@ -1024,17 +1228,18 @@ void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeig
 }
 #endif
 
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-          class Output>
+template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
+          class Residual, class Output>
 void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& packed,
-                       const Output& out, const ConvGeometry g, const ConvInit init,
-                       const Bias& bias, const Residual& residual, const bool with_relu) {
+                       const SplitWeight& split, const Output& out, const ConvGeometry g,
+                       const ConvInit init, const Bias& bias, const Residual& residual,
+                       const bool with_relu) {
 #if defined(KOKKOS_ENABLE_CUDA) && !defined(LAPIS_CONV_FMA)
   using T = typename Output::non_const_value_type;
   if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
                 std::is_same<T, float>::value)
-    conv2d_nchw_tiled_tf32<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
-                                           with_relu);
+    conv2d_nchw_tiled_tf32<ExecutionSpace>(label, in, packed, split, out, g, init, bias,
+                                           residual, with_relu);
   else
 #endif
     conv2d_nchw_tiled_fma<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
@@ -1100,11 +1305,15 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
 // blocks of conv_channel_block output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond
 // the last channel (done at export). `bias` is read only with ConvInit::bias. The epilogue
 // adds `residual` (the shape of `out`; none when it holds no data) before the ReLU.
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-          class Output>
+// `split` (CUDA float32 packages) is `packed` split by split_tf32_weight at initialize(), for
+// the tensor-core tiles; other backends and element types do not read it.
+template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
+          class Residual, class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
-                 const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
-                 const Residual& residual, const bool with_relu) {
+                 const SplitWeight& split, const Output& out, const ConvGeometry g,
+                 const ConvInit init, const Bias& bias, const Residual& residual,
+                 const bool with_relu) {
+  (void)split;
 #if defined(LAPIS_X86_KERNELS)
   using T = typename Output::non_const_value_type;
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
@@ -1153,14 +1362,37 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
   }
 #endif
   if constexpr (!Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible)
-    detail::conv2d_nchw_tiled<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
-                                              with_relu);
+    detail::conv2d_nchw_tiled<ExecutionSpace>(label, in, packed, split, out, g, init, bias,
+                                              residual, with_relu);
   else
     detail::conv2d_nchw_portable<ExecutionSpace>(label, in, packed, out, g, init, bias,
                                                  residual, with_relu);
 }
 
-// Without a residual.
+// Without split weights; without a residual.
+template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
+          class Output>
+void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+                 const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
+                 const Residual& residual, const bool with_relu) {
+  conv2d_nchw<ExecutionSpace>(
+      label, in, packed,
+      Kokkos::View<const float*****, typename Output::memory_space>(), out, g, init, bias,
+      residual, with_relu);
+}
+
+template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
+          class Output>
+void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+                 const SplitWeight& split, const Output& out, const ConvGeometry g,
+                 const ConvInit init, const Bias& bias, const bool with_relu) {
+  conv2d_nchw<ExecutionSpace>(
+      label, in, packed, split, out, g, init, bias,
+      Kokkos::View<const typename Output::non_const_value_type****,
+                   typename Output::memory_space>(),
+      with_relu);
+}
+
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                  const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
@@ -1170,6 +1402,46 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
       Kokkos::View<const typename Output::non_const_value_type****,
                    typename Output::memory_space>(),
       with_relu);
+}
+
+// `packed` (float32, conv2d_nchw's layout) split for the CUDA tensor-core tiles
+// (ConvTilesSplit), once, by initialize(): each weight x becomes big = x rounded to tf32 (10
+// mantissa bits, to nearest, ties away from zero: PTX's cvt.rna) and small = x - big rounded
+// the same way, laid out as the 16 x 8 fragments of `mma.sync m16n8k8` over k = tap *
+// channels_in + ic:
+//   split[oc / 16][kh][kw][ic / 8][part * 128 + lane * 4 + e], part 0 big, 1 small,
+// lane = (oc % 8) * 4 + ic % 4, e = oc % 16 / 8 + ic % 8 / 4 * 2 (zeros past the last output
+// channel). Needs a multiple of 8 input channels. Any backend (integer arithmetic).
+KOKKOS_INLINE_FUNCTION float round_tf32(const float x) {
+  const uint32_t bits = bit_cast<uint32_t>(x);
+  if ((bits & 0x7f800000u) == 0x7f800000u) return x;  // inf and NaN stay
+  return bit_cast<float>((bits + 0x1000u) & 0xffffe000u);
+}
+
+template <class ExecutionSpace, class PackedWeight, class SplitWeight>
+void split_tf32_weight(const char* label, const PackedWeight& packed, const SplitWeight& split) {
+  const int64_t count = split.size(), blocks = packed.extent(0);
+  const int64_t channels_in = packed.extent(1), kernel_h = packed.extent(2);
+  const int64_t kernel_w = packed.extent(3);
+  Kokkos::parallel_for(
+      label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(0, count),
+      KOKKOS_LAMBDA(int64_t i) {
+        const int e = int(i % 4), lane = int(i / 4 % 32), part = int(i / 128 % 2);
+        i /= 256;
+        const int64_t group = i % (channels_in / 8);
+        i /= channels_in / 8;
+        const int64_t kw = i % kernel_w;
+        i /= kernel_w;
+        const int64_t kh = i % kernel_h, fragment = i / kernel_h;
+        const int64_t oc = fragment * 16 + lane / 4 + 8 * (e % 2);
+        const int64_t ic = group * 8 + lane % 4 + 4 * (e / 2);
+        const int64_t block = oc / conv_channel_block;
+        const float x =
+            block < blocks ? float(packed(block, ic, kh, kw, oc % conv_channel_block)) : 0.0f;
+        const float big = round_tf32(x);
+        split(fragment, kh, kw, group, part * 128 + lane * 4 + e) =
+            part == 0 ? big : round_tf32(x - big);
+      });
 }
 
 // Max pooling with the -inf padding read around the input instead of copied in:

@@ -1,0 +1,2 @@
+#define LAPIS_BENCH_VARIANT 6
+#include "variants.hpp"
