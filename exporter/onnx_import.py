@@ -11,6 +11,7 @@ import re
 
 import numpy as np
 
+from . import onnx_rewrites
 from .errors import ExportError
 from .handoff import ImportedModel, LoadedModel, Weight
 from .names import c_identifier
@@ -43,6 +44,8 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model.program)
+    if onnx_rewrites.rewrite(proto):     # nodes torch-mlir would lower to wrong numbers
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     weights = _lift_weights(proto.graph)
     outputs = output_specs(model.path, proto)
     proto.graph.name = "forward"
@@ -157,7 +160,8 @@ def _inline_attr(tensor):
     from onnx import numpy_helper
     from torch_mlir import ir
 
-    array = np.ascontiguousarray(numpy_helper.to_array(tensor))
+    # reshaped: np.ascontiguousarray gives a 0-d array one dimension
+    array = np.ascontiguousarray(numpy_helper.to_array(tensor)).reshape(tuple(tensor.dims))
     if array.dtype == np.bool_:
         return ir.DenseElementsAttr.get(array, shape=list(array.shape),
                                         type=ir.IntegerType.get_signless(1))

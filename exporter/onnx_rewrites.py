@@ -1,0 +1,237 @@
+"""ONNX-graph rewrites ahead of torch-mlir's import, for nodes its ONNX -> torch lowering turns
+into wrong numbers: each becomes a few ONNX ops it lowers correctly. onnx_import.to_linalg()
+calls rewrite() on the shape-inferred model; one function per fix, each named after what
+torch-mlir gets wrong.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rewrite(model) -> bool:
+    """Apply every rewrite to `model` (a shape-inferred onnx.ModelProto) in place; True when a
+    node was rewritten (the caller then infers the new intermediate shapes)."""
+    graph = _Graph(model.graph)
+    for node in list(model.graph.node):
+        for fix in REWRITES:
+            replacement = fix(graph, node)
+            if replacement is not None:
+                graph.replace(node, replacement)
+                break
+    return graph.changed
+
+
+class _Graph:
+    """Shapes and constant values of a graph's tensors, and new node/constant names."""
+
+    def __init__(self, graph):
+        from onnx import numpy_helper
+
+        self.graph = graph
+        self.changed = False
+        self.constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and len(node.attribute) == 1 \
+                    and node.attribute[0].name == "value":
+                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+        self.types = {}
+        for value in [*graph.input, *graph.value_info, *graph.output]:
+            tensor_type = value.type.tensor_type
+            if value.type.HasField("tensor_type") and tensor_type.HasField("shape"):
+                self.types[value.name] = (tensor_type.elem_type, tuple(
+                    d.dim_value if d.HasField("dim_value") else -1
+                    for d in tensor_type.shape.dim))
+        self.counter = 0
+
+    def shape(self, name: str) -> tuple[int, ...] | None:
+        shape = self.types.get(name, (None, None))[1]
+        return None if shape is None or -1 in shape else shape
+
+    def dtype(self, name: str):
+        return self.types.get(name, (None, None))[0]
+
+    def replace(self, node, nodes: list) -> None:
+        position = list(self.graph.node).index(node)
+        self.graph.node.remove(node)
+        for offset, new in enumerate(nodes):
+            self.graph.node.insert(position + offset, new)
+        self.changed = True
+
+
+class _Builder:
+    """New nodes for one rewritten node: names derive from its first output."""
+
+    def __init__(self, graph: _Graph, node):
+        self.graph, self.node, self.nodes = graph, node, []
+        self.prefix = f"{node.output[0]}__{node.op_type.lower()}"
+
+    def _name(self) -> str:
+        self.graph.counter += 1
+        return f"{self.prefix}_{self.graph.counter}"
+
+    def const(self, value, dtype=np.float32, name: str | None = None) -> str:
+        """An initializer (torch-mlir imports a Constant node's 0-d value as 1-D)."""
+        from onnx import numpy_helper
+
+        name = name or self._name()
+        self.graph.graph.initializer.append(numpy_helper.from_array(
+            np.asarray(value, dtype=dtype), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attributes) -> str:
+        from onnx import helper
+
+        name = out or self._name()
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attributes))
+        return name
+
+
+def _attributes(node) -> dict:
+    from onnx import helper
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+# --- the fixes, one per op -------------------------------------------------------------------
+
+def gelu_tanh_constant(graph: _Graph, node):
+    """Gelu(approximate='tanh'): torch-mlir's lowering uses 0.797724 for sqrt(2/pi)
+    (0.7978846); spelled out as 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+    if node.op_type != "Gelu" or _text(_attributes(node).get("approximate", "none")) != "tanh":
+        return None
+    b = _Builder(graph, node)
+    x = node.input[0]
+    dtype = np.float64 if graph.dtype(x) == 11 else np.float32
+    cube = b.op("Mul", b.op("Mul", x, x), x)
+    inner = b.op("Add", x, b.op("Mul", cube, b.const(0.044715, dtype)))
+    tanh = b.op("Tanh", b.op("Mul", inner, b.const(math.sqrt(2 / math.pi), dtype)))
+    half_x = b.op("Mul", x, b.const(0.5, dtype))
+    b.op("Mul", half_x, b.op("Add", tanh, b.const(1.0, dtype)), out=node.output[0])
+    return b.nodes
+
+
+def space_to_depth_crd(graph: _Graph, node):
+    """SpaceToDepth(mode='CRD'): torch-mlir's lowering ignores the mode and orders the output
+    channels as DCR does; spelled out as reshape, transpose, reshape."""
+    if node.op_type != "SpaceToDepth" or _text(_attributes(node).get("mode", "DCR")) != "CRD":
+        return None
+    shape = graph.shape(node.input[0])
+    if shape is None or len(shape) != 4:
+        return None
+    block = _attributes(node)["blocksize"]
+    n, c, h, w = shape
+    b = _Builder(graph, node)
+    split = b.op("Reshape", node.input[0],
+                 b.const([n, c, h // block, block, w // block, block], np.int64))
+    moved = b.op("Transpose", split, perm=[0, 1, 3, 5, 2, 4])
+    b.op("Reshape", moved, b.const([n, c * block * block, h // block, w // block], np.int64),
+         out=node.output[0])
+    return b.nodes
+
+
+def lp_normalization_of_zero(graph: _Graph, node):
+    """LpNormalization: torch-mlir divides a zero vector by its zero norm (NaN); ONNX gives 0.
+    Spelled out as x / norm with a zero norm replaced by one."""
+    if node.op_type != "LpNormalization":
+        return None
+    attributes = _attributes(node)
+    p, axis = attributes.get("p", 2), attributes.get("axis", -1)
+    if p not in (1, 2):
+        return None
+    x = node.input[0]
+    dtype = np.float64 if graph.dtype(x) == 11 else np.float32
+    b = _Builder(graph, node)
+    axes = b.const([axis], np.int64)
+    if p == 1:
+        norm = b.op("ReduceSum", b.op("Abs", x), axes, keepdims=1)
+    else:
+        norm = b.op("Sqrt", b.op("ReduceSum", b.op("Mul", x, x), axes, keepdims=1))
+    zero = b.op("Equal", norm, b.const(0.0, dtype))
+    safe = b.op("Where", zero, b.const(1.0, dtype), norm)
+    b.op("Div", x, safe, out=node.output[0])
+    return b.nodes
+
+
+def sequence_length_of_split(graph: _Graph, node):
+    """SequenceLength(SplitToSequence(x, split)) with a 1-D `split` of k sizes is k; torch-mlir
+    lowers a 1-D split as one chunk size (length 1 for [0, 0, 0])."""
+    if node.op_type != "SequenceLength":
+        return None
+    producer = next((n for n in graph.graph.node if node.input[0] in n.output), None)
+    if producer is None or producer.op_type != "SplitToSequence" or len(producer.input) < 2:
+        return None
+    split = graph.shape(producer.input[1])
+    if split is None or len(split) != 1:
+        return None
+    _Builder(graph, node).const(split[0], np.int64, name=node.output[0])
+    return []
+
+
+def weighted_softmax_cross_entropy(graph: _Graph, node):
+    """SoftmaxCrossEntropyLoss with class weights: torch-mlir sums the picked weights in an
+    integer type (a mean of inf); spelled out as LogSoftmax, GatherElements, weights, sums."""
+    if node.op_type != "SoftmaxCrossEntropyLoss" or len(node.input) < 3 or not node.input[2]:
+        return None
+    scores, labels, weight = node.input[:3]
+    shape = graph.shape(scores)
+    if shape is None:
+        return None
+    attributes = _attributes(node)
+    reduction = _text(attributes.get("reduction", "mean"))
+    ignore = attributes.get("ignore_index")
+    dtype = np.float64 if graph.dtype(scores) == 11 else np.float32
+    b = _Builder(graph, node)
+    log_prob = b.op("LogSoftmax", scores, axis=1,
+                    out=node.output[1] if len(node.output) > 1 and node.output[1] else None)
+    if ignore is not None:
+        ignored = b.op("Equal", labels, b.const(ignore, np.int64))
+        labels = b.op("Where", ignored, b.const(0, np.int64), labels)
+    axis = b.const([1], np.int64)
+    picked = b.op("Squeeze", b.op("GatherElements", log_prob, b.op("Unsqueeze", labels, axis),
+                                  axis=1), axis)
+    weights = b.op("Gather", weight, labels, axis=0)
+    if ignore is not None:
+        weights = b.op("Where", ignored, b.const(0.0, dtype), weights)
+    loss = b.op("Neg", b.op("Mul", picked, weights),
+                out=node.output[0] if reduction == "none" else None)
+    if reduction != "none":
+        total = b.op("ReduceSum", loss, keepdims=0,
+                     out=node.output[0] if reduction == "sum" else None)
+        if reduction == "mean":
+            b.op("Div", total, b.op("ReduceSum", weights, keepdims=0), out=node.output[0])
+    return b.nodes
+
+
+def small_determinant(graph: _Graph, node):
+    """Det of 1x1, 2x2 and 3x3 matrices: torch-mlir's lowering has no row pivoting (a run-time
+    assert on a matrix that needs it); spelled out as the closed-form cofactor expansion."""
+    if node.op_type != "Det":
+        return None
+    shape = graph.shape(node.input[0])
+    if shape is None or len(shape) < 2 or shape[-1] != shape[-2] or shape[-1] > 3:
+        return None
+    n = shape[-1]
+    b = _Builder(graph, node)
+    rows = [b.op("Gather", node.input[0], b.const(i, np.int64), axis=-2) for i in range(n)]
+    a = [[b.op("Gather", row, b.const(j, np.int64), axis=-1) for j in range(n)] for row in rows]
+    out = node.output[0]
+    if n == 1:
+        b.op("Identity", a[0][0], out=out)
+    elif n == 2:
+        b.op("Sub", b.op("Mul", a[0][0], a[1][1]), b.op("Mul", a[0][1], a[1][0]), out=out)
+    else:
+        def minor(j, k):
+            return b.op("Sub", b.op("Mul", a[1][j], a[2][k]), b.op("Mul", a[1][k], a[2][j]))
+        terms = [b.op("Mul", a[0][0], minor(1, 2)), b.op("Mul", a[0][1], minor(0, 2)),
+                 b.op("Mul", a[0][2], minor(0, 1))]
+        b.op("Add", b.op("Sub", terms[0], terms[1]), terms[2], out=out)
+    return b.nodes
+
+
+REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
+            sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant)
