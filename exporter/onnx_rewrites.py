@@ -233,5 +233,75 @@ def small_determinant(graph: _Graph, node):
     return b.nodes
 
 
+def grid_sample_2d(graph: _Graph, node):
+    """GridSample of 4-D inputs, nearest or linear, zeros or border padding: torch-mlir's
+    lowering rounds nearest coordinates half away from zero (ONNX: half to even) and reads
+    outside the input for zeros padding. Spelled out as coordinates, clamped flat indices,
+    GatherElements and a mask for the taps outside the input."""
+    if node.op_type != "GridSample":
+        return None
+    attributes = _attributes(node)
+    mode = _text(attributes.get("mode", "linear"))
+    padding = _text(attributes.get("padding_mode", "zeros"))
+    align = attributes.get("align_corners", 0)
+    shape, grid_shape = graph.shape(node.input[0]), graph.shape(node.input[1])
+    if mode not in ("nearest", "linear", "bilinear") or padding not in ("zeros", "border") \
+            or shape is None or grid_shape is None or len(shape) != 4:
+        return None
+    n, c, h, w = shape
+    out_h, out_w = grid_shape[1:3]
+    dtype = np.float64 if graph.dtype(node.input[0]) == 11 else np.float32
+    b = _Builder(graph, node)
+    flat = b.op("Reshape", node.input[0], b.const([n, c, h * w], np.int64))
+
+    def coordinate(axis: int, length: int) -> str:
+        normalized = b.op("Gather", node.input[1], b.const(axis, np.int64), axis=-1)
+        shifted = b.op("Add", normalized, b.const(1.0, dtype))
+        if align:
+            return b.op("Mul", shifted, b.const((length - 1) / 2, dtype))
+        return b.op("Sub", b.op("Mul", shifted, b.const(length / 2, dtype)),
+                    b.const(0.5, dtype))
+
+    def sample(y: str, x: str) -> str:
+        """X at the integral float coordinates (y, x) [N, Ho, Wo]: [N, C, Ho, Wo]."""
+        clamped = [b.op("Clip", v, b.const(0.0, dtype), b.const(length - 1.0, dtype))
+                   for v, length in ((y, h), (x, w))]
+        index = b.op("Cast", b.op("Add", b.op("Mul", clamped[0], b.const(float(w), dtype)),
+                                  clamped[1]), to=7)
+        index = b.op("Expand", b.op("Reshape", index, b.const([n, 1, out_h * out_w], np.int64)),
+                     b.const([n, c, out_h * out_w], np.int64))
+        taps = b.op("Reshape", b.op("GatherElements", flat, index, axis=2),
+                    b.const([n, c, out_h, out_w], np.int64))
+        if padding == "border":
+            return taps
+        inside = [b.op("Equal", v, clamp) for v, clamp in zip((y, x), clamped)]
+        mask = b.op("Cast", b.op("And", *inside), to=11 if dtype == np.float64 else 1)
+        return b.op("Mul", taps, b.op("Unsqueeze", mask, b.const([1], np.int64)))
+
+    y, x = coordinate(1, h), coordinate(0, w)
+    if mode == "nearest":
+        b.op("Identity", sample(b.op("Round", y), b.op("Round", x)), out=node.output[0])
+        return b.nodes
+    if padding == "border":
+        y, x = (b.op("Clip", v, b.const(0.0, dtype), b.const(length - 1.0, dtype))
+                for v, length in ((y, h), (x, w)))
+    one = b.const(1.0, dtype)
+    corners = []
+    for v in (y, x):
+        low = b.op("Floor", v)
+        high_weight = b.op("Sub", v, low)
+        corners.append(((low, b.op("Sub", one, high_weight)),
+                        (b.op("Add", low, one), high_weight)))
+    terms = []
+    for y_tap, y_weight in corners[0]:
+        for x_tap, x_weight in corners[1]:
+            weight = b.op("Unsqueeze", b.op("Mul", y_weight, x_weight),
+                          b.const([1], np.int64))
+            terms.append(b.op("Mul", sample(y_tap, x_tap), weight))
+    b.op("Sum", *terms, out=node.output[0])
+    return b.nodes
+
+
 REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
-            sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant)
+            sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant,
+            grid_sample_2d)

@@ -128,3 +128,19 @@ def test_zero_dimensional_constants_import_as_scalars(tmp_path):
                      initializers=[half])
     loaded = onnx_frontend.prepare(original, tmp_path / "half.onnx")
     assert "tensor<3xf32>" in str(importer.to_linalg(loaded).module)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("align", [0, 1])
+def test_grid_sample_2d(mode, padding, align):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 3, 4, 5)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (2, 3, 6, 2)).astype(np.float32)
+    # (x, y) at ties of the nearest pixel (x 0.5, 2.5 when align_corners=1; y 0.5, 2.5 when 0)
+    grid[0, 0, :3] = [[-0.75, -0.5], [0.25, 0.5], [-1.0, 1.0]]
+    original = model(helper.make_node("GridSample", ["x", "grid"], ["y"], mode=mode,
+                                      padding_mode=padding, align_corners=align),
+                     {"x": (np.float32, x.shape), "grid": (np.float32, grid.shape)},
+                     {"y": (np.float32, (2, 3, 3, 6))})
+    check(original, {"x": x, "grid": grid}, "GridSample")
