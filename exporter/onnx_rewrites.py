@@ -302,6 +302,69 @@ def grid_sample_2d(graph: _Graph, node):
     return b.nodes
 
 
+def resize_align_corners_by_scales(graph: _Graph, node):
+    """Resize (linear or cubic, align_corners) of the last two axes of a 4-D tensor by
+    `scales`: ONNX maps output index r to r (L - 1) / (L s - 1), with the real-valued resized
+    length L s; torch-mlir divides by its integral output length less one. Spelled out as one
+    interpolation matrix per axis, built at run time from the scale (the kernel at each
+    tap's distance, taps outside the input folded onto the edge), applied by MatMul."""
+    if node.op_type != "Resize":
+        return None
+    attributes = _attributes(node)
+    mode = _text(attributes.get("mode", "nearest"))
+    if mode not in ("linear", "cubic") or attributes.get("antialias", 0) \
+            or attributes.get("exclude_outside", 0) or "axes" in attributes \
+            or _text(attributes.get("coordinate_transformation_mode", "")) != "align_corners":
+        return None
+    inputs = list(node.input) + [""] * (4 - len(node.input))
+    shape, out_shape = graph.shape(inputs[0]), graph.shape(node.output[0])
+    if not inputs[2] or inputs[3] or shape is None or out_shape is None or len(shape) != 4 \
+            or shape[:2] != out_shape[:2]:
+        return None
+    dtype = np.float64 if graph.dtype(inputs[0]) == 11 else np.float32
+    a = attributes.get("cubic_coeff_a", -0.75)
+    b = _Builder(graph, node)
+    scales = b.op("Cast", inputs[2], to=11 if dtype == np.float64 else 1)
+    batch = list(out_shape[:2])
+
+    def matrix(axis: int) -> str:
+        """[out, in] interpolation weights along `axis`, expanded over the batch axes."""
+        length, out = shape[axis], out_shape[axis]
+        resized = b.op("Mul", b.op("Gather", scales, b.const(axis, np.int64), axis=0),
+                       b.const(float(length), dtype))
+        single = b.op("Equal", resized, b.const(1.0, dtype))     # ONNX: source 0
+        denominator = b.op("Where", single, b.const(1.0, dtype),
+                           b.op("Sub", resized, b.const(1.0, dtype)))
+        source = b.op("Div", b.const(np.arange(out).reshape(out, 1) * (length - 1), dtype),
+                      denominator)
+        taps = np.arange(-2, length + 2)
+        distance = b.op("Abs", b.op("Sub", b.const(taps.reshape(1, -1), dtype), source))
+        if mode == "linear":
+            weights = b.op("Relu", b.op("Sub", b.const(1.0, dtype), distance))
+        else:
+            near = b.op("Add", b.op("Mul", b.op("Mul", b.op(
+                "Sub", b.op("Mul", distance, b.const(a + 2, dtype)), b.const(a + 3, dtype)),
+                distance), distance), b.const(1.0, dtype))
+            far = b.op("Sub", b.op("Mul", b.op("Add", b.op("Mul", b.op(
+                "Sub", b.op("Mul", distance, b.const(a, dtype)), b.const(5 * a, dtype)),
+                distance), b.const(8 * a, dtype)), distance), b.const(4 * a, dtype))
+            weights = b.op("Where", b.op("LessOrEqual", distance, b.const(1.0, dtype)), near,
+                           b.op("Where", b.op("Less", distance, b.const(2.0, dtype)), far,
+                                b.const(0.0, dtype)))
+        fold = np.zeros((len(taps), length))
+        fold[np.arange(len(taps)), np.clip(taps, 0, length - 1)] = 1.0     # edge padding
+        folded = b.op("MatMul", weights, b.const(fold, dtype))
+        if axis == 3:
+            folded = b.op("Transpose", folded, perm=[1, 0])
+        rows, columns = (out, length) if axis == 2 else (length, out)
+        return b.op("Expand", b.op("Reshape", folded, b.const([1, 1, rows, columns], np.int64)),
+                    b.const(batch + [rows, columns], np.int64))
+
+    rows = b.op("MatMul", matrix(2), inputs[0])
+    b.op("MatMul", rows, matrix(3), out=node.output[0])
+    return b.nodes
+
+
 REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
             sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant,
-            grid_sample_2d)
+            grid_sample_2d, resize_align_corners_by_scales)

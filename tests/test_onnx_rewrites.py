@@ -144,3 +144,17 @@ def test_grid_sample_2d(mode, padding, align):
                      {"x": (np.float32, x.shape), "grid": (np.float32, grid.shape)},
                      {"y": (np.float32, (2, 3, 3, 6))})
     check(original, {"x": x, "grid": grid}, "GridSample")
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("scales,out", [((0.7, 0.5), (3, 2)), ((0.5, 0.7), (2, 3)),
+                                        ((1.7, 2.0), (8, 10)), ((0.25, 1.0), (1, 5))])
+def test_resize_align_corners_by_scales_uses_the_real_resized_length(mode, scales, out):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 5, 5)).astype(np.float32)
+    scale_values = np.array([1.0, 1.0, *scales], np.float32)
+    original = model(helper.make_node("Resize", ["x", "", "scales"], ["y"], mode=mode,
+                                      coordinate_transformation_mode="align_corners"),
+                     {"x": (np.float32, x.shape), "scales": (np.float32, (4,))},
+                     {"y": (np.float32, (2, 3, *out))}, opset=19)
+    check(original, {"x": x, "scales": scale_values}, "Resize")
