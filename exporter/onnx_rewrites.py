@@ -365,6 +365,73 @@ def resize_align_corners_by_scales(graph: _Graph, node):
     return b.nodes
 
 
+def lstm_peepholes(graph: _Graph, node):
+    """LSTM with peephole weights P: torch-mlir's lowering drops P. Spelled out, forward
+    direction with the default activations, as one cell per time step (the sequence length is
+    static), sequence_lens holding each batch entry's state after its last step."""
+    if node.op_type != "LSTM":
+        return None
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    attributes = _attributes(node)
+    if not inputs[7] or _text(attributes.get("direction", "forward")) != "forward" \
+            or attributes.get("layout", 0) or attributes.get("input_forget", 0) \
+            or "clip" in attributes or "activations" in attributes:
+        return None
+    shape = graph.shape(inputs[0])
+    if shape is None:
+        return None
+    steps, batch, _ = shape
+    hidden = attributes["hidden_size"]
+    dtype = np.float64 if graph.dtype(inputs[0]) == 11 else np.float32
+    b = _Builder(graph, node)
+    first = b.const([0], np.int64)
+
+    def matrix(name: str) -> str:        # [1, 4H, K] -> [K, 4H]
+        return b.op("Transpose", b.op("Squeeze", name, first), perm=[1, 0])
+
+    def part(value: str, index: int, axis: int) -> str:
+        return b.op("Gather", value, b.const(np.arange(index * hidden, (index + 1) * hidden),
+                                             np.int64), axis=axis)
+
+    def state(name: str) -> str:
+        return b.op("Squeeze", name, first) if name else \
+            b.const(np.zeros((batch, hidden)), dtype)
+
+    w, r = matrix(inputs[1]), matrix(inputs[2])
+    bias = b.op("ReduceSum", b.op("Reshape", inputs[3], b.const([2, 4 * hidden], np.int64)),
+                first, keepdims=0) if inputs[3] else b.const(np.zeros(4 * hidden), dtype)
+    peephole = b.op("Squeeze", inputs[7], first)
+    p_input, p_output, p_forget = (part(peephole, k, 0) for k in range(3))
+    h, c = state(inputs[5]), state(inputs[6])
+    lengths = b.op("Unsqueeze", inputs[4], b.const([1], np.int64)) if inputs[4] else None
+    outputs = []
+    for step in range(steps):
+        x = b.op("Gather", inputs[0], b.const(step, np.int64), axis=0)
+        gates = b.op("Add", b.op("Add", b.op("MatMul", x, w), b.op("MatMul", h, r)), bias)
+        i_gate, o_gate, f_gate, c_gate = (part(gates, k, 1) for k in range(4))
+        i_gate = b.op("Sigmoid", b.op("Add", i_gate, b.op("Mul", p_input, c)))
+        f_gate = b.op("Sigmoid", b.op("Add", f_gate, b.op("Mul", p_forget, c)))
+        c_new = b.op("Add", b.op("Mul", f_gate, c), b.op("Mul", i_gate, b.op("Tanh", c_gate)))
+        o_gate = b.op("Sigmoid", b.op("Add", o_gate, b.op("Mul", p_output, c_new)))
+        h_new = b.op("Mul", o_gate, b.op("Tanh", c_new))
+        if lengths is None:
+            h, c = h_new, c_new
+            outputs.append(h_new)
+            continue
+        length_type = np.int32 if graph.dtype(inputs[4]) == 6 else np.int64
+        running = b.op("Less", b.const(step, length_type), lengths)
+        h, c = b.op("Where", running, h_new, h), b.op("Where", running, c_new, c)
+        outputs.append(b.op("Where", running, h_new, b.const(0.0, dtype)))
+    names = list(node.output) + [""] * (3 - len(node.output))
+    if names[0]:
+        b.op("Concat", *(b.op("Unsqueeze", y, b.const([0, 1], np.int64)) for y in outputs),
+             axis=0, out=names[0])
+    for name, value in ((names[1], h), (names[2], c)):
+        if name:
+            b.op("Unsqueeze", value, first, out=name)
+    return b.nodes
+
+
 REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
             sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant,
-            grid_sample_2d, resize_align_corners_by_scales)
+            grid_sample_2d, resize_align_corners_by_scales, lstm_peepholes)

@@ -13,7 +13,7 @@ from exporter import importer, onnx_frontend, onnx_rewrites
 
 RTOL, ATOL = 1e-5, 1e-6
 TYPES = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE,
-         np.int64: TensorProto.INT64}
+         np.int64: TensorProto.INT64, np.int32: TensorProto.INT32}
 
 
 def model(node, inputs: dict, outputs: dict, opset=22, initializers=()):
@@ -158,3 +158,48 @@ def test_resize_align_corners_by_scales_uses_the_real_resized_length(mode, scale
                      {"x": (np.float32, x.shape), "scales": (np.float32, (4,))},
                      {"y": (np.float32, (2, 3, *out))}, opset=19)
     check(original, {"x": x, "scales": scale_values}, "Resize")
+
+
+def lstm_model(steps: int, batch: int, outputs=("Y", "Y_h", "Y_c")):
+    hidden, size = 3, 4
+    inputs = {"X": (np.float32, (steps, batch, size)), "W": (np.float32, (1, 4 * hidden, size)),
+              "R": (np.float32, (1, 4 * hidden, hidden)), "B": (np.float32, (1, 8 * hidden)),
+              "sequence_lens": (np.int32, (batch,)), "initial_h": (np.float32, (1, batch, hidden)),
+              "initial_c": (np.float32, (1, batch, hidden)), "P": (np.float32, (1, 3 * hidden))}
+    shapes = {"Y": (steps, 1, batch, hidden), "Y_h": (1, batch, hidden),
+              "Y_c": (1, batch, hidden)}
+    return model(helper.make_node("LSTM", list(inputs), list(outputs), hidden_size=hidden),
+                 inputs, {name: (np.float32, shapes[name]) for name in outputs})
+
+
+def lstm_feeds(steps: int, batch: int, lengths) -> dict:
+    rng = np.random.default_rng(6)
+    shapes = {"X": (steps, batch, 4), "W": (1, 12, 4), "R": (1, 12, 3), "B": (1, 24),
+              "initial_h": (1, batch, 3), "initial_c": (1, batch, 3), "P": (1, 9)}
+    feeds = {name: rng.standard_normal(shape).astype(np.float32)
+             for name, shape in shapes.items()}
+    return feeds | {"sequence_lens": np.array(lengths, np.int32)}
+
+
+def test_lstm_peepholes_over_every_step():
+    check(lstm_model(3, 2), lstm_feeds(3, 2, [3, 3]), "LSTM")
+
+
+def test_lstm_peepholes_keep_each_entrys_state_after_its_sequence_length():
+    """The reference ignores sequence_lens: each entry is checked against a run of its own
+    steps alone."""
+    feeds = lstm_feeds(3, 2, [3, 1])
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(lstm_model(3, 2))
+    assert onnx_rewrites.rewrite(rewritten)
+    y, y_h, y_c = ReferenceEvaluator(rewritten).run(None, feeds)
+    for entry, length in enumerate(feeds["sequence_lens"]):
+        alone = {name: value[:length, entry:entry + 1] if name == "X" else
+                 value[:, entry:entry + 1] if name.startswith("initial") else value
+                 for name, value in feeds.items()}
+        alone["sequence_lens"] = np.array([length], np.int32)
+        want_y, want_h, want_c = ReferenceEvaluator(lstm_model(int(length), 1)).run(None, alone)
+        np.testing.assert_allclose(y[:length, :, entry:entry + 1], want_y, rtol=RTOL, atol=ATOL)
+        assert not y[length:, :, entry].any()
+        np.testing.assert_allclose(y_h[:, entry:entry + 1], want_h, rtol=RTOL, atol=ATOL)
+        np.testing.assert_allclose(y_c[:, entry:entry + 1], want_c, rtol=RTOL, atol=ATOL)
