@@ -24,18 +24,11 @@ def rewrite(model) -> bool:
 
 
 class _Graph:
-    """Shapes and constant values of a graph's tensors, and new node/constant names."""
+    """A graph with the element types and shapes of its tensors; counts the new names."""
 
     def __init__(self, graph):
-        from onnx import numpy_helper
-
         self.graph = graph
         self.changed = False
-        self.constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        for node in graph.node:
-            if node.op_type == "Constant" and len(node.attribute) == 1 \
-                    and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         self.types = {}
         for value in [*graph.input, *graph.value_info, *graph.output]:
             tensor_type = value.type.tensor_type
@@ -72,7 +65,7 @@ class _Builder:
         return f"{self.prefix}_{self.graph.counter}"
 
     def const(self, value, dtype=np.float32, name: str | None = None) -> str:
-        """An initializer (torch-mlir imports a Constant node's 0-d value as 1-D)."""
+        """A new initializer holding `value`; its name."""
         from onnx import numpy_helper
 
         name = name or self._name()
@@ -266,8 +259,8 @@ def grid_sample_2d(graph: _Graph, node):
         """X at the integral float coordinates (y, x) [N, Ho, Wo]: [N, C, Ho, Wo]."""
         clamped = [b.op("Clip", v, b.const(0.0, dtype), b.const(length - 1.0, dtype))
                    for v, length in ((y, h), (x, w))]
-        index = b.op("Cast", b.op("Add", b.op("Mul", clamped[0], b.const(float(w), dtype)),
-                                  clamped[1]), to=7)
+        row, column = (b.op("Cast", v, to=7) for v in clamped)
+        index = b.op("Add", b.op("Mul", row, b.const(w, np.int64)), column)
         index = b.op("Expand", b.op("Reshape", index, b.const([n, 1, out_h * out_w], np.int64)),
                      b.const([n, c, out_h * out_w], np.int64))
         taps = b.op("Reshape", b.op("GatherElements", flat, index, axis=2),
