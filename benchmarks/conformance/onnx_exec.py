@@ -4,8 +4,9 @@
 
 Prints one JSON line: {"status": "passed" | "wrong" | "random" | "error", "detail": ...};
 "random" for a model of random draws (case.json's random_ops) whose outputs have the expected
-shapes and dtypes (and, for Bernoulli, only the values 0 and 1): their values are not comparable. Run in its own
-process by onnx_run.py, so that a crash or a hang in generated code fails only its case.
+shapes and dtypes (and, for Bernoulli, only the values 0 and 1): their values are not
+comparable. Run in its own process by onnx_run.py, so that a crash or a hang in generated code
+fails only its case.
 """
 from __future__ import annotations
 

@@ -398,7 +398,8 @@ def render_table(summary: dict, arguments=None) -> str:
                   "as lowered, not as passed.", ""]
     rerun = summary.get("rerun", [])
     if rerun:
-        lines += [f"After that run, {len(rerun)} cases were re-run with `--only` and merged "
+        were = "case was" if len(rerun) == 1 else "cases were"
+        lines += [f"After that run, {len(rerun)} {were} re-run with `--only` and merged "
                   "into it with `--from-results ... --merge ...` (listed at the end); the "
                   "timings are the full run's.", ""]
     lines += ["| result | cases |", "|---|---|"]
