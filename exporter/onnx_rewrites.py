@@ -425,6 +425,28 @@ def lstm_peepholes(graph: _Graph, node):
     return b.nodes
 
 
+def non_max_suppression_score_threshold(graph: _Graph, node):
+    """NonMaxSuppression with a score_threshold above the lowest score: torch-mlir's lowering
+    asserts at run time that no box scores below it. The threshold becomes
+    min(score_threshold, min(scores)). Exact for the single-class case torch-mlir lowers: a box
+    below the threshold scores below every box above it, so greedy selection reaches it only
+    after all of those, and the lowering keeps the first rows, as many as the output's static
+    shape has."""
+    if node.op_type != "NonMaxSuppression" or len(node.input) < 5 or not node.input[4]:
+        return None
+    scores = graph.shape(node.input[1])
+    if scores is None or scores[:2] != (1, 1) or graph.shape(node.input[4]) not in ((1,), ()):
+        return None
+    b = _Builder(graph, node)
+    lowest = b.op("Reshape", b.op("ReduceMin", node.input[1], keepdims=0),
+                  b.const(list(graph.shape(node.input[4])), np.int64))
+    threshold = b.op("Min", node.input[4], lowest)
+    b.op("NonMaxSuppression", *node.input[:4], threshold, out=node.output[0],
+         **_attributes(node))
+    return b.nodes
+
+
 REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
             sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant,
-            grid_sample_2d, resize_align_corners_by_scales, lstm_peepholes)
+            grid_sample_2d, resize_align_corners_by_scales, lstm_peepholes,
+            non_max_suppression_score_threshold)

@@ -203,3 +203,33 @@ def test_lstm_peepholes_keep_each_entrys_state_after_its_sequence_length():
         assert not y[length:, :, entry].any()
         np.testing.assert_allclose(y_h[:, entry:entry + 1], want_h, rtol=RTOL, atol=ATOL)
         np.testing.assert_allclose(y_c[:, entry:entry + 1], want_c, rtol=RTOL, atol=ATOL)
+
+
+def test_non_max_suppression_threshold_keeps_the_selection_as_its_first_rows():
+    """Boxes below score_threshold are no longer refused but come after every selected box:
+    the rewritten graph's first rows are the reference's selection (the lowering keeps as many
+    rows as the static output has)."""
+    rng = np.random.default_rng(7)
+    corners = rng.uniform(0, 4, (1, 12, 2)).astype(np.float32)
+    boxes = np.concatenate([corners, corners + rng.uniform(0.5, 2, (1, 12, 2))], axis=2)
+    feeds = {"boxes": boxes.astype(np.float32),
+             "scores": rng.uniform(0, 1, (1, 1, 12)).astype(np.float32),
+             "max_boxes": np.array([12], np.int64), "iou": np.array([0.3], np.float32),
+             "threshold": np.array([0.5], np.float32)}
+    graph = helper.make_graph(
+        [helper.make_node("NonMaxSuppression", list(feeds), ["selected"])], "nms",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 12, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 12]),
+         helper.make_tensor_value_info("max_boxes", TensorProto.INT64, [1]),
+         helper.make_tensor_value_info("iou", TensorProto.FLOAT, [1]),
+         helper.make_tensor_value_info("threshold", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, [None, 3])])
+    original = onnx.shape_inference.infer_shapes(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]))
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(original)
+    assert onnx_rewrites.rewrite(rewritten)
+    expected, = ReferenceEvaluator(original).run(None, feeds)
+    ours, = ReferenceEvaluator(rewritten).run(None, feeds)
+    assert 0 < len(expected) < len(ours)      # the threshold dropped some boxes
+    np.testing.assert_array_equal(ours[:len(expected)], expected)
