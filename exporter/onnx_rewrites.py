@@ -446,7 +446,34 @@ def non_max_suppression_score_threshold(graph: _Graph, node):
     return b.nodes
 
 
+def stft_real(graph: _Graph, node):
+    """STFT of a real signal with a window: torch-mlir lowers it through complex tensors, which
+    the Kokkos emitter does not carry. Spelled out as frames gathered at run-time offsets
+    (frame_step is an input), the window, and products with cosine and sine matrices."""
+    if node.op_type != "STFT" or len(node.input) < 3 or not node.input[2]:
+        return None
+    signal, window = graph.shape(node.input[0]), graph.shape(node.input[2])
+    out = graph.shape(node.output[0])
+    if signal is None or window is None or out is None or signal[-1] != 1:
+        return None
+    batch, length = signal[:2]
+    frames, bins = out[1:3]
+    size = window[0]
+    dtype = np.float64 if graph.dtype(node.input[0]) == 11 else np.float32
+    b = _Builder(graph, node)
+    samples = b.op("Reshape", node.input[0], b.const([batch, length], np.int64))
+    step = b.op("Reshape", b.op("Cast", node.input[1], to=7), b.const([1, 1], np.int64))
+    starts = b.op("Mul", b.const(np.arange(frames).reshape(frames, 1), np.int64), step)
+    offsets = b.op("Add", starts, b.const(np.arange(size).reshape(1, size), np.int64))
+    windowed = b.op("Mul", b.op("Gather", samples, offsets, axis=1), node.input[2])
+    angle = 2 * np.pi * np.outer(np.arange(size), np.arange(bins)) / size
+    parts = [b.op("Unsqueeze", b.op("MatMul", windowed, b.const(matrix, dtype)),
+                  b.const([3], np.int64)) for matrix in (np.cos(angle), -np.sin(angle))]
+    b.op("Concat", *parts, axis=3, out=node.output[0])
+    return b.nodes
+
+
 REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
             sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant,
             grid_sample_2d, resize_align_corners_by_scales, lstm_peepholes,
-            non_max_suppression_score_threshold)
+            non_max_suppression_score_threshold, stft_real)

@@ -233,3 +233,18 @@ def test_non_max_suppression_threshold_keeps_the_selection_as_its_first_rows():
     ours, = ReferenceEvaluator(rewritten).run(None, feeds)
     assert 0 < len(expected) < len(ours)      # the threshold dropped some boxes
     np.testing.assert_array_equal(ours[:len(expected)], expected)
+
+
+@pytest.mark.parametrize("onesided", [1, 0])
+def test_stft_of_a_real_signal_with_a_window(onesided):
+    rng = np.random.default_rng(8)
+    bins = 9 if onesided else 16
+    feeds = {"signal": rng.standard_normal((2, 128, 1)).astype(np.float32),
+             "step": np.array(8, np.int64),
+             "window": np.hanning(16).astype(np.float32)}
+    original = model(helper.make_node("STFT", ["signal", "step", "window"], ["y"],
+                                      onesided=onesided),
+                     {"signal": (np.float32, (2, 128, 1)), "step": (np.int64, ()),
+                      "window": (np.float32, (16,))},
+                     {"y": (np.float32, (2, 15, bins, 2))}, opset=17)
+    check(original, feeds, "STFT")

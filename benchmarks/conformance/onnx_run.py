@@ -365,8 +365,6 @@ KNOWN_CAUSES = {
              "implementation reproduces; ours come from torch-mlir's"
        for name in ("test_bernoulli", "test_bernoulli_double", "test_bernoulli_expanded",
                     "test_bernoulli_double_expanded")},
-    "test_stft_with_window": "ours: STFT lowers to complex<f32> tensors, and the Kokkos "
-                             "emitter has no complex element types",
 }
 
 
