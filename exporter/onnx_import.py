@@ -1,5 +1,6 @@
 """Import stage for ONNX models: torch-mlir's ONNX importer, its ONNX -> torch lowering, then
-the same linalg-on-tensors pipeline as the PyTorch path.
+the same linalg-on-tensors pipeline as the PyTorch path. Nodes that lowering gets wrong are
+first rewritten into ONNX ops it gets right (onnx_rewrites.py).
 
 Weights stay out of the IR: float initializers (and large float Constant nodes) become function
 arguments ahead of the user inputs, their arrays kept here for the weight blob. Small constants

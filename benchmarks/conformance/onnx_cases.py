@@ -15,7 +15,7 @@ import numpy as np
 DATA_KINDS = ("pytorch-converted", "pytorch-operator", "simple")
 
 # Ops whose outputs are random draws: the suite's expected values come from NumPy's random
-# stream, which no other implementation reproduces (ONNX Runtime's backend tests skip them).
+# stream, which no other implementation reproduces.
 RANDOM_OPS = ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform",
               "RandomUniformLike")
 
