@@ -228,7 +228,7 @@ def small_determinant(graph: _Graph, node):
 
 def grid_sample_2d(graph: _Graph, node):
     """GridSample of 4-D inputs, nearest or linear, zeros or border padding: torch-mlir's
-    lowering rounds nearest coordinates half away from zero (ONNX: half to even) and reads
+    lowering rounds ties of nearest coordinates up (ONNX: half to even) and reads
     outside the input for zeros padding. Spelled out as coordinates, clamped flat indices,
     GatherElements and a mask for the taps outside the input."""
     if node.op_type != "GridSample":
