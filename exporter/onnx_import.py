@@ -1,5 +1,6 @@
 """Import stage for ONNX models: torch-mlir's ONNX importer, its ONNX -> torch lowering, then
-the same linalg-on-tensors pipeline as the PyTorch path.
+the same linalg-on-tensors pipeline as the PyTorch path. Nodes that lowering gets wrong are
+first rewritten into ONNX ops it gets right (onnx_rewrites.py).
 
 Weights stay out of the IR: float initializers (and large float Constant nodes) become function
 arguments ahead of the user inputs, their arrays kept here for the weight blob. Small constants
@@ -11,6 +12,7 @@ import re
 
 import numpy as np
 
+from . import onnx_rewrites
 from .errors import ExportError
 from .handoff import ImportedModel, LoadedModel, Weight
 from .names import c_identifier
@@ -43,6 +45,8 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
 
     proto = onnx.ModelProto()
     proto.CopyFrom(model.program)
+    if onnx_rewrites.rewrite(proto):     # nodes torch-mlir would lower to wrong numbers
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     weights = _lift_weights(proto.graph)
     outputs = output_specs(model.path, proto)
     proto.graph.name = "forward"
@@ -157,7 +161,8 @@ def _inline_attr(tensor):
     from onnx import numpy_helper
     from torch_mlir import ir
 
-    array = np.ascontiguousarray(numpy_helper.to_array(tensor))
+    # reshaped: np.ascontiguousarray gives a 0-d array one dimension
+    array = np.ascontiguousarray(numpy_helper.to_array(tensor)).reshape(tuple(tensor.dims))
     if array.dtype == np.bool_:
         return ir.DenseElementsAttr.get(array, shape=list(array.shape),
                                         type=ir.IntegerType.get_signless(1))

@@ -14,6 +14,11 @@ import numpy as np
 
 DATA_KINDS = ("pytorch-converted", "pytorch-operator", "simple")
 
+# Ops whose outputs are random draws: the suite's expected values come from NumPy's random
+# stream, which no other implementation reproduces.
+RANDOM_OPS = ("Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform",
+              "RandomUniformLike")
+
 # The CI subset: about 100 node cases across op families, a few converted models and two real
 # architectures (the smallest of the nine).
 CI_LIGHT = ("test_squeezenet", "test_shufflenet")
@@ -62,9 +67,19 @@ def write(case: Case, directory: Path) -> None:
         "name": case.name, "kind": case.kind, "family": case.family, "rtol": case.rtol,
         "atol": case.atol, "inputs": len(case.inputs), "outputs": len(case.outputs),
         "tensor_data": tensor_data,
+        "random_ops": random_ops(case),
         # The shapes, so that the export needs no data: string tensors load only as pickles.
         "input_shapes": [list(np.shape(value)) for value in case.inputs] if tensor_data
         else None}, indent=1))
+
+
+def random_ops(case: Case) -> list[str]:
+    """The RANDOM_OPS in `case`'s graph; the _expanded Bernoulli cases count as Bernoulli
+    (their RandomUniformLike + Greater + Cast is its function body)."""
+    ops = {node.op_type for node in case.model.graph.node if node.op_type in RANDOM_OPS}
+    if case.name.startswith("test_bernoulli"):
+        ops.add("Bernoulli")
+    return sorted(ops)
 
 
 def ci_subset(cases: list[Case], node_count: int = 96) -> list[Case]:

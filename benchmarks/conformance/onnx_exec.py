@@ -2,8 +2,11 @@
 
     python onnx_exec.py LIBRARY PACKAGE_DIR CASE_DIR
 
-Prints one JSON line: {"status": "passed" | "wrong" | "error", "detail": ...}. Run in its own
-process by onnx_run.py, so that a crash or a hang in generated code fails only its case.
+Prints one JSON line: {"status": "passed" | "wrong" | "random" | "error", "detail": ...};
+"random" for a model of random draws (case.json's random_ops) whose outputs have the expected
+shapes and dtypes (and, for Bernoulli, only the values 0 and 1): their values are not
+comparable. Run in its own process by onnx_run.py, so that a crash or a hang in generated code
+fails only its case.
 """
 from __future__ import annotations
 
@@ -38,6 +41,18 @@ def compare(ours: np.ndarray, expected: np.ndarray, rtol: float, atol: float) ->
     return ""
 
 
+def check_random(ours: np.ndarray, expected: np.ndarray, random_ops: list[str]) -> str:
+    """'' when a random output is what the op can give: the expected shape and dtype, and for
+    Bernoulli only zeros and ones; else why not."""
+    if ours.shape != expected.shape:
+        return f"shape {list(ours.shape)}, expected {list(expected.shape)}"
+    if ours.dtype != expected.dtype:
+        return f"dtype {ours.dtype}, expected {expected.dtype}"
+    if "Bernoulli" in random_ops and not np.isin(ours, (0, 1)).all():
+        return f"{int((~np.isin(ours, (0, 1))).sum())} of {ours.size} draws neither 0 nor 1"
+    return ""
+
+
 def main(library: str, package_dir: str, case_dir: str) -> dict:
     case = json.loads((Path(case_dir) / "case.json").read_text())
     data = np.load(Path(case_dir) / "data.npz")
@@ -48,10 +63,17 @@ def main(library: str, package_dir: str, case_dir: str) -> dict:
         ours = module.forward(*inputs)
     if len(ours) != len(expected):
         return {"status": "wrong", "detail": f"{len(ours)} outputs, expected {len(expected)}"}
+    random_ops = case.get("random_ops") or []
     for index, (mine, theirs) in enumerate(zip(ours, expected)):
-        problem = compare(mine, theirs, case["rtol"], case["atol"])
+        problem = check_random(mine, theirs, random_ops) if random_ops else \
+            compare(mine, theirs, case["rtol"], case["atol"])
         if problem:
             return {"status": "wrong", "detail": f"output {index}: {problem}"}
+    if random_ops:
+        checked = "shape, dtype and draws (each a zero or a one)" if "Bernoulli" in \
+            random_ops else "shape and dtype"
+        return {"status": "random", "detail": f"random output ({', '.join(random_ops)}): "
+                                              f"{checked} checked, values not comparable"}
     return {"status": "passed", "detail": ""}
 
 
