@@ -227,6 +227,106 @@ KOKKOS_FORCEINLINE_FUNCTION void load_run<4, float>(const float* source, float* 
 }
 #endif
 
+// What every GPU tile set computes before its launch: the output's extents, the filter's, and
+// the tiles of BM output channels x BN pixels, each summing one of `splits` slices of k
+// (whole steps of BK).
+struct TileGrid {
+  int channels_out, width_out, plane, pixels, height_in, width_in;
+  int kernel_w, taps, depth, tiles_m, tiles, slice;
+  int stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w;
+  bool with_residual;  // a residual to add in the epilogue (not with split sums)
+};
+
+template <int BM, int BN, int BK, class Input, class Output, class Residual>
+TileGrid tile_grid(const Input& in, const Output& out, const ConvGeometry g,
+                   const Residual& residual, const int kernel_h, const int kernel_w,
+                   const int splits) {
+  TileGrid t;
+  t.channels_out = out.extent(1);
+  t.width_out = out.extent(3);
+  t.plane = out.extent(2) * t.width_out;
+  t.pixels = int(out.extent(0)) * t.plane;
+  t.height_in = in.extent(2);
+  t.width_in = in.extent(3);
+  t.kernel_w = kernel_w;
+  t.taps = kernel_h * kernel_w;
+  t.depth = int(in.extent(1)) * t.taps;
+  t.tiles_m = (t.channels_out + BM - 1) / BM;
+  t.tiles = t.tiles_m * ((t.pixels + BN - 1) / BN);
+  t.slice = (t.depth / splits + BK - 1) / BK * BK;
+  t.stride_h = g.stride_h, t.stride_w = g.stride_w, t.pad_h = g.pad_h, t.pad_w = g.pad_w;
+  t.dilation_h = g.dilation_h, t.dilation_w = g.dilation_w;
+  t.with_residual = residual.data() != nullptr && splits == 1;
+  return t;
+}
+
+// A team's tile (first output channel m0, first pixel p0), its slice of k, and the one input
+// column (pixel) thread `rank` stages at every step: image n (0 past the last pixel, where
+// `valid` is false), top-left input row and column of its filter window.
+struct TileOrigin {
+  int m0, p0, k_begin, k_end, n, ih0, iw0;
+  bool valid;
+};
+
+template <int BM, int BN>
+KOKKOS_FORCEINLINE_FUNCTION TileOrigin tile_origin(const TileGrid& t, const int league_rank,
+                                                   const int rank) {
+  TileOrigin o;
+  const int tile = league_rank % t.tiles;
+  o.m0 = (tile % t.tiles_m) * BM;
+  o.p0 = (tile / t.tiles_m) * BN;
+  o.k_begin = league_rank / t.tiles * t.slice;
+  o.k_end = o.k_begin + t.slice < t.depth ? o.k_begin + t.slice : t.depth;
+  const int p = o.p0 + rank % BN, q = p % t.plane;
+  o.valid = p < t.pixels;
+  o.n = o.valid ? p / t.plane : 0;
+  o.ih0 = (q / t.width_out) * t.stride_h - t.pad_h;
+  o.iw0 = (q % t.width_out) * t.stride_w - t.pad_w;
+  return o;
+}
+
+// What the GPU tile sets share: the team count, and run(), which picks the run_taps<KH, KW>
+// that knows the filter size at compile time (1x1, 3x3, 7x7; 0, 0: any other, read from the
+// weights). `splits` > 1: each team sums one of that many slices of k and adds it atomically
+// to `out`, which then already holds the initial value (the caller sets it and applies the
+// ReLU). Tiles::filter_h / filter_w read the filter size off the weights Tiles takes.
+template <class Tiles, int BM, int BN>
+struct TileLaunch {
+  static int64_t teams(int64_t channels_out, int64_t pixels) {
+    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
+  }
+
+  template <class Weights>
+  static int filter_h(const Weights& packed) {  // conv2d_nchw's packed layout
+    return packed.extent(2);
+  }
+  template <class Weights>
+  static int filter_w(const Weights& packed) {
+    return packed.extent(3);
+  }
+
+  template <class ExecutionSpace, class Input, class Weights, class Bias, class Residual,
+            class Output>
+  static void run(const char* label, const Input& in, const Weights& weights,
+                  const Output& out, const ConvGeometry g, const ConvInit init,
+                  const Bias& bias, const Residual& residual, const bool with_relu,
+                  const int splits = 1) {
+    const int kernel_h = Tiles::filter_h(weights), kernel_w = Tiles::filter_w(weights);
+    if (kernel_h == 1 && kernel_w == 1)
+      Tiles::template run_taps<1, 1, ExecutionSpace>(label, in, weights, out, g, init, bias,
+                                                     residual, with_relu, splits);
+    else if (kernel_h == 3 && kernel_w == 3)
+      Tiles::template run_taps<3, 3, ExecutionSpace>(label, in, weights, out, g, init, bias,
+                                                     residual, with_relu, splits);
+    else if (kernel_h == 7 && kernel_w == 7)
+      Tiles::template run_taps<7, 7, ExecutionSpace>(label, in, weights, out, g, init, bias,
+                                                     residual, with_relu, splits);
+    else
+      Tiles::template run_taps<0, 0, ExecutionSpace>(label, in, weights, out, g, init, bias,
+                                                     residual, with_relu, splits);
+  }
+};
+
 // GPUs, when there are enough outputs: the convolution as an implicit matrix product,
 // out[oc][(n, oh, ow)] = sum over k = (ic, kh, kw) of weight[oc][k] * image[k][(n, oh, ow)].
 // A team of (BM / TM) * (BN / TN) threads computes a BM x BN tile of it, TM x TN outputs per
@@ -235,7 +335,7 @@ KOKKOS_FORCEINLINE_FUNCTION void load_run<4, float>(const float* source, float* 
 // the next step's loads in flight while this step computes. A thread's rows and columns come
 // in runs of 4, BM / 2 and BN / 2 apart when it has 8 (16-byte loads, no bank conflicts).
 template <int BM, int BN, int TM, int TN>
-struct ConvTiles {
+struct ConvTiles : TileLaunch<ConvTiles<BM, BN, TM, TN>, BM, BN> {
 #if defined(LAPIS_CONV_TILE_K)  // tuning override
   static constexpr int BK = LAPIS_CONV_TILE_K;
 #else
@@ -248,38 +348,11 @@ struct ConvTiles {
                     threads % BN == 0,
                 "every thread stages the same input column at every step");
 
-  static int64_t teams(int64_t channels_out, int64_t pixels) {
-    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
-  }
-
   KOKKOS_FORCEINLINE_FUNCTION static int row(int tm, int i) {
     return (i / 4) * (BM / (TM / 4)) + tm * 4 + i % 4;
   }
   KOKKOS_FORCEINLINE_FUNCTION static int column(int tn, int j) {
     return (j / 4) * (BN / (TN / 4)) + tn * 4 + j % 4;
-  }
-
-  // `splits` > 1: each team sums one of that many slices of k and adds it atomically to `out`,
-  // which then already holds the initial value (the caller sets it and applies the ReLU).
-  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-            class Output>
-  static void run(const char* label, const Input& in, const PackedWeight& packed,
-                  const Output& out, const ConvGeometry g, const ConvInit init,
-                  const Bias& bias, const Residual& residual, const bool with_relu,
-                  const int splits = 1) {
-    const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
-    if (kernel_h == 1 && kernel_w == 1)
-      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 3 && kernel_w == 3)
-      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 7 && kernel_w == 7)
-      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else
-      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
   }
 
   // KH, KW: the filter size when known at compile time (index arithmetic by constants), else 0.
@@ -294,57 +367,41 @@ struct ConvTiles {
     // one computes while the other waits at a barrier.
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, 2>>;
     using member = typename policy::member_type;
-    const int channels_out = out.extent(1), width_out = out.extent(3);
-    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
-    const int height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_h = KH ? KH : int(packed.extent(2));
     const int kernel_w = KW ? KW : int(packed.extent(3));
-    const int taps = KH && KW ? KH * KW : int(packed.extent(2) * packed.extent(3));
-    const int depth = int(in.extent(1)) * taps;
-    const int tiles_m = (channels_out + BM - 1) / BM, blocks = packed.extent(0);
-    const int tiles = teams(channels_out, pixels);
-    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
-    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
-    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
-    const bool with_residual = residual.data() != nullptr && splits == 1;
+    const TileGrid grid = tile_grid<BM, BN, BK>(in, out, g, residual, kernel_h, kernel_w, splits);
+    const int taps = KH && KW ? KH * KW : grid.taps;  // constant when KH and KW are
+    const int blocks = packed.extent(0);
     const T* weights = packed.data();
     const size_t scratch = 2 * size_t(BK) * (BM + BN) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + 2 * BK * BM;
           const int rank = team.team_rank();
-          const int tile = team.league_rank() % tiles;
-          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
-          const int k_begin = team.league_rank() / tiles * slice;
-          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
-          // The input column this thread stages, the same at every step.
-          const int p_stage = p0 + rank % BN;
-          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
-          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
-          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
-          const bool p_valid = p_stage < pixels;
+          const TileOrigin at = tile_origin<BM, BN>(grid, team.league_rank(), rank);
           T a_next[a_staged], b_next[b_staged];
           const auto fetch = [&](const int k0) {
             LAPIS_UNROLL
             for (int r = 0; r < a_staged; ++r) {  // BM / 8 channel blocks x BK taps x 8
               const int e = rank + r * threads, o = e % conv_channel_block;
               const int k = k0 + (e / conv_channel_block) % BK;
-              const int block = m0 / conv_channel_block + e / (conv_channel_block * BK);
-              a_next[r] = block < blocks && k < k_end
-                              ? weights[(int64_t(block) * depth + k) * conv_channel_block + o]
+              const int block = at.m0 / conv_channel_block + e / (conv_channel_block * BK);
+              a_next[r] = block < blocks && k < at.k_end
+                              ? weights[(int64_t(block) * grid.depth + k) * conv_channel_block + o]
                               : T(0);
             }
             LAPIS_UNROLL
             for (int r = 0; r < b_staged; ++r) {  // BK taps x BN pixels
               const int k = k0 + rank / BN + r * (threads / BN);
               const int ic = k / taps, tap = k % taps;
-              const int ih = ih0 + (tap / kernel_w) * dilation_h;
-              const int iw = iw0 + (tap % kernel_w) * dilation_w;
-              b_next[r] = p_valid && k < k_end && ih >= 0 && ih < height_in && iw >= 0 &&
-                                  iw < width_in
-                              ? T(in(n_stage, ic, ih, iw))
+              const int ih = at.ih0 + (tap / kernel_w) * grid.dilation_h;
+              const int iw = at.iw0 + (tap % kernel_w) * grid.dilation_w;
+              b_next[r] = at.valid && k < at.k_end && ih >= 0 && ih < grid.height_in && iw >= 0 &&
+                                  iw < grid.width_in
+                              ? T(in(at.n, ic, ih, iw))
                               : T(0);
             }
           };
@@ -368,11 +425,11 @@ struct ConvTiles {
           for (int i = 0; i < TM; ++i)
             LAPIS_UNROLL
             for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-          fetch(k_begin);
+          fetch(at.k_begin);
           stash(0);
           team.team_barrier();
-          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK, buffer ^= 1) {
-            const bool more = k0 + BK < k_end;
+          for (int k0 = at.k_begin, buffer = 0; k0 < at.k_end; k0 += BK, buffer ^= 1) {
+            const bool more = k0 + BK < at.k_end;
             if (more) fetch(k0 + BK);
             const T* a_tile = a_tiles + buffer * BK * BM;
             const T* b_tile = b_tiles + buffer * BK * BN;
@@ -394,21 +451,22 @@ struct ConvTiles {
           }
           LAPIS_UNROLL
           for (int i = 0; i < TM; ++i) {
-            const int oc = m0 + row(tm, i);
-            if (oc >= channels_out) continue;
+            const int oc = at.m0 + row(tm, i);
+            if (oc >= grid.channels_out) continue;
             const T start = init == ConvInit::bias ? T(bias(oc)) : T(0);
             LAPIS_UNROLL
             for (int j = 0; j < TN; ++j) {
-              const int p = p0 + column(tn, j);
-              if (p >= pixels) continue;
-              const int n = p / plane, q = p % plane;
-              T& target = out(n, oc, q / width_out, q % width_out);
+              const int p = at.p0 + column(tn, j);
+              if (p >= grid.pixels) continue;
+              const int n = p / grid.plane, q = p % grid.plane;
+              T& target = out(n, oc, q / grid.width_out, q % grid.width_out);
               if (splits > 1) {
                 Kokkos::atomic_add(&target, acc[i][j]);
                 continue;
               }
               T v = acc[i][j] + (init == ConvInit::accumulate ? target : start);
-              if (with_residual) v += T(residual(n, oc, q / width_out, q % width_out));
+              if (grid.with_residual)
+                v += T(residual(n, oc, q / grid.width_out, q % grid.width_out));
               target = with_relu ? relu(v) : v;
             }
           }
@@ -450,10 +508,20 @@ KOKKOS_FORCEINLINE_FUNCTION void mma(float (&d)[4], const uint32_t (&a)[4],
   (void)d, (void)a, (void)b;
 #endif
 }
+
+// d += a * b to float32 accuracy from the operands' parts: small * big, big * small, then
+// big * big (the small * small term left out).
+KOKKOS_FORCEINLINE_FUNCTION void mma3(float (&d)[4], const uint32_t (&a_big)[4],
+                                      const uint32_t (&a_small)[4], const uint32_t (&b_big)[2],
+                                      const uint32_t (&b_small)[2]) {
+  mma(d, a_small, b_big);
+  mma(d, a_big, b_small);
+  mma(d, a_big, b_big);
+}
 }  // namespace tf32
 
 template <int BM, int BN, int WM, int WN, int MinTeams>
-struct ConvTilesTF32 {
+struct ConvTilesTF32 : TileLaunch<ConvTilesTF32<BM, BN, WM, WN, MinTeams>, BM, BN> {
   static constexpr int BK = 16;
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n;
@@ -465,31 +533,6 @@ struct ConvTilesTF32 {
   static_assert(a_staged * threads == BK * BM && b_staged * threads == BK * BN &&
                     threads % BN == 0,
                 "every thread stages the same input column at every step");
-
-  static int64_t teams(int64_t channels_out, int64_t pixels) {
-    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
-  }
-
-  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-            class Output>
-  static void run(const char* label, const Input& in, const PackedWeight& packed,
-                  const Output& out, const ConvGeometry g, const ConvInit init,
-                  const Bias& bias, const Residual& residual, const bool with_relu,
-                  const int splits = 1) {
-    const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
-    if (kernel_h == 1 && kernel_w == 1)
-      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 3 && kernel_w == 3)
-      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 7 && kernel_w == 7)
-      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else
-      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-  }
 
   // One k8 slice of the staged tiles into the warp's accumulators.
   KOKKOS_FORCEINLINE_FUNCTION static void step(const float* a, const float* b, const int wm0,
@@ -511,11 +554,8 @@ struct ConvTilesTF32 {
         tf32::split(a[(tk + 4 * (r / 2)) * LDA + wm0 + mt * 16 + gr + 8 * (r % 2)], a_big[r],
                     a_small[r]);
       LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt) {
-        tf32::mma(acc[mt][nt], a_small, b_big[nt]);
-        tf32::mma(acc[mt][nt], a_big, b_small[nt]);
-        tf32::mma(acc[mt][nt], a_big, b_big[nt]);
-      }
+      for (int nt = 0; nt < NT; ++nt)
+        tf32::mma3(acc[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
     }
 #else
     LAPIS_UNROLL
@@ -534,13 +574,16 @@ struct ConvTilesTF32 {
   // 8 * (i / 2) at pixel p0 + wn0 + nt * 8 + 2 * tk + i % 2 (gr = lane / 4, tk = lane % 4);
   // start value, residual and ReLU applied here, or the sum added atomically (split sums).
   template <class Output, class Bias, class Residual>
-  KOKKOS_FORCEINLINE_FUNCTION static void store(
-      const Output& out, const Bias& bias, const Residual& residual, const ConvInit init,
-      const bool with_residual, const bool with_relu, const int splits, const int m0,
-      const int p0, const int wm0, const int wn0, const int lane, const int pixels,
-      const int plane, const int width_out, const int channels_out,
-      const float (&acc)[MT][NT][4]) {
+  KOKKOS_FORCEINLINE_FUNCTION static void store(const Output& out, const Bias& bias,
+                                                const Residual& residual, const ConvInit init,
+                                                const bool with_relu, const int splits,
+                                                const TileGrid& grid, const TileOrigin& at,
+                                                const int wm0, const int wn0, const int lane,
+                                                const float (&acc)[MT][NT][4]) {
     using T = float;
+    const int m0 = at.m0, p0 = at.p0, pixels = grid.pixels, plane = grid.plane;
+    const int width_out = grid.width_out, channels_out = grid.channels_out;
+    const bool with_residual = grid.with_residual;
     int column_n[NT][2], column_h[NT][2], column_w[NT][2];
     LAPIS_UNROLL
     for (int nt = 0; nt < NT; ++nt)
@@ -588,57 +631,41 @@ struct ConvTilesTF32 {
     using T = float;
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
     using member = typename policy::member_type;
-    const int channels_out = out.extent(1), width_out = out.extent(3);
-    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
-    const int height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_h = KH ? KH : int(packed.extent(2));
     const int kernel_w = KW ? KW : int(packed.extent(3));
-    const int taps = KH && KW ? KH * KW : int(packed.extent(2) * packed.extent(3));
-    const int depth = int(in.extent(1)) * taps;
-    const int tiles_m = (channels_out + BM - 1) / BM, blocks = packed.extent(0);
-    const int tiles = teams(channels_out, pixels);
-    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
-    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
-    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
-    const bool with_residual = residual.data() != nullptr && splits == 1;
+    const TileGrid grid = tile_grid<BM, BN, BK>(in, out, g, residual, kernel_h, kernel_w, splits);
+    const int taps = KH && KW ? KH * KW : grid.taps;  // constant when KH and KW are
+    const int blocks = packed.extent(0);
     const T* weights = packed.data();
     const size_t scratch = 2 * size_t(BK) * (LDA + LDB) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + 2 * BK * LDA;
           const int rank = team.team_rank();
-          const int tile = team.league_rank() % tiles;
-          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
-          const int k_begin = team.league_rank() / tiles * slice;
-          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
-          // The input column this thread stages, the same at every step.
-          const int p_stage = p0 + rank % BN;
-          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
-          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
-          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
-          const bool p_valid = p_stage < pixels;
+          const TileOrigin at = tile_origin<BM, BN>(grid, team.league_rank(), rank);
           T a_next[a_staged], b_next[b_staged];
           const auto fetch = [&](const int k0) {
             LAPIS_UNROLL
             for (int r = 0; r < a_staged; ++r) {  // BM / 8 channel blocks x BK taps x 8
               const int e = rank + r * threads, o = e % conv_channel_block;
               const int k = k0 + (e / conv_channel_block) % BK;
-              const int block = m0 / conv_channel_block + e / (conv_channel_block * BK);
-              a_next[r] = block < blocks && k < k_end
-                              ? weights[(int64_t(block) * depth + k) * conv_channel_block + o]
+              const int block = at.m0 / conv_channel_block + e / (conv_channel_block * BK);
+              a_next[r] = block < blocks && k < at.k_end
+                              ? weights[(int64_t(block) * grid.depth + k) * conv_channel_block + o]
                               : T(0);
             }
             LAPIS_UNROLL
             for (int r = 0; r < b_staged; ++r) {  // BK taps x BN pixels
               const int k = k0 + rank / BN + r * (threads / BN);
               const int ic = k / taps, tap = k % taps;
-              const int ih = ih0 + (tap / kernel_w) * dilation_h;
-              const int iw = iw0 + (tap % kernel_w) * dilation_w;
-              b_next[r] = p_valid && k < k_end && ih >= 0 && ih < height_in && iw >= 0 &&
-                                  iw < width_in
-                              ? T(in(n_stage, ic, ih, iw))
+              const int ih = at.ih0 + (tap / kernel_w) * grid.dilation_h;
+              const int iw = at.iw0 + (tap % kernel_w) * grid.dilation_w;
+              b_next[r] = at.valid && k < at.k_end && ih >= 0 && ih < grid.height_in && iw >= 0 &&
+                                  iw < grid.width_in
+                              ? T(in(at.n, ic, ih, iw))
                               : T(0);
             }
           };
@@ -665,11 +692,11 @@ struct ConvTilesTF32 {
             for (int nt = 0; nt < NT; ++nt)
               LAPIS_UNROLL
               for (int i = 0; i < 4; ++i) acc[mt][nt][i] = T(0);
-          fetch(k_begin);
+          fetch(at.k_begin);
           stash(0);
           team.team_barrier();
-          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK, buffer ^= 1) {
-            const bool more = k0 + BK < k_end;
+          for (int k0 = at.k_begin, buffer = 0; k0 < at.k_end; k0 += BK, buffer ^= 1) {
+            const bool more = k0 + BK < at.k_end;
             if (more) fetch(k0 + BK);
             const T* a_tile = a_tiles + buffer * BK * LDA;
             const T* b_tile = b_tiles + buffer * BK * LDB;
@@ -679,8 +706,7 @@ struct ConvTilesTF32 {
             if (more) stash(buffer ^ 1);  // read by nobody until after the barrier
             team.team_barrier();
           }
-          store(out, bias, residual, init, with_residual, with_relu, splits, m0, p0, wm0,
-                       wn0, lane, pixels, plane, width_out, channels_out, acc);
+          store(out, bias, residual, init, with_relu, splits, grid, at, wm0, wn0, lane, acc);
         });
   }
 };
@@ -722,7 +748,8 @@ KOKKOS_FORCEINLINE_FUNCTION void wait() {
 }  // namespace tf32
 
 template <int BM, int BN, int WM, int WN, int KStep, int Stages, int MinTeams>
-struct ConvTilesAsync {
+struct ConvTilesAsync
+    : TileLaunch<ConvTilesAsync<BM, BN, WM, WN, KStep, Stages, MinTeams>, BM, BN> {
   static constexpr int BK = KStep;
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n;
@@ -738,31 +765,6 @@ struct ConvTilesAsync {
                 "every thread stages the same input column at every step");
   using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams>;
 
-  static int64_t teams(int64_t channels_out, int64_t pixels) {
-    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
-  }
-
-  template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-            class Output>
-  static void run(const char* label, const Input& in, const PackedWeight& packed,
-                  const Output& out, const ConvGeometry g, const ConvInit init,
-                  const Bias& bias, const Residual& residual, const bool with_relu,
-                  const int splits = 1) {
-    const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
-    if (kernel_h == 1 && kernel_w == 1)
-      run_taps<1, 1, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 3 && kernel_w == 3)
-      run_taps<3, 3, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 7 && kernel_w == 7)
-      run_taps<7, 7, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else
-      run_taps<0, 0, ExecutionSpace>(label, in, packed, out, g, init, bias, residual, with_relu,
-                                     splits);
-  }
-
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
             class Residual, class Output>
   static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
@@ -772,38 +774,22 @@ struct ConvTilesAsync {
     using T = float;
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
     using member = typename policy::member_type;
-    const int channels_out = out.extent(1), width_out = out.extent(3);
-    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
-    const int height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_h = KH ? KH : int(packed.extent(2));
     const int kernel_w = KW ? KW : int(packed.extent(3));
-    const int taps = KH && KW ? KH * KW : int(packed.extent(2) * packed.extent(3));
-    const int depth = int(in.extent(1)) * taps;
-    const int tiles_m = (channels_out + BM - 1) / BM, blocks = packed.extent(0);
-    const int tiles = teams(channels_out, pixels);
-    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
-    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
-    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
-    const bool with_residual = residual.data() != nullptr && splits == 1;
+    const TileGrid grid = tile_grid<BM, BN, BK>(in, out, g, residual, kernel_h, kernel_w, splits);
+    const int taps = KH && KW ? KH * KW : grid.taps;  // constant when KH and KW are
+    const int blocks = packed.extent(0);
     const T* weights = packed.data();
     const T* image = in.data();
     const size_t scratch = size_t(Stages) * BK * (LDA + LDB) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + Stages * BK * LDA;
           const int rank = team.team_rank();
-          const int tile = team.league_rank() % tiles;
-          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
-          const int k_begin = team.league_rank() / tiles * slice;
-          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
-          const int p_stage = p0 + rank % BN;
-          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
-          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
-          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
-          const bool p_valid = p_stage < pixels;
-          const int n_safe = p_valid ? n_stage : 0;
+          const TileOrigin at = tile_origin<BM, BN>(grid, team.league_rank(), rank);
           // Step k0's weights and input into stage `buffer` (zeros past k_end and the image).
           const auto load = [&](const int k0, const int buffer) {
             T* a_tile = a_tiles + buffer * BK * LDA;
@@ -813,10 +799,11 @@ struct ConvTilesAsync {
               const int c = rank + r * threads;
               if (a_total % threads != 0 && c >= a_total) break;
               const int block = c / (2 * BK), k = (c / 2) % BK, half = c % 2;
-              const int b = m0 / conv_channel_block + block;
-              const bool valid = b < blocks && k0 + k < k_end;
+              const int b = at.m0 / conv_channel_block + block;
+              const bool valid = b < blocks && k0 + k < at.k_end;
               tf32::copy16(a_tile + k * LDA + block * conv_channel_block + half * 4,
-                           valid ? weights + (int64_t(b) * depth + k0 + k) * conv_channel_block +
+                           valid ? weights +
+                                       (int64_t(b) * grid.depth + k0 + k) * conv_channel_block +
                                        half * 4
                                  : weights,
                            valid);
@@ -825,12 +812,12 @@ struct ConvTilesAsync {
             for (int r = 0; r < b_staged; ++r) {  // BK taps x BN pixels
               const int kr = rank / BN + r * (threads / BN), k = k0 + kr;
               const int ic = k / taps, tap = k % taps;
-              const int ih = ih0 + (tap / kernel_w) * dilation_h;
-              const int iw = iw0 + (tap % kernel_w) * dilation_w;
-              const bool valid = p_valid && k < k_end && ih >= 0 && ih < height_in && iw >= 0 &&
-                                 iw < width_in;
+              const int ih = at.ih0 + (tap / kernel_w) * grid.dilation_h;
+              const int iw = at.iw0 + (tap % kernel_w) * grid.dilation_w;
+              const bool valid = at.valid && k < at.k_end && ih >= 0 && ih < grid.height_in &&
+                                 iw >= 0 && iw < grid.width_in;
               tf32::copy4(b_tile + kr * LDB + rank % BN,
-                          valid ? &in(n_safe, ic, ih, iw) : image, valid);
+                          valid ? &in(at.n, ic, ih, iw) : image, valid);
             }
           };
           const int lane = rank % 32, warp = rank / 32;
@@ -844,14 +831,14 @@ struct ConvTilesAsync {
               for (int i = 0; i < 4; ++i) acc[mt][nt][i] = T(0);
           LAPIS_UNROLL
           for (int s = 0; s < Stages - 1; ++s) {
-            if (k_begin + s * BK < k_end) load(k_begin + s * BK, s);
+            if (at.k_begin + s * BK < at.k_end) load(at.k_begin + s * BK, s);
             tf32::commit();
           }
-          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK) {
+          for (int k0 = at.k_begin, buffer = 0; k0 < at.k_end; k0 += BK) {
             tf32::wait<Stages - 2>();  // this step's copies (this thread's) have landed
             team.team_barrier();       // everyone's; and everyone is done with step - 1
             const int ahead = k0 + (Stages - 1) * BK;
-            if (ahead < k_end) load(ahead, (buffer + Stages - 1) % Stages);
+            if (ahead < at.k_end) load(ahead, (buffer + Stages - 1) % Stages);
             tf32::commit();
             const T* a_tile = a_tiles + buffer * BK * LDA;
             const T* b_tile = b_tiles + buffer * BK * LDB;
@@ -861,8 +848,7 @@ struct ConvTilesAsync {
             buffer = buffer + 1 == Stages ? 0 : buffer + 1;
           }
           tf32::wait<0>();
-          Tiles::store(out, bias, residual, init, with_residual, with_relu, splits, m0, p0, wm0,
-                       wn0, lane, pixels, plane, width_out, channels_out, acc);
+          Tiles::store(out, bias, residual, init, with_relu, splits, grid, at, wm0, wn0, lane, acc);
         });
   }
 };
@@ -887,7 +873,7 @@ KOKKOS_FORCEINLINE_FUNCTION void split_fast(const float x, uint32_t& big, uint32
 }  // namespace tf32
 
 template <int BM, int BN, int WM, int WN, int Stages, int MinTeams>
-struct ConvTilesSplit {
+struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTeams>, BM, BN> {
   static constexpr int BK = 8;  // one tap of 8 input channels a step
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n;
@@ -905,27 +891,14 @@ struct ConvTilesSplit {
                 "every thread stages the same input column at every step");
   using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams>;
 
-  static int64_t teams(int64_t channels_out, int64_t pixels) {
-    return ((channels_out + BM - 1) / BM) * ((pixels + BN - 1) / BN);
-  }
-
   // `split`: [channels_out / 16][kernel_h][kernel_w][channels_in / 8][256] (split_tf32_weight).
-  template <class ExecutionSpace, class Input, class SplitWeight, class Bias, class Residual,
-            class Output>
-  static void run(const char* label, const Input& in, const SplitWeight& split,
-                  const Output& out, const ConvGeometry g, const ConvInit init,
-                  const Bias& bias, const Residual& residual, const bool with_relu,
-                  const int splits = 1) {
-    const int64_t kernel_h = split.extent(1), kernel_w = split.extent(2);
-    if (kernel_h == 1 && kernel_w == 1)
-      run_taps<1, 1, ExecutionSpace>(label, in, split, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else if (kernel_h == 3 && kernel_w == 3)
-      run_taps<3, 3, ExecutionSpace>(label, in, split, out, g, init, bias, residual, with_relu,
-                                     splits);
-    else
-      run_taps<0, 0, ExecutionSpace>(label, in, split, out, g, init, bias, residual, with_relu,
-                                     splits);
+  template <class Weights>
+  static int filter_h(const Weights& split) {
+    return split.extent(1);
+  }
+  template <class Weights>
+  static int filter_w(const Weights& split) {
+    return split.extent(2);
   }
 
   // One k8 step of the staged tiles into the warp's accumulators.
@@ -951,11 +924,8 @@ struct ConvTilesSplit {
       const uint32_t a_small[4] = {__float_as_uint(small.x), __float_as_uint(small.y),
                                    __float_as_uint(small.z), __float_as_uint(small.w)};
       LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt) {
-        tf32::mma(acc[mt][nt], a_small, b_big[nt]);
-        tf32::mma(acc[mt][nt], a_big, b_small[nt]);
-        tf32::mma(acc[mt][nt], a_big, b_big[nt]);
-      }
+      for (int nt = 0; nt < NT; ++nt)
+        tf32::mma3(acc[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
     }
 #else
     // Weight (row m, k) of a fragment: lane (m % 8) * 4 + k % 4, element m % 16 / 8 + k / 4 * 2.
@@ -982,39 +952,23 @@ struct ConvTilesSplit {
     using T = float;
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
     using member = typename policy::member_type;
-    const int channels_out = out.extent(1), width_out = out.extent(3);
-    const int plane = out.extent(2) * width_out, pixels = int(out.extent(0)) * plane;
-    const int channels_in = in.extent(1), height_in = in.extent(2), width_in = in.extent(3);
+    const int kernel_h = KH ? KH : int(split.extent(1));
     const int kernel_w = KW ? KW : int(split.extent(2));
-    const int taps = KH && KW ? KH * KW : int(split.extent(1) * split.extent(2));
-    const int depth = channels_in * taps, groups = depth / BK;
-    const int tiles_m = (channels_out + BM - 1) / BM, fragments_m = split.extent(0);
-    const int tiles = teams(channels_out, pixels);
-    const int slice = (depth / splits + BK - 1) / BK * BK;  // whole steps of k per split
-    const int stride_h = g.stride_h, stride_w = g.stride_w, pad_h = g.pad_h, pad_w = g.pad_w;
-    const int dilation_h = g.dilation_h, dilation_w = g.dilation_w;
+    const TileGrid grid = tile_grid<BM, BN, BK>(in, out, g, residual, kernel_h, kernel_w, splits);
+    const int channels_in = in.extent(1), groups = grid.depth / BK;
+    const int fragments_m = split.extent(0);
     const int64_t channel_stride = in.stride(1);
-    const bool with_residual = residual.data() != nullptr && splits == 1;
     const T* weights = split.data();
     const T* image = in.data();
     const size_t scratch = size_t(Stages) * (a_floats + BK * LDB) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + Stages * a_floats;
           const int rank = team.team_rank();
-          const int tile = team.league_rank() % tiles;
-          const int m0 = (tile % tiles_m) * BM, p0 = (tile / tiles_m) * BN;
-          const int k_begin = team.league_rank() / tiles * slice;
-          const int k_end = k_begin + slice < depth ? k_begin + slice : depth;
-          const int p_stage = p0 + rank % BN;
-          const int n_stage = p_stage / plane, q_stage = p_stage % plane;
-          const int ih0 = (q_stage / width_out) * stride_h - pad_h;
-          const int iw0 = (q_stage % width_out) * stride_w - pad_w;
-          const bool p_valid = p_stage < pixels;
-          const int n_safe = p_valid ? n_stage : 0;
+          const TileOrigin at = tile_origin<BM, BN>(grid, team.league_rank(), rank);
           const int row0 = rank / BN;  // the first k row this thread stages
           // Step k0's weights and input into stage `buffer` (zeros outside the image).
           const auto load = [&](const int k0, const int buffer) {
@@ -1024,7 +978,7 @@ struct ConvTilesSplit {
             for (int r = 0; r < a_chunks; ++r) {  // BM / 16 fragments of 64 copies
               const int c = rank + r * threads;
               if (a_total % threads != 0 && c >= a_total) break;
-              const int m = m0 / 16 + c / (fragment / 4);
+              const int m = at.m0 / 16 + c / (fragment / 4);
               const bool valid = m < fragments_m;
               tf32::copy16(a_tile + c * 4,
                            valid ? weights + (int64_t(m) * groups + k0 / BK) * fragment +
@@ -1034,9 +988,10 @@ struct ConvTilesSplit {
             }
             const int tap = k0 / channels_in, ic0 = k0 - tap * channels_in;
             const int kh = tap / kernel_w, kw = tap - kh * kernel_w;
-            const int ih = ih0 + kh * dilation_h, iw = iw0 + kw * dilation_w;
-            const bool valid = p_valid && ih >= 0 && ih < height_in && iw >= 0 && iw < width_in;
-            const T* source = valid ? &in(n_safe, ic0 + row0, ih, iw) : image;
+            const int ih = at.ih0 + kh * grid.dilation_h, iw = at.iw0 + kw * grid.dilation_w;
+            const bool valid =
+                at.valid && ih >= 0 && ih < grid.height_in && iw >= 0 && iw < grid.width_in;
+            const T* source = valid ? &in(at.n, ic0 + row0, ih, iw) : image;
             const int64_t apart = valid ? rows_apart * channel_stride : 0;
             LAPIS_UNROLL
             for (int r = 0; r < b_staged; ++r)  // BK channels x BN pixels
@@ -1054,21 +1009,20 @@ struct ConvTilesSplit {
               for (int i = 0; i < 4; ++i) acc[mt][nt][i] = T(0);
           LAPIS_UNROLL
           for (int s = 0; s < Stages - 1; ++s) {
-            if (k_begin + s * BK < k_end) load(k_begin + s * BK, s);
+            if (at.k_begin + s * BK < at.k_end) load(at.k_begin + s * BK, s);
             tf32::commit();
           }
-          for (int k0 = k_begin, buffer = 0; k0 < k_end; k0 += BK) {
+          for (int k0 = at.k_begin, buffer = 0; k0 < at.k_end; k0 += BK) {
             tf32::wait<Stages - 2>();  // this step's copies (this thread's) have landed
             team.team_barrier();       // everyone's; and everyone is done with step - 1
             const int ahead = k0 + (Stages - 1) * BK;
-            if (ahead < k_end) load(ahead, (buffer + Stages - 1) % Stages);
+            if (ahead < at.k_end) load(ahead, (buffer + Stages - 1) % Stages);
             tf32::commit();
             step(a_tiles + buffer * a_floats, b_tiles + buffer * BK * LDB, wm0, wn0, lane, acc);
             buffer = buffer + 1 == Stages ? 0 : buffer + 1;
           }
           tf32::wait<0>();
-          Tiles::store(out, bias, residual, init, with_residual, with_relu, splits, m0, p0, wm0,
-                       wn0, lane, pixels, plane, width_out, channels_out, acc);
+          Tiles::store(out, bias, residual, init, with_relu, splits, grid, at, wm0, wn0, lane, acc);
         });
   }
 };
@@ -1234,6 +1188,7 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
                        const SplitWeight& split, const Output& out, const ConvGeometry g,
                        const ConvInit init, const Bias& bias, const Residual& residual,
                        const bool with_relu) {
+  (void)split;  // read by the CUDA float32 tiles only
 #if defined(KOKKOS_ENABLE_CUDA) && !defined(LAPIS_CONV_FMA)
   using T = typename Output::non_const_value_type;
   if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
