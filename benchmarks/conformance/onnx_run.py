@@ -293,17 +293,7 @@ def run(subset: str, only: list[str] | None, jobs: int, work: Path,
                for case in cases}
     tasks = [(case.name, str(work / "cases" / case.name), str(work / "packages" / case.name))
              for case in cases]
-    pool = WorkerPool(jobs, EXPORT_TIMEOUT)
-    done = Counter()
-
-    def progress(key, result):
-        done["n"] += 1
-        if done["n"] % 100 == 0:
-            log(f"  exported {done['n']}/{len(tasks)}")
-    try:
-        exported = pool.map(tasks, progress)
-    finally:
-        pool.close()
+    exported = export_all(WorkerPool(jobs, EXPORT_TIMEOUT), tasks, log, every=100)
     for name, result in exported.items():
         records[name].update(result)
     timings["export"] = time.monotonic() - started - timings["collect"]
@@ -315,6 +305,20 @@ def run(subset: str, only: list[str] | None, jobs: int, work: Path,
                "optimization": optimization, "environment": onnx_cases.environment()}
     (work / "results.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def export_all(pool: WorkerPool, tasks: list, log, every: int) -> dict:
+    """Every export task through `pool` (closed after), a progress line every `every` done."""
+    done = Counter()
+
+    def progress(key, result):
+        done["n"] += 1
+        if done["n"] % every == 0:
+            log(f"  exported {done['n']}/{len(tasks)}")
+    try:
+        return pool.map(tasks, progress)
+    finally:
+        pool.close()
 
 
 def build_and_run(records: dict, work: Path, jobs: int, optimization: str, timings: dict,

@@ -195,17 +195,7 @@ def run(pairs: list[tuple[str, str]], jobs: int, work: Path, optimization: str =
     records = {case_key(n, p): {"name": n, "path": p, "key": case_key(n, p)} for n, p in pairs}
     tasks = [(case_key(n, p), n, p, str(work / "cases" / case_key(n, p)),
               str(work / "packages" / case_key(n, p))) for n, p in pairs]
-    pool = WorkerPool(jobs, EXPORT_TIMEOUT)
-    done = Counter()
-
-    def progress(key, result):
-        done["n"] += 1
-        if done["n"] % 20 == 0:
-            log(f"  exported {done['n']}/{len(tasks)}")
-    try:
-        exported = pool.map(tasks, progress)
-    finally:
-        pool.close()
+    exported = onnx_run.export_all(WorkerPool(jobs, EXPORT_TIMEOUT), tasks, log, every=20)
     for key, result in exported.items():
         if "timed out" in result["reason"] or "process died" in result["reason"]:
             result = {**result, "category": "import", "stage": "export"}

@@ -103,7 +103,8 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     cname = emitter.unique(weight.cname)
     array = weight.array
     comment = f'"{weight.name}" {list(memref_type.shape)}'
-    if kernels.packed_layout(argument) == kernels.CONV2D:
+    packed_conv = kernels.packed_layout(argument) == kernels.CONV2D
+    if packed_conv:
         array = kernels.pack_conv_weight(array)
         comment += f", packed for lapis::conv2d_nchw as {list(array.shape)}"
     emitter.state_views.append(StateView(
@@ -112,7 +113,7 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
         weight_index=len(blob), weight_name=weight.name))
     emitter.memrefs[argument] = MemrefHandle(cname, cname, const=True)
     blob.append(Weight(name=weight.name, cname=cname, array=array))
-    if kernels.packed_layout(argument) == kernels.CONV2D and emitter.split_conv_weights:
+    if packed_conv and emitter.split_conv_weights:
         _add_split_weight(emitter, cname, array)
 
 
