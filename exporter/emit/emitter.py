@@ -83,7 +83,7 @@ class KokkosEmitter:
         self.host_copies: dict = {}      # SSA value -> its copy in forward()'s current scope
         self.reads_back = False          # forward() waits for a value from memory_space
         self.module = None
-        # CUDA float32: convolution weights also split into tf32 pairs for the tensor cores
+        # CUDA: 3x3-and-larger float32 convolution weights also split into tf32 mma fragments
         # (lapis::split_tf32_weight); packed weight's name -> the split View's name.
         self.split_conv_weights = False
         self.split_weights: dict[str, str] = {}
