@@ -114,7 +114,7 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     from exporter import frontend
     from exporter.progress import Progress
 
-    from exporter.function_frontend import split_target
+    from exporter.frontend.function import split_target
 
     specs = [frontend.parse_input_spec(text) for text in shape_texts]
     shapes = [shape for shape, _ in specs] or None

@@ -68,6 +68,9 @@ class LoadedModel:
     # and its optional `<name>_example_inputs()` (inputs --verify must use, e.g. valid indices).
     reference: Any = None
     example_inputs: Any = None
+    # ONNX models: the graph outputs, read by the frontend (the importer finds a PyTorch
+    # program's after decomposition).
+    outputs: list[TensorSpec] | None = None
 
 
 @dataclass

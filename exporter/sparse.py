@@ -14,33 +14,28 @@ The products are torch.library custom ops (`lapis::csr_matvec`, `lapis::csr_matm
 reference implementation (PyTorch's own CSR product, used in eager mode and by --verify) and a
 fake one for torch.export. Along the pipeline:
 
-1. import (importer.py): torch-mlir imports a custom op as `torch.operator "torch.lapis.*"`;
-   rewrite_custom_ops() turns it into a call of a private function declaration, whose argument
-   and result types torch-mlir's backend type conversion carries to builtin tensors. The
-   linalg-on-tensors contract check refuses calls, so linalg_pipeline() leaves it out and
-   check_contract() does its work for every other op.
+1. import (importer/custom_ops.py): torch-mlir imports a custom op as
+   `torch.operator "torch.lapis.*"`; rewrite_custom_ops() turns it into a call of a private
+   function declaration, whose argument and result types torch-mlir's backend type conversion
+   carries to builtin tensors. The linalg-on-tensors contract check refuses calls, so
+   linalg_pipeline() leaves it out and check_contract() does its work for every other op.
 2. bufferization: the declaration's arguments are marked read-only, so nothing is copied.
-3. replace_calls() (lowering.py, with the tuned kernels): the call becomes a `memref.alloc`
-   for its result and an op of the unregistered `lapis` dialect writing it, as kernels.py does
-   for convolutions; emit/sparse_handlers.py turns that into a call of
+3. replace_calls() (lowering/sparse.py, with the tuned kernels): the call becomes a
+   `memref.alloc` for its result and an op of the unregistered `lapis` dialect writing it, as
+   lowering/conv.py does for convolutions; emit/sparse_handlers.py turns that into a call of
    kokkos_support/lapis/sparse.hpp.
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import torch
-
-from .errors import ExportError
 
 # Custom op -> (callee name in the IR, lapis dialect op after bufferization, C++ function).
 OPS = {
     "lapis.csr_matvec": ("lapis_csr_matvec", "lapis.csr_matvec", "lapis::csr_matvec"),
     "lapis.csr_matmul": ("lapis_csr_matmul", "lapis.csr_matmul", "lapis::csr_matmul"),
 }
-_CALLEES = {callee: lapis_op for callee, lapis_op, _ in OPS.values()}
-_CONTRACT_CHECK = ",torch-verify-linalg-on-tensors-backend-contract"
+# Callee name in the IR -> lapis dialect op.
+CALLEES = {callee: lapis_op for callee, lapis_op, _ in OPS.values()}
 _INDEX_DTYPES = (torch.int64, torch.int32)
 _VALUE_DTYPES = (torch.float32, torch.float64)
 
@@ -136,150 +131,3 @@ def valid_csr_inputs(program, inputs: list) -> None:
         counts = torch.bincount(row_of, minlength=rows)
         inputs[p] = torch.cat([counts.new_zeros(1), counts.cumsum(0)]).to(inputs[p].dtype)
         inputs[c] = torch.randint(0, columns, (nnz,), generator=generator).to(inputs[c].dtype)
-
-
-# ---- import: custom op -> call of a declaration ---------------------------------------------
-def rewrite_custom_ops(module) -> int:
-    """Replace each `torch.operator "torch.lapis.csr_*"` in `module` by a `func.call` of a
-    private declaration of the same types; returns how many."""
-    from torch_mlir import ir
-
-    found = [op for op in _walk(module.operation) if op.name == "torch.operator"
-             and ir.StringAttr(op.attributes["name"]).value.removeprefix("torch.") in OPS]
-    if not found:
-        return 0
-    declared: dict[str, object] = {}
-    with module.context:
-        read_only = ir.DictAttr.get({"bufferization.access": ir.StringAttr.get("read")})
-        for op in found:
-            custom = ir.StringAttr(op.attributes["name"]).value.removeprefix("torch.")
-            base = OPS[custom][0]
-            argument_types = [value.type for value in op.operands]
-            result_types = [result.type for result in op.results]
-            signature = (tuple(str(t) for t in argument_types),
-                         tuple(str(t) for t in result_types))
-            callee = declared.get(signature)
-            if callee is None:            # one declaration per op and set of types
-                callee = base if base not in declared.values() else \
-                    f"{base}_{sum(1 for c in declared.values() if c.startswith(base))}"
-                declared[signature] = callee
-                with ir.InsertionPoint(module.body), ir.Location.unknown():
-                    ir.Operation.create("func.func", regions=1, attributes={
-                        "sym_name": ir.StringAttr.get(callee),
-                        "sym_visibility": ir.StringAttr.get("private"),
-                        "function_type": ir.TypeAttr.get(
-                            ir.FunctionType.get(argument_types, result_types)),
-                        "arg_attrs": ir.ArrayAttr.get([read_only] * len(argument_types))})
-            with ir.InsertionPoint(op), op.location:
-                call = ir.Operation.create("func.call", results=result_types,
-                                           operands=list(op.operands),
-                                           attributes={"callee": ir.FlatSymbolRefAttr.get(callee)})
-            for old, new in zip(op.results, call.results):
-                old.replace_all_uses_with(new)
-            op.erase()
-    return len(found)
-
-
-def linalg_pipeline(pipeline: str) -> str:
-    """torch-mlir's torch -> linalg-on-tensors pipeline without its final contract check, which
-    refuses the calls; check_contract() takes its place."""
-    from torch_mlir.passmanager import PassManager
-
-    expanded = str(PassManager.parse(pipeline))
-    if _CONTRACT_CHECK not in expanded:
-        raise ExportError("internal: torch-mlir's linalg-on-tensors pipeline has no contract "
-                          "check to leave out")
-    return expanded.replace(_CONTRACT_CHECK, "")
-
-
-def check_contract(module, path: Path) -> None:
-    """What the contract check would have said of ops other than our calls: torch-dialect ops
-    or values left over mean an op had no lowering."""
-    from torch_mlir import ir
-
-    from . import unsupported
-
-    left = []
-    for op in _walk(module.operation):
-        types = [str(v.type) for v in [*op.operands, *op.results]]
-        if op.name.startswith(("torch.", "torch_c.")) or any(t.startswith("!torch.")
-                                                             for t in types):
-            if op.name == "func.call" and ir.FlatSymbolRefAttr(
-                    op.attributes["callee"]).value in _CALLEES:
-                continue
-            left.append((op.name, unsupported._location(op.location)))
-    keep = ("torch.constant.", "torch.prim.ListConstruct", "torch_c.", "torch.derefine")
-    left = [entry for entry in left if not entry[0].startswith(keep)] or left
-    if left:
-        raise ExportError(unsupported._message(path, left, "torch-mlir cannot lower it to "
-                                               "linalg"), hint=unsupported._HINT)
-
-
-# ---- lowering: call on buffers -> lapis op ---------------------------------------------------
-def replace_calls(module) -> int:
-    """After bufferization: `%y = call @lapis_csr_matvec(%p, %c, %v, %x) -> memref` becomes
-    `%y = memref.alloc(); lapis.csr_matvec(%p, %c, %v, %x, %y)`; the declarations go."""
-    from torch_mlir import ir
-
-    module.context.allow_unregistered_dialects = True
-    calls = [op for op in _walk(module.operation) if op.name == "func.call"
-             and _base_callee(ir.FlatSymbolRefAttr(op.attributes["callee"]).value)]
-    for call in calls:
-        callee = ir.FlatSymbolRefAttr(call.attributes["callee"]).value
-        result_type = ir.MemRefType(call.results[0].type)
-        if not result_type.has_static_shape:
-            raise ExportError(f"{callee.removeprefix('lapis_')}: a result of dynamic shape "
-                              "(a dynamic row count) is not supported yet",
-                              hint="give row_ptr and the dense operand fixed --input-shape "
-                                   "sizes; nnz (col_idx, values) may be dynamic")
-        output = _copied_to_output(call.results[0])
-        with ir.InsertionPoint(call), call.location:
-            if output is not None:         # the function returns the product: write it there
-                target, copy = output
-            else:
-                target = ir.Operation.create(
-                    "memref.alloc", results=[result_type], operands=[], attributes={
-                        "alignment": ir.IntegerAttr.get(ir.IntegerType.get_signless(64), 64),
-                        "operandSegmentSizes": ir.DenseI32ArrayAttr.get([0, 0])}).results[0]
-            ir.Operation.create(_CALLEES[_base_callee(callee)],
-                                operands=[*call.operands, target])
-        if output is not None:
-            copy.erase()
-        else:
-            call.results[0].replace_all_uses_with(target)
-        call.erase()
-    for op in list(module.body.operations):
-        op = op.operation
-        if op.name == "func.func" and _base_callee(ir.StringAttr(op.attributes["sym_name"]).value):
-            op.erase()
-    return len(calls)
-
-
-def _copied_to_output(result):
-    """(argument, copy) when `result`'s one use is `memref.copy result, argument` into a
-    function argument (an output) that nothing else uses; else None."""
-    from torch_mlir import ir
-
-    uses = list(result.uses)
-    if len(uses) != 1 or uses[0].owner.name != "memref.copy" or uses[0].operand_number != 0:
-        return None
-    copy = uses[0].owner.operation
-    target = copy.operands[1]
-    if not isinstance(target, ir.BlockArgument) or len(list(target.uses)) != 1 or \
-            str(target.type) != str(result.type):
-        return None
-    return target, copy
-
-
-def _base_callee(name: str) -> str | None:
-    """'lapis_csr_matvec_1' -> 'lapis_csr_matvec'; None for other functions."""
-    match = re.fullmatch(r"(lapis_csr_mat(?:vec|mul))(?:_\d+)?", name)
-    return match[1] if match else None
-
-
-def _walk(operation):
-    for region in operation.regions:
-        for block in region.blocks:
-            for op in block.operations:
-                yield op.operation
-                yield from _walk(op.operation)

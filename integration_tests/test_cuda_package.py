@@ -21,7 +21,7 @@ import shutil
 import numpy as np
 import pytest
 
-from exporter import kernels
+from exporter import tuned_ops
 
 from .compare import relative_error
 from .conftest import REPO, run
@@ -204,7 +204,7 @@ def test_split_tf32_weight_matches_its_statement(tmp_path, kokkos_root):
     flat[:4] = (np.array([0x3F801000, 0xBF801000, 0x3F803000, 0x00000FFF], np.uint32)
                 .view(np.float32))
     flat[4:8] = [np.inf, -np.inf, np.nan, 0.0]
-    packed = kernels.pack_conv_weight(weight)
+    packed = tuned_ops.pack_conv_weight(weight)
     packed.tofile(tmp_path / "packed.bin")
     blocks, channels_in, kernel_h, kernel_w, _ = packed.shape
     run([build / "split_tf32_check", tmp_path / "packed.bin", blocks, channels_in, kernel_h,

@@ -1,4 +1,4 @@
-"""The C header and Fortran module rendered from a model's TensorSpecs (exporter/bindings.py):
+"""The C header and Fortran module rendered from a model's TensorSpecs (exporter/package/bindings.py):
 their text, and that C and Fortran compilers accept them."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from exporter import bindings
+from exporter.package import bindings
 from exporter.handoff import TensorSpec
 
 INPUTS = [TensorSpec("x", "input0", "float32", (2, 3, 5)),

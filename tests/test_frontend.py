@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from exporter import frontend
+from exporter.frontend import torch_files
 from exporter.errors import ExportError
 
 SHAPE = (2, 3, 8, 8)
@@ -129,8 +130,8 @@ def test_traced_torchscript_keeps_integer_and_bool_input_dtypes(tmp_path):
 
 def test_scripted_torchscript_inputs_stay_float32(files):
     # A scripted module stores no example inputs: its inputs are taken as float32.
-    assert frontend._traced_input_dtypes(files["scripted"], 1) is None
-    assert frontend._traced_input_dtypes(files["traced"], 1) == ["float32"]
+    assert torch_files._traced_input_dtypes(files["scripted"], 1) is None
+    assert torch_files._traced_input_dtypes(files["traced"], 1) == ["float32"]
 
 
 def test_unsupported_input_dtype_is_refused(tmp_path):

@@ -1,4 +1,4 @@
-"""Python functions as models (exporter/function_frontend.py): the `file.py:function` target,
+"""Python functions as models (exporter/frontend/function.py): the `file.py:function` target,
 the --input-shape extension (scalar, :DTYPE) and the one-line errors for what a user gets wrong.
 End-to-end runs of exported functions are in integration_tests/test_functions.py."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from exporter import frontend
 from exporter.errors import ExportError
-from exporter.function_frontend import split_target
+from exporter.frontend.function import split_target
 from tests.test_cli_hardening import assert_user_error, invoke
 
 KERNELS = '''

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from exporter import graph_passes, importer, lowering
+from exporter import importer, lowering
+from exporter.importer import graph_passes
 from exporter.handoff import LoadedModel, TensorSpec
 from integration_tests.models import build
 

@@ -1,4 +1,4 @@
-"""Dense matrix products: `linalg.matmul` on buffers becomes `lapis.matmul` (exporter/matmul.py),
+"""Dense matrix products: `linalg.matmul` on buffers becomes `lapis.matmul` (exporter/lowering/matmul.py),
 with a zero fill before it folded in, and the emitter calls lapis::matmul for it (golden)."""
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import frontend, importer, lowering, matmul
+from exporter import frontend, importer, lowering
+from exporter.lowering import matmul
 
 from .test_emit import GOLDEN, emit_ir, forward_body, spec
 from .test_lowering import op_names

@@ -121,7 +121,7 @@ def test_an_op_without_lowering_is_named_in_one_line(tmp_path):
 
 def test_a_torch_op_without_lowering_is_named():
     """torch-mlir's report of a torch op left over after torch -> linalg: the op, one line."""
-    from exporter.onnx_import import unsupported_op_summary
+    from exporter.importer.onnx_graph import unsupported_op_summary
     report = ("error: failed to legalize operation 'torch.constant.float'\n"
               "note: see current operation: %0 = torch.constant.float 1.0\n"
               "error: failed to legalize operation 'torch.aten.nll_loss_forward'\n")

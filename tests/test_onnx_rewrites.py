@@ -9,7 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from exporter import importer, onnx_frontend, onnx_rewrites
+from exporter import importer
+from exporter.frontend import onnx_model
+from exporter.importer import onnx_rewrites
 
 RTOL, ATOL = 1e-5, 1e-6
 TYPES = {np.float32: TensorProto.FLOAT, np.float64: TensorProto.DOUBLE,
@@ -126,7 +128,7 @@ def test_zero_dimensional_constants_import_as_scalars(tmp_path):
     original = model(helper.make_node("Mul", ["x", "half"], ["y"]),
                      {"x": (np.float32, (3,))}, {"y": (np.float32, (3,))},
                      initializers=[half])
-    loaded = onnx_frontend.prepare(original, tmp_path / "half.onnx")
+    loaded = onnx_model.prepare(original, tmp_path / "half.onnx")
     assert "tensor<3xf32>" in str(importer.to_linalg(loaded).module)
 
 

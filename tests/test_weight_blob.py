@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.errors import ExportError
 from exporter.handoff import Weight
 from weights import blob
 
@@ -88,7 +87,7 @@ def test_empty_blob(tmp_path):
 
 
 def test_unsupported_dtype_is_a_clear_error(tmp_path):
-    with pytest.raises(ExportError, match="weight 'c' has element type complex64"):
+    with pytest.raises(blob.BlobError, match="weight 'c' has element type complex64"):
         blob.write(tmp_path / "w", [Weight("c", "c", np.zeros(2, np.complex64))])
 
 

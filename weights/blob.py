@@ -9,7 +9,16 @@ from typing import Sequence
 
 import numpy as np
 
-from exporter.errors import ExportError
+
+
+
+class BlobError(ValueError):
+    """A tensor the blob cannot hold; the package stage reports it as the user's error."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
 
 MAGIC = b"LAPISWB1"
 HEADER = struct.Struct("<8sII")          # magic, count, reserved
@@ -65,10 +74,10 @@ def _padding(size: int) -> int:
 
 def _little_endian(name: str, array: np.ndarray) -> np.ndarray:
     if (array.dtype.kind, array.dtype.itemsize) not in DTYPE_CODES:
-        raise ExportError(f"weight '{name}' has element type {array.dtype}, which the weight "
-                          "blob cannot hold",
-                          hint="supported: float16/32/64, int8/32/64, uint8, bool")
+        raise BlobError(f"weight '{name}' has element type {array.dtype}, which the weight "
+                        "blob cannot hold",
+                        hint="supported: float16/32/64, int8/32/64, uint8, bool")
     if array.ndim > MAX_RANK:
-        raise ExportError(f"weight '{name}' has rank {array.ndim}; Kokkos Views (and the "
-                          f"weight blob) go up to rank {MAX_RANK}")
+        raise BlobError(f"weight '{name}' has rank {array.ndim}; Kokkos Views (and the "
+                        f"weight blob) go up to rank {MAX_RANK}")
     return array.astype(array.dtype.newbyteorder("<"), copy=False)   # tobytes() orders it

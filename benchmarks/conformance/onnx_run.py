@@ -65,7 +65,8 @@ def export_case(case_dir: str, package_dir: str, on_stage=lambda stage: None) ->
     `on_stage(name)` is called as each of STAGES begins."""
     import onnx
 
-    from exporter import emit, importer, lowering, onnx_frontend, package
+    from exporter import emit, importer, lowering, package
+    from exporter.frontend import onnx_model
     from exporter.errors import ExportError
 
     meta = json.loads((Path(case_dir) / "case.json").read_text())
@@ -78,7 +79,7 @@ def export_case(case_dir: str, package_dir: str, on_stage=lambda stage: None) ->
     stage = "frontend"
     on_stage(stage)
     try:
-        loaded = onnx_frontend.prepare(onnx.load(str(model_path)), model_path, shapes)
+        loaded = onnx_model.prepare(onnx.load(str(model_path)), model_path, shapes)
         stage = "import"
         on_stage(stage)
         imported = importer.to_linalg(loaded)

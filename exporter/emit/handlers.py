@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ExportError
-from ..kernels import ZEROED_ATTRIBUTE
+from ..tuned_ops import ZEROED_ATTRIBUTE
 from . import cxx_types, scalar_ops
 from .emitter import KokkosEmitter, MemrefHandle, StateView, handles, location_label
 
@@ -819,10 +819,10 @@ def _yield(em: KokkosEmitter, op) -> None:
             em.line(f"{target} = {value};")
 
 
-# ---- tuned kernels (exporter/kernels.py) ----------------------------------------------------
+# ---- tuned kernels (lowering/conv.py) ----------------------------------------------------------
 @handles("lapis.conv2d_nchw")
 def _conv2d(em: KokkosEmitter, op) -> None:
-    """The tuned convolution, with what the lowering folded into it (exporter/kernels.py)."""
+    """The tuned convolution, with what the lowering folded into it (lowering/conv.py)."""
     import numpy as np
     from torch_mlir import ir
     source, weight, *bias, target = (em.memref(v) for v in op.operands)
@@ -854,7 +854,7 @@ def _conv2d(em: KokkosEmitter, op) -> None:
 
 @handles("lapis.max_pool2d_nchw")
 def _max_pool2d(em: KokkosEmitter, op) -> None:
-    """Max pooling reading around its unpadded input (exporter/kernels.py)."""
+    """Max pooling reading around its unpadded input (lowering/conv.py)."""
     import numpy as np
     from torch_mlir import ir
     source, target = (em.memref(v) for v in op.operands)

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .. import __version__, kernels, templates
+from .. import __version__, templates, tuned_ops
 from ..errors import ExportError
 from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight,
                        dynamic_extents)
@@ -36,7 +36,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
                           hint="choose one of " + ", ".join(BACKEND_SPACES))
     module = lowered.module
     function = _forward_function(module)
-    emitter = KokkosEmitter(name, flat_ranges=backend not in kernels.HOST_BACKENDS)
+    emitter = KokkosEmitter(name, flat_ranges=backend not in tuned_ops.HOST_BACKENDS)
     emitter.split_conv_weights = backend == "cuda"
     emitter.taken.update({"state", "blob", "fresh", "range", "mdrange", "buffer", "unmanaged",
                           "strided", "State", "initialize", "finalize", "forward", name})
@@ -65,7 +65,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
     header = _render("model.hpp.in", fields)
     # The C API's device copies of the caller's host buffers: made once, in initialize(), or
     # by the C API when a dynamic size changes.
-    staging = [] if backend in kernels.HOST_BACKENDS else [
+    staging = [] if backend in tuned_ops.HOST_BACKENDS else [
         StateView(cname=f"c_api_{spec.cname}", element=CXX_TYPES[spec.dtype],
                   shape=tuple(spec.shape), comment=f"C API copy of {spec.cname}",
                   planned_in_forward=any(d < 0 for d in spec.shape))
@@ -103,9 +103,9 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     cname = emitter.unique(weight.cname)
     array = weight.array
     comment = f'"{weight.name}" {list(memref_type.shape)}'
-    packed_conv = kernels.packed_layout(argument) == kernels.CONV2D
+    packed_conv = tuned_ops.packed_layout(argument) == tuned_ops.CONV2D
     if packed_conv:
-        array = kernels.pack_conv_weight(array)
+        array = tuned_ops.pack_conv_weight(array)
         comment += f", packed for lapis::conv2d_nchw as {list(array.shape)}"
     emitter.state_views.append(StateView(
         cname=cname, element=cxx_types.scalar(memref_type.element_type),

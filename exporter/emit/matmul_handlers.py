@@ -1,8 +1,8 @@
-"""Handler for the dense matrix products of exporter/matmul.py: calls of
+"""Handler for the dense matrix products of lowering/matmul.py: calls of
 kokkos_support/lapis/gemm.hpp."""
 from __future__ import annotations
 
-from ..matmul import BATCH_MATMUL, MATMUL
+from ..tuned_ops import BATCH_MATMUL, MATMUL
 from .emitter import KokkosEmitter, handles, location_label
 
 

@@ -1,6 +1,6 @@
 // lapis-export dense matrix product, shipped into every exported package (src/lapis/).
 // The generated code calls lapis::matmul for linalg.matmul and lapis::batch_matmul for
-// linalg.batch_matmul (exporter/matmul.py): C = A B, or C += A B, for Views of float or double
+// linalg.batch_matmul (exporter/lowering/matmul.py): C = A B, or C += A B, for Views of float or double
 // of any layout.
 // Host backends (views with unit column stride): threads over tiles of C; in a tile, blocks of
 // 256 along K, each block's B columns packed 2 vectors wide into a stack buffer, and a

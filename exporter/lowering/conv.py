@@ -1,26 +1,17 @@
-"""Tuned kernels: which linalg ops the lowering hands to kokkos_support/lapis/kernels.hpp
-instead of loop nests, and how their weights are laid out for them at export.
+"""Tuned convolutions and pooling: which linalg ops the lowering hands to the kernels in
+kokkos_support/lapis/kernels.hpp instead of loop nests, with the ops around them folded in.
 
 A replaced op becomes an op of the `lapis` dialect (unregistered: the passes after it leave it
-alone) with the same operands; the emitter turns it into a call of the C++ kernel.
+alone; exporter/tuned_ops.py names them) with the same operands; the emitter turns it into a
+call of the C++ kernel and packs its weight as tuned_ops.pack_conv_weight says.
 """
 from __future__ import annotations
 
-import numpy as np
+from ..tuned_ops import CONV2D, HOST_BACKENDS, MAX_POOL, ZEROED_ATTRIBUTE
+from .buffers import (VIEW_OPS, constant_value, fill_value, neighbour, root,
+                      untouched_between, writes_only)
 
-# Must match lapis::conv_channel_block in kokkos_support/lapis/kernels.hpp.
-CONV_CHANNEL_BLOCK = 8
-
-CONV2D = "lapis.conv2d_nchw"
-MAX_POOL = "lapis.max_pool2d_nchw"
 CMPF_UGT = 9  # arith::CmpFPredicate::UGT
-# On a memref.alloc: the emitter zero-fills the buffer once, in initialize().
-ZEROED_ATTRIBUTE = "lapis.zeroed"
-
-
-# Host backends run the x86 convolution tiles, which want the input already padded; the others
-# read around the unpadded input, which saves two kernels (fill, copy) per convolution.
-HOST_BACKENDS = ("serial", "openmp", "threads")
 
 
 def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> int:
@@ -59,17 +50,17 @@ def _replace_max_pool(pool) -> bool:
     if not unpadded:
         return False
     unpadded_source, offsets, copy, view, fill, alloc = unpadded
-    if _root(unpadded_source) == _root(target) or not _untouched_between(
-            copy, pool, _root(unpadded_source)):
+    if root(unpadded_source) == root(target) or not untouched_between(
+            copy, pool, root(unpadded_source)):
         return False
     kernel = ir.MemRefType(window.type).shape
     folded = [pool, copy, view, fill, alloc]
     init = "accumulate"
     step = -1
-    while (before := _neighbour(pool, step)) is not None and before.name == "memref.alloc":
+    while (before := neighbour(pool, step)) is not None and before.name == "memref.alloc":
         step -= 1
-    if before is not None and _writes_only(before, target) and \
-            _fill_value(before) == float("-inf"):
+    if before is not None and writes_only(before, target) and \
+            fill_value(before) == float("-inf"):
         init = "lowest"
         folded.insert(1, before)
     with ir.InsertionPoint(pool), pool.location:
@@ -97,23 +88,23 @@ def _replace_conv(conv, fold_padding: bool) -> None:
         # The copy into the padded buffer is what keeps the input when the output reuses its
         # buffer. Where the copy stays, the zero fill can still go: the border of a buffer of
         # its own is zero from initialize() on and nothing else writes it.
-        if (fold_padding and _root(unpadded_source) != _root(target)
-                and _untouched_between(copy, conv, _root(unpadded_source))):
+        if (fold_padding and root(unpadded_source) != root(target)
+                and untouched_between(copy, conv, root(unpadded_source))):
             source, padding = unpadded_source, offsets
             folded += [copy, view, fill, alloc]
         else:
             folded.append(fill)
             alloc.attributes[ZEROED_ATTRIBUTE] = ir.UnitAttr.get()
     init, bias = "accumulate", []
-    before = _neighbour(conv, -1)
-    if before is not None and _writes_only(before, target):
+    before = neighbour(conv, -1)
+    if before is not None and writes_only(before, target):
         if before.name == "linalg.broadcast" and list(before.attributes["dimensions"]) == [0, 2, 3]:
             init, bias = "bias", [before.operands[0]]
             folded.append(before)
-        elif _fill_value(before) == 0.0:
+        elif fill_value(before) == 0.0:
             init = "zero"
             folded.append(before)
-    after = _neighbour(conv, +1)
+    after = neighbour(conv, +1)
     relu = after is not None and _is_inplace_relu(after, target)
     residual = []
     if relu:
@@ -124,11 +115,11 @@ def _replace_conv(conv, fold_padding: bool) -> None:
         # The kernel writes relu(conv + other) to `result`; the convolution's own buffer then
         # holds nothing, which is fine when it is its own buffer and nothing reads it again.
         if (result == target or (init != "accumulate" and _dead_after(after, target)
-                                 and _root(result) != _root(source))) \
-                and _root(other) != _root(result) and _root(other) != _root(target):
+                                 and root(result) != root(source))) \
+                and root(other) != root(result) and root(other) != root(target):
             residual, target = [other], result
             folded.append(after)
-            between = [_neighbour(conv, step) for step in range(1, _steps_to(conv, after))]
+            between = [neighbour(conv, step) for step in range(1, _steps_to(conv, after))]
             if isinstance(result, ir.OpResult) and result.owner in between:
                 result.owner.move_before(conv)   # made between the two: now used earlier
         else:
@@ -147,58 +138,6 @@ def _replace_conv(conv, fold_padding: bool) -> None:
         op.erase()
 
 
-VIEW_OPS = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
-            "memref.reinterpret_cast")
-
-
-def _root(value):
-    """The buffer (alloc result or argument) a view of views reads."""
-    from torch_mlir import ir
-    while isinstance(value, ir.OpResult) and value.owner.name in VIEW_OPS:
-        value = value.owner.operands[0]
-    return value
-
-
-def _untouched_between(first, last, buffer) -> bool:
-    """No op strictly between `first` and `last` writes `buffer` (ops we cannot tell of: no)."""
-    ops = [o.operation for o in first.block.operations]
-    start = next(i for i, o in enumerate(ops) if o == first)
-    end = next(i for i, o in enumerate(ops) if o == last)
-    for op in ops[start + 1:end]:
-        if op.name == "memref.alloc" or op.name in VIEW_OPS:
-            continue
-        if not op.name.startswith("linalg.") or _root(op.operands[-1]) == buffer:
-            return False
-    return True
-
-
-def _neighbour(op, step: int):
-    ops = [o.operation for o in op.block.operations]
-    index = next(i for i, o in enumerate(ops) if o == op) + step
-    return ops[index] if 0 <= index < len(ops) else None
-
-
-def _writes_only(op, buffer) -> bool:
-    """`op` is a linalg op whose only output is `buffer` and that reads nothing of it."""
-    if not op.name.startswith("linalg.") or len(op.operands) == 0 or op.operands[-1] != buffer:
-        return False
-    return all(v != buffer for v in list(op.operands)[:-1])
-
-
-def _fill_value(op) -> float | None:
-    """The constant a `linalg.fill` / yield-only `linalg.map` writes, if it is one."""
-    if op.name == "linalg.fill":
-        value = op.operands[0]
-    elif op.name == "linalg.map" and len(op.operands) == 1:
-        body = list(op.regions[0].blocks[0].operations)
-        if len(body) != 1 or len(body[0].operands) != 1:
-            return None
-        value = body[0].operands[0]
-    else:
-        return None
-    return _constant_value(value)
-
-
 def _unpadded_source(padded, value: float = 0.0):
     """For a buffer made as `alloc; fill value; copy X into subview [0, 0, ph, pw]` and
     otherwise read only by the consumer: (X, [ph, pw], copy, subview, fill, alloc); else None."""
@@ -209,7 +148,7 @@ def _unpadded_source(padded, value: float = 0.0):
     if not isinstance(alloc, ir.Operation) or alloc.name != "memref.alloc":
         return None
     users = [use.owner.operation for use in padded.uses]
-    fills = [u for u in users if _fill_value(u) == value and u.operands[-1] == padded]
+    fills = [u for u in users if fill_value(u) == value and u.operands[-1] == padded]
     views = [u for u in users if u.name == "memref.subview"]
     if len(users) != 3 or len(fills) != 1 or len(views) != 1:
         return None
@@ -237,7 +176,7 @@ def _is_inplace_relu(op, buffer) -> bool:
     zero = compare.operands[1]
     from torch_mlir import ir
     return (ir.IntegerAttr(compare.attributes["predicate"]).value == CMPF_UGT
-            and compare.operands[0] == x and _constant_value(zero) == 0.0
+            and compare.operands[0] == x and constant_value(zero) == 0.0
             and list(select.operands) == [compare.results[0], x, zero]
             and done.operands[0] == select.results[0])
 
@@ -245,7 +184,7 @@ def _is_inplace_relu(op, buffer) -> bool:
 def _next_past_allocs(op):
     """The op after `op`, past any memref.alloc (which touch no data)."""
     step = 1
-    while (following := _neighbour(op, step)) is not None and following.name == "memref.alloc":
+    while (following := neighbour(op, step)) is not None and following.name == "memref.alloc":
         step += 1
     return following
 
@@ -289,7 +228,7 @@ def _residual_add(op, buffer):
         compare, select = body[1], body[2]
         zero = compare.operands[1]
         if not (ir.IntegerAttr(compare.attributes["predicate"]).value == CMPF_UGT
-                and compare.operands[0] == total and _constant_value(zero) == 0.0
+                and compare.operands[0] == total and constant_value(zero) == 0.0
                 and list(select.operands) == [compare.results[0], total, zero]):
             return None
         relu, value = True, select.results[0]
@@ -310,32 +249,19 @@ def _dead_after(op, buffer) -> bool:
     start = next(i for i, o in enumerate(ops) if o == op)
     for later in ops[start + 1:]:
         operands = list(later.operands)
-        if not any(_root(v) == buffer for v in operands):
+        if not any(root(v) == buffer for v in operands):
             continue
         if later.name == "memref.dealloc":
             return True
         if later.name == CONV2D and operands[-1] == buffer and \
                 ir.StringAttr(later.attributes["init"]).value != "accumulate" and \
-                all(_root(v) != buffer for v in operands[:-1]):
+                all(root(v) != buffer for v in operands[:-1]):
             return True
         if later.name in ("linalg.fill", "linalg.broadcast", "memref.copy") and \
-                operands[-1] == buffer and all(_root(v) != buffer for v in operands[:-1]):
+                operands[-1] == buffer and all(root(v) != buffer for v in operands[:-1]):
             return True
         return False
     return True
-
-
-def _constant_value(value) -> float | None:
-    from torch_mlir import ir
-    owner = value.owner
-    if not isinstance(owner, ir.Operation) and hasattr(owner, "operation"):
-        owner = owner.operation
-    if not isinstance(owner, ir.Operation) or owner.name != "arith.constant":
-        return None
-    try:
-        return ir.FloatAttr(owner.attributes["value"]).value
-    except ValueError:                         # an integer or a dense constant
-        return None
 
 
 def _is_packable_weight(value, weight_count: int) -> bool:
@@ -344,19 +270,3 @@ def _is_packable_weight(value, weight_count: int) -> bool:
             and len(list(value.uses)) == 1)
 
 
-def packed_layout(argument) -> str | None:
-    """The tuned-kernel layout a weight argument needs, or None to keep it as is."""
-    uses = list(argument.uses)
-    if len(uses) == 1 and uses[0].owner.name == CONV2D and uses[0].operand_number == 1:
-        return CONV2D
-    return None
-
-
-def pack_conv_weight(weight: np.ndarray) -> np.ndarray:
-    """[OC, IC, KH, KW] -> [ceil(OC / B), IC, KH, KW, B], zero-padded output channels."""
-    channels, *rest = weight.shape
-    blocks = -(-channels // CONV_CHANNEL_BLOCK)
-    padded = np.zeros((blocks * CONV_CHANNEL_BLOCK, *rest), dtype=weight.dtype)
-    padded[:channels] = weight
-    packed = padded.reshape(blocks, CONV_CHANNEL_BLOCK, *rest).transpose(0, 2, 3, 4, 1)
-    return np.ascontiguousarray(packed)

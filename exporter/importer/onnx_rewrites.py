@@ -1,5 +1,5 @@
 """ONNX-graph rewrites ahead of torch-mlir's import, for nodes its ONNX -> torch lowering turns
-into wrong numbers: each becomes a few ONNX ops it lowers correctly. onnx_import.to_linalg()
+into wrong numbers: each becomes a few ONNX ops it lowers correctly. onnx_graph.to_linalg()
 calls rewrite() on the shape-inferred model; one function per fix, each named after what
 torch-mlir gets wrong.
 """

@@ -1,14 +1,15 @@
 """Frontend for ONNX files: load and check the model, pin its input shapes, infer the rest.
 
 Called by frontend.load() for files whose content is an ONNX ModelProto. The LoadedModel it
-returns carries the shape-inferred ModelProto as `program`; onnx_import.to_linalg() takes it on.
+returns carries the shape-inferred ModelProto as `program` and its graph outputs as
+`outputs`; importer/onnx_graph.py takes them on.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import ExportError
-from .handoff import LoadedModel, TensorSpec
+from ..errors import ExportError
+from ..handoff import LoadedModel, TensorSpec
 
 # Older models are converted to this opset before import (see _upgrade_opset).
 MIN_OPSET = 17
@@ -61,8 +62,10 @@ def prepare(model, path: Path, input_shapes: list[tuple[int, ...]] | None = None
     inputs = [_spec(path, value, f"input{index}", "input")
               for index, value in enumerate(value for value in model.graph.input
                                             if value.name not in initialized)]
-    output_specs(path, model)    # refuse non-tensor or shapeless outputs before importing
-    return LoadedModel(path=path, kind="onnx", program=model, inputs=inputs, source_sha256="")
+    # Refuses non-tensor or shapeless outputs before importing.
+    outputs = output_specs(path, model)
+    return LoadedModel(path=path, kind="onnx", program=model, inputs=inputs, source_sha256="",
+                       outputs=outputs)
 
 
 def _upgrade_opset(model):

@@ -1,8 +1,15 @@
-"""Import stage: an ExportedProgram becomes linalg-on-tensors MLIR through torch-mlir.
+"""Import stage: the frontend's program becomes linalg-on-tensors MLIR through torch-mlir.
+
+Second stage of the pipeline (frontend -> importer -> lowering -> emit -> package -> verify).
+PyTorch programs go through torch-mlir's FX importer here, after the rewrites that need weight
+values (graph_passes.py); ONNX models through its ONNX importer (onnx_graph.py, after
+onnx_rewrites.py); the CSR custom ops become calls (custom_ops.py), and an op torch-mlir cannot
+lower is one error naming it (exporter/diagnostics.py).
 
 Weights are not baked into the IR: every parameter, buffer and lifted constant stays a function
 argument (in signature order, before the user inputs), and its tensor is kept here by name for
-the weight blob. Op locations are named after the source module path, e.g. `layer1.0.conv1/convolution`.
+the weight blob. Op locations are named after the source module path, e.g.
+`layer1.0.conv1/convolution`.
 """
 from __future__ import annotations
 
@@ -11,10 +18,11 @@ import numpy as np
 import torch
 from torch.export.graph_signature import InputKind
 
-from . import graph_passes, sparse, unsupported
-from .errors import ExportError
-from .handoff import ImportedModel, LoadedModel, TensorSpec, Weight
-from .names import c_identifier
+from .. import diagnostics
+from ..errors import ExportError
+from ..handoff import ImportedModel, LoadedModel, TensorSpec, Weight
+from ..names import c_identifier
+from . import custom_ops, graph_passes
 
 _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64",
                  torch.int32: "int32", torch.bool: "bool"}
@@ -23,8 +31,8 @@ _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64
 def to_linalg(model: LoadedModel) -> ImportedModel:
     """Import `model.program` and lower it to the linalg-on-tensors backend contract."""
     if model.kind == "onnx":
-        from . import onnx_import
-        return onnx_import.to_linalg(model)
+        from . import onnx_graph
+        return onnx_graph.to_linalg(model)
     from torch_mlir import ir
     from torch_mlir.dialects import torch as torch_d
     from torch_mlir.extras.fx_decomp_util import get_decomposition_table
@@ -51,18 +59,18 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
         raise ExportError(f"{model.path}: torch-mlir could not import the graph: "
                           f"{_first_line(exc)}") from exc
     module = importer.module
-    calls = sparse.rewrite_custom_ops(module)   # CSR products: calls of declarations
+    calls = custom_ops.rewrite_custom_ops(module)   # CSR products: calls of declarations
     to_linalg = ("builtin.module(torch-backend-to-linalg-on-tensors-backend-pipeline"
                  "{allow-non-finites=true})")
     with context:
-        to_linalg = sparse.linalg_pipeline(to_linalg) if calls else to_linalg
+        to_linalg = custom_ops.linalg_pipeline(to_linalg) if calls else to_linalg
     for description, pipeline in (
             ("torch dialect", "builtin.module(func.func(torch-match-quantized-custom-ops), "
                               "torchdynamo-export-to-torch-backend-pipeline)"),
             ("linalg-on-tensors", to_linalg)):
-        unsupported.run_pipeline(module, pipeline, model.path, f"lowering to {description}")
+        diagnostics.run_pipeline(module, pipeline, model.path, f"lowering to {description}")
     if calls:
-        sparse.check_contract(module, model.path)
+        custom_ops.check_contract(module, model.path)
     return ImportedModel(module=module, weights=weights, inputs=model.inputs, outputs=outputs,
                          source=model)
 

@@ -1,5 +1,8 @@
-"""Package stage (after emit): the generated C++, the weight blob, the support headers and the
-CMake project rendered from templates/cmake/, written to --out atomically and deterministically.
+"""Package stage: the generated C++, the weight blob, the support headers and the CMake
+project rendered from templates/cmake/, written to --out atomically and deterministically.
+
+Fifth stage of the pipeline (frontend -> importer -> lowering -> emit -> package -> verify);
+bindings.py renders the C header and the Fortran module of the C API.
 """
 from __future__ import annotations
 
@@ -13,11 +16,12 @@ from pathlib import Path
 
 from weights import blob
 
-from . import __version__, bindings, templates
-from .errors import ExportError
-from .handoff import C_API_TYPES, EmittedSource, TensorSpec, dynamic_extents
+from .. import __version__, templates
+from ..errors import ExportError
+from ..handoff import C_API_TYPES, EmittedSource, TensorSpec, dynamic_extents
+from . import bindings
 
-SUPPORT_HEADERS = Path(__file__).resolve().parents[1] / "kokkos_support" / "lapis"
+SUPPORT_HEADERS = Path(__file__).resolve().parents[2] / "kokkos_support" / "lapis"
 
 # backend -> (Kokkos' name for it, its spellings in Kokkos_DEVICES and Kokkos_ENABLE_<X>; the
 # first is Kokkos 4's, Kokkos 3.4 calls Threads "PTHREAD").
@@ -99,7 +103,10 @@ def _write_tree(root: Path, source: EmittedSource, options: PackageOptions) -> N
     for path, text in ((f"{name}.h", c_header), (f"{name}_mod.f90", fortran)):
         if text is not None:
             _write_text(root / "include" / path, text)
-    weight_bytes = blob.write(root / "src" / f"{name}.weights", source.weights)
+    try:
+        weight_bytes = blob.write(root / "src" / f"{name}.weights", source.weights)
+    except blob.BlobError as exc:
+        raise ExportError(exc.message, hint=exc.hint) from exc
     for header in sorted(SUPPORT_HEADERS.glob("*.hpp")):
         shutil.copyfile(header, root / "src" / "lapis" / header.name)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from . import __version__, templates
-from .handoff import C_API_TYPES, TensorSpec
+from .. import __version__, templates
+from ..handoff import C_API_TYPES, TensorSpec
 
 # dtype -> (Fortran type, iso_c_binding kind it needs). bool travels as uint8_t (C_API_TYPES);
 # Fortran has no unsigned integers, so it is integer(c_int8_t) holding 0 or 1.

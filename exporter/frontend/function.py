@@ -14,8 +14,10 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import ExportError
-from .handoff import LoadedModel
+from ..errors import ExportError
+from ..handoff import LoadedModel
+from .torch_program import (EXAMPLE_EXTENT, FLOAT_DTYPES, export_program, input_specs,
+                            quiet_torch, torch_errors)
 
 # `path/to/file.py:function`; the function name may be dotted (`Solver.step` for a staticmethod).
 _TARGET = re.compile(r"(?P<file>.+\.py):(?P<function>[A-Za-z_][A-Za-z0-9_.]*)")
@@ -44,8 +46,6 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
          dtypes: list[str | None], dtype: str | None = None) -> LoadedModel:
     """Import `path`, take `function_name` and export it on inputs of `shapes` / `dtypes`
     (None: float32, or `dtype` when given)."""
-    from . import frontend
-
     function = find_function(path, function_name)
     label = f"{path}:{function_name}"
     parameters = _tensor_parameters(function, label)
@@ -60,13 +60,13 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
     default = dtype or "float32"
     dtypes = [given or default for given in dtypes]
     if dtype is not None:   # --dtype converts the floating-point inputs, as for models
-        dtypes = [dtype if given in frontend.FLOAT_DTYPES else given for given in dtypes]
+        dtypes = [dtype if given in FLOAT_DTYPES else given for given in dtypes]
     sample = _sample(shapes, dtypes)
-    with frontend._torch_errors(path, f"torch.export of {function_name} failed"), \
-            frontend._quiet_torch():
-        program = frontend._export(_wrap(function, len(parameters)), sample, shapes)
+    with torch_errors(path, f"torch.export of {function_name} failed"), \
+            quiet_torch():
+        program = export_program(_wrap(function, len(parameters)), sample, shapes)
         _check_program(program, label, parameters)
-    specs = frontend._input_specs(path, program)
+    specs = input_specs(path, program)
     specs = [dataclasses.replace(spec, name=name) for spec, name in zip(specs, parameters)]
     examples = getattr(sys.modules.get(_module_name(path)), function_name + EXAMPLE_SUFFIX,
                        None)
@@ -173,12 +173,10 @@ def _sample(shapes: list[tuple[int, ...]], dtypes: list[str]) -> tuple:
     the trace does not depend on their values), False for bool."""
     import torch
 
-    from .frontend import _EXAMPLE_EXTENT
-
     generator = torch.Generator().manual_seed(0)
     sample = []
     for shape, dtype in zip(shapes, dtypes):
-        extents = [d if d > 0 else _EXAMPLE_EXTENT for d in shape]
+        extents = [d if d > 0 else EXAMPLE_EXTENT for d in shape]
         torch_dtype = getattr(torch, dtype)
         if torch_dtype.is_floating_point:
             sample.append(torch.randn(extents, generator=generator).to(torch_dtype))

@@ -1,8 +1,9 @@
-"""Ops the pipeline cannot lower, reported as one ExportError: the first op, where it came from
-(the `module.path/op` location the importer gives every op) and how many others there are.
+"""Unsupported-op diagnostics: MLIR pass pipelines run with their diagnostics collected, so
+that an op the pipeline cannot lower is one ExportError naming it, where it came from (the
+`module.path/op` location the importer gives every op) and how many others fail the same way.
 
-Used by the importer (torch-mlir's pipelines) and by lowering (our passes). MLIR's diagnostics
-are collected here instead of going to stderr, so a failure is one line, never a dump.
+Shared by the importer (torch-mlir's pipelines) and lowering (our passes); MLIR's diagnostics
+never go to stderr, so a failure is one line, never a dump.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ _TORCH_TO_LINALG = ("builtin.module(func.func(convert-torch-to-tmtensor, convert
                     "convert-torch-to-scf, convert-torch-to-arith, convert-torch-to-tensor))")
 # Dialects torch-mlir may leave that the emitter has no handlers for.
 _FOREIGN_DIALECTS = ("tm_tensor.",)
-_HINT = ("rewrite that part of the model with supported ops, or keep it outside the exported "
+HINT = ("rewrite that part of the model with supported ops, or keep it outside the exported "
          "module")
 
 
@@ -32,7 +33,7 @@ def run_pipeline(module, pipeline: str, path: Path, doing: str) -> None:
 
     def collect(diagnostic) -> bool:
         if "ERROR" in str(diagnostic.severity):
-            diagnostics.append((_location(diagnostic.location), diagnostic.message))
+            diagnostics.append((op_location(diagnostic.location), diagnostic.message))
         return True   # handled: nothing goes to stderr (warnings and remarks neither)
 
     handler = context.attach_diagnostic_handler(collect)
@@ -48,17 +49,18 @@ def run_pipeline(module, pipeline: str, path: Path, doing: str) -> None:
 
 
 def has_foreign_ops(module) -> bool:
-    return any(_is_foreign(op) for op in _walk(module.operation))
+    return any(_is_foreign(op) for op in walk(module.operation))
 
 
 def check_foreign_ops(module, path: Path) -> None:
     """Ops of a dialect the emitter does not handle left after lowering (torch-mlir's sort,
     scan, scatter, top-k are tm_tensor ops, which lowering turns into loops)."""
-    found = [(op.name, _location(op.location)) for op in _walk(module.operation)
+    found = [(op.name, op_location(op.location)) for op in walk(module.operation)
              if _is_foreign(op)]
     if found:
-        raise ExportError(_message(path, found, "lapis-export cannot lower it to Kokkos yet"),
-                          hint=_HINT)
+        raise ExportError(unsupported_message(path, found,
+                                              "lapis-export cannot lower it to Kokkos yet"),
+                          hint=HINT)
 
 
 def _pipeline_error(module, path: Path, doing: str, diagnostics, exc) -> ExportError:
@@ -66,21 +68,22 @@ def _pipeline_error(module, path: Path, doing: str, diagnostics, exc) -> ExportE
               if (match := re.search(r"failed to legalize operation '([\w.]+)'", message))]
     if failed and failed[0][0] == "torch.operator":
         # An op the FX importer found no torch-mlir op for: every such op fails the same way.
-        found = [(_operator_name(op), _location(op.location)) for op in _walk(module.operation)
-                 if op.name == "torch.operator"]
-        return ExportError(_message(path, found or failed, "torch-mlir has no op for it"),
-                           hint=_HINT)
+        found = [(_operator_name(op), op_location(op.location))
+                 for op in walk(module.operation) if op.name == "torch.operator"]
+        return ExportError(unsupported_message(path, found or failed,
+                                               "torch-mlir has no op for it"), hint=HINT)
     if failed and failed[0][0].startswith("torch."):
         # The conversion stopped at its first failure: find the others on a copy.
         found = _left_in_torch_dialect(module) or failed
-        return ExportError(_message(path, found, "torch-mlir has no lowering for it to linalg"),
-                           hint=_HINT)
+        return ExportError(unsupported_message(path, found,
+                                               "torch-mlir has no lowering for it to linalg"),
+                           hint=HINT)
     if diagnostics:
         where, message = diagnostics[0]
         more = f" (and {len(diagnostics) - 1} more errors)" if len(diagnostics) > 1 else ""
         at = f" at '{where}'" if where else ""
         return ExportError(f"{path}: {doing} failed{at}: {message.splitlines()[0]}{more}",
-                           hint=_HINT)
+                           hint=HINT)
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return ExportError(f"{path}: {doing} failed: {first}")
 
@@ -102,7 +105,7 @@ def _left_in_torch_dialect(module) -> list[tuple[str, str]]:
     keep = ("torch.constant.", "torch.prim.ListConstruct", "torch.vtensor.literal",
             "torch_c.", "torch.derefine")
     return [(_operator_name(op) if op.name == "torch.operator" else op.name,
-             _location(op.location)) for op in _walk(copy.operation)
+             op_location(op.location)) for op in walk(copy.operation)
             if op.name.startswith("torch.") and not op.name.startswith(keep)]
 
 
@@ -111,7 +114,7 @@ def _is_foreign(op) -> bool:
     return op.name.startswith(_FOREIGN_DIALECTS) and not op.name.endswith(".yield")
 
 
-def _message(path: Path, found: list[tuple[str, str]], why: str) -> str:
+def unsupported_message(path: Path, found: list[tuple[str, str]], why: str) -> str:
     """'op aten.i0 at 'fc/i0' ...; 2 other unsupported ops: aten.erfinv at 'erfinv', ...'."""
     def describe(name: str, where: str) -> str:
         name = name.removeprefix("torch.")
@@ -131,7 +134,7 @@ def _operator_name(op) -> str:
     return ir.StringAttr(op.attributes["name"]).value
 
 
-def _location(location) -> str:
+def op_location(location) -> str:
     """The name the importer gave an op ('layer1.0.conv1/convolution'), else MLIR's text."""
     text = str(location)
     match = re.search(r'loc\("([^"]*)"', text)
@@ -140,10 +143,10 @@ def _location(location) -> str:
     return "" if text in ("loc(unknown)", "") else text.removeprefix("loc(").removesuffix(")")
 
 
-def _walk(operation):
+def walk(operation):
     for region in operation.regions:
         for block in region.blocks:
             for op in block.operations:
                 op = op.operation
                 yield op
-                yield from _walk(op)
+                yield from walk(op)

@@ -1,17 +1,23 @@
 """Lowering stage: linalg-on-tensors -> buffers and loops, through upstream MLIR passes.
 
-The result uses a small closed set of dialects the emitter knows: func, arith, math, memref,
-scf, cf (asserts). Outputs become destination arguments appended after the inputs.
+Third stage of the pipeline (frontend -> importer -> lowering -> emit -> package -> verify).
+Between bufferization and the loops, our rewrites hand ops to tuned kernels: convolutions and
+pooling (conv.py), dense matrix products (matmul.py), CSR products (sparse.py). The result uses
+a small closed set of dialects the emitter knows: func, arith, math, memref, scf, cf (asserts)
+and the `lapis` ops of exporter/tuned_ops.py. Outputs become destination arguments appended
+after the inputs.
 """
 from __future__ import annotations
 
 import functools
 
-from . import kernels, matmul, sparse, unsupported
-from .errors import ExportError
-from .handoff import ImportedModel
+from .. import diagnostics
+from ..errors import ExportError
+from ..handoff import ImportedModel
+from . import conv, matmul, sparse
 
-# Each step is (description, pass pipeline); None marks our own rewrites (kernels.py, matmul.py).
+# Each step is (description, pass pipeline); None marks our own rewrites (conv.py, matmul.py,
+# sparse.py).
 # {tm_tensor} and {copy}: see TM_TENSOR_BUFFERIZE.
 PIPELINE = (
     ("fuse elementwise ops",
@@ -37,27 +43,27 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
     """Lower `imported.module` in place to loops over memrefs; returns the same hand-off."""
     module = imported.module
     _register_torch_mlir_passes()
-    fields = TM_TENSOR_BUFFERIZE if unsupported.has_foreign_ops(module) else \
+    fields = TM_TENSOR_BUFFERIZE if diagnostics.has_foreign_ops(module) else \
         {"tm_tensor": "", "copy": ""}
     with module.context:
         for description, pipeline in PIPELINE:
             if description == "bufferize":
                 _read_only_arguments(module)
             if pipeline is not None:
-                unsupported.run_pipeline(module, pipeline.format(**fields),
+                diagnostics.run_pipeline(module, pipeline.format(**fields),
                                          imported.source.path,
                                          f"MLIR lowering step '{description}'")
                 continue
             try:
                 sparse.replace_calls(module)     # first: it removes the declarations
-                kernels.replace_linalg_ops(module, len(imported.weights), backend)
+                conv.replace_linalg_ops(module, len(imported.weights), backend)
                 matmul.replace_matmuls(module)
             except ExportError:
                 raise
             except Exception as exc:
                 raise ExportError(f"{imported.source.path}: MLIR lowering step "
                                   f"'{description}' failed: {str(exc).splitlines()[0]}") from exc
-    unsupported.check_foreign_ops(module, imported.source.path)   # what loops did not cover
+    diagnostics.check_foreign_ops(module, imported.source.path)   # what loops did not cover
     return imported
 
 
@@ -81,7 +87,7 @@ def _read_only_arguments(module) -> None:
     for op in module.body.operations:
         op = op.operation
         if op.name != "func.func" or not len(op.regions[0].blocks):
-            continue                  # a declaration (exporter/sparse.py) marks its own
+            continue                  # a declaration (importer/custom_ops.py) marks its own
         arguments = op.regions[0].blocks[0].arguments
         old = list(ir.ArrayAttr(op.attributes["arg_attrs"])) if "arg_attrs" in op.attributes \
             else [ir.DictAttr.get({}) for _ in arguments]

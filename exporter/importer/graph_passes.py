@@ -1,4 +1,4 @@
-"""Graph rewrites on the torch.export program, before import (part of the lowering work that
+"""Graph rewrites on the torch.export program, before torch-mlir's import (lowering work that
 needs the weights' values, which the MLIR never holds): fold eval-mode batch norm into the
 convolution that feeds it, and run linear layers as 1x1 convolutions (the tuned kernel)."""
 from __future__ import annotations

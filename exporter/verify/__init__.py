@@ -1,5 +1,7 @@
 """Verify stage (optional, after package): build the package as a shared library, call it
-through its C API with ctypes on a seeded random input, and compare with the reference model."""
+through its C API with ctypes on a seeded random input, and compare with the reference model:
+PyTorch for PyTorch models and Python functions, onnx.reference for ONNX models.
+"""
 from __future__ import annotations
 
 import ctypes
@@ -14,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sparse
-from .errors import ExportError
-from .frontend import extent_in_range
-from .handoff import LoadedModel
+from .. import sparse
+from ..errors import ExportError
+from ..frontend.torch_program import extent_in_range
+from ..handoff import LoadedModel
 
 # manifest dtype -> (ctypes element type, NumPy dtype); bool travels as uint8_t in the C API.
 ELEMENT_TYPES = {"float32": (ctypes.c_float, np.float32), "float64": (ctypes.c_double, np.float64),
@@ -62,7 +64,7 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
     dynamic = any(spec.dynamic for spec in model.inputs)
     trials = []
     for wanted in VERIFY_EXTENTS if dynamic else (None,):
-        if model.example_inputs is not None:   # a function's own inputs (function_frontend)
+        if model.example_inputs is not None:   # a function's own inputs (frontend/function.py)
             inputs = _example_inputs(model)
         else:
             inputs = [_random_tensor(torch, spec.dtype, [

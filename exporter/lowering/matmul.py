@@ -11,10 +11,9 @@ input stays loops.
 """
 from __future__ import annotations
 
-from .kernels import _fill_value, _neighbour, _root, _writes_only
+from ..tuned_ops import BATCH_MATMUL, MATMUL
+from .buffers import fill_value, neighbour, root, writes_only
 
-MATMUL = "lapis.matmul"
-BATCH_MATMUL = "lapis.batch_matmul"
 _ELEMENTS = ("f32", "f64")
 # linalg op -> (lapis op, operand rank, its default indexing maps: C[i, j] += A[i, k] B[k, j],
 # per batch entry b for batch_matmul). Other maps (a transposed operand, a broadcast) stay loops.
@@ -62,15 +61,15 @@ def _eligible(op) -> bool:
     if str(types[0].element_type) not in _ELEMENTS:
         return False
     a, b, c = op.operands
-    return _root(c) != _root(a) and _root(c) != _root(b)
+    return root(c) != root(a) and root(c) != root(b)
 
 
 def _replace(op) -> None:
     from torch_mlir import ir
     a, b, c = op.operands
     init, folded = "accumulate", []
-    before = _neighbour(op, -1)
-    if before is not None and _writes_only(before, c) and _fill_value(before) == 0.0:
+    before = neighbour(op, -1)
+    if before is not None and writes_only(before, c) and fill_value(before) == 0.0:
         init = "zero"
         folded.append(before)
     with ir.InsertionPoint(op), op.location:

@@ -12,16 +12,16 @@ import re
 
 import numpy as np
 
+from ..errors import ExportError
+from ..handoff import ImportedModel, LoadedModel, Weight
+from ..names import c_identifier
 from . import onnx_rewrites
-from .errors import ExportError
-from .handoff import ImportedModel, LoadedModel, Weight
-from .names import c_identifier
-from .onnx_frontend import output_specs
 
 # Float tensors with more elements than this are weights; smaller ones stay IR constants.
 LITERAL_MAX_ELEMENTS = 16
 
-# (description, pass pipeline); the second is the one importer.py runs for PyTorch models.
+# (description, pass pipeline); the second is the one importer/__init__.py runs for PyTorch
+# models.
 PIPELINE = (
     ("torch dialect", "builtin.module(torch-onnx-to-torch-backend-pipeline)"),
     ("linalg-on-tensors", "builtin.module(torch-backend-to-linalg-on-tensors-backend-pipeline"
@@ -48,7 +48,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     if onnx_rewrites.rewrite(proto):     # nodes torch-mlir would lower to wrong numbers
         proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     weights = _lift_weights(proto.graph)
-    outputs = output_specs(model.path, proto)
+    outputs = model.outputs      # the rewrites keep every graph output as it was
     proto.graph.name = "forward"
 
     try:
@@ -113,8 +113,6 @@ def _lift_weights(graph) -> list:
     the user inputs, so that they become the leading function arguments; returns them."""
     import onnx
     from onnx import numpy_helper
-
-    from .onnx_frontend import onnx_dtypes
 
     float_types = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE)
     for node in list(graph.node):    # Constant nodes holding weights become initializers

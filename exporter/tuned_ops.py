@@ -1,0 +1,41 @@
+"""The ops and attributes of the unregistered `lapis` dialect that lowering writes and the
+emitter reads (each a call of a tuned kernel in kokkos_support/lapis/), and the weight layouts
+those kernels want, packed at export.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# Must match lapis::conv_channel_block in kokkos_support/lapis/kernels.hpp.
+CONV_CHANNEL_BLOCK = 8
+
+CONV2D = "lapis.conv2d_nchw"
+MAX_POOL = "lapis.max_pool2d_nchw"
+# On a memref.alloc: the emitter zero-fills the buffer once, in initialize().
+ZEROED_ATTRIBUTE = "lapis.zeroed"
+
+# Host backends run the x86 convolution tiles, which want the input already padded; the others
+# read around the unpadded input, which saves two kernels (fill, copy) per convolution.
+HOST_BACKENDS = ("serial", "openmp", "threads")
+
+# Dense matrix products (lowering/matmul.py, kokkos_support/lapis/gemm.hpp).
+MATMUL = "lapis.matmul"
+BATCH_MATMUL = "lapis.batch_matmul"
+
+
+def packed_layout(argument) -> str | None:
+    """The tuned-kernel layout a weight argument needs, or None to keep it as is."""
+    uses = list(argument.uses)
+    if len(uses) == 1 and uses[0].owner.name == CONV2D and uses[0].operand_number == 1:
+        return CONV2D
+    return None
+
+
+def pack_conv_weight(weight: np.ndarray) -> np.ndarray:
+    """[OC, IC, KH, KW] -> [ceil(OC / B), IC, KH, KW, B], zero-padded output channels."""
+    channels, *rest = weight.shape
+    blocks = -(-channels // CONV_CHANNEL_BLOCK)
+    padded = np.zeros((blocks * CONV_CHANNEL_BLOCK, *rest), dtype=weight.dtype)
+    padded[:channels] = weight
+    packed = padded.reshape(blocks, CONV_CHANNEL_BLOCK, *rest).transpose(0, 2, 3, 4, 1)
+    return np.ascontiguousarray(packed)
