@@ -299,7 +299,7 @@ def _alloc(em: KokkosEmitter, op) -> None:
         _local_buffer(em, op, memref_type)
         return
     extents = _extents(em, memref_type, op.operands)
-    label = location_label(op)
+    label = _buffer_label(op)
     name = em.unique(label or "buffer")
     element = cxx_types.scalar(memref_type.element_type)
     dynamic = not memref_type.has_static_shape
@@ -324,6 +324,64 @@ def _alloc(em: KokkosEmitter, op) -> None:
             f"Kokkos::WithoutInitializing), {', '.join(extents)});")
     em.line("}")
     em.line(f"const auto {name} = state->{name};")
+
+
+_VIEW_OPS = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
+             "memref.reinterpret_cast")
+
+
+def _buffer_label(alloc) -> str:
+    """A buffer's source name: its alloc's, unless the first op to write it comes from another
+    part of the model (bufferization gives an alloc the location of whichever tensor op it was
+    made for, often not the op whose result the buffer holds)."""
+    own = location_label(alloc)
+    if not own:
+        return ""
+    writer = _first_writer_label(alloc)
+    own_path = own.rpartition("/")[0]
+    if not writer or writer.startswith(own + "/") or \
+            (own_path and own_path == writer.rpartition("/")[0]):
+        return own
+    return writer
+
+
+def _first_writer_label(alloc) -> str:
+    """The source name of the first op that writes the buffer `alloc` makes, directly or
+    through a view of it ('' if none has one)."""
+    writers = []
+    pending = [alloc.results[0]]
+    while pending:
+        value = pending.pop()
+        for use in value.uses:
+            user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+            if user.name in _VIEW_OPS and use.operand_number == 0:
+                pending.extend(user.results)
+            elif _writes_operand(user, use.operand_number):
+                writers.append(user)
+    top = []
+    for writer in writers:          # the writer's enclosing op in alloc's block
+        while writer.parent is not None and writer.block != alloc.block:
+            writer = writer.parent
+        if writer.block == alloc.block:
+            top.append(writer)
+    if not top:
+        return ""
+    first = top[0]
+    for writer in top[1:]:
+        if writer.is_before_in_block(first):
+            first = writer
+    return location_label(first)
+
+
+def _writes_operand(op, index: int) -> bool:
+    """Operand `index` of `op` is memory the op writes."""
+    if op.name == "memref.store":
+        return index == 1
+    if op.name == "memref.copy":
+        return index == 1
+    if op.name.startswith(("lapis.", "linalg.")):
+        return index == len(op.operands) - 1
+    return False
 
 
 # Elements a kernel may hold in an array of its own (registers or the thread's stack).

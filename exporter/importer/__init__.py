@@ -52,7 +52,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     context = ir.Context()
     torch_d.register_dialect(context)
     importer = FxImporter(context=context)
-    importer._cc.__class__ = _named_locations(type(importer._cc))
+    importer._cc.__class__ = _named_locations(type(importer._cc), _weight_owners(program))
     try:
         importer.import_stateless_graph(program.graph, func_name="forward")
     except Exception as exc:
@@ -145,7 +145,7 @@ def _output_specs(program, inputs: list[TensorSpec]) -> list[TensorSpec]:
     return specs
 
 
-def _named_locations(context_cache_class):
+def _named_locations(context_cache_class, owners: dict[str, str]):
     """A ContextCache subclass whose op locations are `module.path/op` names, which become
     kernel and buffer names in the generated C++ (torch-mlir's default is file:line)."""
     from torch_mlir import ir
@@ -154,19 +154,52 @@ def _named_locations(context_cache_class):
         __slots__ = ()
 
         def get_node_location(self, node):
-            return ir.Location.name(_node_label(node), context=self._c)
+            return ir.Location.name(_node_label(node, owners), context=self._c)
     return NamedLocations
 
 
-def _node_label(node) -> str:
-    """`module.path/op` for an FX node: the name kernels and buffers inherit."""
+def _weight_owners(program) -> dict[str, str]:
+    """Placeholder name -> the module path of the parameter or buffer it is
+    (`layer1.0.conv1.weight` -> `layer1.0.conv1`); root-level tensors have none."""
+    return {spec.arg.name: spec.target.rpartition(".")[0]
+            for spec in program.graph_signature.input_specs
+            if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER) and "." in spec.target}
+
+
+def _node_label(node, owners: dict[str, str] | None = None) -> str:
+    """`module.path/op` for an FX node: the name kernels and buffers inherit. Programs
+    converted from TorchScript record no module paths; there an op that reads a module's
+    weights (directly or through a view of them) takes that module's path."""
     stack = node.meta.get("nn_module_stack") or {}
     path = ""
     if stack:
         path = list(stack.values())[-1][0]
+    if not path and owners:
+        path = _weight_owner(node, owners) or ""
     target = getattr(node.target, "__name__", str(node.target))
     op = target.split(".")[0]
     return f"{path}/{op}" if path else op
+
+
+def _weight_owner(node, owners: dict[str, str]) -> str | None:
+    """The module path of the first weight `node` reads, directly or through ops that compute
+    from weights alone (the view or transpose of a weight matrix)."""
+    for arg in node.all_input_nodes:
+        found = _weights_only(arg, owners)
+        if found:
+            return found
+    return None
+
+
+def _weights_only(node, owners: dict[str, str], depth: int = 0) -> str | None:
+    """The owner of the first weight behind `node` if it is a weight or computed from weights
+    alone (a few ops deep), else None."""
+    if node.op == "placeholder":
+        return owners.get(node.name)
+    if node.op != "call_function" or depth >= 3 or not node.all_input_nodes:
+        return None
+    found = [_weights_only(arg, owners, depth + 1) for arg in node.all_input_nodes]
+    return found[0] if all(found) else None
 
 
 def _first_line(exc: BaseException) -> str:
