@@ -141,7 +141,7 @@ void initialize_kokkos(int device) {
 
 // The device the model runs on, as this rank's line reports it.
 std::string describe_device(const Placement& where) {
-  char text[256];
+  char text[512];
 #if defined(KOKKOS_ENABLE_CUDA)
   if constexpr (std::is_same_v<model::execution_space, Kokkos::Cuda>) {
     int device = -1;
