@@ -100,15 +100,18 @@ def export(args) -> None:
     shutil.rmtree(models)
 
 
-def build_app(work: Path, entry: dict, kokkos_root: Path, cmake_args: list[str]) -> float:
+def build_app(work: Path, entry: dict, kokkos_root: Path, cmake_args: list[str],
+              host: str = "") -> float:
+    """Builds sample_app (or the host sample_app/HOST) against the package, into
+    work/NAME_app (work/NAME_HOST); returns the seconds it took."""
     name = entry["name"]
     package = work / name
     blob = package / "src" / f"{name}.weights"
     if not blob.exists():
         shutil.copyfile(work / "blobs" / entry["blob"], blob)
-    build_dir = work / f"{name}_app"
+    build_dir = work / f"{name}_{host or 'app'}"
     start = time.perf_counter()
-    sh(["cmake", "-S", REPO / "sample_app", "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+    sh(["cmake", "-S", REPO / "sample_app" / host, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
         f"-DKokkos_ROOT={kokkos_root}", f"-DCMAKE_CXX_COMPILER={kokkos_root}/bin/nvcc_wrapper",
         f"-DLAPIS_PACKAGE_DIR={package}", f"-DLAPIS_MODEL={name}", *cmake_args])
     sh(["cmake", "--build", build_dir, "-j", "4"])

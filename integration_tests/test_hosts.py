@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 
 import numpy as np
 import pytest
 import torch
 
 from .compare import relative_error
-from .conftest import run
+from .conftest import RUN_ENV, run
 from .models import build
 
 TOLERANCE = 1e-4
@@ -78,28 +79,73 @@ def test_fortran_host_matches_pytorch(workspace, mlp_prefix):
     assert "before initialize: code 1, mlp_forward_host called before mlp_initialize" in lines
 
 
-def test_mpi_ranks_each_run_their_slice(workspace, mlp_prefix):
-    mpirun = require("mpirun", "openmpi-bin")
+@pytest.fixture(scope="module")
+def mpi_app(workspace, mlp_prefix):
     require("mpicxx", "libopenmpi-dev")
+    build_dir = workspace.host("mpi", "-DLAPIS_MODEL=mlp", f"-DCMAKE_PREFIX_PATH={mlp_prefix}")
+    return build_dir / "mpi_app"
+
+
+def mpirun(app, *args, env=None, check=True) -> subprocess.CompletedProcess:
+    """`mpirun -np RANKS app args` on this machine, one thread per rank."""
+    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
+    command = [require("mpirun", "openmpi-bin"), *root, "--oversubscribe", "--bind-to", "none",
+               "-np", RANKS, app, *args]
+    env = {"OMP_NUM_THREADS": "1",
+           # containers often forbid the cross-process copies Open MPI tries first
+           "OMPI_MCA_btl_vader_single_copy_mechanism": "none", **(env or {})}
+    if check:
+        return run(command, env=env, timeout=120)
+    return subprocess.run([str(c) for c in command], capture_output=True, text=True,
+                          env={**RUN_ENV, **env}, timeout=120)
+
+
+# (mpi_app arguments, environment, the device each node-local rank takes, devices it counts)
+DEVICE_CHOICES = {
+    "one_device_per_rank": ((), {}, (0, 1), RANKS),
+    "ranks_share_one_device": (("--devices", "1"), {}, (0, 0), 1),
+    "KOKKOS_DEVICE_ID_wins": ((), {"KOKKOS_DEVICE_ID": "1"}, (1, 1), RANKS),
+}
+
+
+@pytest.mark.parametrize("choice", DEVICE_CHOICES, ids=list(DEVICE_CHOICES))
+def test_mpi_ranks_each_run_their_slice(workspace, mpi_app, choice):
+    """Each rank takes the device of its node-local rank (on OpenMP it reports the id it would
+    use), runs its slice of the batch, and rank 0 gathers; all of it against PyTorch."""
+    args, env, devices, count = DEVICE_CHOICES[choice]
     model, (batch, features) = build("mlp")
     samples = torch.randn(RANKS * batch, features, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         reference = model(samples).numpy()
-    build_dir = workspace.host("mpi", "-DLAPIS_MODEL=mlp", f"-DCMAKE_PREFIX_PATH={mlp_prefix}")
-    input_file, output_file = write_input(workspace, "mpi_app", samples.numpy())
-    root = ["--allow-run-as-root"] if os.geteuid() == 0 else []
-    result = run([mpirun, *root, "--oversubscribe", "--bind-to", "none", "-np", RANKS,
-                  build_dir / "mpi_app", "--input", input_file, "--output", output_file],
-                 env={"OMP_NUM_THREADS": "1",
-                      # containers often forbid the cross-process copies Open MPI tries first
-                      "OMPI_MCA_btl_vader_single_copy_mechanism": "none"}, timeout=120)
+    input_file, output_file = write_input(workspace, f"mpi_app_{choice}", samples.numpy())
+    result = mpirun(mpi_app, "--input", input_file, "--output", output_file, "--steps", 3,
+                    *args, env=env)
     for rank in range(RANKS):
+        # one node here: the node-local rank is the rank
+        assert (f"rank {rank} of {RANKS}: node-local rank {rank} of {RANKS}, device "
+                f"{devices[rank]} of {count} not used: OpenMP runs on the host with 1 thread(s)"
+                in result.stdout), result.stdout
         rows = slice(rank * batch, (rank + 1) * batch)
-        assert f"rank {rank} of {RANKS}: samples {rows.start} to {rows.stop - 1}" in result.stdout
+        assert (f"rank {rank} of {RANKS}: samples {rows.start} to {rows.stop - 1} on OpenMP, "
+                f"forward median_ms=" in result.stdout), result.stdout
         ours = read_output(f"{output_file}.rank{rank}", (batch, reference.shape[1]))
         assert relative_error(ours, reference[rows]) <= TOLERANCE, f"rank {rank}"
+    assert "of 3 step(s)" in result.stdout
+    assert f"model mlp: {RANKS} ranks x {batch} samples, gathered into {output_file}; " \
+           "slowest rank's forward median_ms=" in result.stdout
     gathered = read_output(output_file, reference.shape)
     assert relative_error(gathered, reference) <= TOLERANCE
+
+
+def test_mpi_app_refuses_kokkos_options_once(workspace, mpi_app):
+    """Kokkos is initialized from settings (to give it the device), so its command-line options
+    would be ignored: mpi_app says so in one line, from one rank, before Kokkos starts."""
+    result = mpirun(mpi_app, "--kokkos-num-threads=2", "--input", "in.bin", "--output", "out.bin",
+                    check=False)
+    assert result.returncode != 0
+    message = ("mpi_app: --kokkos-num-threads=2: mpi_app sets up Kokkos itself; use Kokkos' "
+               "environment variables (KOKKOS_NUM_THREADS, KOKKOS_DEVICE_ID, ...) instead")
+    assert result.stderr.count(message) == 1, result.stderr
 
 
 def test_two_models_in_one_program(workspace):
