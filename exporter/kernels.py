@@ -1,5 +1,5 @@
-"""Tuned kernels: which linalg ops the lowering hands to kokkos_support/lapis/kernels.hpp
-instead of loop nests, and how their weights are laid out for them at export.
+"""Tuned kernels: which linalg ops the lowering hands to kokkos_support/lapis/conv.hpp and
+pooling.hpp instead of loop nests, and how their weights are laid out for them at export.
 
 A replaced op becomes an op of the `lapis` dialect (unregistered: the passes after it leave it
 alone) with the same operands; the emitter turns it into a call of the C++ kernel.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Must match lapis::conv_channel_block in kokkos_support/lapis/kernels.hpp.
+# Must match lapis::conv_channel_block in kokkos_support/lapis/conv_common.hpp.
 CONV_CHANNEL_BLOCK = 8
 
 CONV2D = "lapis.conv2d_nchw"

@@ -118,7 +118,7 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
 
 
 def _add_split_weight(emitter: KokkosEmitter, packed: str, array: np.ndarray) -> None:
-    """The tensor-core tiles' copy of a packed convolution weight (CUDA, kernels.hpp's
+    """The tensor-core tiles' copy of a packed convolution weight (CUDA, conv_tf32.hpp's
     ConvTilesSplit): 16 x 8 mma fragments of big and small tf32 parts, made in initialize().
     None for 1x1 filters (linear layers too), where the split tiles' steps of 8 channels were
     slower than the packed weights' tiles on an H200, nor for a channel count the tiles cannot
