@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# Must match lapis::conv_channel_block in kokkos_support/lapis/kernels.hpp.
+# Must match lapis::conv_channel_block in kokkos_support/lapis/conv_common.hpp.
 CONV_CHANNEL_BLOCK = 8
 
 CONV2D = "lapis.conv2d_nchw"

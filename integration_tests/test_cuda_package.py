@@ -5,8 +5,8 @@
 2. The numbers: the same generated source, with its execution and memory spaces pointed at the
    host's Kokkos (the one textual change), built and run through sample_app (forward and
    forward_graph, C++ and C API) against PyTorch. That runs everything in the package but
-   the GPU-only kernel paths of kernels.hpp (tiled convolutions), which are checked on the GPU
-   by benchmarks/gpu.py and benchmarks/conv_bench.
+   the GPU-only kernel paths (the convolution tiles of conv_tiles.hpp and conv_tf32.hpp),
+   which are checked on the GPU by benchmarks/gpu.py and benchmarks/conv_bench.
 3. A residual add + ReLU after a convolution goes into the convolution's call (emission and
    numbers, as above, on a model of two ResNet basic blocks).
 4. The tensor-core tiles' weights: which convolutions get a split copy, made in initialize(),
@@ -168,7 +168,7 @@ def round_tf32(x: np.ndarray) -> np.ndarray:
 def fragments(values: np.ndarray) -> np.ndarray:
     """[oc][ic][kh][kw] values (oc a multiple of 16) in the mma fragments' order:
     [oc / 16][kh][kw][ic / 8][lane][e], lane = (oc % 8) * 4 + ic % 4, e = oc % 16 / 8 +
-    ic % 8 / 4 * 2 (kernels.hpp, split_tf32_weight)."""
+    ic % 8 / 4 * 2 (conv_tf32.hpp, split_tf32_weight)."""
     channels_out, channels_in, kernel_h, kernel_w = values.shape
     lane, e = np.arange(32)[:, None], np.arange(4)[None, :]
     row, k = lane // 4 + 8 * (e % 2), lane % 4 + 4 * (e // 2)   # of a 16 x 8 fragment

@@ -5,6 +5,7 @@ Set LAPIS_UPDATE_GOLDENS=1 to rewrite the .cpp files after reviewing the diff.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,49 @@ def test_emission_is_deterministic():
     inputs, outputs = CASES["pad_copy"]
     text = (GOLDEN / "pad_copy.mlir").read_text()
     assert emit_ir(text, inputs, outputs).source == emit_ir(text, inputs, outputs).source
+
+
+def support_includes(source: str) -> list[str]:
+    """The kokkos_support/ headers a generated source includes, in order."""
+    return re.findall(r'^#include "(lapis/[\w.]+)"$', source, re.MULTILINE)
+
+
+def test_source_includes_only_the_support_headers_it_uses():
+    """The template's own (support.hpp, weight_blob.hpp), graph.hpp for forward_graph()'s
+    recording, and no kernel's header for code of loops alone; sorted."""
+    inputs, outputs = CASES["elementwise"]
+    emitted = emit_ir((GOLDEN / "elementwise.mlir").read_text(), inputs, outputs)
+    assert support_includes(emitted.source) == [
+        "lapis/graph.hpp", "lapis/support.hpp", "lapis/weight_blob.hpp"]
+
+
+def test_kernel_calls_include_their_headers():
+    text = """func.func @forward(%x: memref<1x8x6x6xf32>, %w: memref<1x8x3x3x8xf32>,
+                             %y: memref<1x8x4x4xf32>, %z: memref<1x8x2x2xf32>) {
+      "lapis.conv2d_nchw"(%x, %w, %y) {strides = dense<1> : tensor<2xi64>,
+          dilations = dense<1> : tensor<2xi64>, padding = array<i64: 0, 0>, init = "zero",
+          relu = true} : (memref<1x8x6x6xf32>, memref<1x8x3x3x8xf32>, memref<1x8x4x4xf32>) -> ()
+      "lapis.max_pool2d_nchw"(%y, %z) {kernel = array<i64: 2, 2>,
+          strides = dense<2> : tensor<2xi64>, dilations = dense<1> : tensor<2xi64>,
+          padding = array<i64: 0, 0>, init = "lowest"} : (memref<1x8x4x4xf32>,
+          memref<1x8x2x2xf32>) -> ()
+      return
+    }"""
+    emitted = emit_ir(text, [spec("input0", (1, 8, 6, 6)), spec("input1", (1, 8, 3, 3, 8))],
+                      [spec("output0", (1, 8, 4, 4)), spec("output1", (1, 8, 2, 2))])
+    assert "lapis::conv2d_nchw<" in emitted.source and "lapis::max_pool2d_nchw<" in emitted.source
+    assert support_includes(emitted.source) == [
+        "lapis/conv.hpp", "lapis/graph.hpp", "lapis/pooling.hpp", "lapis/support.hpp",
+        "lapis/weight_blob.hpp"]
+
+
+def test_no_graph_where_forward_reads_back():
+    """forward_graph() calls forward() directly when forward() reads sizes back from the
+    device: no recording in the State, no graph.hpp."""
+    inputs, outputs = CASES["dynamic_offset"]
+    emitted = emit_ir((GOLDEN / "dynamic_offset.mlir").read_text(), inputs, outputs)
+    assert "ForwardGraph" not in emitted.source
+    assert support_includes(emitted.source) == ["lapis/support.hpp", "lapis/weight_blob.hpp"]
 
 
 def test_resource_blob_constants_travel_in_the_weight_blob():

@@ -74,3 +74,4 @@ def test_golden_matmul():
     if os.environ.get("LAPIS_UPDATE_GOLDENS"):
         golden.write_text(body)
     assert body == golden.read_text()
+    assert '#include "lapis/gemm.hpp"' in emitted.source

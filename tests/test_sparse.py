@@ -86,6 +86,7 @@ def test_golden_csr_products():
         golden.write_text(body)
     assert body == golden.read_text()
     assert emitted.kernel_count == 3
+    assert '#include "lapis/sparse.hpp"' in emitted.source
 
 
 def test_export_is_deterministic(tmp_path):

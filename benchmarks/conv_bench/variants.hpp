@@ -2,7 +2,7 @@
 #pragma once
 #include <Kokkos_Core.hpp>
 
-#include "lapis/kernels.hpp"
+#include "lapis/conv.hpp"
 
 using Space = Kokkos::DefaultExecutionSpace;
 using Memory = Space::memory_space;

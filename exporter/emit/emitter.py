@@ -87,6 +87,9 @@ class KokkosEmitter:
         # (lapis::split_tf32_weight); packed weight's name -> the split View's name.
         self.split_conv_weights = False
         self.split_weights: dict[str, str] = {}
+        # The support headers the emitted code calls into ("lapis/conv.hpp"): the source
+        # includes these and no others.
+        self.support_headers: set[str] = set()
 
     # ---- output --------------------------------------------------------------------------
     def line(self, text: str = "") -> None:
@@ -99,6 +102,10 @@ class KokkosEmitter:
             yield
         finally:
             self.depth -= 1
+
+    def include(self, header: str) -> None:
+        """The emitted code uses `header` of kokkos_support/ (e.g. "lapis/gemm.hpp")."""
+        self.support_headers.add(header)
 
     # ---- names ---------------------------------------------------------------------------
     def unique(self, base: str) -> str:

@@ -897,6 +897,7 @@ def _conv2d(em: KokkosEmitter, op) -> None:
     folded = ", ".join(part for part, present in (
         ("bias", init == "bias"), ("padding", pad_h or pad_w), ("residual add", residual),
         ("relu", relu)) if present)
+    em.include("lapis/conv.hpp")
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: tuned convolution"
             + (f" ({folded} folded in)" if folded else ""))
@@ -921,6 +922,7 @@ def _max_pool2d(em: KokkosEmitter, op) -> None:
     dilation_h, dilation_w = (int(v) for v in np.asarray(op.attributes["dilations"]))
     pad_h, pad_w = ir.DenseI64ArrayAttr(op.attributes["padding"])
     lowest = ir.StringAttr(op.attributes["init"]).value == "lowest"
+    em.include("lapis/pooling.hpp")
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: max pooling (-inf padding read around the "
             "input)")

@@ -38,6 +38,9 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
     function = _forward_function(module)
     emitter = KokkosEmitter(name, flat_ranges=backend not in tuned_ops.HOST_BACKENDS)
     emitter.split_conv_weights = backend == "cuda"
+    # The template's own code: extent checks and the C API's Kokkos, the weight blob reader.
+    emitter.include("lapis/support.hpp")
+    emitter.include("lapis/weight_blob.hpp")
     emitter.taken.update({"state", "blob", "fresh", "range", "mdrange", "buffer", "unmanaged",
                           "strided", "State", "initialize", "finalize", "forward", name})
     arguments = list(function.regions[0].blocks[0].arguments)
@@ -60,6 +63,9 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
 
     emit_host_block(emitter, function.regions[0].blocks[0])
     forward_body = "\n".join(emitter.lines)
+    graph = not emitter.reads_back   # see _forward_graph_call
+    if graph:
+        emitter.include("lapis/graph.hpp")
 
     fields = _header_fields(name, backend, lowered)
     header = _render("model.hpp.in", fields)
@@ -74,7 +80,9 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
         **fields,
         "KERNEL_COUNT": str(emitter.kernel_count),
         "WEIGHT_COUNT": str(len(blob)),
-        "STATE_MEMBERS": _state_members(emitter.state_views + staging),
+        "SUPPORT_INCLUDES": "\n".join(f'#include "{header}"'
+                                       for header in sorted(emitter.support_headers)),
+        "STATE_MEMBERS": _state_members(emitter.state_views + staging, graph),
         "INITIALIZE_BODY": _initialize_body(name, emitter.state_views + staging),
         "EXTENT_CHECKS": _extent_checks(name, lowered),
         "FORWARD_HANDLES": _forward_handles(emitter.state_views),
@@ -118,7 +126,7 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
 
 
 def _add_split_weight(emitter: KokkosEmitter, packed: str, array: np.ndarray) -> None:
-    """The tensor-core tiles' copy of a packed convolution weight (CUDA, kernels.hpp's
+    """The tensor-core tiles' copy of a packed convolution weight (CUDA, conv_tf32.hpp's
     ConvTilesSplit): 16 x 8 mma fragments of big and small tf32 parts, made in initialize().
     None for 1x1 filters (linear layers too), where the split tiles' steps of 8 channels were
     slower than the packed weights' tiles on an H200, nor for a channel count the tiles cannot
@@ -127,6 +135,7 @@ def _add_split_weight(emitter: KokkosEmitter, packed: str, array: np.ndarray) ->
     if array.dtype != np.float32 or channels_in % 8 or kernel_h * kernel_w == 1:
         return
     split = emitter.unique(f"{packed}_tf32")
+    emitter.include("lapis/conv.hpp")   # split_tf32_weight, called in initialize()
     emitter.state_views.append(StateView(
         cname=split, element="float",
         shape=((blocks + 1) // 2, kernel_h, kernel_w, channels_in // 8, 256),
@@ -251,10 +260,12 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
             "FORWARD_POINTERS": ", ".join(f"{n}.data()" for n in names)}
 
 
-def _state_members(views: list[StateView]) -> str:
-    return "\n".join(f"  buffer<{v.element}{'*' * len(v.shape)}> {v.cname};  // {v.comment}"
-                     + (", allocated by forward()" if v.planned_in_forward else "")
-                     for v in views)
+def _state_members(views: list[StateView], graph: bool) -> str:
+    members = [f"  buffer<{v.element}{'*' * len(v.shape)}> {v.cname};  // {v.comment}"
+               + (", allocated by forward()" if v.planned_in_forward else "") for v in views]
+    if graph:
+        members.append("  lapis::ForwardGraph graph;  // forward_graph()'s recording")
+    return "\n".join(members)
 
 
 def _initialize_body(name: str, views: list[StateView]) -> str:

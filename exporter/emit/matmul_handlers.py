@@ -13,6 +13,7 @@ def _matmul(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     a, b, c = (em.memref(v).cname for v in op.operands)
     init = ir.StringAttr(op.attributes["init"]).value
+    em.include("lapis/gemm.hpp")
     em.kernel_count += 1
     short = op.name.removeprefix("lapis.")
     what = "batched dense matrix product" if op.name == BATCH_MATMUL else "dense matrix product"

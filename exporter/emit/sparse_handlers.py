@@ -14,6 +14,7 @@ def _csr_product(em: KokkosEmitter, op) -> None:
     row_ptr, col_idx, values, dense, target = (em.memref(v).cname for v in op.operands)
     function = next(cxx for _, lapis_op, cxx in OPS.values() if lapis_op == op.name)
     short = op.name.removeprefix("lapis.")
+    em.include("lapis/sparse.hpp")
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: {_WHAT[op.name]} (lapis/sparse.hpp)")
     em.line(f'{function}<execution_space>("{em.kernel_label(op, short)}", {row_ptr}, {col_idx}, '

@@ -1,5 +1,6 @@
-"""Tuned convolutions and pooling: which linalg ops the lowering hands to the kernels in
-kokkos_support/lapis/kernels.hpp instead of loop nests, with the ops around them folded in.
+"""Tuned convolutions and pooling: which linalg ops the lowering hands to the kernels of
+kokkos_support/lapis/conv.hpp and pooling.hpp instead of loop nests, with the ops around them
+folded in.
 
 A replaced op becomes an op of the `lapis` dialect (unregistered: the passes after it leave it
 alone; exporter/tuned_ops.py names them) with the same operands; the emitter turns it into a

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 
-#include "lapis/kernels.hpp"
+#include "lapis/conv_tf32.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 7) {
