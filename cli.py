@@ -63,6 +63,10 @@ class _OneLineErrors(click.Command):
 @click.option("--dtype", type=click.Choice(["float32", "float64"]), default=None,
               help="Compute in this floating-point type (weights, inputs and outputs "
                    "converted) [default: as the model is].")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32",
+              show_default=True,
+              help="Products of float32 convolutions and matrix products: fp32 (float32 "
+                   "accuracy), tf32 (TF32 tensor cores; --backend cuda).")
 @click.option("--weights", "weights_mode", type=click.Choice(["embed", "file"]), default="embed",
               show_default=True, help="Link the weight blob into the library, or keep it beside.")
 @click.option("--verify", "verify_flag", is_flag=True,
@@ -73,8 +77,8 @@ class _OneLineErrors(click.Command):
               help="No progress output, and only the package's path as the summary.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
-            dtype: str | None, weights_mode: str, verify_flag: bool, force: bool, verbose: bool,
-            quiet: bool) -> int:
+            dtype: str | None, precision: str, weights_mode: str, verify_flag: bool, force: bool,
+            verbose: bool, quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt, torch.export .pt2, ONNX, or a Python function as
     file.py:function) into a Kokkos C++ CMake package."""
     import warnings
@@ -84,7 +88,8 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
     warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
-                       progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype)
+                       progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype,
+                       precision=precision)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
@@ -110,7 +115,7 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
 
 def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, progress: bool,
-            quiet: bool = False, dtype: str | None = None) -> int:
+            quiet: bool = False, dtype: str | None = None, precision: str = "fp32") -> int:
     from exporter import frontend
     from exporter.progress import Progress
 
@@ -125,6 +130,7 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     else:
         name = default_name(Path(function[1].rpartition(".")[2]) if function else model)
     check_out(out, force, source_file)
+    check_precision(precision, backend, dtype)
     steps = Progress(progress)
 
     with steps.step(f"loading {model.name}"):
@@ -137,7 +143,7 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     with steps.step("lowering"):
         lowered = lowering.run(imported, backend)
     with steps.step("emitting C++"):
-        source = emit.kokkos(lowered, name, backend)
+        source = emit.kokkos(lowered, name, backend, precision)
     with steps.step("writing package"):
         options = package.PackageOptions(weights_mode=weights_mode, source_path=model,
                                          source_sha256=loaded.source_sha256, force=force)
@@ -154,7 +160,8 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         result = verify.run(pkg_dir, loaded)
     verdict = "PASS" if result.passed else "FAIL"
     click.echo(f"verify: max abs error {result.max_abs_error:.3g} "
-               f"(relative {result.relative_error:.3g}, tolerance {result.tolerance:g}) — "
+               f"(relative {result.relative_error:.3g}, tolerance {result.tolerance:g}"
+               f"{'' if precision == 'fp32' else ' for ' + precision + ' products'}) — "
                f"{verdict}")
     return 0 if result.passed else 1
 
@@ -182,6 +189,25 @@ def _summary(ops: int, imported, source, pkg_dir: Path) -> None:
     click.echo("  or use it from CMake:\n"
                f"    add_subdirectory({pkg_dir})\n"
                f"    target_link_libraries(app PRIVATE {name}::{name})")
+
+
+def check_precision(precision: str, backend: str, dtype: str | None) -> None:
+    """--precision other than fp32: TF32 products are the CUDA tensor cores'; bf16 tiles do
+    not exist yet; host backends (and HIP, SYCL) compute in float32 throughout."""
+    from exporter.errors import ExportError
+
+    if precision == "fp32":
+        return
+    if precision == "bf16":
+        raise ExportError("--precision bf16: not available yet (no bfloat16 kernels)",
+                          hint="use --precision tf32 (CUDA) or fp32")
+    if backend != "cuda":
+        raise ExportError(f"--precision {precision}: only --backend cuda has TF32 products; "
+                          f"{backend} computes in float32",
+                          hint="leave out --precision, or export with --backend cuda")
+    if dtype == "float64":
+        raise ExportError(f"--precision {precision}: applies to float32 models, not "
+                          "--dtype float64")
 
 
 def default_name(model: Path) -> str:

@@ -104,3 +104,13 @@ class EmittedSource:
     outputs: list[TensorSpec]
     op_counts: Counter = field(default_factory=Counter)   # lowered MLIR ops handled
     kernel_count: int = 0
+    # The float32 products' precision (PRECISIONS): fp32 (float32 accuracy), tf32, bf16.
+    precision: str = "fp32"
+
+
+# --precision: what each mode's float32 matrix products are, as the header says it.
+PRECISIONS = {
+    "fp32": "float32 accuracy",
+    "tf32": "TF32 tensor-core products (10-bit mantissas), float32 accumulation",
+    "bf16": "bfloat16 products, float32 accumulation",
+}

@@ -21,6 +21,10 @@ HOST_BACKENDS = ("serial", "openmp", "threads")
 # Dense matrix products (lowering/matmul.py, kokkos_support/lapis/gemm.hpp).
 MATMUL = "lapis.matmul"
 BATCH_MATMUL = "lapis.batch_matmul"
+# CUDA: a linear layer (a 1x1 convolution of 1x1 images) with its bias and activation
+# (lowering/linear.py, kokkos_support/lapis/gemm_tf32.hpp); its weight stays [out][in].
+LINEAR = "lapis.linear"
+ACTIVATIONS = ("none", "relu", "silu", "gelu", "tanh")
 
 
 def packed_layout(argument) -> str | None:

@@ -19,6 +19,38 @@ class MLP(nn.Module):
         return self.fc3(x)
 
 
+class SurrogateMLP(nn.Module):
+    """A science surrogate's MLP: each activation the CUDA linear layers fold in (SiLU, GELU,
+    tanh, ReLU), a width that is no multiple of the tiles and a one-value head."""
+
+    def __init__(self, features: int = 16, hidden: int = 72, depth: int = 4):
+        super().__init__()
+        widths = [features] + [hidden] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.head = nn.Linear(hidden, 1)
+        self.activations = [nn.functional.silu, nn.functional.gelu, torch.tanh, torch.relu]
+
+    def forward(self, x):
+        for layer, activation in zip(self.layers, self.activations * len(self.layers)):
+            x = activation(layer(x))
+        return self.head(x)
+
+
+class WideMLP(nn.Module):
+    """The GPU benchmark's surrogate: 16 -> 512 -> 512 -> 512 -> 512 -> 1, SiLU."""
+
+    def __init__(self, features: int = 16, hidden: int = 512, depth: int = 4):
+        super().__init__()
+        widths = [features] + [hidden] * depth
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.head = nn.Linear(hidden, 1)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = nn.functional.silu(layer(x))
+        return self.head(x)
+
+
 class SmallCNN(nn.Module):
     """conv (stride, padding, groups), batch norm, relu, max pool, a residual add, adaptive
     average pool, flatten, linear, softmax."""
@@ -153,6 +185,8 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
     torch.manual_seed(seed)
     model, shape = {
         "mlp": (lambda: MLP(), (4, 32)),
+        "surrogate_mlp": (lambda: SurrogateMLP(), (37, 16)),
+        "wide_mlp": (lambda: WideMLP(), (65536, 16)),
         "small_cnn": (lambda: SmallCNN(), (2, 3, 32, 32)),
         "resnet18": (lambda: ResNet18(), (1, 3, 224, 224)),
         "conv_zoo": (lambda: ConvZoo(), (2, 3, 28, 27)),

@@ -219,3 +219,120 @@ def test_split_tf32_weight_matches_its_statement(tmp_path, kokkos_root):
     normal = finite & (np.abs(x) >= np.finfo(np.float32).tiny)
     assert not (big[finite].view(np.uint32) & 0x1FFF).any()
     assert np.all(np.abs(x - big - small)[normal] <= 2.0 ** -21 * np.abs(x[normal]))
+
+
+# ---- linear layers on the tensor-core matrix tiles (lowering/linear.py, gemm_tf32.hpp) -------
+@pytest.fixture(scope="module")
+def cuda_mlp_package(workspace):
+    return workspace.package("surrogate_mlp", "cuda")
+
+
+def test_linear_layers_take_their_activations(cuda_mlp_package):
+    """On CUDA each linear layer is one lapis::linear call with its bias and the activation
+    after it (SiLU, GELU, tanh, ReLU) in the epilogue: no elementwise kernel is left."""
+    source = (cuda_mlp_package / "src" / "surrogate_mlp.cpp").read_text()
+    forward = source[source.index("void forward("):source.index("void forward_graph(")]
+    calls = re.findall(r"lapis::linear<execution_space>\(\"surrogate_mlp::(\w+)\", \w+, (\w+), "
+                       r"\w+, \w+, lapis::ConvInit::bias, lapis::Activation::(\w+)\);", forward)
+    assert [(weight, activation) for _, weight, activation in calls] == [
+        ("layers_0_weight", "silu"), ("layers_1_weight", "gelu"), ("layers_2_weight", "tanh"),
+        ("layers_3_weight", "relu"), ("head_weight", "none")], calls
+    # Left besides them: the copy of the head's output into the caller's View.
+    assert forward.count("parallel_for") == 1 and '"surrogate_mlp::output"' in forward
+    assert "conv2d_nchw" not in forward
+    # The weights stay [out][in] (no convolution packing, no split copy).
+    assert re.search(r"buffer<float\*\*\*\*> layers_0_weight;\s*// \"layers\.0\.weight\" "
+                     r"\[72, 16, 1, 1\]\n", source)
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_cuda_linear_source_on_the_host_matches_pytorch(workspace, cuda_mlp_package, graph):
+    package = workspace.root / "pkg_surrogate_mlp_cuda_on_host"
+    if not package.exists():
+        retarget_to_host(cuda_mlp_package, package, "surrogate_mlp")
+    app = workspace.sample_app(package, "surrogate_mlp")
+    _, example, reference = workspace.model_file("surrogate_mlp", "export")
+    tag = f"mlp_cuda_on_host_{graph}"
+    input_file, output_file = (workspace.root / f"{tag}_{end}.bin" for end in ("in", "out"))
+    example.astype(np.float32).tofile(input_file)
+    run([app, "--input", input_file, "--output", output_file, "--steps", 3,
+         *(["--graph"] if graph else [])])
+    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
+    assert relative_error(ours, reference) <= TOLERANCE
+
+
+def test_precision_tf32_is_stated_and_reaches_every_kernel(workspace):
+    package = workspace.package("residual_net", "cuda", options=("--precision", "tf32"))
+    source = (package / "src" / "residual_net.cpp").read_text()
+    header = (package / "include" / "residual_net.hpp").read_text()
+    assert '"precision": "tf32"' in (package / "lapis_manifest.json").read_text()
+    assert "(float32): tf32, TF32 tensor-core products" in header
+    calls = re.findall(r"lapis::(conv2d_nchw|linear)<([^>]*)>\(", source)
+    assert calls and all(args == "execution_space, lapis::Precision::tf32"
+                         for _, args in calls), calls
+
+
+ACTIVATION_CODES = {"none": 0, "relu": 1, "silu": 2, "gelu": 3, "tanh": 4}
+INIT_CODES = {"accumulate": 0, "bias": 1, "zero": 2}
+
+
+def round_to_tf32(x: np.ndarray) -> np.ndarray:
+    """Half an ulp of tf32 added, then truncated (the tiles' rounding of both operands)."""
+    bits = x.astype(np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def activation_of(name: str, v: np.ndarray) -> np.ndarray:
+    import scipy.special
+    return {"none": lambda: v, "relu": lambda: np.maximum(v, 0.0),
+            "silu": lambda: v / (1.0 + np.exp(-v)),
+            "gelu": lambda: 0.5 * v * (1.0 + scipy.special.erf(v / np.sqrt(2.0))),
+            "tanh": lambda: np.tanh(v)}[name]()
+
+
+@pytest.fixture(scope="module")
+def gemm_tf32_check(tmp_path_factory, kokkos_root):
+    build = tmp_path_factory.mktemp("gemm_tf32_check")
+    run(["cmake", "-S", REPO / "integration_tests" / "gemm_tf32_check", "-B", build,
+         "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}"])
+    run(["cmake", "--build", build, "-j", "2"])
+    return build / "gemm_tf32_check"
+
+
+@pytest.mark.parametrize("kind,shape,precision,m,n,k,activation,init", [
+    ("linear", "small", "fp32", 100, 70, 52, "silu", "bias"),   # partial tiles on every side
+    ("linear", "large", "fp32", 130, 140, 36, "gelu", "bias"),
+    ("linear", "large", "tf32", 130, 140, 36, "tanh", "bias"),
+    ("linear", "small", "tf32", 33, 20, 12, "relu", "zero"),
+    ("matmul", "small", "fp32", 67, 36, 40, "none", "accumulate"),
+    ("matmul", "large", "tf32", 129, 132, 20, "none", "zero"),
+])
+def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape, precision, m,
+                                          n, k, activation, init):
+    """The tensor-core matrix tiles, run thread by thread on the host with the mma emulated
+    (their staging, fragment indexing, rounding and epilogue; every output written): fp32
+    within 1e-6 of float64; tf32 within 1e-5 of the float64 product of the operands rounded to
+    tf32, and so a few 1e-4 off the unrounded one."""
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if kind == "linear" else (k, n)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32)
+    c = rng.standard_normal((m, n)).astype(np.float32)
+    for name, array in (("a", a), ("b", b), ("bias", bias), ("c", c)):
+        array.tofile(tmp_path / f"{name}.bin")
+    run([gemm_tf32_check, kind, shape, precision, m, n, k, ACTIVATION_CODES[activation],
+         INIT_CODES[init], tmp_path])
+    ours = np.fromfile(tmp_path / "out.bin", np.float32).reshape(m, n)
+    assert not np.isnan(ours).any()
+    product = b.T if kind == "linear" else b
+    start = {"bias": bias[None, :], "zero": 0.0, "accumulate": c}[init]
+
+    def reference(x, y):
+        return activation_of(activation, x.astype(np.float64) @ y.astype(np.float64) + start)
+
+    exact, rounded = reference(a, product), reference(round_to_tf32(a), round_to_tf32(product))
+    if precision == "fp32":
+        assert relative_error(ours, exact) <= 1e-6
+    else:
+        assert relative_error(ours, rounded) <= 1e-5
+        assert relative_error(ours, exact) >= 1e-4   # the rounding did happen

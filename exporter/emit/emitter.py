@@ -86,10 +86,19 @@ class KokkosEmitter:
         # CUDA: 3x3-and-larger float32 convolution weights also split into tf32 mma fragments
         # (lapis::split_tf32_weight); packed weight's name -> the split View's name.
         self.split_conv_weights = False
+        # The package's backend, and --precision: the products of the CUDA kernels.
+        self.backend = "serial"
+        self.precision = "fp32"
         self.split_weights: dict[str, str] = {}
         # The support headers the emitted code calls into ("lapis/conv.hpp"): the source
         # includes these and no others.
         self.support_headers: set[str] = set()
+
+    def tuned_kernel(self, call: str) -> str:
+        """`lapis::call<execution_space>`, with the precision as the second template argument
+        when it is not fp32."""
+        precision = "" if self.precision == "fp32" else f", lapis::Precision::{self.precision}"
+        return f"lapis::{call}<execution_space{precision}>"
 
     # ---- output --------------------------------------------------------------------------
     def line(self, text: str = "") -> None:

@@ -902,7 +902,7 @@ def _conv2d(em: KokkosEmitter, op) -> None:
     em.line(f"// {location_label(op) or op.name}: tuned convolution"
             + (f" ({folded} folded in)" if folded else ""))
     split = em.split_weights.get(weight.cname)
-    em.line(f'lapis::conv2d_nchw<execution_space>("{em.kernel_label(op, "conv2d")}", '
+    em.line(f'{em.tuned_kernel("conv2d_nchw")}("{em.kernel_label(op, "conv2d")}", '
             f"{source.cname}, {weight.cname}, " + (f"{split}, " if split else "")
             + f"{target.cname},")
     em.line(f"    lapis::ConvGeometry{{{stride_h}, {stride_w}, {dilation_h}, {dilation_w}, "

@@ -11,8 +11,8 @@ import numpy as np
 
 from .. import __version__, templates, tuned_ops
 from ..errors import ExportError
-from ..handoff import (C_API_TYPES, CXX_TYPES, EmittedSource, ImportedModel, TensorSpec, Weight,
-                       dynamic_extents)
+from ..handoff import (C_API_TYPES, CXX_TYPES, PRECISIONS, EmittedSource, ImportedModel,
+                       TensorSpec, Weight, dynamic_extents)
 from . import cxx_types
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
@@ -29,8 +29,10 @@ BACKEND_SPACES = {
 }
 
 
-def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
-    """Generate Kokkos C++ for `lowered` (output of lowering.run) as package `name`."""
+def kokkos(lowered: ImportedModel, name: str, backend: str,
+           precision: str = "fp32") -> EmittedSource:
+    """Generate Kokkos C++ for `lowered` (output of lowering.run) as package `name`, its
+    float32 products in `precision` (PRECISIONS; other than fp32 on CUDA only)."""
     if backend not in BACKEND_SPACES:
         raise ExportError(f"unknown backend '{backend}'",
                           hint="choose one of " + ", ".join(BACKEND_SPACES))
@@ -38,6 +40,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
     function = _forward_function(module)
     emitter = KokkosEmitter(name, flat_ranges=backend not in tuned_ops.HOST_BACKENDS)
     emitter.split_conv_weights = backend == "cuda"
+    emitter.backend, emitter.precision = backend, precision
     # The template's own code: extent checks and the C API's Kokkos, the weight blob reader.
     emitter.include("lapis/support.hpp")
     emitter.include("lapis/weight_blob.hpp")
@@ -68,6 +71,9 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
         emitter.include("lapis/graph.hpp")
 
     fields = _header_fields(name, backend, lowered)
+    fields["PRECISION"] = f"{precision}, {PRECISIONS[precision]}" + (
+        " (3xTF32 on the tensor cores: each operand split into two tf32 parts)"
+        if precision == "fp32" and backend == "cuda" else "")
     header = _render("model.hpp.in", fields)
     # The C API's device copies of the caller's host buffers: made once, in initialize(), or
     # by the C API when a dynamic size changes.
@@ -93,7 +99,8 @@ def kokkos(lowered: ImportedModel, name: str, backend: str) -> EmittedSource:
     })
     return EmittedSource(name=name, backend=backend, header=header, source=source,
                          weights=blob, inputs=lowered.inputs, outputs=lowered.outputs,
-                         op_counts=emitter.op_counts, kernel_count=emitter.kernel_count)
+                         op_counts=emitter.op_counts, kernel_count=emitter.kernel_count,
+                         precision=precision)
 
 
 def _forward_function(module):

@@ -1,8 +1,9 @@
-"""Handler for the dense matrix products of lowering/matmul.py: calls of
-kokkos_support/lapis/gemm.hpp."""
+"""Handlers for the dense matrix products of lowering/matmul.py (calls of
+kokkos_support/lapis/gemm.hpp; on CUDA, of gemm_tf32.hpp's tensor-core tiles) and for the
+linear layers of lowering/linear.py (CUDA: lapis::linear, gemm_tf32.hpp)."""
 from __future__ import annotations
 
-from ..tuned_ops import BATCH_MATMUL, MATMUL
+from ..tuned_ops import BATCH_MATMUL, LINEAR, MATMUL
 from .emitter import KokkosEmitter, handles, location_label
 
 
@@ -13,11 +14,35 @@ def _matmul(em: KokkosEmitter, op) -> None:
     from torch_mlir import ir
     a, b, c = (em.memref(v).cname for v in op.operands)
     init = ir.StringAttr(op.attributes["init"]).value
-    em.include("lapis/gemm.hpp")
-    em.kernel_count += 1
     short = op.name.removeprefix("lapis.")
+    tensor_cores = em.backend == "cuda"
+    em.include("lapis/gemm_tf32.hpp" if tensor_cores else "lapis/gemm.hpp")
+    em.kernel_count += 1
     what = "batched dense matrix product" if op.name == BATCH_MATMUL else "dense matrix product"
     start = ", zero fill folded in" if init == "zero" else ", adding to C"
-    em.line(f"// {location_label(op) or op.name}: {what}{start} (lapis/gemm.hpp)")
-    em.line(f'lapis::{short}<execution_space>("{em.kernel_label(op, short)}", {a}, {b}, {c}, '
+    where = "lapis/gemm_tf32.hpp, tensor cores" if tensor_cores else "lapis/gemm.hpp"
+    em.line(f"// {location_label(op) or op.name}: {what}{start} ({where})")
+    call = em.tuned_kernel(f"{short}_tensor_core") if tensor_cores \
+        else f"lapis::{short}<execution_space>"
+    em.line(f'{call}("{em.kernel_label(op, short)}", {a}, {b}, {c}, '
             f"lapis::MatmulInit::{init});")
+
+
+@handles(LINEAR)
+def _linear(em: KokkosEmitter, op) -> None:
+    """`lapis.linear(x, W, [bias], y) {init, activation}`: y = activation(init + x W^T)."""
+    from torch_mlir import ir
+    source, weight, *bias, target = (em.memref(v) for v in op.operands)
+    init = ir.StringAttr(op.attributes["init"]).value
+    activation = ir.StringAttr(op.attributes["activation"]).value
+    bias_view = bias[0].cname if bias else "lapis::no_bias<float, memory_space>()"
+    folded = ", ".join(part for part, present in (
+        ("bias", init == "bias"), (activation, activation != "none")) if present)
+    em.include("lapis/gemm_tf32.hpp")
+    em.include("lapis/conv.hpp")   # lapis::no_bias
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: linear layer on the tensor cores"
+            + (f" ({folded} folded in)" if folded else ""))
+    em.line(f'{em.tuned_kernel("linear")}("{em.kernel_label(op, "linear")}", {source.cname}, '
+            f"{weight.cname}, {bias_view}, {target.cname}, lapis::ConvInit::{init}, "
+            f"lapis::Activation::{activation});")

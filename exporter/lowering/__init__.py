@@ -2,9 +2,9 @@
 
 Third stage of the pipeline (frontend -> importer -> lowering -> emit -> package -> verify).
 Between bufferization and the loops, our rewrites hand ops to tuned kernels: convolutions and
-pooling (conv.py), dense matrix products (matmul.py), CSR products (sparse.py). The result uses
-a small closed set of dialects the emitter knows: func, arith, math, memref, scf, cf (asserts)
-and the `lapis` ops of exporter/tuned_ops.py. Outputs become destination arguments appended
+pooling (conv.py), linear layers on CUDA (linear.py), dense matrix products (matmul.py), CSR
+products (sparse.py). The result uses a small closed set of dialects the emitter knows: func,
+arith, math, memref, scf, cf (asserts) and the `lapis` ops of exporter/tuned_ops.py. Outputs become destination arguments appended
 after the inputs.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import functools
 from .. import diagnostics
 from ..errors import ExportError
 from ..handoff import ImportedModel
-from . import conv, matmul, sparse
+from . import conv, linear, matmul, sparse
 
 # Each step is (description, pass pipeline); None marks our own rewrites (conv.py, matmul.py,
 # sparse.py).
@@ -57,6 +57,8 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
             try:
                 sparse.replace_calls(module)     # first: it removes the declarations
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
+                if backend == "cuda":
+                    linear.replace_linear_convs(module)
                 matmul.replace_matmuls(module)
             except ExportError:
                 raise

@@ -174,6 +174,7 @@ def _manifest(source: EmittedSource, options: PackageOptions, weight_bytes: int)
     return {
         "name": source.name,
         "backend": source.backend,
+        "precision": source.precision,
         "inputs": [spec.to_json() for spec in source.inputs],
         "outputs": [spec.to_json() for spec in source.outputs],
         "weights": {"count": len(source.weights), "bytes": weight_bytes,

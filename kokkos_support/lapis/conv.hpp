@@ -17,8 +17,9 @@
 namespace lapis {
 
 namespace detail {
-// Device backends: the tensor-core tiles for float32 on CUDA, the FMA tiles otherwise.
-template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
+// Device backends: the tensor-core tiles for float32 on CUDA (P: their products), the FMA
+// tiles otherwise.
+template <class ExecutionSpace, Precision P, class Input, class PackedWeight, class SplitWeight, class Bias,
           class Residual, class Output>
 void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& packed,
                        const SplitWeight& split, const Output& out, const ConvGeometry g,
@@ -29,7 +30,7 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
   using T = typename Output::non_const_value_type;
   if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
                 std::is_same<T, float>::value)
-    conv2d_nchw_tiled_tf32<ExecutionSpace>(label, in, packed, split, out, g, init, bias,
+    conv2d_nchw_tiled_tf32<ExecutionSpace, P>(label, in, packed, split, out, g, init, bias,
                                            residual, with_relu);
   else
 #endif
@@ -114,8 +115,8 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
 // adds `residual` (the shape of `out`; none when it holds no data) before the ReLU.
 // `split` (CUDA float32 packages) is `packed` split by split_tf32_weight at initialize(), for
 // the tensor-core tiles; other backends and element types do not read it.
-template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
-          class Residual, class Output>
+template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
+          class SplitWeight, class Bias, class Residual, class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                  const SplitWeight& split, const Output& out, const ConvGeometry g,
                  const ConvInit init, const Bias& bias, const Residual& residual,
@@ -133,7 +134,7 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
   }
 #endif
   if constexpr (!Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible)
-    detail::conv2d_nchw_tiled<ExecutionSpace>(label, in, packed, split, out, g, init, bias,
+    detail::conv2d_nchw_tiled<ExecutionSpace, P>(label, in, packed, split, out, g, init, bias,
                                               residual, with_relu);
   else
     detail::conv2d_nchw_portable<ExecutionSpace>(label, in, packed, out, g, init, bias,
@@ -141,34 +142,35 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
 }
 
 // Without split weights; without a residual.
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
-          class Output>
+template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
+          class Bias, class Residual, class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                  const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
                  const Residual& residual, const bool with_relu) {
-  conv2d_nchw<ExecutionSpace>(
+  conv2d_nchw<ExecutionSpace, P>(
       label, in, packed,
       Kokkos::View<const float*****, typename Output::memory_space>(), out, g, init, bias,
       residual, with_relu);
 }
 
-template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
-          class Output>
+template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
+          class SplitWeight, class Bias, class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                  const SplitWeight& split, const Output& out, const ConvGeometry g,
                  const ConvInit init, const Bias& bias, const bool with_relu) {
-  conv2d_nchw<ExecutionSpace>(
+  conv2d_nchw<ExecutionSpace, P>(
       label, in, packed, split, out, g, init, bias,
       Kokkos::View<const typename Output::non_const_value_type****,
                    typename Output::memory_space>(),
       with_relu);
 }
 
-template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Output>
+template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
+          class Bias, class Output>
 void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
                  const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
                  const bool with_relu) {
-  conv2d_nchw<ExecutionSpace>(
+  conv2d_nchw<ExecutionSpace, P>(
       label, in, packed, out, g, init, bias,
       Kokkos::View<const typename Output::non_const_value_type****,
                    typename Output::memory_space>(),

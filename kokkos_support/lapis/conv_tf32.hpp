@@ -65,8 +65,8 @@ KOKKOS_FORCEINLINE_FUNCTION void mma3(float (&d)[4], const uint32_t (&a_big)[4],
 }
 }  // namespace tf32
 
-template <int BM, int BN, int WM, int WN, int MinTeams>
-struct ConvTilesTF32 : TileLaunch<ConvTilesTF32<BM, BN, WM, WN, MinTeams>, BM, BN> {
+template <int BM, int BN, int WM, int WN, int MinTeams, Precision P = Precision::fp32>
+struct ConvTilesTF32 : TileLaunch<ConvTilesTF32<BM, BN, WM, WN, MinTeams, P>, BM, BN> {
   static constexpr int BK = 16;
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n;
@@ -99,8 +99,12 @@ struct ConvTilesTF32 : TileLaunch<ConvTilesTF32<BM, BN, WM, WN, MinTeams>, BM, B
         tf32::split(a[(tk + 4 * (r / 2)) * LDA + wm0 + mt * 16 + gr + 8 * (r % 2)], a_big[r],
                     a_small[r]);
       LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt)
-        tf32::mma3(acc[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+      for (int nt = 0; nt < NT; ++nt) {
+        if (P == Precision::fp32)
+          tf32::mma3(acc[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+        else  // tf32: one product of the rounded parts
+          tf32::mma(acc[mt][nt], a_big, b_big[nt]);
+      }
     }
 #else
     LAPIS_UNROLL
@@ -292,9 +296,10 @@ KOKKOS_FORCEINLINE_FUNCTION void wait() {
 }
 }  // namespace tf32
 
-template <int BM, int BN, int WM, int WN, int KStep, int Stages, int MinTeams>
+template <int BM, int BN, int WM, int WN, int KStep, int Stages, int MinTeams,
+          Precision P = Precision::fp32>
 struct ConvTilesAsync
-    : TileLaunch<ConvTilesAsync<BM, BN, WM, WN, KStep, Stages, MinTeams>, BM, BN> {
+    : TileLaunch<ConvTilesAsync<BM, BN, WM, WN, KStep, Stages, MinTeams, P>, BM, BN> {
   static constexpr int BK = KStep;
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n;
@@ -308,7 +313,7 @@ struct ConvTilesAsync
   static_assert((a_total % threads == 0 || a_chunks == 1) && b_staged * threads == BK * BN &&
                     threads % BN == 0,
                 "every thread stages the same input column at every step");
-  using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams>;
+  using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams, P>;
 
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
             class Residual, class Output>
@@ -417,8 +422,10 @@ KOKKOS_FORCEINLINE_FUNCTION void split_fast(const float x, uint32_t& big, uint32
 }
 }  // namespace tf32
 
-template <int BM, int BN, int WM, int WN, int Stages, int MinTeams>
-struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTeams>, BM, BN> {
+template <int BM, int BN, int WM, int WN, int Stages, int MinTeams,
+          Precision P = Precision::fp32>
+struct ConvTilesSplit
+    : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTeams, P>, BM, BN> {
   static constexpr int BK = 8;  // one tap of 8 input channels a step
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n;
@@ -434,7 +441,7 @@ struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTea
   static_assert((a_total % threads == 0 || a_chunks == 1) && b_staged * threads == BK * BN &&
                     threads % BN == 0,
                 "every thread stages the same input column at every step");
-  using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams>;
+  using Tiles = ConvTilesTF32<BM, BN, WM, WN, MinTeams, P>;
 
   // `split`: [channels_out / 16][kernel_h][kernel_w][channels_in / 8][256] (split_tf32_weight).
   template <class Weights>
@@ -469,8 +476,12 @@ struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTea
       const uint32_t a_small[4] = {__float_as_uint(small.x), __float_as_uint(small.y),
                                    __float_as_uint(small.z), __float_as_uint(small.w)};
       LAPIS_UNROLL
-      for (int nt = 0; nt < NT; ++nt)
-        tf32::mma3(acc[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+      for (int nt = 0; nt < NT; ++nt) {
+        if (P == Precision::fp32)
+          tf32::mma3(acc[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+        else  // tf32: one product of the rounded parts
+          tf32::mma(acc[mt][nt], a_big, b_big[nt]);
+      }
     }
 #else
     // Weight (row m, k) of a fragment: lane (m % 8) * 4 + k % 4, element m % 16 / 8 + k / 4 * 2.
@@ -523,6 +534,8 @@ struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTea
             for (int r = 0; r < a_chunks; ++r) {  // BM / 16 fragments of 64 copies
               const int c = rank + r * threads;
               if (a_total % threads != 0 && c >= a_total) break;
+              // tf32 products read the big parts only (the first half of a fragment).
+              if (P != Precision::fp32 && c % (fragment / 4) >= fragment / 8) continue;
               const int m = at.m0 / 16 + c / (fragment / 4);
               const bool valid = m < fragments_m;
               tf32::copy16(a_tile + c * 4,
@@ -572,7 +585,8 @@ struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTea
   }
 };
 
-// 3xTF32 on the tensor cores (CUDA, float32). LAPIS_CONV_TF32_TILES picks the tile set
+// 3xTF32 on the tensor cores (CUDA, float32; P = tf32: one TF32 product of the rounded
+// operands, and the split tiles read only the weights' big parts). LAPIS_CONV_TF32_TILES picks the tile set
 // (benchmarks/conv_bench times each): 1, warps of 32 x 32 outputs, staged through registers,
 // 512 threads in the large and narrow tiles (one team per multiprocessor), 128 in the small
 // ones; 2, warps of 64 x 32, two teams per multiprocessor; 4, as 2 with the staging by
@@ -585,8 +599,8 @@ struct ConvTilesSplit : TileLaunch<ConvTilesSplit<BM, BN, WM, WN, Stages, MinTea
 #if !defined(LAPIS_CONV_TF32_TILES)
 #define LAPIS_CONV_TF32_TILES 7
 #endif
-template <class ExecutionSpace, class Input, class PackedWeight, class SplitWeight, class Bias,
-          class Residual, class Output>
+template <class ExecutionSpace, Precision P, class Input, class PackedWeight, class SplitWeight,
+          class Bias, class Residual, class Output>
 void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeight& packed,
                             const SplitWeight& split, const Output& out, const ConvGeometry g,
                             const ConvInit init, const Bias& bias, const Residual& residual,
@@ -594,9 +608,9 @@ void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeig
 #if LAPIS_CONV_TF32_TILES == 6 || LAPIS_CONV_TF32_TILES == 7
   constexpr int stages = LAPIS_CONV_TF32_TILES == 6 ? 3 : 2;
   if (split.data() != nullptr) {
-    conv2d_nchw_tiled_with<ConvTilesSplit<128, 128, 64, 32, stages, 2>,
-                           ConvTilesSplit<64, 256, 64, 32, stages, 2>,
-                           ConvTilesSplit<64, 64, 32, 32, stages, 4>, ExecutionSpace>(
+    conv2d_nchw_tiled_with<ConvTilesSplit<128, 128, 64, 32, stages, 2, P>,
+                           ConvTilesSplit<64, 256, 64, 32, stages, 2, P>,
+                           ConvTilesSplit<64, 64, 32, 32, stages, 4, P>, ExecutionSpace>(
         label, in, split, out, g, init, bias, residual, with_relu);
     return;
   }
@@ -604,22 +618,24 @@ void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeig
   (void)split;
 #endif
 #if LAPIS_CONV_TF32_TILES == 2
-  conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2>, ConvTilesTF32<64, 256, 64, 32, 2>,
-                         ConvTilesTF32<64, 64, 32, 32, 4>, ExecutionSpace>(
+  conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2, P>,
+                         ConvTilesTF32<64, 256, 64, 32, 2, P>,
+                         ConvTilesTF32<64, 64, 32, 32, 4, P>, ExecutionSpace>(
       label, in, packed, out, g, init, bias, residual, with_relu);
 #elif LAPIS_CONV_TF32_TILES >= 4 && LAPIS_CONV_TF32_TILES != 5
-  conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2>,
-                         ConvTilesAsync<64, 256, 64, 32, 16, 2, 2>,
-                         ConvTilesAsync<64, 64, 32, 32, 16, 2, 4>, ExecutionSpace>(
+  conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2, P>,
+                         ConvTilesAsync<64, 256, 64, 32, 16, 2, 2, P>,
+                         ConvTilesAsync<64, 64, 32, 32, 16, 2, 4, P>, ExecutionSpace>(
       label, in, packed, out, g, init, bias, residual, with_relu);
 #elif LAPIS_CONV_TF32_TILES == 5
-  conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 8, 4, 2>,
-                         ConvTilesAsync<64, 256, 64, 32, 8, 4, 2>,
-                         ConvTilesAsync<64, 64, 32, 32, 8, 4, 4>, ExecutionSpace>(
+  conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 8, 4, 2, P>,
+                         ConvTilesAsync<64, 256, 64, 32, 8, 4, 2, P>,
+                         ConvTilesAsync<64, 64, 32, 32, 8, 4, 4, P>, ExecutionSpace>(
       label, in, packed, out, g, init, bias, residual, with_relu);
 #else
-  conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 32, 32, 1>, ConvTilesTF32<64, 256, 32, 32, 1>,
-                         ConvTilesTF32<64, 64, 32, 32, 4>, ExecutionSpace>(
+  conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 32, 32, 1, P>,
+                         ConvTilesTF32<64, 256, 32, 32, 1, P>,
+                         ConvTilesTF32<64, 64, 32, 32, 4, P>, ExecutionSpace>(
       label, in, packed, out, g, init, bias, residual, with_relu);
 #endif
 }

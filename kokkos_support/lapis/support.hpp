@@ -25,6 +25,12 @@ namespace lapis {
 
 namespace math = lapis_kmath;
 
+// The products of float32 matrix kernels on CUDA (lapis-export --precision): fp32, float32
+// accuracy (3xTF32 on the tensor cores); tf32, one TF32 product with float32 accumulation
+// (PyTorch's default for cuDNN convolutions); bf16, bfloat16 operands with float32
+// accumulation. Host backends and other element types compute in their own type throughout.
+enum class Precision : int { fp32, tf32, bf16 };
+
 template <class T>
 KOKKOS_INLINE_FUNCTION T infinity() {
   return T(__builtin_huge_val());

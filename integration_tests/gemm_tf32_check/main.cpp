@@ -1,0 +1,100 @@
+// Runs lapis::detail::GemmTiles (gemm_tf32.hpp) on the host: every team of the launch in turn,
+// and in each team every thread in turn between the barriers (GemmTiles::pipeline with a team
+// that runs all threads), the mma emulated from the same fragments' elements. Shared memory
+// and the output start as NaN, so a value read before it is staged or an output left unwritten
+// shows. DIR holds a.bin ([M][K]), b.bin ([N][K] for linear, [K][N] for matmul), bias.bin
+// ([N]) and c.bin ([M][N], C's start for INIT accumulate); the result goes to DIR/out.bin.
+#include <Kokkos_Core.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "lapis/gemm_tf32.hpp"
+
+namespace {
+
+using lapis::detail::GemmProblem;
+
+template <class Tiles>
+struct EveryThread {
+  std::vector<typename Tiles::Acc> accs = std::vector<typename Tiles::Acc>(Tiles::threads);
+  template <class F>
+  void each(const F& f) {
+    for (int rank = 0; rank < Tiles::threads; ++rank) f(rank, accs[rank]);
+  }
+  void barrier() const {}
+  void commit() const {}
+  template <int Pending>
+  void wait() const {}
+};
+
+template <class Tiles>
+void run(const GemmProblem& p) {
+  std::vector<float> smem(Tiles::scratch / sizeof(float));
+  for (int league_rank = 0; league_rank < Tiles::teams(p); ++league_rank) {
+    for (float& v : smem) v = std::nanf("");
+    EveryThread<Tiles> team;
+    Tiles::pipeline(p, Tiles::tile(p, league_rank), smem.data(), team);
+  }
+}
+
+template <bool WeightRows, lapis::Precision P>
+void dispatch(const std::string& shape, const GemmProblem& p) {
+  using namespace lapis::detail;
+  if (shape == "large")
+    run<GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>>(p);
+  else
+    run<GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>>(p);
+}
+
+std::vector<float> read(const std::string& path, size_t count) {
+  std::vector<float> data(count);
+  std::ifstream in(path, std::ios::binary);
+  in.read(reinterpret_cast<char*>(data.data()), count * sizeof(float));
+  if (!in) {
+    std::fprintf(stderr, "cannot read %zu floats from %s\n", count, path.c_str());
+    std::exit(1);
+  }
+  return data;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 10) {
+    std::fprintf(stderr,
+                 "usage: %s linear|matmul large|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 argv[0]);
+    return 2;
+  }
+  Kokkos::ScopeGuard guard(argc, argv);
+  const std::string kind = argv[1], shape = argv[2], precision = argv[3], dir = argv[9];
+  const int m = std::atoi(argv[4]), n = std::atoi(argv[5]), k = std::atoi(argv[6]);
+  const auto activation = lapis::Activation(std::atoi(argv[7]));
+  const auto init = lapis::ConvInit(std::atoi(argv[8]));
+  const bool linear = kind == "linear";
+  const std::vector<float> a = read(dir + "/a.bin", size_t(m) * k);
+  const std::vector<float> b = read(dir + "/b.bin", size_t(n) * k);
+  const std::vector<float> bias = read(dir + "/bias.bin", n);
+  std::vector<float> c = read(dir + "/c.bin", size_t(m) * n);
+  if (init != lapis::ConvInit::accumulate)
+    for (float& v : c) v = std::nanf("");
+  const GemmProblem p{a.data(), b.data(), c.data(), bias.data(), k, linear ? k : n, n, 0, 0, 0,
+                      m, n, k, 1, init, activation};
+  if (linear && precision == "fp32")
+    dispatch<true, lapis::Precision::fp32>(shape, p);
+  else if (linear)
+    dispatch<true, lapis::Precision::tf32>(shape, p);
+  else if (precision == "fp32")
+    dispatch<false, lapis::Precision::fp32>(shape, p);
+  else
+    dispatch<false, lapis::Precision::tf32>(shape, p);
+  std::ofstream out(dir + "/out.bin", std::ios::binary);
+  out.write(reinterpret_cast<const char*>(c.data()), c.size() * sizeof(float));
+  return out ? 0 : 1;
+}

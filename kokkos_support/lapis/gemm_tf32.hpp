@@ -1,0 +1,449 @@
+// lapis-export tensor-core matrix products, shipped into every exported package (src/lapis/).
+// CUDA packages call these instead of gemm.hpp's loops (exporter/emit/matmul_handlers.py):
+// lapis::linear for linear layers, y = activation(x W^T + bias) with W as the model stores it
+// ([out][in]); lapis::matmul_tensor_core / batch_matmul_tensor_core for linalg.matmul and
+// linalg.batch_matmul (C = A B or C += A B). float32 Views on Kokkos::Cuda whose rows are
+// contiguous and 16-byte aligned run GemmTiles (mma.sync m16n8k8 tf32, cp.async staging);
+// everything else runs one thread per output (linear) or lapis::matmul (gemm.hpp), which is
+// also what host backends run. The tiles build on any backend, so that the host check
+// (integration_tests/gemm_tf32_check) runs their staging, fragment indexing, rounding and
+// epilogue sequentially, thread by thread, with the mma emulated.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "conv_common.hpp"
+#include "conv_tf32.hpp"
+#include "gemm.hpp"
+#include "support.hpp"
+
+namespace lapis {
+
+// The activation a linear layer's epilogue applies (the elementwise op after it, folded in by
+// exporter/lowering/linear.py), in the expression order of torch-mlir's lowering of each.
+enum class Activation : int { none, relu, silu, gelu, tanh };
+
+KOKKOS_INLINE_FUNCTION float activate(const Activation f, const float v) {
+  switch (f) {
+    case Activation::relu: return !(v <= 0.0f) ? v : 0.0f;  // NaN stays NaN
+    case Activation::silu: return v * (1.0f / (math::exp(-v) + 1.0f));
+    case Activation::gelu: return v * ((math::erf(v / 1.41421354f) + 1.0f) * 0.5f);
+    case Activation::tanh: return math::tanh(v);
+    default: return v;
+  }
+}
+
+namespace detail {
+
+// One product C (+)= A B^T (WeightRows: B is [n][k], a linear layer's weight) or C (+)= A B
+// (B is [k][n]) of row-major float32 operands, `batches` of them `batch_*` apart.
+struct GemmProblem {
+  const float* a;
+  const float* b;
+  float* c;
+  const float* bias;  // read with ConvInit::bias
+  int64_t lda, ldb, ldc, batch_a, batch_b, batch_c;
+  int m, n, k, batches;
+  ConvInit init;
+  Activation activation;
+};
+
+// Host emulation of a tensor-core multiply-add of two float32 values: what the mma computes
+// from the parts the device code makes (CUTLASS's fast split: big rounded to tf32, half an ulp
+// added then truncated; small = x - big, of which the mma reads the top 19 bits).
+template <Precision P>
+inline float emulated_product(const float a, const float b) {
+  const float a_big = bit_cast<float>((bit_cast<uint32_t>(a) + 0x1000u) & 0xffffe000u);
+  const float b_big = bit_cast<float>((bit_cast<uint32_t>(b) + 0x1000u) & 0xffffe000u);
+  if (P != Precision::fp32) return a_big * b_big;
+  const float a_small = bit_cast<float>(bit_cast<uint32_t>(a - a_big) & 0xffffe000u);
+  const float b_small = bit_cast<float>(bit_cast<uint32_t>(b - b_big) & 0xffffe000u);
+  return a_small * b_big + a_big * b_small + a_big * b_big;
+}
+
+// Tiles of BM x BN outputs, one team each, warps of WM x WN (a grid of 16 x 8 mma tiles), k in
+// steps of BK staged `Stages` deep by cp.async (16-byte copies, zero fill past the edges).
+// Staged A is [BM][BK + 4] and B [BN][BK + 4] (or [BK][BN + 8]): the 32 lanes' fragment reads
+// (8 rows x 4 k, or 4 k x 8 columns) land in 32 banks. P = fp32 makes three tf32 products of
+// the operands' (big, small) parts (the small * small term left out), tf32 one of the bigs.
+template <int BM, int BN, int WM, int WN, int BK, int Stages, int MinTeams, bool WeightRows,
+          Precision P>
+struct GemmTiles {
+  static constexpr int warps_m = BM / WM, warps_n = BN / WN;
+  static constexpr int threads = 32 * warps_m * warps_n;
+  static constexpr int MT = WM / 16, NT = WN / 8;
+  static constexpr int LDA = BK + 4, LDB = WeightRows ? BK + 4 : BN + 8;
+  static constexpr int a_floats = BM * LDA, b_floats = WeightRows ? BN * LDB : BK * LDB;
+  static constexpr int stage_floats = a_floats + b_floats;
+  static constexpr size_t scratch = size_t(Stages) * stage_floats * sizeof(float);
+  static constexpr int a_copies = BM * BK / 4, b_copies = BN * BK / 4;  // 16 bytes each
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0 && BK % 8 == 0,
+                "tile shape");
+  static_assert(P != Precision::bf16, "bf16 products have tiles of their own");
+
+  struct Acc {
+    float v[MT][NT][4];
+  };
+  // A team's outputs: rows m0.., columns n0.. of one batch entry.
+  struct Tile {
+    int m0, n0;
+    const float* a;
+    const float* b;
+    float* c;
+  };
+
+  static int teams(const GemmProblem& p) {
+    return ((p.m + BM - 1) / BM) * ((p.n + BN - 1) / BN) * p.batches;
+  }
+
+  // Consecutive teams share their rows of A (the column tiles vary fastest): A is read from
+  // memory about once, the weights stay in L2.
+  KOKKOS_INLINE_FUNCTION static Tile tile(const GemmProblem& p, const int league_rank) {
+    const int tiles_n = (p.n + BN - 1) / BN, per_batch = ((p.m + BM - 1) / BM) * tiles_n;
+    const int batch = league_rank / per_batch, t = league_rank % per_batch;
+    Tile x;
+    x.m0 = t / tiles_n * BM;
+    x.n0 = t % tiles_n * BN;
+    x.a = p.a + batch * p.batch_a;
+    x.b = p.b + batch * p.batch_b;
+    x.c = p.c + batch * p.batch_c;
+    return x;
+  }
+
+  KOKKOS_FORCEINLINE_FUNCTION static void copy16(float* shared, const float* global,
+                                                 const bool valid) {
+#if defined(__CUDA_ARCH__)
+    tf32::copy16(shared, global, valid);
+#else
+    for (int i = 0; i < 4; ++i) shared[i] = valid ? global[i] : 0.0f;
+#endif
+  }
+
+  // Thread `rank`'s copies of k step k0 into stage `stage`. Rows are whole 16-byte chunks
+  // (k a multiple of 4: the caller checks), so a chunk is all in or all out.
+  KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, const Tile& t, float* smem,
+                                          const int rank, const int k0, const int stage) {
+    float* const a_tile = smem + stage * stage_floats;
+    float* const b_tile = a_tile + a_floats;
+    LAPIS_UNROLL
+    for (int r = 0; r < (a_copies + threads - 1) / threads; ++r) {
+      const int c = rank + r * threads;
+      if (a_copies % threads != 0 && c >= a_copies) break;
+      const int row = c / (BK / 4), col = c % (BK / 4) * 4;
+      const bool valid = t.m0 + row < p.m && k0 + col < p.k;
+      copy16(a_tile + row * LDA + col, valid ? t.a + (t.m0 + row) * p.lda + k0 + col : p.a,
+             valid);
+    }
+    LAPIS_UNROLL
+    for (int r = 0; r < (b_copies + threads - 1) / threads; ++r) {
+      const int c = rank + r * threads;
+      if (b_copies % threads != 0 && c >= b_copies) break;
+      if (WeightRows) {  // B[n][k]: BN rows of BK
+        const int row = c / (BK / 4), col = c % (BK / 4) * 4;
+        const bool valid = t.n0 + row < p.n && k0 + col < p.k;
+        copy16(b_tile + row * LDB + col, valid ? t.b + (t.n0 + row) * p.ldb + k0 + col : p.b,
+               valid);
+      } else {  // B[k][n]: BK rows of BN
+        const int row = c / (BN / 4), col = c % (BN / 4) * 4;
+        const bool valid = k0 + row < p.k && t.n0 + col < p.n;
+        copy16(b_tile + row * LDB + col, valid ? t.b + (k0 + row) * p.ldb + t.n0 + col : p.b,
+               valid);
+      }
+    }
+  }
+
+  // Staged B at (k, column n) of the tile.
+  KOKKOS_FORCEINLINE_FUNCTION static float b_at(const float* b, const int k, const int n) {
+    return WeightRows ? b[n * LDB + k] : b[k * LDB + n];
+  }
+
+  // Stage `stage` into thread `rank`'s accumulators. Fragments of m16n8k8 (gr = lane / 4,
+  // tk = lane % 4): A registers (gr, tk), (gr + 8, tk), (gr, tk + 4), (gr + 8, tk + 4); B
+  // (k tk, column gr), (tk + 4, gr); accumulator i at row gr + 8 * (i / 2), column
+  // 2 * tk + i % 2.
+  KOKKOS_INLINE_FUNCTION static void compute(const float* smem, const int stage, const int rank,
+                                             Acc& acc) {
+    const float* const a = smem + stage * stage_floats;
+    const float* const b = a + a_floats;
+    const int lane = rank % 32, warp = rank / 32;
+    const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
+    const int gr = lane / 4, tk = lane % 4;
+    LAPIS_UNROLL
+    for (int kk = 0; kk < BK; kk += 8) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      uint32_t b_big[NT][2], b_small[NT][2];
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+        LAPIS_UNROLL
+        for (int h = 0; h < 2; ++h)
+          tf32::split_fast(b_at(b, kk + tk + 4 * h, wn0 + nt * 8 + gr), b_big[nt][h],
+                           b_small[nt][h]);
+      LAPIS_UNROLL
+      for (int mt = 0; mt < MT; ++mt) {
+        uint32_t a_big[4], a_small[4];
+        LAPIS_UNROLL
+        for (int r = 0; r < 4; ++r)
+          tf32::split_fast(a[(wm0 + mt * 16 + gr + 8 * (r % 2)) * LDA + kk + tk + 4 * (r / 2)],
+                           a_big[r], a_small[r]);
+        LAPIS_UNROLL
+        for (int nt = 0; nt < NT; ++nt) {
+          if (P == Precision::fp32)
+            tf32::mma3(acc.v[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+          else
+            tf32::mma(acc.v[mt][nt], a_big, b_big[nt]);
+        }
+      }
+#elif defined(__CUDA_ARCH__)
+      (void)a, (void)b, (void)wm0, (void)wn0, (void)gr, (void)tk, (void)acc;  // no tensor cores
+#else
+      for (int mt = 0; mt < MT; ++mt)
+        for (int nt = 0; nt < NT; ++nt)
+          for (int i = 0; i < 4; ++i)
+            for (int k = 0; k < 8; ++k)
+              acc.v[mt][nt][i] += emulated_product<P>(
+                  a[(wm0 + mt * 16 + gr + 8 * (i / 2)) * LDA + kk + k],
+                  b_at(b, kk + k, wn0 + nt * 8 + 2 * tk + i % 2));
+#endif
+    }
+  }
+
+  // The epilogue: start value (bias, zero or what C holds), then the activation.
+  KOKKOS_INLINE_FUNCTION static void store(const GemmProblem& p, const Tile& t, const int rank,
+                                           const Acc& acc) {
+    const int lane = rank % 32, warp = rank / 32;
+    const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
+    LAPIS_UNROLL
+    for (int mt = 0; mt < MT; ++mt)
+      LAPIS_UNROLL
+      for (int half = 0; half < 2; ++half) {
+        const int row = t.m0 + wm0 + mt * 16 + lane / 4 + 8 * half;
+        if (row >= p.m) continue;
+        float* const out = t.c + row * p.ldc;
+        LAPIS_UNROLL
+        for (int nt = 0; nt < NT; ++nt)
+          LAPIS_UNROLL
+          for (int c = 0; c < 2; ++c) {
+            const int column = t.n0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
+            if (column >= p.n) continue;
+            const float start = p.init == ConvInit::bias         ? p.bias[column]
+                                : p.init == ConvInit::accumulate ? out[column]
+                                                                 : 0.0f;
+            out[column] = activate(p.activation, acc.v[mt][nt][2 * half + c] + start);
+          }
+      }
+  }
+
+  // One team's tile, written once for both callers: `team.each(f)` runs f(rank, acc) for the
+  // calling thread on the device, for every thread in turn in the host check; barrier, commit
+  // and wait are the team's and cp.async's (nothing on the host, where copies are done when
+  // issued).
+  template <class Team>
+  KOKKOS_INLINE_FUNCTION static void pipeline(const GemmProblem& p, const Tile& t, float* smem,
+                                              Team& team) {
+    team.each([&](int, Acc& acc) {
+      LAPIS_UNROLL
+      for (int mt = 0; mt < MT; ++mt)
+        LAPIS_UNROLL
+        for (int nt = 0; nt < NT; ++nt)
+          LAPIS_UNROLL
+          for (int i = 0; i < 4; ++i) acc.v[mt][nt][i] = 0.0f;
+    });
+    const int steps = (p.k + BK - 1) / BK;
+    LAPIS_UNROLL
+    for (int s = 0; s < Stages - 1; ++s) {
+      team.each([&](int rank, Acc&) {
+        if (s < steps) load(p, t, smem, rank, s * BK, s);
+      });
+      team.commit();
+    }
+    for (int step = 0; step < steps; ++step) {
+      team.template wait<Stages - 2>();  // this thread's copies of `step` have landed
+      team.barrier();                    // everyone's; and everyone is done with step - 1
+      const int ahead = step + Stages - 1;
+      team.each([&](int rank, Acc&) {
+        if (ahead < steps) load(p, t, smem, rank, ahead * BK, ahead % Stages);
+      });
+      team.commit();
+      team.each([&](int rank, Acc& acc) { compute(smem, step % Stages, rank, acc); });
+    }
+    team.template wait<0>();
+    team.each([&](int rank, Acc& acc) { store(p, t, rank, acc); });
+  }
+
+  // The device's `team`: the calling thread and its accumulators.
+  template <class Member>
+  struct OneThread {
+    const Member& member;
+    int rank;
+    Acc acc;
+    template <class F>
+    KOKKOS_FORCEINLINE_FUNCTION void each(const F& f) {
+      f(rank, acc);
+    }
+    KOKKOS_FORCEINLINE_FUNCTION void barrier() const { member.team_barrier(); }
+    KOKKOS_FORCEINLINE_FUNCTION void commit() const {
+#if defined(__CUDA_ARCH__)
+      tf32::commit();
+#endif
+    }
+    template <int Pending>
+    KOKKOS_FORCEINLINE_FUNCTION void wait() const {
+#if defined(__CUDA_ARCH__)
+      tf32::wait<Pending>();
+#endif
+    }
+  };
+
+  template <class ExecutionSpace>
+  static void run(const char* label, const GemmProblem& p) {
+    using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
+    using member = typename policy::member_type;
+    const size_t bytes = scratch;  // a local: the kernel cannot bind the static member
+    Kokkos::parallel_for(
+        label, policy(teams(p), threads).set_scratch_size(0, Kokkos::PerTeam(bytes)),
+        KOKKOS_LAMBDA(const member& team) {
+          float* const smem =
+              static_cast<float*>(team.team_scratch(0).get_shmem_aligned(bytes, 16));
+          OneThread<member> me{team, team.team_rank(), {}};
+          pipeline(p, tile(p, team.league_rank()), smem, me);
+        });
+  }
+};
+
+#if defined(KOKKOS_ENABLE_CUDA)
+// 128 x 128 tiles (8 warps of 64 x 32, two teams a multiprocessor) where they make at least
+// two waves of an H200's 132 multiprocessors, else 64 x 64 (4 warps of 32 x 32); k steps of
+// 16, two deep (40 KiB and 20 KiB of shared memory: Kokkos launches at most 48 KiB).
+template <bool WeightRows, Precision P, class ExecutionSpace>
+void gemm_tiled(const char* label, const GemmProblem& p) {
+  using Large = GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
+  using Small = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
+  if (Large::teams(p) >= 2 * 264)
+    Large::template run<ExecutionSpace>(label, p);
+  else
+    Small::template run<ExecutionSpace>(label, p);
+}
+#endif
+
+// float32 on CUDA: the products the tiles take.
+template <class ExecutionSpace, class T>
+inline constexpr bool gemm_tiles_apply =
+#if defined(KOKKOS_ENABLE_CUDA)
+    std::is_same<ExecutionSpace, Kokkos::Cuda>::value && std::is_same<T, float>::value;
+#else
+    false;
+#endif
+
+// Whether their operands suit the tiles: contiguous rows whose starts are 16 bytes apart and
+// aligned (whole 16-byte copies), the row lengths multiples of 4.
+inline bool gemm_rows_fit(const void* a, int64_t lda, int64_t inner_a, const void* b,
+                          int64_t ldb, int64_t inner_b, int64_t length_a, int64_t length_b) {
+  const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+  return inner_a == 1 && inner_b == 1 && length_a % 4 == 0 && length_b % 4 == 0 &&
+         lda % 4 == 0 && ldb % 4 == 0 && aligned(a) && aligned(b);
+}
+
+}  // namespace detail
+
+// y[m][n] = activation(start + sum over k of x[m][k] w[n][k]), start = bias[n] (ConvInit::bias),
+// 0 (zero) or y[m][n] (accumulate); x, w and y rank 2, or rank 4 with trailing extents 1 (a
+// linear layer run as a 1x1 convolution's operands). On the tiles with P's products; fewer than
+// 16 output columns (a regression head), other backends and element types: one thread per
+// output, the dot product in order over k, in the element type.
+template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
+          class Bias, class Output>
+void linear(const char* label, const Input& x, const Weight& w, const Bias& bias,
+            const Output& y, const ConvInit init, const Activation activation) {
+  using T = typename Output::non_const_value_type;
+  const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
+  if (rows == 0 || columns == 0) return;
+#if defined(KOKKOS_ENABLE_CUDA)
+  if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
+    if (columns >= 16 && y.stride(1) == 1 &&
+        detail::gemm_rows_fit(x.data(), x.stride(0), x.stride(1), w.data(), w.stride(0),
+                              w.stride(1), depth, depth)) {
+      const detail::GemmProblem p{x.data(), w.data(), y.data(), bias.data(),
+                                  int64_t(x.stride(0)), int64_t(w.stride(0)),
+                                  int64_t(y.stride(0)), 0, 0, 0, int(rows), int(columns),
+                                  int(depth), 1, init, activation};
+      detail::gemm_tiled<true, P, ExecutionSpace>(label, p);
+      return;
+    }
+  }
+#endif
+  const T* const in = x.data();
+  const T* const weight = w.data();
+  T* const out = y.data();
+  const int64_t ldx = x.stride(0), ldw = w.stride(0), ldy = y.stride(0);
+  const int64_t step_x = x.stride(1), step_w = w.stride(1), step_y = y.stride(1);
+  Kokkos::parallel_for(
+      label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(0, rows * columns),
+      KOKKOS_LAMBDA(const int64_t i) {
+        const int64_t m = i / columns, n = i % columns;
+        T sum = init == ConvInit::bias ? T(bias(n)) : T(0);
+        for (int64_t k = 0; k < depth; ++k)
+          sum += in[m * ldx + k * step_x] * weight[n * ldw + k * step_w];
+        T& target = out[m * ldy + n * step_y];
+        if (init == ConvInit::accumulate) sum += target;
+        target = activation == Activation::none ? sum : T(activate(activation, float(sum)));
+      });
+}
+
+// linalg.matmul / linalg.batch_matmul on CUDA: C (+)= A B on the tiles where they apply, else
+// lapis::matmul / batch_matmul (gemm.hpp).
+template <class ExecutionSpace, Precision P = Precision::fp32, class A, class B, class C>
+void matmul_tensor_core(const char* label, const A& a, const B& b, const C& c,
+                        const MatmulInit init) {
+  using T = typename C::non_const_value_type;
+#if defined(KOKKOS_ENABLE_CUDA)
+  if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
+    const int64_t depth = a.extent(1), columns = b.extent(1);
+    if (columns >= 16 && a.extent(0) > 0 && c.stride(1) == 1 &&
+        detail::gemm_rows_fit(a.data(), a.stride(0), a.stride(1), b.data(), b.stride(0),
+                              b.stride(1), depth, columns)) {
+      const detail::GemmProblem p{a.data(), b.data(), c.data(), nullptr,
+                                  int64_t(a.stride(0)), int64_t(b.stride(0)),
+                                  int64_t(c.stride(0)), 0, 0, 0, int(a.extent(0)),
+                                  int(columns), int(depth), 1,
+                                  init == MatmulInit::zero ? ConvInit::zero
+                                                           : ConvInit::accumulate,
+                                  Activation::none};
+      detail::gemm_tiled<false, P, ExecutionSpace>(label, p);
+      return;
+    }
+  }
+#endif
+  matmul<ExecutionSpace>(label, a, b, c, init);
+}
+
+template <class ExecutionSpace, Precision P = Precision::fp32, class A, class B, class C>
+void batch_matmul_tensor_core(const char* label, const A& a, const B& b, const C& c,
+                              const MatmulInit init) {
+  using T = typename C::non_const_value_type;
+#if defined(KOKKOS_ENABLE_CUDA)
+  if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
+    const int64_t depth = a.extent(2), columns = b.extent(2);
+    if (columns >= 16 && a.extent(0) > 0 && a.extent(1) > 0 && c.stride(2) == 1 &&
+        a.stride(0) % 4 == 0 && b.stride(0) % 4 == 0 &&
+        detail::gemm_rows_fit(a.data(), a.stride(1), a.stride(2), b.data(), b.stride(1),
+                              b.stride(2), depth, columns)) {
+      const detail::GemmProblem p{a.data(), b.data(), c.data(), nullptr,
+                                  int64_t(a.stride(1)), int64_t(b.stride(1)),
+                                  int64_t(c.stride(1)), int64_t(a.stride(0)),
+                                  int64_t(b.stride(0)), int64_t(c.stride(0)),
+                                  int(a.extent(1)), int(columns), int(depth), int(a.extent(0)),
+                                  init == MatmulInit::zero ? ConvInit::zero
+                                                           : ConvInit::accumulate,
+                                  Activation::none};
+      detail::gemm_tiled<false, P, ExecutionSpace>(label, p);
+      return;
+    }
+  }
+#endif
+  batch_matmul<ExecutionSpace>(label, a, b, c, init);
+}
+
+}  // namespace lapis
