@@ -357,9 +357,10 @@ def torch_modes(args) -> None:
                         compiled(example).float().cpu().numpy().ravel(), reference64)
             records.append(row)
             print(json.dumps(row), flush=True)
-    args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(),
-                                     "torch": torch.__version__, "rows": records},
-                                    indent=1) + "\n")
+            # After every row: what a run cut short has measured stays.
+            args.json.write_text(json.dumps({"device": torch.cuda.get_device_name(),
+                                             "torch": torch.__version__, "rows": records},
+                                            indent=1) + "\n")
 
 
 def table(args) -> None:

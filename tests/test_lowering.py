@@ -76,12 +76,12 @@ def test_convolutions_become_tuned_kernels():
     assert 'loc("conv1/convolution")' in text
 
 
-def _convolutions(module) -> dict[str, str]:
-    """location -> each lapis.conv2d_nchw, as printed."""
+def _convolutions(module, name: str = "lapis.conv2d_nchw") -> dict[str, str]:
+    """location -> each lapis.conv2d_nchw (or op `name`), as printed."""
     found = {}
     for function in module.body.operations:
         for op in function.regions[0].blocks[0].operations:
-            if op.operation.name == "lapis.conv2d_nchw":
+            if op.operation.name == name:
                 found[str(op.location).split('"')[1]] = str(op)
     return found
 
@@ -93,10 +93,13 @@ def test_ops_around_a_convolution_fold_into_it():
     # padded copy stays (the x86 tiles read a padded input), but its zero fill goes.
     assert 'init = "bias"' in conv1 and "relu = true" in conv1
     assert "padding = array<i64: 0, 0>" in conv1
-    device = _convolutions(lowering.run(importer.to_linalg(loaded("small_cnn")), "cuda").module)
+    module = lowering.run(importer.to_linalg(loaded("small_cnn")), "cuda").module
+    device = _convolutions(module)
     # Off the host, the kernel reads around the unpadded input: the copy goes too.
     assert "padding = array<i64: 1, 1>" in device["conv1/convolution"]
-    assert 'init = "bias"' in device["fc/convolution"] and "relu = false" in device["fc/convolution"]
+    # On CUDA the linear layer is a lapis.linear, its bias folded in; the softmax after it stays.
+    fc = _convolutions(module, "lapis.linear")["fc/convolution"]
+    assert 'init = "bias"' in fc and 'activation = "none"' in fc
 
 
 def test_inputs_are_never_written_in_place():

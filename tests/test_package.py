@@ -226,7 +226,7 @@ def test_layout_and_manifest(tmp_path):
         [("w", W.tolist()), ("b", B.tolist())]
     manifest = json.loads((out / "lapis_manifest.json").read_text())
     assert manifest == {
-        "name": "scale2", "backend": "openmp",
+        "name": "scale2", "backend": "openmp", "precision": "fp32",
         "inputs": [{"name": "x", "cname": "input0", "dtype": "float32", "shape": [2, 3]}],
         "outputs": [{"name": "out", "cname": "output0", "dtype": "float32", "shape": [2, 3]}],
         "weights": {"count": 2, "bytes": (out / "src" / "scale2.weights").stat().st_size,

@@ -60,7 +60,10 @@ def _replace(conv) -> None:
     if activation == "none":
         after = _next_past_allocs(conv)
         found = _activation(after, operands[-1])
-        if found and init != "accumulate" and _dead_after(after, operands[-1]):
+        # In place, or into a buffer of its own while the layer's own output is read by
+        # nothing else (its start is the bias or zero, not what the buffer held).
+        if found and (after.operands[1] == operands[-1] or (
+                init != "accumulate" and _dead_after(after, operands[-1]))):
             activation, at, folded = found, after, after
             operands[-1] = after.operands[1]
     with ir.InsertionPoint(at), conv.location:
@@ -72,13 +75,13 @@ def _replace(conv) -> None:
 
 
 def _activation(op, buffer) -> str | None:
-    """The activation `op` applies, if it is `linalg.generic ins(buffer) outs(other)` of the
-    same shape, elementwise (identity maps, parallel loops), with one of _BODIES."""
+    """The activation `op` applies, if it is `linalg.generic ins(buffer) outs(buffer or
+    another of the same shape)`, elementwise (identity maps, parallel loops), with one of _BODIES."""
     from torch_mlir import ir
     if op is None or op.name != "linalg.generic" or len(op.operands) != 2:
         return None
     source, result = op.operands
-    if source != buffer or result == buffer or str(source.type) != str(result.type):
+    if source != buffer or str(source.type) != str(result.type):
         return None
     maps = ir.ArrayAttr(op.attributes["indexing_maps"])
     identity = str(ir.AffineMap.get_identity(ir.MemRefType(buffer.type).rank))

@@ -314,12 +314,23 @@ struct GemmTiles {
 };
 
 #if defined(KOKKOS_ENABLE_CUDA)
-// 128 x 128 tiles (8 warps of 64 x 32, two teams a multiprocessor) where they make at least
-// two waves of an H200's 132 multiprocessors, else 64 x 64 (4 warps of 32 x 32); k steps of
-// 16, two deep (40 KiB and 20 KiB of shared memory: Kokkos launches at most 48 KiB).
+// LAPIS_GEMM_TILES picks the large tile: 1 (the default), 128 x 128 (8 warps of 64 x 32, two
+// teams a multiprocessor), k steps of 16 two deep; 2, the same with k steps of 8 three deep;
+// 3, 128 x 64 (4 warps of 64 x 32), k steps of 16 three deep. It runs where it makes at least
+// two waves of an H200's 132 multiprocessors, else 64 x 64 tiles (4 warps of 32 x 32). Kokkos
+// launches at most 48 KiB of shared memory a team: 40, 37 and 46 KiB.
+#if !defined(LAPIS_GEMM_TILES)
+#define LAPIS_GEMM_TILES 1
+#endif
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const char* label, const GemmProblem& p) {
+#if LAPIS_GEMM_TILES == 2
+  using Large = GemmTiles<128, 128, 64, 32, 8, 3, 2, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 3
+  using Large = GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>;
+#else
   using Large = GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
+#endif
   using Small = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
   if (Large::teams(p) >= 2 * 264)
     Large::template run<ExecutionSpace>(label, p);
