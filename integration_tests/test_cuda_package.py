@@ -118,7 +118,8 @@ def test_residual_add_folds_into_the_convolution(cuda_residual_package):
     assert call and "residual add" in call.group(1) and "relu" in call.group(1)
     assert re.search(r"ConvInit::bias, \w+, \w+, true$", call.group(2))
     assert "residual_net::block1_relu" not in forward  # no separate add kernel
-    assert forward.count("lapis::conv2d_nchw<") == 7
+    # Six convolutions; the linear layer is a lapis::linear call on CUDA.
+    assert forward.count("lapis::conv2d_nchw<") == 6 and forward.count("lapis::linear<") == 1
 
 
 @pytest.mark.parametrize("graph", [False, True])
@@ -140,8 +141,8 @@ def test_cuda_residual_source_on_the_host_matches_pytorch(workspace, cuda_residu
 
 def test_split_weights_for_the_tensor_core_tiles(cuda_residual_package):
     """3x3 convolutions with a multiple of 8 input channels get a split copy of their weights,
-    made in initialize() and passed next to the packed one; conv1 (3 channels), the 1x1
-    downsample and the linear layer keep only the packed weights."""
+    made in initialize() and passed next to the packed one; conv1 (3 channels) and the 1x1
+    downsample keep only the packed weights (the linear layer reads its own, unpacked)."""
     source = (cuda_residual_package / "src" / "residual_net.cpp").read_text()
     forward = source[source.index("void forward("):source.index("void forward_graph(")]
     calls = re.findall(r"lapis::conv2d_nchw<execution_space>\(\"residual_net::(\w+)\", \w+, "

@@ -279,3 +279,18 @@ def test_module_entry_point_reports_errors(tmp_path):
                              str(tmp_path / "pkg")], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr == f"lapis-export: error: {missing}: no such file\n"
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (("--precision", "tf32"), "--precision tf32: only --backend cuda has TF32 products"),
+    (("--precision", "tf32", "--backend", "hip"), "--precision tf32: only --backend cuda"),
+    (("--precision", "bf16", "--backend", "cuda"), "--precision bf16: not available yet"),
+    (("--precision", "tf32", "--backend", "cuda", "--dtype", "float64"),
+     "--precision tf32: applies to float32 models"),
+])
+def test_precision_that_the_backend_lacks_is_refused(models, tmp_path, arguments, message):
+    result = invoke(models["traced"], "--out", tmp_path / "pkg", "--input-shape", "1x4",
+                    *arguments)
+    assert_user_error(result, message)
+    assert result.exit_code == 2
+    assert not (tmp_path / "pkg").exists()
