@@ -19,5 +19,5 @@ def _matmul(em: KokkosEmitter, op) -> None:
     what = "batched dense matrix product" if op.name == BATCH_MATMUL else "dense matrix product"
     start = ", zero fill folded in" if init == "zero" else ", adding to C"
     em.line(f"// {location_label(op) or op.name}: {what}{start} (lapis/gemm.hpp)")
-    em.line(f'lapis::{short}<execution_space>("{em.kernel_label(op, short)}", {a}, {b}, {c}, '
+    em.line(f'lapis::{short}<execution_space>(exec, "{em.kernel_label(op, short)}", {a}, {b}, {c}, '
             f"lapis::MatmulInit::{init});")
