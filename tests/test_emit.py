@@ -195,7 +195,7 @@ def test_shape_guard_on_dynamic_sizes_is_checked_on_the_host():
     body = forward_body(emitted.source)
     assert 'if (!same_size) throw std::invalid_argument("golden::forward: mismatched size ' \
            'for broadcast");' in body
-    assert "Kokkos::abort" not in body and "range(0, 1)" not in body
+    assert "Kokkos::abort" not in body and "range(exec, 0, 1)" not in body
     assert 'check_same_extent("golden::forward: input1 (input1)", input1_given, 0, "input0"' in body
 
 
@@ -221,7 +221,7 @@ def test_scalar_from_a_kernel_read_on_the_host_is_copied_out():
     assert "int64_t serial_scalar_on_host;\n  Kokkos::deep_copy(exec, serial_scalar_on_host, " \
         "serial_scalar);\n  exec.fence();   // read on the host next\n" \
         "  const int64_t size = static_cast<int64_t>(serial_scalar_on_host);" in body, body
-    assert "range(0, size)" in body
+    assert "range(exec, 0, size)" in body
 
 
 def test_ceildiv_and_floordiv_name_their_type():
