@@ -261,12 +261,21 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
     c_params[:0] = [f"int64_t {extent.cname}" for extent in dynamic_extents(lowered.inputs)]
     source = lowered.source.path.name if lowered.source else "a model"
     return {"NAME": name, "VERSION": __version__, "SOURCE": source,
-            "IO_DOC": "\n".join(io_doc), "EXECUTION_SPACE": execution_space,
-            "MEMORY_SPACE": memory_space, "NUM_INPUTS": str(len(lowered.inputs)),
+            "IO_DOC": "\n".join(io_doc), "SPACES": _spaces(execution_space, memory_space),
+            "NUM_INPUTS": str(len(lowered.inputs)),
             "NUM_OUTPUTS": str(len(lowered.outputs)), "VIEW_TYPES": "\n".join(view_types),
             "FORWARD_PARAMS": ", ".join(params), "C_FORWARD_PARAMS": ", ".join(c_params),
             "FORWARD_ARGS": ", ".join(names),
             "FORWARD_POINTERS": ", ".join(f"{n}.data()" for n in names)}
+
+
+def _spaces(execution_space: str, memory_space: str) -> str:
+    spaces = f"using execution_space = {execution_space};\nusing memory_space = {memory_space};"
+    if execution_space != "Kokkos::HIP":
+        return spaces
+    # Kokkos 3 has the HIP backend in Kokkos::Experimental (4.0 moved it out).
+    return ("#if KOKKOS_VERSION >= 40000\n" + spaces + "\n#else\n"
+            + spaces.replace("Kokkos::HIP", "Kokkos::Experimental::HIP") + "\n#endif")
 
 
 def _state_members(views: list[StateView], graph: bool) -> str:
