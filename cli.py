@@ -71,14 +71,17 @@ class _OneLineErrors(click.Command):
               show_default=True, help="Link the weight blob into the library, or keep it beside.")
 @click.option("--verify", "verify_flag", is_flag=True,
               help="Build the package, run it and compare with PyTorch; exit 1 if it differs.")
+@click.option("--weights-only", is_flag=True,
+              help="Write only the weight blob to the file --out names (for NAME::load_weights "
+                   "of a package exported with the same options).")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress output, and only the package's path as the summary.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
-            dtype: str | None, precision: str, weights_mode: str, verify_flag: bool, force: bool,
-            verbose: bool, quiet: bool) -> int:
+            dtype: str | None, precision: str, weights_mode: str, verify_flag: bool,
+            weights_only: bool, force: bool, verbose: bool, quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt, torch.export .pt2, ONNX, or a Python function as
     file.py:function) into a Kokkos C++ CMake package."""
     import warnings
@@ -89,7 +92,7 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
                        progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype,
-                       precision=precision)
+                       precision=precision, weights_only=weights_only)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
@@ -115,7 +118,8 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
 
 def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, progress: bool,
-            quiet: bool = False, dtype: str | None = None, precision: str = "fp32") -> int:
+            quiet: bool = False, dtype: str | None = None, precision: str = "fp32",
+            weights_only: bool = False) -> int:
     from exporter import frontend
     from exporter.progress import Progress
 
@@ -129,7 +133,10 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         name = check_name(name)
     else:
         name = default_name(Path(function[1].rpartition(".")[2]) if function else model)
-    check_out(out, force, source_file)
+    if weights_only:
+        _check_weights_out(out, force, verify_flag)
+    else:
+        check_out(out, force, source_file)
     check_precision(precision, backend, dtype)
     steps = Progress(progress)
 
@@ -144,6 +151,14 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         lowered = lowering.run(imported, backend)
     with steps.step("emitting C++"):
         source = emit.kokkos(lowered, name, backend, precision)
+    if weights_only:
+        with steps.step("writing the weight blob"):
+            size = _write_blob(source, out)
+        click.echo(str(out))
+        if not quiet:
+            click.echo(f"  {name} ({backend}): {len(source.weights)} tensors, "
+                       f"{_format_bytes(size)}, for {name}::load_weights()")
+        return 0
     with steps.step("writing package"):
         options = package.PackageOptions(weights_mode=weights_mode, source_path=model,
                                          source_sha256=loaded.source_sha256, force=force)
@@ -259,6 +274,46 @@ def check_out(out: Path, force: bool, model: Path | None = None) -> None:
                           "replace it")
     if any(out.iterdir()):
         raise ExportError(f"--out {out}: exists and is not empty; pass --force to replace it")
+
+
+def _check_weights_out(out: Path, force: bool, verify_flag: bool) -> None:
+    """--weights-only writes one file: refuse a directory, and an existing file without
+    --force."""
+    from exporter.errors import ExportError
+
+    if verify_flag:
+        raise ExportError("--weights-only and --verify do not go together",
+                          hint="--verify builds a package; export one without --weights-only")
+    _check_out_writable(out)
+    if out.is_dir():
+        raise ExportError(f"--out {out}: is a directory; --weights-only writes a file",
+                          hint="name the blob file, e.g. --out model.weights")
+    if out.exists() and not force:
+        raise ExportError(f"--out {out}: exists; pass --force to replace it")
+
+
+def _write_blob(source, out: Path) -> int:
+    """The package's weight blob (the same packing) alone, written beside `out` and moved
+    into place when complete."""
+    import os
+    import tempfile
+
+    from exporter.errors import ExportError
+    from weights import blob
+
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent)
+    os.close(handle)
+    try:
+        size = blob.write(Path(partial), source.weights)
+        os.chmod(partial, 0o644)
+        os.replace(partial, out)
+    except blob.BlobError as exc:
+        raise ExportError(exc.message, hint=exc.hint) from exc
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+    return size
 
 
 def _check_out_writable(out: Path) -> None:

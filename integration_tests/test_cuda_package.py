@@ -145,7 +145,7 @@ def test_split_weights_for_the_tensor_core_tiles(cuda_residual_package):
     downsample keep only the packed weights (the linear layer reads its own, unpacked)."""
     source = (cuda_residual_package / "src" / "residual_net.cpp").read_text()
     forward = source[source.index("void forward("):source.index("void forward_graph(")]
-    calls = re.findall(r"lapis::conv2d_nchw<execution_space>\(\"residual_net::(\w+)\", \w+, "
+    calls = re.findall(r"lapis::conv2d_nchw<execution_space>\(exec, \"residual_net::(\w+)\", \w+, "
                        r"(\w+), (\w+),", forward)
     split = {re.sub(r"_\d+$", "", label) for label, weight, after in calls
              if after == f"{weight}_tf32"}
@@ -153,10 +153,15 @@ def test_split_weights_for_the_tensor_core_tiles(cuda_residual_package):
     for label, weight, after in calls:
         if after == f"{weight}_tf32":
             assert re.search(rf"fresh->{weight}_tf32 = buffer<float\*\*\*\*\*>\(.*\);\n\s*"
-                             rf"lapis::split_tf32_weight<execution_space>\(\"residual_net::"
+                             rf"lapis::split_tf32_weight<execution_space>\(execution_space\(\), "
+                             rf"\"residual_net::"
                              rf"{weight}_tf32\", fresh->{weight}, fresh->{weight}_tf32\);",
                              source), weight
-    assert source.count("lapis::split_tf32_weight<") == 4
+            # load_weights() makes the split again from the new packed weights.
+            assert (f'lapis::split_tf32_weight<execution_space>(execution_space(), '
+                    f'"residual_net::{weight}_tf32", state->{weight}, state->{weight}_tf32);'
+                    in source), weight
+    assert source.count("lapis::split_tf32_weight<") == 8   # initialize() and load_weights()
 
 
 def round_tf32(x: np.ndarray) -> np.ndarray:

@@ -3,7 +3,10 @@
 Order: ``Kokkos_ROOT`` / ``CMAKE_PREFIX_PATH`` from the environment (an installed Kokkos the
 user already has), then a cached build of Kokkos 3.4.01 (Serial + OpenMP) made from the source
 that ships inside the ``pykokkos-base==0.0.7`` sdist on PyPI.
-Usable as a script: ``python -m kokkos_support.provision`` prints the install prefix.
+Usable as a script: ``python -m kokkos_support.provision`` prints the install prefix;
+``python -m kokkos_support.provision --hip`` builds (once) and prints a Kokkos 3.4.01 with its HIP
+backend, compiled with Debian's ``hipcc`` (ROCm 5.2), for compiling HIP packages where no AMD
+GPU is at hand.
 """
 from __future__ import annotations
 
@@ -46,13 +49,28 @@ def cached_prefix() -> Path:
     return cache_dir() / f"kokkos-{KOKKOS_VERSION}-serial-openmp"
 
 
+# The HIP build: Serial on the host beside HIP, for an MI50/MI60 (gfx906), an architecture
+# ROCm 5.2 supports and Kokkos 3.4 names; nothing runs here, the build only has to compile.
+HIP_ARCH = "VEGA906"
+
+
+def cached_hip_prefix() -> Path:
+    return cache_dir() / f"kokkos-{KOKKOS_VERSION}-hip-{HIP_ARCH.lower()}"
+
+
+def hip_compiler() -> str | None:
+    """hipcc, if installed (Debian: apt-get install hipcc libamdhip64-dev)."""
+    return shutil.which("hipcc")
+
+
 def _log(message: str) -> None:
     print(f"[kokkos] {message}", file=sys.stderr, flush=True)
 
 
-def build_cached(jobs: int | None = None) -> Path:
-    """Build Kokkos 3.4.01 Serial+OpenMP into the cache (once); return its prefix."""
-    prefix = cached_prefix()
+def build_cached(jobs: int | None = None, hip: bool = False) -> Path:
+    """Build Kokkos 3.4.01 Serial+OpenMP (or, with `hip`, Serial+HIP with hipcc) into the
+    cache (once); return its prefix."""
+    prefix = cached_hip_prefix() if hip else cached_prefix()
     if _has_kokkos_config(prefix):
         return prefix
     cache_dir().mkdir(parents=True, exist_ok=True)
@@ -73,10 +91,18 @@ def build_cached(jobs: int | None = None) -> Path:
         staging = Path(str(prefix) + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         _log(f"configuring and building Kokkos with {jobs} jobs into {prefix}")
+        if hip:
+            compiler = hip_compiler()
+            if compiler is None:
+                raise RuntimeError("hipcc not found: apt-get install hipcc libamdhip64-dev")
+            backends = [f"-DCMAKE_CXX_COMPILER={compiler}", "-DKokkos_ENABLE_HIP=ON",
+                        f"-DKokkos_ARCH_{HIP_ARCH}=ON"]
+        else:
+            backends = ["-DKokkos_ENABLE_OPENMP=ON"]
         subprocess.run(["cmake", "-S", str(source), "-B", str(build),
                         "-DCMAKE_BUILD_TYPE=Release", "-DCMAKE_CXX_STANDARD=17",
-                        "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
-                        "-DKokkos_ENABLE_SERIAL=ON", "-DKokkos_ENABLE_OPENMP=ON",
+                        "-DCMAKE_POSITION_INDEPENDENT_CODE=ON", "-DKokkos_ENABLE_SERIAL=ON",
+                        *backends,
                         "-DKokkos_ENABLE_TESTS=OFF", "-DKokkos_ENABLE_EXAMPLES=OFF",
                         f"-DCMAKE_INSTALL_PREFIX={staging}"],
                        check=True, stdout=subprocess.DEVNULL)
@@ -93,4 +119,4 @@ def ensure_kokkos() -> Path:
 
 
 if __name__ == "__main__":
-    print(ensure_kokkos())
+    print(build_cached(hip=True) if "--hip" in sys.argv[1:] else ensure_kokkos())

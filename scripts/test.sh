@@ -3,11 +3,13 @@
 # then runs the unit tests and the end-to-end integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Fortran and MPI sample hosts need gfortran and OpenMPI (Debian packages).
+# The Fortran and MPI sample hosts need gfortran and OpenMPI, the HIP compile hipcc (Debian).
 missing=()
 command -v gfortran >/dev/null || missing+=(gfortran)
 command -v mpirun >/dev/null || missing+=(openmpi-bin)
 command -v mpicxx >/dev/null || missing+=(libopenmpi-dev)
+# hipcc and the HIP runtime headers (ROCm 5.2) compile the HIP packages (nothing runs).
+command -v hipcc >/dev/null || missing+=(hipcc libamdhip64-dev)
 if ((${#missing[@]})); then
   sudo=()
   [[ $(id -u) == 0 ]] || sudo=(sudo)
@@ -26,4 +28,5 @@ if ! command -v clang++ >/dev/null || [ -z "$(find /usr/lib/llvm-* -name omp.h 2
   fi
 fi
 python3 -m kokkos_support.provision >/dev/null
+python3 -m kokkos_support.provision --hip >/dev/null   # once: about 2 minutes on 2 cores
 python3 -m pytest -q tests integration_tests "$@"

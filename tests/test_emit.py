@@ -195,8 +195,8 @@ def test_shape_guard_on_dynamic_sizes_is_checked_on_the_host():
     body = forward_body(emitted.source)
     assert 'if (!same_size) throw std::invalid_argument("golden::forward: mismatched size ' \
            'for broadcast");' in body
-    assert "Kokkos::abort" not in body and "range(0, 1)" not in body
-    assert 'check_same_extent("golden::forward: input1 (input1)", input1, 0, "input0"' in body
+    assert "Kokkos::abort" not in body and "range(exec, 0, 1)" not in body
+    assert 'check_same_extent("golden::forward: input1 (input1)", input1_given, 0, "input0"' in body
 
 
 def test_scalar_from_a_kernel_read_on_the_host_is_copied_out():
@@ -218,10 +218,10 @@ def test_scalar_from_a_kernel_read_on_the_host_is_copied_out():
     body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
                                 [spec("output0", (4,))]).source)
     assert "serial_scalar() = v0;" in body
-    assert "int64_t serial_scalar_on_host;\n  Kokkos::deep_copy(serial_scalar_on_host, " \
-        "serial_scalar);\n  const int64_t size = static_cast<int64_t>(serial_scalar_on_host);" \
-        in body, body
-    assert "range(0, size)" in body
+    assert "int64_t serial_scalar_on_host;\n  Kokkos::deep_copy(exec, serial_scalar_on_host, " \
+        "serial_scalar);\n  exec.fence();   // read on the host next\n" \
+        "  const int64_t size = static_cast<int64_t>(serial_scalar_on_host);" in body, body
+    assert "range(exec, 0, size)" in body
 
 
 def test_ceildiv_and_floordiv_name_their_type():
@@ -308,14 +308,15 @@ def test_buffers_and_loops_sized_by_tensor_data_stay_in_forward():
     }"""
     body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
                                 [spec("output0", (4,))]).source)
-    kernel = body[body.index("range(0, 1)"):body.index("});")]
+    kernel = body[body.index("range(exec, 0, 1)"):body.index("});")]
     assert "serial_scalar() = v1;" in kernel and "buffer" not in kernel, kernel
-    assert "Kokkos::deep_copy(serial_scalar_on_host, serial_scalar);" in body
-    assert 'Kokkos::view_alloc("golden::buffer_1", Kokkos::WithoutInitializing), 1, ' \
+    assert "Kokkos::deep_copy(exec, serial_scalar_on_host, serial_scalar);\n" \
+        "  exec.fence();   // read on the host next" in body
+    assert 'Kokkos::view_alloc(exec, "golden::buffer_1", Kokkos::WithoutInitializing), 1, ' \
         "serial_scalar_on_host);" in body, body
     assert "const unmanaged<float**> buffer_1_view(buffer_1.data(), " \
         "int64_t(buffer_1.extent(0)), int64_t(buffer_1.extent(1)));" in body, body
-    assert 'Kokkos::parallel_for("golden::lengths_copy", range(0, serial_scalar_on_host)' in body
+    assert 'Kokkos::parallel_for("golden::lengths_copy", range(exec, 0, serial_scalar_on_host)' in body
 
 
 def test_reshape_to_a_shape_computed_from_tensor_data():
@@ -331,8 +332,9 @@ def test_reshape_to_a_shape_computed_from_tensor_data():
     }"""
     body = forward_body(emit_ir(text, [spec("input0", (6,)), spec("input1", (2,))],
                                 [spec("output0", (6,))]).source)
-    assert "const auto target_shape_on_host = Kokkos::create_mirror_view_and_copy(" \
-        "Kokkos::HostSpace(), target_shape);" in body, body
+    assert "const auto target_shape_on_host = Kokkos::create_mirror_view(Kokkos::HostSpace(), " \
+        "target_shape);\n  Kokkos::deep_copy(exec, target_shape_on_host, target_shape);\n" \
+        "  exec.fence();" in body, body
     assert "const unmanaged<const float**> input0_view(input0.data(), " \
         "int64_t(target_shape_on_host(0)), int64_t(target_shape_on_host(1)));" in body, body
 
@@ -407,7 +409,7 @@ def test_a_loop_nest_of_more_than_six_dimensions_is_one_flat_range():
     shape_tuple = (2, 1, 2, 1, 2, 1, 2, 1)
     body = forward_body(emit_ir(text, [spec("input0", shape_tuple)],
                                 [spec("output0", shape_tuple)]).source)
-    assert 'Kokkos::parallel_for("golden::tile", range(0, 16), ' \
+    assert 'Kokkos::parallel_for("golden::tile", range(exec, 0, 16), ' \
         "KOKKOS_LAMBDA(const int64_t flat) {" in body, body
     assert "const int64_t i6 = flat % 2;" in body, body
 
@@ -432,7 +434,7 @@ def test_a_dynamic_loop_nest_of_more_than_six_dimensions_loops_inside_the_kernel
     symbols = ("s0",) + (None,) * 7
     body = forward_body(emit_ir(text, [spec("input0", dims, symbols)],
                                 [spec("output0", dims, symbols)]).source)
-    assert 'Kokkos::parallel_for("golden::tile", mdrange<6>({0, 0, 0, 0, 0, 0}, ' \
+    assert 'Kokkos::parallel_for("golden::tile", mdrange<6>(exec, {0, 0, 0, 0, 0, 0}, ' \
         "{input0_extent0, 1, 2, 1, 2, 1}), " in body, body
     assert "for (int64_t i6 = 0; i6 < 2; ++i6) {" in body, body
 
@@ -454,7 +456,8 @@ def test_a_branch_between_buffers_points_a_view_variable():
     body = forward_body(emit_ir(text, [spec("input0", (4,)), spec("input1", ())],
                                 [spec("output0", (4,))]).source)
     assert "unmanaged<float*> chosen;\n  bool serial_scalar_on_host;\n" \
-        "  Kokkos::deep_copy(serial_scalar_on_host, serial_scalar);\n" \
+        "  Kokkos::deep_copy(exec, serial_scalar_on_host, serial_scalar);\n" \
+        "  exec.fence();   // read on the host next\n" \
         "  if (serial_scalar_on_host) {\n" \
         "    chosen = unmanaged<float*>(const_cast<float*>(input0.data()), 4);\n" \
         "  } else {\n    chosen = unmanaged<float*>(nms_zeros.data(), 4);\n  }" in body, body

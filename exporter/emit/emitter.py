@@ -163,7 +163,8 @@ class KokkosEmitter:
         view = self.device_scalars[value]
         name = self.unique(f"{view}_on_host")
         self.line(f"{cxx_types.scalar(value.type)} {name};")
-        self.line(f"Kokkos::deep_copy({name}, {view});")
+        self.line(f"Kokkos::deep_copy(exec, {name}, {view});")
+        self.line("exec.fence();   // read on the host next")
         self.host_copies[value] = name
         self.reads_back = True
         return name

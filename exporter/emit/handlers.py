@@ -89,7 +89,7 @@ def _contains(op, name: str) -> bool:
 def _emit_serial_kernel(em: KokkosEmitter, ops: list) -> None:
     label = em.kernel_label(ops[0], "serial")
     em.line(f"// {location_label(ops[0]) or ops[0].name}: sequential code, one thread")
-    em.line(f'Kokkos::parallel_for("{label}", range(0, 1), KOKKOS_LAMBDA(const int64_t) {{')
+    em.line(f'Kokkos::parallel_for("{label}", range(exec, 0, 1), KOKKOS_LAMBDA(const int64_t) {{')
     _enter_kernel(em)
     escaping = _escaping_results(ops)
     with em.indented():
@@ -320,8 +320,8 @@ def _alloc(em: KokkosEmitter, op) -> None:
     em.line(f"// {label or 'buffer'} [{', '.join(extents)}]: re-planned when its extents change")
     em.line(f"if ({changed}) {{")
     em.line(f"  state->{name} = buffer<{data_type}>();   // release before allocating anew")
-    em.line(f'  state->{name} = buffer<{data_type}>(Kokkos::view_alloc("{em.model_name}::{name}", '
-            f"Kokkos::WithoutInitializing), {', '.join(extents)});")
+    em.line(f'  state->{name} = buffer<{data_type}>(Kokkos::view_alloc(exec, '
+            f'"{em.model_name}::{name}", Kokkos::WithoutInitializing), {", ".join(extents)});')
     em.line("}")
     em.line(f"const auto {name} = state->{name};")
 
@@ -459,8 +459,10 @@ def _view_extents(em: KokkosEmitter, op, memref_type, source) -> list[str]:
         shape = em.memref(op.operands[1])
         mirror = em.unique(f"{shape.cname}_on_host")
         em.reads_back = True
-        em.line(f"const auto {mirror} = Kokkos::create_mirror_view_and_copy("
-                f"Kokkos::HostSpace(), {shape.cname});")
+        em.line(f"const auto {mirror} = Kokkos::create_mirror_view(Kokkos::HostSpace(), "
+                f"{shape.cname});")
+        em.line(f"Kokkos::deep_copy(exec, {mirror}, {shape.cname});")
+        em.line("exec.fence();   // the shape is read on the host next")
         return [str(e) if not memref_type.is_dynamic_dim(d) else f"int64_t({mirror}({d}))"
                 for d, e in enumerate(memref_type.shape)]
     raise ExportError(f"dynamic extents of {op.name} are not supported "
@@ -636,13 +638,13 @@ def _launch(em: KokkosEmitter, op, fallback: str, bounds: list[tuple[str, str]],
     flat = (em.flat_ranges or len(bounds) > 6) and len(bounds) > 1 and None not in extents
     if len(bounds) <= 1:
         lower, upper = bounds[0] if bounds else ("0", "1")
-        policy = f"range({lower}, {upper})"
+        policy = f"range(exec, {lower}, {upper})"
     elif flat:
-        policy = f"range(0, {math.prod(extents)})"
+        policy = f"range(exec, 0, {math.prod(extents)})"
     elif len(bounds) <= 6:
         lowers = ", ".join(b[0] for b in bounds)
         uppers = ", ".join(b[1] for b in bounds)
-        policy = f"mdrange<{len(bounds)}>({{{lowers}}}, {{{uppers}}})"
+        policy = f"mdrange<{len(bounds)}>(exec, {{{lowers}}}, {{{uppers}}})"
     else:
         raise ExportError(f"a parallel loop of {len(bounds)} dimensions is not supported "
                           f"(at most 6; from {source})")
@@ -902,7 +904,7 @@ def _conv2d(em: KokkosEmitter, op) -> None:
     em.line(f"// {location_label(op) or op.name}: tuned convolution"
             + (f" ({folded} folded in)" if folded else ""))
     split = em.split_weights.get(weight.cname)
-    em.line(f'{em.tuned_kernel("conv2d_nchw")}("{em.kernel_label(op, "conv2d")}", '
+    em.line(f'{em.tuned_kernel("conv2d_nchw")}(exec, "{em.kernel_label(op, "conv2d")}", '
             f"{source.cname}, {weight.cname}, " + (f"{split}, " if split else "")
             + f"{target.cname},")
     em.line(f"    lapis::ConvGeometry{{{stride_h}, {stride_w}, {dilation_h}, {dilation_w}, "
@@ -926,7 +928,7 @@ def _max_pool2d(em: KokkosEmitter, op) -> None:
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: max pooling (-inf padding read around the "
             "input)")
-    em.line(f'lapis::max_pool2d_nchw<execution_space>("{em.kernel_label(op, "max_pool")}", '
+    em.line(f'lapis::max_pool2d_nchw<execution_space>(exec, "{em.kernel_label(op, "max_pool")}", '
             f"{source.cname}, {target.cname},")
     em.line(f"    lapis::PoolGeometry{{{kernel_h}, {kernel_w}, {stride_h}, {stride_w}, "
             f"{dilation_h}, {dilation_w}, {pad_h}, {pad_w}}}, {'true' if lowest else 'false'});")

@@ -45,7 +45,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str,
     emitter.include("lapis/support.hpp")
     emitter.include("lapis/weight_blob.hpp")
     emitter.taken.update({"state", "blob", "fresh", "range", "mdrange", "buffer", "unmanaged",
-                          "strided", "State", "initialize", "finalize", "forward", name})
+                          "strided", "State", "initialize", "finalize", "forward", "exec", name})
     arguments = list(function.regions[0].blocks[0].arguments)
     expected = len(lowered.weights) + len(lowered.inputs) + len(lowered.outputs)
     if len(arguments) != expected:
@@ -60,7 +60,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str,
     _add_module_constants(emitter, blob, module)
     io_args = arguments[len(lowered.weights):]
     for argument, spec in zip(io_args, [*lowered.inputs, *lowered.outputs]):
-        emitter.taken.add(spec.cname)
+        emitter.taken.update({spec.cname, f"{spec.cname}_given", f"{spec.cname}_staged"})
         is_input = spec in lowered.inputs
         emitter.memrefs[argument] = MemrefHandle(spec.cname, spec.cname, const=is_input)
 
@@ -88,14 +88,21 @@ def kokkos(lowered: ImportedModel, name: str, backend: str,
         "WEIGHT_COUNT": str(len(blob)),
         "SUPPORT_INCLUDES": "\n".join(f'#include "{header}"'
                                        for header in sorted(emitter.support_headers)),
-        "STATE_MEMBERS": _state_members(emitter.state_views + staging, graph),
+        "STATE_MEMBERS": _state_members(emitter.state_views + staging, graph)
+        + _staged_members(lowered) + (_c_colmajor_members(lowered) if staging else ""),
         "INITIALIZE_BODY": _initialize_body(name, emitter.state_views + staging),
+        "REPLACE_WEIGHTS_BODY": _replace_weights_body(name, emitter.state_views),
         "EXTENT_CHECKS": _extent_checks(name, lowered),
+        "FORWARD_GIVEN_PARAMS": _given_params(lowered),
+        "FORWARD_ROW_MAJOR": _row_major_views(name, lowered),
+        "FORWARD_WRITE_BACK": _write_back(name, lowered),
         "FORWARD_HANDLES": _forward_handles(emitter.state_views),
         "FORWARD_BODY": forward_body,
         "FORWARD_GRAPH_CALL": _forward_graph_call(fields, emitter.reads_back),
         "C_NULL_CHECKS": _c_null_checks(name, lowered),
         "C_FORWARD_BODY": _c_forward_body(name, lowered, bool(staging)),
+        "C_COLMAJOR_NULL_CHECKS": _c_null_checks(name, lowered, "forward_host_colmajor"),
+        "C_FORWARD_COLMAJOR_BODY": _c_forward_body(name, lowered, bool(staging), colmajor=True),
     })
     return EmittedSource(name=name, backend=backend, header=header, source=source,
                          weights=blob, inputs=lowered.inputs, outputs=lowered.outputs,
@@ -227,10 +234,10 @@ def _resource_blobs(module) -> dict[str, bytes]:
 
 
 def _view_type(spec: TensorSpec, const: bool, space: str = "memory_space",
-               traits: str = "") -> str:
+               traits: str = "", layout: str = "Kokkos::LayoutRight") -> str:
     element = ("const " if const else "") + CXX_TYPES[spec.dtype]
     extra = f", {traits}" if traits else ""
-    return f"Kokkos::View<{element}{'*' * len(spec.shape)}, Kokkos::LayoutRight, {space}{extra}>"
+    return f"Kokkos::View<{element}{'*' * len(spec.shape)}, {layout}, {space}{extra}>"
 
 
 def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str, str]:
@@ -249,22 +256,33 @@ def _header_fields(name: str, backend: str, lowered: ImportedModel) -> dict[str,
             if rank == 0:
                 io_doc[-1] += "  (a scalar: a rank-0 View; the C API takes a pointer to it)"
             view_types.append(f"using {spec.cname}_view = {_view_type(spec, const)};\n"
+                              f"using {spec.cname}_arg = "
+                              f"{_view_type(spec, const, layout='Kokkos::LayoutStride')};\n"
                               f"inline constexpr int {spec.cname}_rank = {rank};\n"
                               f"inline constexpr int64_t {spec.cname}_extents[{max(rank, 1)}] = "
                               f"{{{extents}}};" + ("  // rank 0: no extents, a placeholder"
                                                if rank == 0 else ""))
-            params.append(f"{spec.cname}_view {spec.cname}")
+            params.append(f"{spec.cname}_arg {spec.cname}")
             c_type = C_API_TYPES[spec.dtype]
             c_params.append(f"{'const ' if const else ''}{c_type}* {spec.cname}")
     c_params[:0] = [f"int64_t {extent.cname}" for extent in dynamic_extents(lowered.inputs)]
     source = lowered.source.path.name if lowered.source else "a model"
     return {"NAME": name, "VERSION": __version__, "SOURCE": source,
-            "IO_DOC": "\n".join(io_doc), "EXECUTION_SPACE": execution_space,
-            "MEMORY_SPACE": memory_space, "NUM_INPUTS": str(len(lowered.inputs)),
+            "IO_DOC": "\n".join(io_doc), "SPACES": _spaces(execution_space, memory_space),
+            "NUM_INPUTS": str(len(lowered.inputs)),
             "NUM_OUTPUTS": str(len(lowered.outputs)), "VIEW_TYPES": "\n".join(view_types),
             "FORWARD_PARAMS": ", ".join(params), "C_FORWARD_PARAMS": ", ".join(c_params),
             "FORWARD_ARGS": ", ".join(names),
             "FORWARD_POINTERS": ", ".join(f"{n}.data()" for n in names)}
+
+
+def _spaces(execution_space: str, memory_space: str) -> str:
+    spaces = f"using execution_space = {execution_space};\nusing memory_space = {memory_space};"
+    if execution_space != "Kokkos::HIP":
+        return spaces
+    # Kokkos 3 has the HIP backend in Kokkos::Experimental (4.0 moved it out).
+    return ("#if KOKKOS_VERSION >= 40000\n" + spaces + "\n#else\n"
+            + spaces.replace("Kokkos::HIP", "Kokkos::Experimental::HIP") + "\n#endif")
 
 
 def _state_members(views: list[StateView], graph: bool) -> str:
@@ -288,8 +306,22 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
             lines.append(f'    lapis::load_weight(blob, {view.weight_index}, "{view.weight_name}", '
                          f"fresh->{view.cname});")
         if view.split_of:
-            lines.append(f"    lapis::split_tf32_weight<execution_space>("
+            lines.append(f"    lapis::split_tf32_weight<execution_space>(execution_space(), "
                          f'"{name}::{view.cname}", fresh->{view.split_of}, fresh->{view.cname});')
+    return "\n".join(lines)
+
+
+def _replace_weights_body(name: str, views: list[StateView]) -> str:
+    """load_weights(): every tensor checked before any is replaced, then the copies made from
+    the packed weights (tf32 splits) made again."""
+    weights = [v for v in views if v.weight_index is not None]
+    lines = [f'    lapis::check_weight(blob, {v.weight_index}, "{v.weight_name}", state->{v.cname});'
+             for v in weights]
+    lines += [f'    lapis::load_weight(blob, {v.weight_index}, "{v.weight_name}", state->{v.cname});'
+              for v in weights]
+    lines += [f"    lapis::split_tf32_weight<execution_space>(execution_space(), "
+              f'"{name}::{v.cname}", state->{v.split_of}, state->{v.cname});'
+              for v in views if v.split_of]
     return "\n".join(lines)
 
 
@@ -297,11 +329,11 @@ def _forward_graph_call(fields: dict[str, str], reads_back: bool) -> str:
     """forward() recorded as a graph, unless it reads values back mid-way (sizes computed
     from tensor data): a graph would replay the sizes of its recording, and a capture
     cannot wait for the device."""
-    call = f"forward({fields['FORWARD_ARGS']});"
+    call = f"forward(exec, {fields['FORWARD_ARGS']});"
     if reads_back:
         return (f"  // forward() reads sizes computed from tensor data back on the host: no graph.\n"
                 f"  {call}")
-    return (f"  state->graph.run(execution_space(), {{{fields['FORWARD_POINTERS']}}}, "
+    return (f"  state->graph.run(exec, {{{fields['FORWARD_POINTERS']}}}, "
             f"[&] {{ {call} }});")
 
 
@@ -314,11 +346,40 @@ def _forward_handles(views: list[StateView]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _given_params(lowered: ImportedModel) -> str:
+    return ", ".join(f"{s.cname}_arg {s.cname}_given" for s in [*lowered.inputs, *lowered.outputs])
+
+
+def _staged_members(lowered: ImportedModel) -> str:
+    """Row-major copies of the caller's Views that are not row-major (lapis::row_major_input),
+    allocated by forward() at the first such call."""
+    return "".join(f"\n  buffer<{CXX_TYPES[s.dtype]}{'*' * len(s.shape)}> {s.cname}_staged;  "
+                   f"// {s.cname} when the caller's View is not row-major, allocated by forward()"
+                   for s in [*lowered.inputs, *lowered.outputs])
+
+
+def _row_major_views(name: str, lowered: ImportedModel) -> str:
+    lines = ["  // The kernels read and write row-major Views: the caller's own where its strides are",
+             "  // row-major, else a copy in a planned buffer (see the header)."]
+    for spec in lowered.inputs:
+        lines.append(f"  const auto {spec.cname} = lapis::row_major_input(exec, "
+                     f'"{name}::{spec.cname}_staged", {spec.cname}_given, state->{spec.cname}_staged);')
+    for spec in lowered.outputs:
+        lines.append(f"  const auto {spec.cname} = lapis::row_major_output(exec, "
+                     f'"{name}::{spec.cname}_staged", {spec.cname}_given, state->{spec.cname}_staged);')
+    return "\n".join(lines)
+
+
+def _write_back(name: str, lowered: ImportedModel) -> str:
+    return "\n".join(f'  lapis::write_back_output(exec, "{name}::{s.cname}_write_back", {s.cname}, '
+                     f"{s.cname}_given);" for s in lowered.outputs)
+
+
 def _extent_checks(name: str, lowered: ImportedModel) -> str:
     """Static extents against the header's tables; each dynamic one against the first input
     extent of the same size (dimensions sharing a size must agree)."""
     lines = [f'  lapis::check_extents("{name}::forward: {s.cname} ({s.name})", '
-             f"{s.cname}, {s.cname}_extents);" for s in [*lowered.inputs, *lowered.outputs]]
+             f"{s.cname}_given, {s.cname}_extents);" for s in [*lowered.inputs, *lowered.outputs]]
     first: dict[str, tuple[str, int]] = {}
     for spec in [*lowered.inputs, *lowered.outputs]:
         for dim, symbol in enumerate(spec.symbols):
@@ -329,24 +390,36 @@ def _extent_checks(name: str, lowered: ImportedModel) -> str:
                 continue
             other, other_dim = first[symbol]
             lines.append(f'  lapis::check_same_extent("{name}::forward: {spec.cname} '
-                         f'({spec.name})", {spec.cname}, {dim}, "{other}", {other}.extent('
-                         f"{other_dim}));")
+                         f'({spec.name})", {spec.cname}_given, {dim}, "{other}", '
+                         f"{other}_given.extent({other_dim}));")
     return "\n".join(lines)
 
 
-def _c_null_checks(name: str, lowered: ImportedModel) -> str:
-    return "\n".join(f"  if (!{s.cname}) return fail(2, \"{name}_forward_host: {s.cname} "
+def _c_null_checks(name: str, lowered: ImportedModel, function: str = "forward_host") -> str:
+    return "\n".join(f"  if (!{s.cname}) return fail(2, \"{name}_{function}: {s.cname} "
                      f"is a null pointer\");" for s in [*lowered.inputs, *lowered.outputs])
 
 
-def _c_forward_body(name: str, lowered: ImportedModel, staged: bool) -> str:
-    """Wrap the caller's host buffers in unmanaged Views. Host backends run forward on them
-    directly; the others copy them to and from the State's device buffers around
-    forward_graph (the same buffers every call, so the graph is recorded once)."""
+def _c_colmajor_members(lowered: ImportedModel) -> str:
+    """Device copies of the column-major C API's buffers (device backends), allocated at its
+    first call and when a size changes."""
+    return "".join(f"\n  Kokkos::View<{CXX_TYPES[s.dtype]}{'*' * len(s.shape)}, Kokkos::LayoutLeft, "
+                   f"memory_space> c_api_left_{s.cname};  // C API (column-major) copy of {s.cname}"
+                   for s in [*lowered.inputs, *lowered.outputs])
+
+
+def _c_forward_body(name: str, lowered: ImportedModel, staged: bool,
+                    colmajor: bool = False) -> str:
+    """Wrap the caller's host buffers in unmanaged Views (LayoutLeft for the column-major
+    entry). Host backends run forward on them directly; the others copy them to and from the
+    State's device buffers around forward_graph (the same buffers every call, so the graph is
+    recorded once)."""
+    function = f"{name}_forward_host" + ("_colmajor" if colmajor else "")
+    layout = "Kokkos::LayoutLeft" if colmajor else "Kokkos::LayoutRight"
     lines = []
     sizes = {}   # size name -> the C API argument giving it
     for extent in dynamic_extents(lowered.inputs):
-        lines.append(f"    if ({extent.cname} < 0) return fail(2, \"{name}_forward_host: "
+        lines.append(f"    if ({extent.cname} < 0) return fail(2, \"{function}: "
                      f"{extent.cname} is negative\");")
         sizes.setdefault(extent.symbol, extent.cname)
     for spec in lowered.outputs:
@@ -364,9 +437,13 @@ def _c_forward_body(name: str, lowered: ImportedModel, staged: bool) -> str:
         pointer = spec.cname if C_API_TYPES[spec.dtype] == CXX_TYPES[spec.dtype] else \
             f"reinterpret_cast<{element}*>({spec.cname})"
         host_type = _view_type(spec, is_input, "Kokkos::HostSpace",
-                               "Kokkos::MemoryTraits<Kokkos::Unmanaged>")
+                               "Kokkos::MemoryTraits<Kokkos::Unmanaged>", layout)
         lines.append(f"    const {host_type} {spec.cname}_host({pointer}{extents});")
-        if staged and any(d < 0 for d in spec.shape):
+        if staged and colmajor:
+            lines.append(f"    lapis::plan_buffer({name}::execution_space(), "
+                         f'"{name}::c_api_left_{spec.cname}", {spec.cname}_host, '
+                         f"{name}::state->c_api_left_{spec.cname});")
+        elif staged and any(d < 0 for d in spec.shape):
             copy = f"{name}::state->c_api_{spec.cname}"
             changed = " || ".join(f"{copy}.extent({dim}) != {spec.cname}_host.extent({dim})"
                                   for dim, d in enumerate(spec.shape) if d < 0)
@@ -376,16 +453,17 @@ def _c_forward_body(name: str, lowered: ImportedModel, staged: bool) -> str:
             lines.append(f"      {copy} = decltype({copy})(Kokkos::view_alloc("
                          f"\"{name}::c_api_{spec.cname}\", Kokkos::WithoutInitializing), "
                          f"{sizes_now});")
+        copy = "c_api_left_" if colmajor else "c_api_"
         if staged and is_input:
-            lines.append(f"    Kokkos::deep_copy({name}::state->c_api_{spec.cname}, "
-                         f"{spec.cname}_host);")
+            lines.append(f"    Kokkos::deep_copy({name}::execution_space(), "
+                         f"{name}::state->{copy}{spec.cname}, {spec.cname}_host);")
     specs = [*lowered.inputs, *lowered.outputs]
     if staged:
-        arguments = ", ".join(f"{name}::state->c_api_{s.cname}" for s in specs)
+        arguments = ", ".join(f"{name}::state->{copy}{s.cname}" for s in specs)
         lines.append(f"    {name}::forward_graph({arguments});")
         for spec in lowered.outputs:
-            lines.append(f"    Kokkos::deep_copy({spec.cname}_host, "
-                         f"{name}::state->c_api_{spec.cname});")
+            lines.append(f"    Kokkos::deep_copy({name}::execution_space(), {spec.cname}_host, "
+                         f"{name}::state->{copy}{spec.cname});")
     else:
         arguments = ", ".join(f"{s.cname}_host" for s in specs)
         lines.append(f"    {name}::forward({arguments});")

@@ -24,7 +24,7 @@ def _matmul(em: KokkosEmitter, op) -> None:
     em.line(f"// {location_label(op) or op.name}: {what}{start} ({where})")
     call = em.tuned_kernel(f"{short}_tensor_core") if tensor_cores \
         else f"lapis::{short}<execution_space>"
-    em.line(f'{call}("{em.kernel_label(op, short)}", {a}, {b}, {c}, '
+    em.line(f'{call}(exec, "{em.kernel_label(op, short)}", {a}, {b}, {c}, '
             f"lapis::MatmulInit::{init});")
 
 
@@ -43,6 +43,6 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: linear layer on the tensor cores"
             + (f" ({folded} folded in)" if folded else ""))
-    em.line(f'{em.tuned_kernel("linear")}("{em.kernel_label(op, "linear")}", {source.cname}, '
+    em.line(f'{em.tuned_kernel("linear")}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
             f"{weight.cname}, {bias_view}, {target.cname}, lapis::ConvInit::{init}, "
             f"lapis::Activation::{activation});")

@@ -17,5 +17,5 @@ def _csr_product(em: KokkosEmitter, op) -> None:
     em.include("lapis/sparse.hpp")
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: {_WHAT[op.name]} (lapis/sparse.hpp)")
-    em.line(f'{function}<execution_space>("{em.kernel_label(op, short)}", {row_ptr}, {col_idx}, '
+    em.line(f'{function}<execution_space>(exec, "{em.kernel_label(op, short)}", {row_ptr}, {col_idx}, '
             f"{values}, {dense}, {target});")

@@ -21,7 +21,8 @@ namespace detail {
 // tiles otherwise.
 template <class ExecutionSpace, Precision P, class Input, class PackedWeight, class SplitWeight, class Bias,
           class Residual, class Output>
-void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw_tiled(const ExecutionSpace& space, const char* label,
+                       const Input& in, const PackedWeight& packed,
                        const SplitWeight& split, const Output& out, const ConvGeometry g,
                        const ConvInit init, const Bias& bias, const Residual& residual,
                        const bool with_relu) {
@@ -30,11 +31,11 @@ void conv2d_nchw_tiled(const char* label, const Input& in, const PackedWeight& p
   using T = typename Output::non_const_value_type;
   if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
                 std::is_same<T, float>::value)
-    conv2d_nchw_tiled_tf32<ExecutionSpace, P>(label, in, packed, split, out, g, init, bias,
+    conv2d_nchw_tiled_tf32<ExecutionSpace, P>(space, label, in, packed, split, out, g, init, bias,
                                            residual, with_relu);
   else
 #endif
-    conv2d_nchw_tiled_fma<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+    conv2d_nchw_tiled_fma<ExecutionSpace>(space, label, in, packed, out, g, init, bias, residual,
                                           with_relu);
 }
 
@@ -58,7 +59,8 @@ KOKKOS_FORCEINLINE_FUNCTION void load_tap(const float* tap, float (&w)[conv_chan
 // block, oh, ow), with the block's 8 output channels in registers.
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
           class Output>
-void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
+                          const Input& in, const PackedWeight& packed,
                           const Output& out, const ConvGeometry g, const ConvInit init,
                           const Bias& bias, const Residual& residual, const bool with_relu) {
   using T = typename Output::non_const_value_type;
@@ -70,7 +72,7 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
   const int64_t blocks = packed.extent(0);
   const bool with_residual = residual.data() != nullptr;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-  Kokkos::parallel_for(label, range(0, batch * blocks * height_out * width_out),
+  Kokkos::parallel_for(label, range(space, 0, batch * blocks * height_out * width_out),
                        KOKKOS_LAMBDA(int64_t i) {
     const int64_t ow = i % width_out;
     i /= width_out;
@@ -117,7 +119,8 @@ void conv2d_nchw_portable(const char* label, const Input& in, const PackedWeight
 // the tensor-core tiles; other backends and element types do not read it.
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
           class SplitWeight, class Bias, class Residual, class Output>
-void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw(const ExecutionSpace& space, const char* label,
+                 const Input& in, const PackedWeight& packed,
                  const SplitWeight& split, const Output& out, const ConvGeometry g,
                  const ConvInit init, const Bias& bias, const Residual& residual,
                  const bool with_relu) {
@@ -127,39 +130,42 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
                 std::is_same<T, float>::value) {
     if (g.pad_h == 0 && g.pad_w == 0) {  // the lowering pads the input on host backends
-      detail::conv2d_nchw_x86<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+      detail::conv2d_nchw_x86<ExecutionSpace>(space, label,
+                                              in, packed, out, g, init, bias, residual,
                                               with_relu);
       return;
     }
   }
 #endif
   if constexpr (!Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible)
-    detail::conv2d_nchw_tiled<ExecutionSpace, P>(label, in, packed, split, out, g, init, bias,
+    detail::conv2d_nchw_tiled<ExecutionSpace, P>(space, label, in, packed, split, out, g, init, bias,
                                               residual, with_relu);
   else
-    detail::conv2d_nchw_portable<ExecutionSpace>(label, in, packed, out, g, init, bias,
+    detail::conv2d_nchw_portable<ExecutionSpace>(space, label, in, packed, out, g, init, bias,
                                                  residual, with_relu);
 }
 
 // Without split weights; without a residual.
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
           class Bias, class Residual, class Output>
-void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw(const ExecutionSpace& space, const char* label,
+                 const Input& in, const PackedWeight& packed,
                  const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
                  const Residual& residual, const bool with_relu) {
   conv2d_nchw<ExecutionSpace, P>(
-      label, in, packed,
+      space, label, in, packed,
       Kokkos::View<const float*****, typename Output::memory_space>(), out, g, init, bias,
       residual, with_relu);
 }
 
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
           class SplitWeight, class Bias, class Output>
-void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw(const ExecutionSpace& space, const char* label,
+                 const Input& in, const PackedWeight& packed,
                  const SplitWeight& split, const Output& out, const ConvGeometry g,
                  const ConvInit init, const Bias& bias, const bool with_relu) {
   conv2d_nchw<ExecutionSpace, P>(
-      label, in, packed, split, out, g, init, bias,
+      space, label, in, packed, split, out, g, init, bias,
       Kokkos::View<const typename Output::non_const_value_type****,
                    typename Output::memory_space>(),
       with_relu);
@@ -167,11 +173,12 @@ void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
 
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class PackedWeight,
           class Bias, class Output>
-void conv2d_nchw(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw(const ExecutionSpace& space, const char* label,
+                 const Input& in, const PackedWeight& packed,
                  const Output& out, const ConvGeometry g, const ConvInit init, const Bias& bias,
                  const bool with_relu) {
   conv2d_nchw<ExecutionSpace, P>(
-      label, in, packed, out, g, init, bias,
+      space, label, in, packed, out, g, init, bias,
       Kokkos::View<const typename Output::non_const_value_type****,
                    typename Output::memory_space>(),
       with_relu);

@@ -172,7 +172,8 @@ inline conv_row_function conv_row_for(const ConvShape& s, int64_t width) {
 // conv2d_nchw on these tiles: one task per (image, channel block, output row).
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
           class Output>
-void conv2d_nchw_x86(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
+                     const Input& in, const PackedWeight& packed,
                      const Output& out, const ConvGeometry g, const ConvInit init,
                      const Bias& bias, const Residual& residual, const bool with_relu) {
   constexpr int B = conv_channel_block;
@@ -189,7 +190,7 @@ void conv2d_nchw_x86(const char* label, const Input& in, const PackedWeight& pac
   const conv_row_function row = conv_row_for(s, width_out);
   const bool with_residual = residual.data() != nullptr;
   Kokkos::parallel_for(
-      label, policy3({0, 0, 0}, {batch, blocks, height_out}),
+      label, policy3(space, {0, 0, 0}, {batch, blocks, height_out}),
       [=](const int64_t n, const int64_t block, const int64_t oh) {
         const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
         float* target = &out(n, block * B, 0, 0);

@@ -100,22 +100,23 @@ struct TileLaunch {
 
   template <class ExecutionSpace, class Input, class Weights, class Bias, class Residual,
             class Output>
-  static void run(const char* label, const Input& in, const Weights& weights,
+  static void run(const ExecutionSpace& space, const char* label,
+                  const Input& in, const Weights& weights,
                   const Output& out, const ConvGeometry g, const ConvInit init,
                   const Bias& bias, const Residual& residual, const bool with_relu,
                   const int splits = 1) {
     const int kernel_h = Tiles::filter_h(weights), kernel_w = Tiles::filter_w(weights);
     if (kernel_h == 1 && kernel_w == 1)
-      Tiles::template run_taps<1, 1, ExecutionSpace>(label, in, weights, out, g, init, bias,
+      Tiles::template run_taps<1, 1, ExecutionSpace>(space, label, in, weights, out, g, init, bias,
                                                      residual, with_relu, splits);
     else if (kernel_h == 3 && kernel_w == 3)
-      Tiles::template run_taps<3, 3, ExecutionSpace>(label, in, weights, out, g, init, bias,
+      Tiles::template run_taps<3, 3, ExecutionSpace>(space, label, in, weights, out, g, init, bias,
                                                      residual, with_relu, splits);
     else if (kernel_h == 7 && kernel_w == 7)
-      Tiles::template run_taps<7, 7, ExecutionSpace>(label, in, weights, out, g, init, bias,
+      Tiles::template run_taps<7, 7, ExecutionSpace>(space, label, in, weights, out, g, init, bias,
                                                      residual, with_relu, splits);
     else
-      Tiles::template run_taps<0, 0, ExecutionSpace>(label, in, weights, out, g, init, bias,
+      Tiles::template run_taps<0, 0, ExecutionSpace>(space, label, in, weights, out, g, init, bias,
                                                      residual, with_relu, splits);
   }
 };
@@ -125,21 +126,23 @@ template <class ExecutionSpace, class Output>
 Kokkos::MDRangePolicy<ExecutionSpace,
                       Kokkos::Rank<4, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
                       Kokkos::IndexType<int64_t>>
-every_output(const Output& out) {
-  return {{0, 0, 0, 0}, {int64_t(out.extent(0)), int64_t(out.extent(1)), int64_t(out.extent(2)),
-                         int64_t(out.extent(3))}};
+every_output(const ExecutionSpace& space, const Output& out) {
+  return {space, {0, 0, 0, 0},
+          {int64_t(out.extent(0)), int64_t(out.extent(1)), int64_t(out.extent(2)),
+           int64_t(out.extent(3))}};
 }
 
 // Before split sums are added atomically: out = init (+ residual). After them: the ReLU, if
 // folded in.
 template <class ExecutionSpace, class Bias, class Residual, class Output>
-void conv_set_initial(const char* label, const Output& out, const ConvInit init,
+void conv_set_initial(const ExecutionSpace& space, const char* label,
+                      const Output& out, const ConvInit init,
                       const Bias& bias, const Residual& residual) {
   using T = typename Output::non_const_value_type;
   const bool with_residual = residual.data() != nullptr;
   if (init == ConvInit::accumulate && !with_residual) return;
   Kokkos::parallel_for(
-      label, every_output<ExecutionSpace>(out),
+      label, every_output<ExecutionSpace>(space, out),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
         T v = init == ConvInit::bias   ? T(bias(oc))
               : init == ConvInit::zero ? T(0)
@@ -150,9 +153,9 @@ void conv_set_initial(const char* label, const Output& out, const ConvInit init,
 }
 
 template <class ExecutionSpace, class Output>
-void conv_relu(const char* label, const Output& out) {
+void conv_relu(const ExecutionSpace& space, const char* label, const Output& out) {
   Kokkos::parallel_for(
-      label, every_output<ExecutionSpace>(out),
+      label, every_output<ExecutionSpace>(space, out),
       KOKKOS_LAMBDA(const int64_t n, const int64_t oc, const int64_t oh, const int64_t ow) {
         out(n, oc, oh, ow) = relu(out(n, oc, oh, ow));
       });
@@ -164,7 +167,8 @@ void conv_relu(const char* label, const Output& out) {
 // 128 x 128, `Narrow` 64 x 256 (for 64 output channels), `Small` 64 x 64.
 template <class Large, class Narrow, class Small, class ExecutionSpace, class Input,
           class PackedWeight, class Bias, class Residual, class Output>
-void conv2d_nchw_tiled_with(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw_tiled_with(const ExecutionSpace& space, const char* label,
+                            const Input& in, const PackedWeight& packed,
                             const Output& out, const ConvGeometry g, const ConvInit init,
                             const Bias& bias, const Residual& residual, const bool with_relu) {
   constexpr int64_t enough_teams = 264;
@@ -194,18 +198,18 @@ void conv2d_nchw_tiled_with(const char* label, const Input& in, const PackedWeig
     while (teams_small * splits * 2 <= enough_teams && depth / (2 * splits) >= 4 * k_unit)
       splits *= 2;
   }
-  if (splits > 1) conv_set_initial<ExecutionSpace>(label, out, init, bias, residual);
+  if (splits > 1) conv_set_initial<ExecutionSpace>(space, label, out, init, bias, residual);
   const bool relu_here = with_relu && splits == 1;
   if (use_small)
-    Small::template run<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+    Small::template run<ExecutionSpace>(space, label, in, packed, out, g, init, bias, residual,
                                         relu_here, splits);
   else if (channels_out > 64)
-    Large::template run<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+    Large::template run<ExecutionSpace>(space, label, in, packed, out, g, init, bias, residual,
                                         relu_here, splits);
   else
-    Narrow::template run<ExecutionSpace>(label, in, packed, out, g, init, bias, residual,
+    Narrow::template run<ExecutionSpace>(space, label, in, packed, out, g, init, bias, residual,
                                          relu_here, splits);
-  if (with_relu && !relu_here) conv_relu<ExecutionSpace>(label, out);
+  if (with_relu && !relu_here) conv_relu<ExecutionSpace>(space, label, out);
 }
 
 }  // namespace detail

@@ -173,7 +173,8 @@ struct ConvTilesTF32 : TileLaunch<ConvTilesTF32<BM, BN, WM, WN, MinTeams, P>, BM
 
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
             class Residual, class Output>
-  static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
+  static void run_taps(const ExecutionSpace& space, const char* label,
+                       const Input& in, const PackedWeight& packed,
                        const Output& out, const ConvGeometry g, const ConvInit init,
                        const Bias& bias, const Residual& residual, const bool with_relu,
                        const int splits) {
@@ -189,7 +190,7 @@ struct ConvTilesTF32 : TileLaunch<ConvTilesTF32<BM, BN, WM, WN, MinTeams, P>, BM
     const size_t scratch = 2 * size_t(BK) * (LDA + LDB) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(space, grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + 2 * BK * LDA;
@@ -317,7 +318,8 @@ struct ConvTilesAsync
 
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
             class Residual, class Output>
-  static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
+  static void run_taps(const ExecutionSpace& space, const char* label,
+                       const Input& in, const PackedWeight& packed,
                        const Output& out, const ConvGeometry g, const ConvInit init,
                        const Bias& bias, const Residual& residual, const bool with_relu,
                        const int splits) {
@@ -334,7 +336,7 @@ struct ConvTilesAsync
     const size_t scratch = size_t(Stages) * BK * (LDA + LDB) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(space, grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + Stages * BK * LDA;
@@ -501,7 +503,8 @@ struct ConvTilesSplit
 
   template <int KH, int KW, class ExecutionSpace, class Input, class SplitWeight, class Bias,
             class Residual, class Output>
-  static void run_taps(const char* label, const Input& in, const SplitWeight& split,
+  static void run_taps(const ExecutionSpace& space, const char* label,
+                       const Input& in, const SplitWeight& split,
                        const Output& out, const ConvGeometry g, const ConvInit init,
                        const Bias& bias, const Residual& residual, const bool with_relu,
                        const int splits) {
@@ -519,7 +522,7 @@ struct ConvTilesSplit
     const size_t scratch = size_t(Stages) * (a_floats + BK * LDB) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(space, grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + Stages * a_floats;
@@ -601,7 +604,8 @@ struct ConvTilesSplit
 #endif
 template <class ExecutionSpace, Precision P, class Input, class PackedWeight, class SplitWeight,
           class Bias, class Residual, class Output>
-void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw_tiled_tf32(const ExecutionSpace& space, const char* label,
+                            const Input& in, const PackedWeight& packed,
                             const SplitWeight& split, const Output& out, const ConvGeometry g,
                             const ConvInit init, const Bias& bias, const Residual& residual,
                             const bool with_relu) {
@@ -611,7 +615,7 @@ void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeig
     conv2d_nchw_tiled_with<ConvTilesSplit<128, 128, 64, 32, stages, 2, P>,
                            ConvTilesSplit<64, 256, 64, 32, stages, 2, P>,
                            ConvTilesSplit<64, 64, 32, 32, stages, 4, P>, ExecutionSpace>(
-        label, in, split, out, g, init, bias, residual, with_relu);
+        space, label, in, split, out, g, init, bias, residual, with_relu);
     return;
   }
 #else
@@ -621,22 +625,22 @@ void conv2d_nchw_tiled_tf32(const char* label, const Input& in, const PackedWeig
   conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2, P>,
                          ConvTilesTF32<64, 256, 64, 32, 2, P>,
                          ConvTilesTF32<64, 64, 32, 32, 4, P>, ExecutionSpace>(
-      label, in, packed, out, g, init, bias, residual, with_relu);
+      space, label, in, packed, out, g, init, bias, residual, with_relu);
 #elif LAPIS_CONV_TF32_TILES >= 4 && LAPIS_CONV_TF32_TILES != 5
   conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2, P>,
                          ConvTilesAsync<64, 256, 64, 32, 16, 2, 2, P>,
                          ConvTilesAsync<64, 64, 32, 32, 16, 2, 4, P>, ExecutionSpace>(
-      label, in, packed, out, g, init, bias, residual, with_relu);
+      space, label, in, packed, out, g, init, bias, residual, with_relu);
 #elif LAPIS_CONV_TF32_TILES == 5
   conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 8, 4, 2, P>,
                          ConvTilesAsync<64, 256, 64, 32, 8, 4, 2, P>,
                          ConvTilesAsync<64, 64, 32, 32, 8, 4, 4, P>, ExecutionSpace>(
-      label, in, packed, out, g, init, bias, residual, with_relu);
+      space, label, in, packed, out, g, init, bias, residual, with_relu);
 #else
   conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 32, 32, 1, P>,
                          ConvTilesTF32<64, 256, 32, 32, 1, P>,
                          ConvTilesTF32<64, 64, 32, 32, 4, P>, ExecutionSpace>(
-      label, in, packed, out, g, init, bias, residual, with_relu);
+      space, label, in, packed, out, g, init, bias, residual, with_relu);
 #endif
 }
 #endif
@@ -658,12 +662,13 @@ KOKKOS_INLINE_FUNCTION float round_tf32(const float x) {
 }
 
 template <class ExecutionSpace, class PackedWeight, class SplitWeight>
-void split_tf32_weight(const char* label, const PackedWeight& packed, const SplitWeight& split) {
+void split_tf32_weight(const ExecutionSpace& space, const char* label,
+                       const PackedWeight& packed, const SplitWeight& split) {
   const int64_t count = split.size(), blocks = packed.extent(0);
   const int64_t channels_in = packed.extent(1), kernel_h = packed.extent(2);
   const int64_t kernel_w = packed.extent(3);
   Kokkos::parallel_for(
-      label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(0, count),
+      label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, count),
       KOKKOS_LAMBDA(int64_t i) {
         const int e = int(i % 4), lane = int(i / 4 % 32), part = int(i / 128 % 2);
         i /= 256;

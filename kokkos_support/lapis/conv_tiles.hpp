@@ -63,7 +63,8 @@ struct ConvTiles : TileLaunch<ConvTiles<BM, BN, TM, TN>, BM, BN> {
   // KH, KW: the filter size when known at compile time (index arithmetic by constants), else 0.
   template <int KH, int KW, class ExecutionSpace, class Input, class PackedWeight, class Bias,
             class Residual, class Output>
-  static void run_taps(const char* label, const Input& in, const PackedWeight& packed,
+  static void run_taps(const ExecutionSpace& space, const char* label,
+                       const Input& in, const PackedWeight& packed,
                        const Output& out, const ConvGeometry g, const ConvInit init,
                        const Bias& bias, const Residual& residual, const bool with_relu,
                        const int splits) {
@@ -81,7 +82,7 @@ struct ConvTiles : TileLaunch<ConvTiles<BM, BN, TM, TN>, BM, BN> {
     const size_t scratch = 2 * size_t(BK) * (BM + BN) * sizeof(T);
     Kokkos::parallel_for(
         label,
-        policy(grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
+        policy(space, grid.tiles * splits, threads).set_scratch_size(0, Kokkos::PerTeam(scratch)),
         KOKKOS_LAMBDA(const member& team) {
           T* const a_tiles = static_cast<T*>(team.team_scratch(0).get_shmem_aligned(scratch, 16));
           T* const b_tiles = a_tiles + 2 * BK * BM;
@@ -182,11 +183,12 @@ struct ConvTiles : TileLaunch<ConvTiles<BM, BN, TM, TN>, BM, BN> {
 // Float32 fused multiply-adds in the tiles (any GPU backend).
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
           class Output>
-void conv2d_nchw_tiled_fma(const char* label, const Input& in, const PackedWeight& packed,
+void conv2d_nchw_tiled_fma(const ExecutionSpace& space, const char* label,
+                           const Input& in, const PackedWeight& packed,
                            const Output& out, const ConvGeometry g, const ConvInit init,
                            const Bias& bias, const Residual& residual, const bool with_relu) {
   conv2d_nchw_tiled_with<ConvTiles<128, 128, 8, 8>, ConvTiles<64, 256, 8, 8>,
-                         ConvTiles<64, 64, 4, 4>, ExecutionSpace>(label, in, packed, out, g,
+                         ConvTiles<64, 64, 4, 4>, ExecutionSpace>(space, label, in, packed, out, g,
                                                                   init, bias, residual,
                                                                   with_relu);
 }

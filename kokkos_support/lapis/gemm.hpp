@@ -181,7 +181,8 @@ namespace gemm_detail {
 // strides of a View in elements.
 template <class ExecutionSpace, class T, class AView, class BView, class CView, class At,
           class Strides>
-void batched(const char* label, const AView& a, const BView& b, const CView& c,
+void batched(const ExecutionSpace& space, const char* label,
+             const AView& a, const BView& b, const CView& c,
              const int64_t batch, const int64_t rows, const int64_t columns,
              const int64_t depth, const MatmulInit init, At at, Strides strides) {
   const bool accumulate = init == MatmulInit::accumulate;
@@ -198,7 +199,7 @@ void batched(const char* label, const AView& a, const BView& b, const CView& c,
       const int64_t column_tiles = (columns + column_block - 1) / column_block;
       const int64_t tiles = row_tiles * column_tiles;
       using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-      Kokkos::parallel_for(label, range(0, batch * tiles), [=](const int64_t t) {
+      Kokkos::parallel_for(label, range(space, 0, batch * tiles), [=](const int64_t t) {
         const int64_t product = t / tiles, within = t % tiles;
         const int64_t i0 = (within / column_tiles) * row_block;
         const int64_t j0 = (within % column_tiles) * column_block;
@@ -218,7 +219,7 @@ void batched(const char* label, const AView& a, const BView& b, const CView& c,
   // One thread per element of C, consecutive threads along a row (coalesced B and C).
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   const int64_t per_product = rows * columns;
-  Kokkos::parallel_for(label, range(0, batch * per_product), KOKKOS_LAMBDA(const int64_t e) {
+  Kokkos::parallel_for(label, range(space, 0, batch * per_product), KOKKOS_LAMBDA(const int64_t e) {
     const int64_t product = e / per_product, i = e % per_product / columns, j = e % columns;
     T sum = accumulate ? T(at(c, product, i, j)) : T(0);
     for (int64_t k = 0; k < depth; ++k) sum += at(a, product, i, k) * at(b, product, k, j);
@@ -254,20 +255,22 @@ struct At3 {
 
 // C = A B (init zero) or C += A B (init accumulate), for A [M, K], B [K, N], C [M, N].
 template <class ExecutionSpace, class AView, class BView, class CView>
-void matmul(const char* label, const AView& a, const BView& b, const CView& c,
+void matmul(const ExecutionSpace& space, const char* label,
+            const AView& a, const BView& b, const CView& c,
             const MatmulInit init) {
   using T = typename CView::non_const_value_type;
-  gemm_detail::batched<ExecutionSpace, T>(label, a, b, c, 1, int64_t(c.extent(0)),
+  gemm_detail::batched<ExecutionSpace, T>(space, label, a, b, c, 1, int64_t(c.extent(0)),
                                           int64_t(c.extent(1)), int64_t(a.extent(1)), init,
                                           gemm_detail::At2{}, gemm_detail::Strides2{});
 }
 
 // The same for each of a batch: C[b] = A[b] B[b] (or +=), A [L, M, K], B [L, K, N], C [L, M, N].
 template <class ExecutionSpace, class AView, class BView, class CView>
-void batch_matmul(const char* label, const AView& a, const BView& b, const CView& c,
+void batch_matmul(const ExecutionSpace& space, const char* label,
+                  const AView& a, const BView& b, const CView& c,
                   const MatmulInit init) {
   using T = typename CView::non_const_value_type;
-  gemm_detail::batched<ExecutionSpace, T>(label, a, b, c, int64_t(c.extent(0)),
+  gemm_detail::batched<ExecutionSpace, T>(space, label, a, b, c, int64_t(c.extent(0)),
                                           int64_t(c.extent(1)), int64_t(c.extent(2)),
                                           int64_t(a.extent(2)), init, gemm_detail::At3{},
                                           gemm_detail::Strides3{});

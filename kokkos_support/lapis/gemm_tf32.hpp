@@ -298,12 +298,12 @@ struct GemmTiles {
   };
 
   template <class ExecutionSpace>
-  static void run(const char* label, const GemmProblem& p) {
+  static void run(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
     using member = typename policy::member_type;
     const size_t bytes = scratch;  // a local: the kernel cannot bind the static member
     Kokkos::parallel_for(
-        label, policy(teams(p), threads).set_scratch_size(0, Kokkos::PerTeam(bytes)),
+        label, policy(space, teams(p), threads).set_scratch_size(0, Kokkos::PerTeam(bytes)),
         KOKKOS_LAMBDA(const member& team) {
           float* const smem =
               static_cast<float*>(team.team_scratch(0).get_shmem_aligned(bytes, 16));
@@ -323,7 +323,7 @@ struct GemmTiles {
 #define LAPIS_GEMM_TILES 1
 #endif
 template <bool WeightRows, Precision P, class ExecutionSpace>
-void gemm_tiled(const char* label, const GemmProblem& p) {
+void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
 #if LAPIS_GEMM_TILES == 2
   using Large = GemmTiles<128, 128, 64, 32, 8, 3, 2, WeightRows, P>;
 #elif LAPIS_GEMM_TILES == 3
@@ -333,9 +333,9 @@ void gemm_tiled(const char* label, const GemmProblem& p) {
 #endif
   using Small = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
   if (Large::teams(p) >= 2 * 264)
-    Large::template run<ExecutionSpace>(label, p);
+    Large::template run<ExecutionSpace>(space, label, p);
   else
-    Small::template run<ExecutionSpace>(label, p);
+    Small::template run<ExecutionSpace>(space, label, p);
 }
 #endif
 
@@ -366,8 +366,9 @@ inline bool gemm_rows_fit(const void* a, int64_t lda, int64_t inner_a, const voi
 // output, the dot product in order over k, in the element type.
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
           class Bias, class Output>
-void linear(const char* label, const Input& x, const Weight& w, const Bias& bias,
-            const Output& y, const ConvInit init, const Activation activation) {
+void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
+            const Bias& bias, const Output& y, const ConvInit init,
+            const Activation activation) {
   using T = typename Output::non_const_value_type;
   const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
   if (rows == 0 || columns == 0) return;
@@ -380,7 +381,7 @@ void linear(const char* label, const Input& x, const Weight& w, const Bias& bias
                                   int64_t(x.stride(0)), int64_t(w.stride(0)),
                                   int64_t(y.stride(0)), 0, 0, 0, int(rows), int(columns),
                                   int(depth), 1, init, activation};
-      detail::gemm_tiled<true, P, ExecutionSpace>(label, p);
+      detail::gemm_tiled<true, P, ExecutionSpace>(space, label, p);
       return;
     }
   }
@@ -391,7 +392,8 @@ void linear(const char* label, const Input& x, const Weight& w, const Bias& bias
   const int64_t ldx = x.stride(0), ldw = w.stride(0), ldy = y.stride(0);
   const int64_t step_x = x.stride(1), step_w = w.stride(1), step_y = y.stride(1);
   Kokkos::parallel_for(
-      label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(0, rows * columns),
+      label,
+      Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, rows * columns),
       KOKKOS_LAMBDA(const int64_t i) {
         const int64_t m = i / columns, n = i % columns;
         T sum = init == ConvInit::bias ? T(bias(n)) : T(0);
@@ -406,8 +408,8 @@ void linear(const char* label, const Input& x, const Weight& w, const Bias& bias
 // linalg.matmul / linalg.batch_matmul on CUDA: C (+)= A B on the tiles where they apply, else
 // lapis::matmul / batch_matmul (gemm.hpp).
 template <class ExecutionSpace, Precision P = Precision::fp32, class A, class B, class C>
-void matmul_tensor_core(const char* label, const A& a, const B& b, const C& c,
-                        const MatmulInit init) {
+void matmul_tensor_core(const ExecutionSpace& space, const char* label, const A& a, const B& b,
+                        const C& c, const MatmulInit init) {
   using T = typename C::non_const_value_type;
 #if defined(KOKKOS_ENABLE_CUDA)
   if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
@@ -422,17 +424,17 @@ void matmul_tensor_core(const char* label, const A& a, const B& b, const C& c,
                                   init == MatmulInit::zero ? ConvInit::zero
                                                            : ConvInit::accumulate,
                                   Activation::none};
-      detail::gemm_tiled<false, P, ExecutionSpace>(label, p);
+      detail::gemm_tiled<false, P, ExecutionSpace>(space, label, p);
       return;
     }
   }
 #endif
-  matmul<ExecutionSpace>(label, a, b, c, init);
+  matmul<ExecutionSpace>(space, label, a, b, c, init);
 }
 
 template <class ExecutionSpace, Precision P = Precision::fp32, class A, class B, class C>
-void batch_matmul_tensor_core(const char* label, const A& a, const B& b, const C& c,
-                              const MatmulInit init) {
+void batch_matmul_tensor_core(const ExecutionSpace& space, const char* label, const A& a,
+                              const B& b, const C& c, const MatmulInit init) {
   using T = typename C::non_const_value_type;
 #if defined(KOKKOS_ENABLE_CUDA)
   if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
@@ -449,12 +451,12 @@ void batch_matmul_tensor_core(const char* label, const A& a, const B& b, const C
                                   init == MatmulInit::zero ? ConvInit::zero
                                                            : ConvInit::accumulate,
                                   Activation::none};
-      detail::gemm_tiled<false, P, ExecutionSpace>(label, p);
+      detail::gemm_tiled<false, P, ExecutionSpace>(space, label, p);
       return;
     }
   }
 #endif
-  batch_matmul<ExecutionSpace>(label, a, b, c, init);
+  batch_matmul<ExecutionSpace>(space, label, a, b, c, init);
 }
 
 }  // namespace lapis

@@ -18,14 +18,15 @@ struct PoolGeometry {
 };
 
 template <class ExecutionSpace, class Input, class Output>
-void max_pool2d_nchw(const char* label, const Input& in, const Output& out,
+void max_pool2d_nchw(const ExecutionSpace& space, const char* label,
+                     const Input& in, const Output& out,
                      const PoolGeometry g, const bool from_lowest) {
   using T = typename Output::non_const_value_type;
   const int64_t channels = out.extent(1), height_out = out.extent(2), width_out = out.extent(3);
   const int64_t height_in = in.extent(2), width_in = in.extent(3);
   const int64_t total = int64_t(out.extent(0)) * channels * height_out * width_out;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-  Kokkos::parallel_for(label, range(0, total), KOKKOS_LAMBDA(int64_t i) {
+  Kokkos::parallel_for(label, range(space, 0, total), KOKKOS_LAMBDA(int64_t i) {
     const int64_t ow = i % width_out;
     i /= width_out;
     const int64_t oh = i % height_out;

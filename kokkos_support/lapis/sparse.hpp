@@ -37,13 +37,14 @@ inline int vector_length(const int64_t nnz, const int64_t rows) {
 // y[r] = sum over k in [row_ptr[r], row_ptr[r + 1]) of values[k] * x[col_idx[k]];
 // an empty row gives 0. Indices may be int64_t or int32_t; y is written, never read.
 template <class ExecutionSpace, class RowPtr, class ColIdx, class Values, class X, class Y>
-void csr_matvec(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
+void csr_matvec(const ExecutionSpace& space, const char* label,
+                const RowPtr& row_ptr, const ColIdx& col_idx,
                 const Values& values, const X& x, const Y& y) {
   using T = typename Y::non_const_value_type;
   const int64_t rows = int64_t(y.extent(0));
   if constexpr (!sparse_detail::use_teams<ExecutionSpace>()) {
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-    Kokkos::parallel_for(label, range(0, rows), KOKKOS_LAMBDA(const int64_t r) {
+    Kokkos::parallel_for(label, range(space, 0, rows), KOKKOS_LAMBDA(const int64_t r) {
       // Four partial sums: the additions of one row do not wait on each other.
       T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
       int64_t k = row_ptr(r);
@@ -63,7 +64,7 @@ void csr_matvec(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
     const int lanes = sparse_detail::vector_length(int64_t(values.extent(0)), rows);
     const int64_t rows_per_team = 256 / lanes;
     Kokkos::parallel_for(
-        label, policy((rows + rows_per_team - 1) / rows_per_team, Kokkos::AUTO, lanes),
+        label, policy(space, (rows + rows_per_team - 1) / rows_per_team, Kokkos::AUTO, lanes),
         KOKKOS_LAMBDA(const member& team) {
           const int64_t first = team.league_rank() * rows_per_team;
           const int64_t last = first + rows_per_team < rows ? first + rows_per_team : rows;
@@ -82,14 +83,15 @@ void csr_matvec(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
 // Y[r][j] = sum over k in row r of values[k] * B[col_idx[k]][j], for a dense B [cols, n] and
 // Y [rows, n] (any layouts); an empty row gives a row of zeros.
 template <class ExecutionSpace, class RowPtr, class ColIdx, class Values, class B, class Y>
-void csr_matmul(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
+void csr_matmul(const ExecutionSpace& space, const char* label,
+                const RowPtr& row_ptr, const ColIdx& col_idx,
                 const Values& values, const B& b, const Y& y) {
   using T = typename Y::non_const_value_type;
   const int64_t rows = int64_t(y.extent(0)), columns = int64_t(y.extent(1));
   if constexpr (!sparse_detail::use_teams<ExecutionSpace>()) {
     // A row of Y stays in cache while each nonzero adds a row of B to it.
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-    Kokkos::parallel_for(label, range(0, rows), KOKKOS_LAMBDA(const int64_t r) {
+    Kokkos::parallel_for(label, range(space, 0, rows), KOKKOS_LAMBDA(const int64_t r) {
       for (int64_t j = 0; j < columns; ++j) y(r, j) = T(0);
       const int64_t end = row_ptr(r + 1);
       for (int64_t k = row_ptr(r); k < end; ++k) {
@@ -106,7 +108,7 @@ void csr_matmul(const char* label, const RowPtr& row_ptr, const ColIdx& col_idx,
     while (lanes < 32 && lanes < columns) lanes *= 2;
     const int64_t rows_per_team = 256 / lanes;
     Kokkos::parallel_for(
-        label, policy((rows + rows_per_team - 1) / rows_per_team, Kokkos::AUTO, lanes),
+        label, policy(space, (rows + rows_per_team - 1) / rows_per_team, Kokkos::AUTO, lanes),
         KOKKOS_LAMBDA(const member& team) {
           const int64_t first = team.league_rank() * rows_per_team;
           const int64_t last = first + rows_per_team < rows ? first + rows_per_team : rows;

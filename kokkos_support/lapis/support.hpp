@@ -219,4 +219,126 @@ void check_same_extent(const char* what, const View& view, int dim, const char* 
                               std::to_string(expected) + " of " + other + " (the same size)");
 }
 
+// ---- the caller's Views in forward() ----------------------------------------------------------
+// forward() takes any View of the right rank and element type (LayoutRight, LayoutLeft,
+// LayoutStride subviews) and runs its kernels on row-major Views: a View whose strides are
+// row-major (LayoutRight, a block of rows of one) is used in place; any other is copied into a
+// row-major buffer of the model's State, allocated at the first such call and again only when
+// the extents change, on the caller's execution space instance.
+
+// The View's elements lie in row-major order with no gaps (unit extents take any stride).
+template <class View>
+bool is_row_major(const View& view) {
+  size_t expected = 1;
+  for (int r = int(View::rank) - 1; r >= 0; --r) {
+    if (view.extent(r) == 0) return true;
+    if (view.extent(r) != 1 && size_t(view.stride(r)) != expected) return false;
+    expected *= view.extent(r);
+  }
+  return true;
+}
+
+template <class Given>
+using row_major_view =
+    Kokkos::View<typename Given::data_type, Kokkos::LayoutRight, typename Given::memory_space,
+                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+
+// The extents of `view` as a Layout (LayoutRight, LayoutLeft).
+template <class Layout, class View>
+Layout layout_like(const View& view) {
+  Layout layout;
+  for (int r = 0; r < int(View::rank); ++r) layout.dimension[r] = view.extent(r);
+  return layout;
+}
+
+template <class View>
+Kokkos::LayoutRight row_major_layout(const View& view) {
+  return layout_like<Kokkos::LayoutRight>(view);
+}
+
+namespace detail {
+// Extents and element strides of a View of any layout, for copies between it and a row-major
+// buffer of the same extents (one work item per element, whatever the rank).
+struct StridedShape {
+  int rank = 0;
+  int64_t count = 1;
+  int64_t extent[8] = {};
+  int64_t stride[8] = {};
+};
+
+template <class View>
+StridedShape strided_shape(const View& view) {
+  StridedShape shape;
+  shape.rank = int(View::rank);
+  for (int r = 0; r < shape.rank; ++r) {
+    shape.extent[r] = int64_t(view.extent(r));
+    shape.stride[r] = int64_t(view.stride(r));
+    shape.count *= shape.extent[r];
+  }
+  return shape;
+}
+
+template <class ExecutionSpace, class T>
+void copy_strided(const ExecutionSpace& space, const char* label, const StridedShape shape,
+                  const T* from, T* to, const bool to_strided) {
+  Kokkos::parallel_for(
+      label,
+      Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, shape.count),
+      KOKKOS_LAMBDA(const int64_t flat) {
+        int64_t rest = flat, offset = 0;
+        for (int r = shape.rank - 1; r >= 0; --r) {
+          offset += (rest % shape.extent[r]) * shape.stride[r];
+          rest /= shape.extent[r];
+        }
+        if (to_strided)
+          to[offset] = from[flat];
+        else
+          to[flat] = from[offset];
+      });
+}
+
+}  // namespace detail
+
+// Allocates `buffer` with the extents of `like` unless it has them already.
+template <class ExecutionSpace, class Like, class Buffer>
+void plan_buffer(const ExecutionSpace& space, const char* label, const Like& like,
+                 Buffer& buffer) {
+  bool same = buffer.data() != nullptr || like.size() == 0;
+  for (int r = 0; r < int(Like::rank); ++r) same = same && buffer.extent(r) == like.extent(r);
+  if (same) return;
+  buffer = Buffer();  // release before allocating anew
+  buffer = Buffer(Kokkos::view_alloc(space, std::string(label), Kokkos::WithoutInitializing),
+                  layout_like<typename Buffer::array_layout>(like));
+}
+
+// An input of forward(): `given` itself when row-major, else its copy in `staged`.
+template <class ExecutionSpace, class Given, class Staged>
+row_major_view<Given> row_major_input(const ExecutionSpace& space, const char* label,
+                                      const Given& given, Staged& staged) {
+  if (is_row_major(given)) return row_major_view<Given>(given.data(), row_major_layout(given));
+  plan_buffer(space, label, given, staged);
+  detail::copy_strided(space, label, detail::strided_shape(given), given.data(), staged.data(),
+                       false);
+  return row_major_view<Given>(staged.data(), row_major_layout(given));
+}
+
+// An output of forward(): `given` itself when row-major, else `staged`, which
+// write_back_output() copies into `given` after the kernels.
+template <class ExecutionSpace, class Given, class Staged>
+row_major_view<Given> row_major_output(const ExecutionSpace& space, const char* label,
+                                       const Given& given, Staged& staged) {
+  if (is_row_major(given)) return row_major_view<Given>(given.data(), row_major_layout(given));
+  plan_buffer(space, label, given, staged);
+  return row_major_view<Given>(staged.data(), row_major_layout(given));
+}
+
+template <class ExecutionSpace, class Used, class Given>
+void write_back_output(const ExecutionSpace& space, const char* label, const Used& used,
+                       const Given& given) {
+  if (used.data() == given.data()) return;
+  detail::copy_strided(space, label, detail::strided_shape(given),
+                       static_cast<const typename Given::value_type*>(used.data()),
+                       given.data(), true);
+}
+
 }  // namespace lapis

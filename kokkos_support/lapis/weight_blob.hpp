@@ -36,11 +36,12 @@ class WeightBlob {
   static_assert(sizeof(Entry) == 128, "weight blob index entries are 128 bytes");
 
   // A blob already in memory (linked into the library); `data` must outlive the WeightBlob.
-  static WeightBlob from_memory(const unsigned char* data, size_t size) {
+  static WeightBlob from_memory(const unsigned char* data, size_t size,
+                                const std::string& what = "the weight blob linked into the library") {
     WeightBlob blob;
     blob.external_ = data;
     blob.size_ = size;
-    blob.check_header("the weight blob linked into the library");
+    blob.check_header(what);
     return blob;
   }
 
@@ -120,12 +121,42 @@ inline std::string weights_path(const char* variable, const char* fallback) {
   return fallback;
 }
 
-// Fills `view` (allocated by the caller: any rank, LayoutRight, any memory space) with tensor
-// `index` of `blob`, after checking its name, element size and element count.
+// "[64, 32]"
 template <class View>
-void load_weight(const WeightBlob& blob, uint32_t index, const char* name, const View& view) {
+std::string extents_of(const View& view) {
+  std::string text = "[";
+  for (int r = 0; r < int(View::rank); ++r)
+    text += (r ? ", " : "") + std::to_string(view.extent(r));
+  return text + "]";
+}
+
+// The blob's element type code (weights/FORMAT.md) of a View's element type; -1 for a type
+// the format has no code for (checked by size only).
+template <class T>
+constexpr int dtype_code() {
+  using U = std::remove_cv_t<T>;
+  return std::is_same<U, float>::value                                  ? 0
+         : std::is_same<U, double>::value                               ? 1
+         : std::is_same<U, int64_t>::value                              ? 2
+         : std::is_same<U, int32_t>::value                              ? 3
+         : std::is_same<U, bool>::value || std::is_same<U, uint8_t>::value ? 4
+         : std::is_same<U, int8_t>::value                               ? 5
+                                                                        : -1;
+}
+
+inline const char* dtype_name(uint32_t code) {
+  static const char* names[] = {"float32", "float64", "int64", "int32", "bool/uint8", "int8",
+                                "float16"};
+  return code < sizeof(names) / sizeof(names[0]) ? names[code] : "unknown";
+}
+
+// Checks that tensor `index` of `blob` is the one `view` (any rank, LayoutRight, any memory
+// space) holds: its name, element type and element count, and with `exact_shape` its rank and
+// extents too; throws naming the difference.
+template <class View>
+WeightBlob::Entry check_weight(const WeightBlob& blob, uint32_t index, const char* name,
+                               const View& view, const bool exact_shape = true) {
   using value_type = typename View::value_type;
-  static_assert(!std::is_const<value_type>::value, "load_weight needs a writable View");
   const WeightBlob::Entry e = blob.entry(index);
   const std::string stored = WeightBlob::name_of(e);
   const std::string expected = std::string(name).substr(0, sizeof(e.name) - 1);
@@ -134,14 +165,38 @@ void load_weight(const WeightBlob& blob, uint32_t index, const char* name, const
                              "', but the code expects '" + expected +
                              "': the blob does not belong to this library");
   const size_t element = WeightBlob::element_bytes(e.dtype);
-  if (element != sizeof(value_type))
-    throw std::runtime_error("weight '" + stored + "' has " + std::to_string(element) +
-                             "-byte elements in the blob, the View's are " +
-                             std::to_string(sizeof(value_type)) + " bytes");
+  constexpr int code = dtype_code<value_type>();
+  if ((code >= 0 && e.dtype != uint32_t(code)) || element != sizeof(value_type))
+    throw std::runtime_error("weight '" + stored + "' is " + dtype_name(e.dtype) +
+                             " in the blob, but the code expects " +
+                             (code >= 0 ? dtype_name(uint32_t(code))
+                                        : (std::to_string(sizeof(value_type)) + "-byte")) +
+                             " elements");
+  bool same_shape = !exact_shape || e.rank == uint32_t(View::rank);
+  for (uint32_t r = 0; exact_shape && same_shape && r < e.rank; ++r)
+    same_shape = e.dims[r] == uint64_t(view.extent(r));
+  if (!same_shape) {
+    std::string shape = "[";
+    for (uint32_t r = 0; r < e.rank && r < 6; ++r)
+      shape += (r ? ", " : "") + std::to_string(e.dims[r]);
+    throw std::runtime_error("weight '" + stored + "' has shape " + shape + "] in the blob, " +
+                             "but the code expects " + extents_of(view));
+  }
   if (e.nbytes / element != uint64_t(view.size()))
     throw std::runtime_error("weight '" + stored + "' has " + std::to_string(e.nbytes / element) +
                              " elements in the blob, the View '" + view.label() + "' has " +
                              std::to_string(view.size()));
+  return e;
+}
+
+// Fills `view` (allocated by the caller: any rank, LayoutRight, any memory space) with tensor
+// `index` of `blob`, after check_weight() of all but its shape (a View may hold a tensor of
+// the same size reshaped).
+template <class View>
+void load_weight(const WeightBlob& blob, uint32_t index, const char* name, const View& view) {
+  static_assert(!std::is_const<typename View::value_type>::value,
+                "load_weight needs a writable View");
+  const WeightBlob::Entry e = check_weight(blob, index, name, view, false);
   if (!view.span_is_contiguous())
     throw std::runtime_error("load_weight: View '" + view.label() + "' is not contiguous");
   auto host = Kokkos::create_mirror_view(view);   // `view` itself when it is in HostSpace

@@ -97,7 +97,14 @@ void check_errors(const lapis::WeightBlob& blob, const std::vector<unsigned char
   check_throws([&] { lapis::load_weight(blob, 0, "conv.weight", view<float*>("x", 7)); },
                "has 48 elements in the blob", "element count mismatch");
   check_throws([&] { lapis::load_weight(blob, 0, "conv.weight", view<double*>("x", 48)); },
-               "4-byte elements in the blob, the View's are 8 bytes", "element size mismatch");
+               "is float32 in the blob, but the code expects float64 elements",
+               "element type mismatch");
+  check_throws([&] { lapis::load_weight(blob, 0, "conv.weight", view<int32_t*>("x", 48)); },
+               "is float32 in the blob, but the code expects int32 elements",
+               "element type mismatch of the same size");
+  check_throws([&] { lapis::check_weight(blob, 0, "conv.weight", view<float**>("x", 12, 4)); },
+               "has shape [4, 3, 2, 2] in the blob, but the code expects [12, 4]",
+               "shape mismatch (load_weights)");
   check_throws([&] { lapis::load_weight(blob, 1, "other", view<int64_t*>("x", 5)); },
                "is 'steps', but the code expects 'other'", "name mismatch");
   check_throws([&] { lapis::load_weight(blob, 99, "steps", view<int64_t*>("x", 5)); },

@@ -1,34 +1,38 @@
-void forward(input0_view input0, output0_view output0) {
+void forward(const execution_space& exec, input0_arg input0_given, output0_arg output0_given) {
   if (!state) throw std::runtime_error("golden::forward called before golden::initialize()");
-  lapis::check_extents("golden::forward: input0 (input0)", input0, input0_extents);
-  lapis::check_extents("golden::forward: output0 (output0)", output0, output0_extents);
-  lapis::check_same_extent("golden::forward: output0 (output0)", output0, 0, "input0", input0.extent(0));
+  lapis::check_extents("golden::forward: input0 (input0)", input0_given, input0_extents);
+  lapis::check_extents("golden::forward: output0 (output0)", output0_given, output0_extents);
+  lapis::check_same_extent("golden::forward: output0 (output0)", output0_given, 0, "input0", input0_given.extent(0));
+  // The kernels read and write row-major Views: the caller's own where its strides are
+  // row-major, else a copy in a planned buffer (see the header).
+  const auto input0 = lapis::row_major_input(exec, "golden::input0_staged", input0_given, state->input0_staged);
+  const auto output0 = lapis::row_major_output(exec, "golden::output0_staged", output0_given, state->output0_staged);
 
   const int64_t input0_extent0 = int64_t(input0.extent(0));
   // pad [input0_extent0, 8]: re-planned when its extents change
   if (state->pad.extent(0) != size_t(input0_extent0)) {
     state->pad = buffer<float**>();   // release before allocating anew
-    state->pad = buffer<float**>(Kokkos::view_alloc("golden::pad", Kokkos::WithoutInitializing), input0_extent0, 8);
+    state->pad = buffer<float**>(Kokkos::view_alloc(exec, "golden::pad", Kokkos::WithoutInitializing), input0_extent0, 8);
   }
   const auto pad = state->pad;
   // pad/fill
-  Kokkos::parallel_for("golden::pad_fill", mdrange<2>({0, 0}, {input0_extent0, 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
+  Kokkos::parallel_for("golden::pad_fill", mdrange<2>(exec, {0, 0}, {input0_extent0, 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
     pad(i0, i1) = 0.0f;
   });
   const strided<float**> pad_view(pad.data() + 2, Kokkos::LayoutStride(input0_extent0, 8, 4, 1));
   // memref.copy
-  Kokkos::parallel_for("golden::copy", mdrange<2>({0, 0}, {int64_t(input0.extent(0)), 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
+  Kokkos::parallel_for("golden::copy", mdrange<2>(exec, {0, 0}, {int64_t(input0.extent(0)), 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
     pad_view(i0, i1) = input0(i0, i1);
   });
   const unmanaged<float***> pad_view_1(pad.data(), input0_extent0, 2, 4);
   // sum [input0_extent0, 2, 4]: re-planned when its extents change
   if (state->sum.extent(0) != size_t(input0_extent0)) {
     state->sum = buffer<float***>();   // release before allocating anew
-    state->sum = buffer<float***>(Kokkos::view_alloc("golden::sum", Kokkos::WithoutInitializing), input0_extent0, 2, 4);
+    state->sum = buffer<float***>(Kokkos::view_alloc(exec, "golden::sum", Kokkos::WithoutInitializing), input0_extent0, 2, 4);
   }
   const auto sum = state->sum;
   // sum/add
-  Kokkos::parallel_for("golden::sum_add", mdrange<3>({0, 0, 0}, {input0_extent0, 2, 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2) {
+  Kokkos::parallel_for("golden::sum_add", mdrange<3>(exec, {0, 0, 0}, {input0_extent0, 2, 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2) {
     const float v3 = pad_view_1(i0, i1, i2);
     const float v4 = pad_view_1(i0, 1, i2);
     const float v5 = (v3 + v4);
@@ -37,12 +41,17 @@ void forward(input0_view input0, output0_view output0) {
   const unmanaged<float**> sum_view(sum.data(), int64_t(sum.extent(0)), 8);
   const unmanaged<float**> output0_view(output0.data(), int64_t(output0.extent(0)), 8);
   // memref.copy
-  Kokkos::parallel_for("golden::copy_1", mdrange<2>({0, 0}, {int64_t(sum_view.extent(0)), 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
+  Kokkos::parallel_for("golden::copy_1", mdrange<2>(exec, {0, 0}, {int64_t(sum_view.extent(0)), 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
     output0_view(i0, i1) = sum_view(i0, i1);
   });
+  lapis::write_back_output(exec, "golden::output0_write_back", output0, output0_given);
 }
 
-void forward_graph(input0_view input0, output0_view output0) {
+void forward(input0_arg input0, output0_arg output0) { forward(execution_space(), input0, output0); }
+
+void forward_graph(const execution_space& exec, input0_arg input0, output0_arg output0) {
   if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
-  state->graph.run(execution_space(), {input0.data(), output0.data()}, [&] { forward(input0, output0); });
+  state->graph.run(exec, {input0.data(), output0.data()}, [&] { forward(exec, input0, output0); });
 }
+
+void forward_graph(input0_arg input0, output0_arg output0) { forward_graph(execution_space(), input0, output0); }

@@ -1,16 +1,26 @@
-void forward(input0_view input0, input1_view input1, output0_view output0) {
+void forward(const execution_space& exec, input0_arg input0_given, input1_arg input1_given, output0_arg output0_given) {
   if (!state) throw std::runtime_error("golden::forward called before golden::initialize()");
-  lapis::check_extents("golden::forward: input0 (input0)", input0, input0_extents);
-  lapis::check_extents("golden::forward: input1 (input1)", input1, input1_extents);
-  lapis::check_extents("golden::forward: output0 (output0)", output0, output0_extents);
+  lapis::check_extents("golden::forward: input0 (input0)", input0_given, input0_extents);
+  lapis::check_extents("golden::forward: input1 (input1)", input1_given, input1_extents);
+  lapis::check_extents("golden::forward: output0 (output0)", output0_given, output0_extents);
+  // The kernels read and write row-major Views: the caller's own where its strides are
+  // row-major, else a copy in a planned buffer (see the header).
+  const auto input0 = lapis::row_major_input(exec, "golden::input0_staged", input0_given, state->input0_staged);
+  const auto input1 = lapis::row_major_input(exec, "golden::input1_staged", input1_given, state->input1_staged);
+  const auto output0 = lapis::row_major_output(exec, "golden::output0_staged", output0_given, state->output0_staged);
 
   // mm: dense matrix product, zero fill folded in (lapis/gemm.hpp)
-  lapis::matmul<execution_space>("golden::mm", input0, input1, output0, lapis::MatmulInit::zero);
+  lapis::matmul<execution_space>(exec, "golden::mm", input0, input1, output0, lapis::MatmulInit::zero);
   // addmm: dense matrix product, adding to C (lapis/gemm.hpp)
-  lapis::matmul<execution_space>("golden::addmm", input0, input1, output0, lapis::MatmulInit::accumulate);
+  lapis::matmul<execution_space>(exec, "golden::addmm", input0, input1, output0, lapis::MatmulInit::accumulate);
+  lapis::write_back_output(exec, "golden::output0_write_back", output0, output0_given);
 }
 
-void forward_graph(input0_view input0, input1_view input1, output0_view output0) {
+void forward(input0_arg input0, input1_arg input1, output0_arg output0) { forward(execution_space(), input0, input1, output0); }
+
+void forward_graph(const execution_space& exec, input0_arg input0, input1_arg input1, output0_arg output0) {
   if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
-  state->graph.run(execution_space(), {input0.data(), input1.data(), output0.data()}, [&] { forward(input0, input1, output0); });
+  state->graph.run(exec, {input0.data(), input1.data(), output0.data()}, [&] { forward(exec, input0, input1, output0); });
 }
+
+void forward_graph(input0_arg input0, input1_arg input1, output0_arg output0) { forward_graph(execution_space(), input0, input1, output0); }

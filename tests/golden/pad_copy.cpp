@@ -1,31 +1,40 @@
-void forward(input0_view input0, output0_view output0) {
+void forward(const execution_space& exec, input0_arg input0_given, output0_arg output0_given) {
   if (!state) throw std::runtime_error("golden::forward called before golden::initialize()");
-  lapis::check_extents("golden::forward: input0 (input0)", input0, input0_extents);
-  lapis::check_extents("golden::forward: output0 (output0)", output0, output0_extents);
+  lapis::check_extents("golden::forward: input0 (input0)", input0_given, input0_extents);
+  lapis::check_extents("golden::forward: output0 (output0)", output0_given, output0_extents);
+  // The kernels read and write row-major Views: the caller's own where its strides are
+  // row-major, else a copy in a planned buffer (see the header).
+  const auto input0 = lapis::row_major_input(exec, "golden::input0_staged", input0_given, state->input0_staged);
+  const auto output0 = lapis::row_major_output(exec, "golden::output0_staged", output0_given, state->output0_staged);
   // Local handles, so that kernels capture the Views by value.
   const auto conv_pad = state->conv_pad;
 
   // conv/pad
-  Kokkos::parallel_for("golden::conv_pad", mdrange<3>({0, 0, 0}, {2, 5, 5}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2) {
+  Kokkos::parallel_for("golden::conv_pad", mdrange<3>(exec, {0, 0, 0}, {2, 5, 5}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2) {
     conv_pad(0, i0, i1, i2) = 0.0f;
   });
   const strided<float****> conv_pad_view(conv_pad.data() + 6, Kokkos::LayoutStride(1, 50, 2, 25, 3, 5, 3, 1));
   // conv/pad
-  Kokkos::parallel_for("golden::conv_pad_1", mdrange<4>({0, 0, 0, 0}, {1, 2, 3, 3}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2, const int64_t i3) {
+  Kokkos::parallel_for("golden::conv_pad_1", mdrange<4>(exec, {0, 0, 0, 0}, {1, 2, 3, 3}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2, const int64_t i3) {
     conv_pad_view(i0, i1, i2, i3) = input0(i0, i1, i2, i3);
   });
   const unmanaged<float**> conv_pad_view_1(conv_pad.data(), 2, 25);
   // corner/store: sequential code, one thread
-  Kokkos::parallel_for("golden::corner_store", range(0, 1), KOKKOS_LAMBDA(const int64_t) {
+  Kokkos::parallel_for("golden::corner_store", range(exec, 0, 1), KOKKOS_LAMBDA(const int64_t) {
     conv_pad_view_1(1, 0) = 0.0f;
   });
   // memref.copy
-  Kokkos::parallel_for("golden::copy", mdrange<4>({0, 0, 0, 0}, {1, 2, 5, 5}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2, const int64_t i3) {
+  Kokkos::parallel_for("golden::copy", mdrange<4>(exec, {0, 0, 0, 0}, {1, 2, 5, 5}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2, const int64_t i3) {
     output0(i0, i1, i2, i3) = conv_pad(i0, i1, i2, i3);
   });
+  lapis::write_back_output(exec, "golden::output0_write_back", output0, output0_given);
 }
 
-void forward_graph(input0_view input0, output0_view output0) {
+void forward(input0_arg input0, output0_arg output0) { forward(execution_space(), input0, output0); }
+
+void forward_graph(const execution_space& exec, input0_arg input0, output0_arg output0) {
   if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
-  state->graph.run(execution_space(), {input0.data(), output0.data()}, [&] { forward(input0, output0); });
+  state->graph.run(exec, {input0.data(), output0.data()}, [&] { forward(exec, input0, output0); });
 }
+
+void forward_graph(input0_arg input0, output0_arg output0) { forward_graph(execution_space(), input0, output0); }

@@ -1,10 +1,14 @@
-void forward(input0_view input0, output0_view output0) {
+void forward(const execution_space& exec, input0_arg input0_given, output0_arg output0_given) {
   if (!state) throw std::runtime_error("golden::forward called before golden::initialize()");
-  lapis::check_extents("golden::forward: input0 (input0)", input0, input0_extents);
-  lapis::check_extents("golden::forward: output0 (output0)", output0, output0_extents);
+  lapis::check_extents("golden::forward: input0 (input0)", input0_given, input0_extents);
+  lapis::check_extents("golden::forward: output0 (output0)", output0_given, output0_extents);
+  // The kernels read and write row-major Views: the caller's own where its strides are
+  // row-major, else a copy in a planned buffer (see the header).
+  const auto input0 = lapis::row_major_input(exec, "golden::input0_staged", input0_given, state->input0_staged);
+  const auto output0 = lapis::row_major_output(exec, "golden::output0_staged", output0_given, state->output0_staged);
 
   // rows/sum
-  Kokkos::parallel_for("golden::rows_sum", range(0, 3), KOKKOS_LAMBDA(const int64_t i0) {
+  Kokkos::parallel_for("golden::rows_sum", range(exec, 0, 3), KOKKOS_LAMBDA(const int64_t i0) {
     float v1 = 0.0f;
     for (int64_t i2 = 0; i2 < 5; ++i2) {
       const float v3 = input0(i0, i2);
@@ -26,9 +30,14 @@ void forward(input0_view input0, output0_view output0) {
     }
     output0(i0) = v10;
   });
+  lapis::write_back_output(exec, "golden::output0_write_back", output0, output0_given);
 }
 
-void forward_graph(input0_view input0, output0_view output0) {
+void forward(input0_arg input0, output0_arg output0) { forward(execution_space(), input0, output0); }
+
+void forward_graph(const execution_space& exec, input0_arg input0, output0_arg output0) {
   if (!state) throw std::runtime_error("golden::forward_graph called before golden::initialize()");
-  state->graph.run(execution_space(), {input0.data(), output0.data()}, [&] { forward(input0, output0); });
+  state->graph.run(exec, {input0.data(), output0.data()}, [&] { forward(exec, input0, output0); });
 }
+
+void forward_graph(input0_arg input0, output0_arg output0) { forward_graph(execution_space(), input0, output0); }
