@@ -238,7 +238,7 @@ def test_linear_layers_take_their_activations(cuda_mlp_package):
     after it (SiLU, GELU, tanh, ReLU) in the epilogue: no elementwise kernel is left."""
     source = (cuda_mlp_package / "src" / "surrogate_mlp.cpp").read_text()
     forward = source[source.index("void forward("):source.index("void forward_graph(")]
-    calls = re.findall(r"lapis::linear<execution_space>\(\"surrogate_mlp::(\w+)\", \w+, (\w+), "
+    calls = re.findall(r"lapis::linear<execution_space>\(exec, \"surrogate_mlp::(\w+)\", \w+, (\w+), "
                        r"\w+, \w+, lapis::ConvInit::bias, lapis::Activation::(\w+)\);", forward)
     assert [(weight, activation) for _, weight, activation in calls] == [
         ("layers_0_weight", "silu"), ("layers_1_weight", "gelu"), ("layers_2_weight", "tanh"),

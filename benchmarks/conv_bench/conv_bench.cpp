@@ -103,7 +103,7 @@ int main(int argc, char** argv) {
     View5<float> split;
     if (l.channels_in % 8 == 0 && l.kernel > 1) {  // as the exporter makes them
       split = View5<float>("split", (blocks + 1) / 2, l.kernel, l.kernel, l.channels_in / 8, 256);
-      lapis::split_tf32_weight<Space>("split", w, split);
+      lapis::split_tf32_weight<Space>(Space(), "split", w, split);
     }
     fill(bias, 3, 0.1);
     if (l.residual) fill(residual_storage, 4, 1.0);
@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
     if (l.residual) convert(residual_d, residual_storage);
     const lapis::ConvGeometry g{l.stride, l.stride, 1, 1, l.pad, l.pad};
     lapis::detail::conv2d_nchw_portable<Space>(
-        "reference", in_d, w_d, ref, g, lapis::ConvInit::bias, bias_d,
+        Space(), "reference", in_d, w_d, ref, g, lapis::ConvInit::bias, bias_d,
         l.residual ? View4<const double>(residual_d) : View4<const double>(), l.relu);
     auto ref_h = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), ref);
     double ref_max = 0;

@@ -35,38 +35,38 @@ void run_variant<LAPIS_BENCH_VARIANT>(const View4<float>& in, const View5<float>
       return;
     }
   if constexpr (V == 0)  // float32 FMA tiles (other GPU backends)
-    conv2d_nchw_tiled_fma<Space>("conv", in, w, out, g, init, bias, residual, relu);
+    conv2d_nchw_tiled_fma<Space>(Space(), "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 1)  // 3xTF32, warps of 32 x 32, staging through registers
     conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 32, 32, 1>, ConvTilesTF32<64, 256, 32, 32, 1>,
                            ConvTilesTF32<64, 64, 32, 32, 4>, Space>(
-        "conv", in, w, out, g, init, bias, residual, relu);
+        Space(), "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 2)  // 3xTF32, warps of 64 x 32, two teams per multiprocessor
     conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 2>, ConvTilesTF32<64, 256, 64, 32, 2>,
                            ConvTilesTF32<64, 64, 32, 32, 4>, Space>(
-        "conv", in, w, out, g, init, bias, residual, relu);
+        Space(), "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 3)  // the same, one team per multiprocessor (no register cap)
     conv2d_nchw_tiled_with<ConvTilesTF32<128, 128, 64, 32, 1>, ConvTilesTF32<64, 256, 64, 32, 1>,
                            ConvTilesTF32<64, 64, 32, 32, 4>, Space>(
-        "conv", in, w, out, g, init, bias, residual, relu);
+        Space(), "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 4)  // cp.async, two stages of 16 (no split weights)
     conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 16, 2, 2>,
                            ConvTilesAsync<64, 256, 64, 32, 16, 2, 2>,
                            ConvTilesAsync<64, 64, 32, 32, 16, 2, 4>, Space>(
-        "conv", in, w, out, g, init, bias, residual, relu);
+        Space(), "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 5)  // cp.async, four stages of 8
     conv2d_nchw_tiled_with<ConvTilesAsync<128, 128, 64, 32, 8, 4, 2>,
                            ConvTilesAsync<64, 256, 64, 32, 8, 4, 2>,
                            ConvTilesAsync<64, 64, 32, 32, 8, 4, 4>, Space>(
-        "conv", in, w, out, g, init, bias, residual, relu);
+        Space(), "conv", in, w, out, g, init, bias, residual, relu);
   else if constexpr (V == 6)  // weights split at initialize(), three stages
     conv2d_nchw_tiled_with<ConvTilesSplit<128, 128, 64, 32, 3, 2>,
                            ConvTilesSplit<64, 256, 64, 32, 3, 2>,
                            ConvTilesSplit<64, 64, 32, 32, 3, 4>, Space>(
-        "conv", in, split, out, g, init, bias, residual, relu);
+        Space(), "conv", in, split, out, g, init, bias, residual, relu);
   else  // as shipped: weights split, two stages
     conv2d_nchw_tiled_with<ConvTilesSplit<128, 128, 64, 32, 2, 2>,
                            ConvTilesSplit<64, 256, 64, 32, 2, 2>,
                            ConvTilesSplit<64, 64, 32, 32, 2, 4>, Space>(
-        "conv", in, split, out, g, init, bias, residual, relu);
+        Space(), "conv", in, split, out, g, init, bias, residual, relu);
 }
 #endif

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cannot read %zu floats from %s\n", packed.size(), argv[1]);
     return 1;
   }
-  lapis::split_tf32_weight<Space>("split", packed, split);
+  lapis::split_tf32_weight<Space>(Space(), "split", packed, split);
   Kokkos::fence();
   std::ofstream out(argv[6], std::ios::binary);
   out.write(reinterpret_cast<const char*>(split.data()), split.size() * sizeof(float));
