@@ -399,6 +399,10 @@ class _Rewriter:
         return (self.op(aten.select.int, node, -1, 0), self.op(aten.select.int, node, -1, 1))
 
     def pack(self, real, imag):
+        shapes = (real.meta["val"].shape, imag.meta["val"].shape)
+        if shapes[0] != shapes[1]:           # torch.complex broadcasts its parts
+            common = list(torch.broadcast_shapes(*shapes))
+            real, imag = (self.op(aten.expand.default, t, common) for t in (real, imag))
         return self.pair(self.op(aten.cat.default, [self.op(aten.unsqueeze.default, real, -1),
                                                     self.op(aten.unsqueeze.default, imag, -1)],
                                  -1))
@@ -569,6 +573,7 @@ class _Rewriter:
         if moved:
             back = [perm.index(d) for d in range(rank)]
             y = self.op(aten.permute.default, y, back + ([] if real_out else [rank]))
+            y = self.op(aten.clone.default, y, memory_format=torch.contiguous_format)
         return y if real_out else self.pair(y)
 
 
@@ -647,7 +652,10 @@ def _neg_view(r, node):
 @_handles(aten.view.default, aten._unsafe_view.default, aten.reshape.default,
           aten.expand.default)
 def _view(r, node):
-    return _same_op(r, node, lambda args, rank: [args[0], list(args[1]) + [2], *args[2:]])
+    if node.target == aten.expand.default:
+        return _same_op(r, node, lambda args, rank: [args[0], list(args[1]) + [2], *args[2:]])
+    # a reshape: the pairs of a transform's result need not have the strides torch's had
+    return r.pair(r.op(aten.reshape.default, node.args[0], list(node.args[1]) + [2]))
 
 
 @_handles(aten.permute.default)
@@ -786,7 +794,7 @@ def _factory_like(r, node):
                   r.op(aten.full_like.default, real, fill.imag, dtype=dtype))
 
 
-@_handles(aten._to_copy.default)
+@_handles(aten._to_copy.default, torch.ops.prims.convert_element_type.default)
 def _to_copy(r, node):
     source = node.args[0]
     target = node.meta["val"].dtype
