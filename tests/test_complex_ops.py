@@ -30,9 +30,11 @@ def _run(program, example):
             table = program.state_dict if spec.target in program.state_dict \
                 else program.constants
             arguments.append(table[spec.target])
-    for node in program.graph.nodes:
-        if node.op == "placeholder":
-            assert not node.meta["val"].is_complex(), node.name
+    for node in program.graph.nodes:      # what torch-mlir's importer reads
+        for key in ("val", "tensor_meta"):
+            value = node.meta.get(key)
+            assert not (getattr(value, "dtype", None) in (torch.complex64, torch.complex128)), \
+                f"{node.name}: {key} is complex"
     return program.graph_module(*arguments)[0]
 
 

@@ -475,6 +475,7 @@ class _Rewriter:
             if isinstance(tensor, torch.nn.Parameter) else real
         with self.fake_mode:
             node.meta["val"] = torch.view_as_real(node.meta["val"]).clone()
+        node.meta.pop("tensor_meta", None)    # torch-mlir's importer would read its dtype
         self.folded.pop(node, None)
         self.converted.append(node)
         self.pair(node)
