@@ -254,7 +254,7 @@ def _nonzero_indices(node, depth: int = 0):
                       [start + i for i in source[d]] if d == dim else source[d]
                       for d in range(rank)]
         return _union(base, region, rank)
-    return None if target is not None else None
+    return None
 
 
 def _union(first, second, rank):
@@ -439,7 +439,6 @@ class _Rewriter:
                 self.program.state_dict else self.program.constants[spec.target]
             value = value.detach()
         elif node.op == "call_function" and node.target != aten.sym_size.int:
-            args = []
             for arg in node.all_input_nodes:
                 if self.weight_value(arg) is None:
                     self.folded[node] = None
@@ -483,7 +482,8 @@ class _Rewriter:
     def _check_outputs(self, node):
         for index, value in enumerate(torch.utils._pytree.tree_leaves(node.args[0])):
             if isinstance(value, torch.fx.Node) and value in self.pairs:
-                raise ExportError(f"{self.path + ': ' if self.path else ''}model output "
+                where = f"{self.path}: " if self.path else ""
+                raise ExportError(f"{where}model output "
                                   f"{index} is complex, which is not supported",
                                   hint="return torch.view_as_real(output) (real and "
                                   "imaginary parts in a trailing dimension of 2)")
@@ -740,7 +740,8 @@ def _copy(r, node):
     destination, source = node.args[0], node.args[1]
     if destination not in r.pairs:    # complex into real: the real part
         return r.op(aten.copy.default, destination, r.parts(source)[0])
-    return r.pair(r.op(aten.copy.default, destination, r.promote(source, r.real_dtype(destination))))
+    source = r.promote(source, r.real_dtype(destination))
+    return r.pair(r.op(aten.copy.default, destination, source))
 
 
 @_handles(aten.constant_pad_nd.default)
