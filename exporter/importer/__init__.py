@@ -22,7 +22,7 @@ from .. import diagnostics
 from ..errors import ExportError
 from ..handoff import ImportedModel, LoadedModel, TensorSpec, Weight
 from ..names import c_identifier
-from . import custom_ops, graph_passes
+from . import complex_ops, custom_ops, graph_passes
 
 _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64",
                  torch.int32: "int32", torch.bool: "bool"}
@@ -45,6 +45,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     except Exception as exc:  # torch raises many types for unsupported graphs
         raise ExportError(f"{model.path}: torch.export decomposition failed: "
                           f"{_first_line(exc)}") from exc
+    complex_ops.to_real_pairs(program, model.path)   # complex values as real pairs, FFTs
 
     weights = _collect_weights(program, model.path)
     outputs = _output_specs(program, model.inputs)

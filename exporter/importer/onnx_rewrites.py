@@ -473,7 +473,63 @@ def stft_real(graph: _Graph, node):
     return b.nodes
 
 
+def dft_as_matmul(graph: _Graph, node):
+    """DFT: torch-mlir lowers it through complex tensors, which the Kokkos emitter does not
+    carry. ONNX already holds complex values as (re, im) pairs in a trailing dimension, so the
+    transform is one product with a constant DFT matrix over the signal axis moved last."""
+    if node.op_type != "DFT":
+        return None
+    from .complex_ops import dft_matrix
+
+    shape, out = graph.shape(node.input[0]), graph.shape(node.output[0])
+    attributes = _attributes(node)
+    axis = attributes.get("axis", 1)
+    if len(node.input) > 2 and node.input[2]:
+        axis = _constant(graph, node.input[2])
+    length = _constant(graph, node.input[1]) if len(node.input) > 1 and node.input[1] else None
+    if shape is None or out is None or axis is None or (length is None and len(node.input) > 1
+                                                        and node.input[1]):
+        return None
+    rank = len(shape)
+    axis = int(np.asarray(axis).reshape(-1)[0]) % rank
+    size = shape[axis]
+    n = int(np.asarray(length).reshape(-1)[0]) if length is not None else size
+    real_in = shape[-1] == 1
+    inverse = bool(attributes.get("inverse", 0))
+    outputs = range(n // 2 + 1 if attributes.get("onesided", 0) else n)
+    inputs = range(min(size, n))
+    dtype = np.float64 if graph.dtype(node.input[0]) == 11 else np.float32
+    matrix = dft_matrix(n, inputs, outputs, real_in, False, 1 if inverse else -1,
+                        1.0 / n if inverse else 1.0)
+    b = _Builder(graph, node)
+    signal = node.input[0]
+    if size > n:
+        signal = b.op("Slice", signal, b.const([0], np.int64), b.const([n], np.int64),
+                      b.const([axis], np.int64))
+    perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
+    moved = b.op("Transpose", signal, perm=perm)
+    lead = [shape[d] for d in perm[:-2]]
+    flat = b.op("Reshape", moved, b.const([-1, len(inputs) * shape[-1]], np.int64))
+    product = b.op("MatMul", flat, b.const(matrix, dtype))
+    spectrum = b.op("Reshape", product, b.const(lead + [len(outputs), 2], np.int64))
+    b.op("Transpose", spectrum, perm=[perm.index(d) for d in range(rank)], out=node.output[0])
+    return b.nodes
+
+
+def _constant(graph: _Graph, name: str):
+    """The value of an initializer or Constant node output, else None."""
+    from onnx import numpy_helper
+    for initializer in graph.graph.initializer:
+        if initializer.name == name:
+            return numpy_helper.to_array(initializer)
+    for node in graph.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            return _attributes(node).get("value") is not None and \
+                numpy_helper.to_array(_attributes(node)["value"])
+    return None
+
+
 REWRITES = (gelu_tanh_constant, space_to_depth_crd, lp_normalization_of_zero,
             sequence_length_of_split, weighted_softmax_cross_entropy, small_determinant,
             grid_sample_2d, resize_align_corners_by_scales, lstm_peepholes,
-            non_max_suppression_score_threshold, stft_real)
+            non_max_suppression_score_threshold, stft_real, dft_as_matmul)
