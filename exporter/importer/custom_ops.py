@@ -1,21 +1,26 @@
-"""The CSR products' custom ops (exporter/sparse.py) through torch-mlir's import: each
-`torch.operator "torch.lapis.csr_*"` becomes a call of a private declaration, which the
+"""The custom ops of tuned kernels through torch-mlir's import (the CSR products of
+exporter/sparse.py, the small dense linear algebra of exporter/linalg.py, the recurrences of
+exporter/recurrent.py): each `torch.operator "torch.lapis.*"` becomes a call of a private declaration, which the
 backend type conversion carries to builtin tensors and the contract check (done here instead
 of by torch-mlir's pipeline, which refuses calls) lets through.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..diagnostics import HINT, op_location, unsupported_message, walk
 from ..errors import ExportError
-from ..sparse import CALLEES, OPS
+from .. import linalg, recurrent, sparse
+
+OPS = {**sparse.OPS, **linalg.OPS, **recurrent.OPS}
+CALLEES = {callee for callee, _, _ in OPS.values()}
 
 _CONTRACT_CHECK = ",torch-verify-linalg-on-tensors-backend-contract"
 
 
 def rewrite_custom_ops(module) -> int:
-    """Replace each `torch.operator "torch.lapis.csr_*"` in `module` by a `func.call` of a
+    """Replace each `torch.operator "torch.lapis.*"` in `module` by a `func.call` of a
     private declaration of the same types; returns how many."""
     from torch_mlir import ir
 
@@ -77,8 +82,8 @@ def check_contract(module, path: Path) -> None:
         types = [str(v.type) for v in [*op.operands, *op.results]]
         if op.name.startswith(("torch.", "torch_c.")) or any(t.startswith("!torch.")
                                                              for t in types):
-            if op.name == "func.call" and ir.FlatSymbolRefAttr(
-                    op.attributes["callee"]).value in CALLEES:
+            if op.name == "func.call" and re.sub(r"_\d+$", "", ir.FlatSymbolRefAttr(
+                    op.attributes["callee"]).value) in CALLEES:
                 continue
             left.append((op.name, op_location(op.location)))
     keep = ("torch.constant.", "torch.prim.ListConstruct", "torch_c.", "torch.derefine")
