@@ -29,16 +29,24 @@ class TransformerEncoder(nn.Module):
 
 
 class Recurrent(nn.Module):
-    """A 2-layer LSTM or GRU (hidden 64, batch_first) and a linear head on every step."""
+    """A 2-layer LSTM or GRU (hidden 64, batch_first) and a linear head on every step; or,
+    `bidirectional`, one layer each way over [steps, batch, features] (batch_first=False),
+    returning the last hidden states too."""
 
-    def __init__(self, cell: str = "lstm", features: int = 8, hidden: int = 64):
+    def __init__(self, cell: str = "lstm", features: int = 8, hidden: int = 64,
+                 bidirectional: bool = False):
         super().__init__()
         kind = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
-        self.rnn = kind(features, hidden, num_layers=2, batch_first=True)
-        self.head = nn.Linear(hidden, 4)
+        self.bidirectional = bidirectional
+        self.rnn = kind(features, hidden, num_layers=1 if bidirectional else 2,
+                        batch_first=not bidirectional, bidirectional=bidirectional)
+        self.head = nn.Linear(hidden * (2 if bidirectional else 1), 4)
 
     def forward(self, x):
-        out, _ = self.rnn(x)
+        out, state = self.rnn(x)
+        if self.bidirectional:
+            h_n = state[0] if isinstance(state, tuple) else state
+            return self.head(out), h_n
         return self.head(out)
 
 
@@ -49,8 +57,11 @@ def transformer(masked: bool = False, seed: int = 0):
     return model, (x,)
 
 
-def recurrent(cell: str = "lstm", steps: int = 50, seed: int = 0):
+def recurrent(cell: str = "lstm", steps: int = 50, seed: int = 0,
+              bidirectional: bool = False):
     torch.manual_seed(seed)
-    model = Recurrent(cell).eval()
-    x = torch.randn(4, steps, 8, generator=torch.Generator().manual_seed(seed + 1))
+    model = Recurrent(cell, hidden=16 if bidirectional else 64,
+                      bidirectional=bidirectional).eval()
+    shape = (steps, 3, 8) if bidirectional else (4, steps, 8)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed + 1))
     return model, (x,)

@@ -36,12 +36,12 @@ def rewrite_custom_ops(module) -> int:
             base = OPS[custom][0]
             argument_types = [value.type for value in op.operands]
             result_types = [result.type for result in op.results]
-            signature = (tuple(str(t) for t in argument_types),
+            signature = (custom, tuple(str(t) for t in argument_types),
                          tuple(str(t) for t in result_types))
             callee = declared.get(signature)
             if callee is None:            # one declaration per op and set of types
-                callee = base if base not in declared.values() else \
-                    f"{base}_{sum(1 for c in declared.values() if c.startswith(base))}"
+                taken = sum(1 for c in declared.values() if re.sub(r"_\d+$", "", c) == base)
+                callee = f"{base}_{taken}" if taken else base
                 declared[signature] = callee
                 with ir.InsertionPoint(module.body), ir.Location.unknown():
                     ir.Operation.create("func.func", regions=1, attributes={
