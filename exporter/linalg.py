@@ -121,8 +121,8 @@ def _check(name: str, A, B=None) -> None:
     """Shapes and dtypes the kernels take, as one-line errors at trace time."""
     problems = []
     if A.dim() != 3 or (name != "lstsq" and A.shape[1] != A.shape[2]):
-        problems.append(f"A must be a batch of {'matrices' if name == 'lstsq' else 'square matrices'} "
-                        f"[batch, {'m, n' if name == 'lstsq' else 'n, n'}] (got {list(A.shape)})")
+        wanted = "matrices [batch, m, n]" if name == "lstsq" else "square matrices [batch, n, n]"
+        problems.append(f"A must be a batch of {wanted} (got {list(A.shape)})")
     if A.dtype not in _FLOATS or (B is not None and B.dtype != A.dtype):
         problems.append("A and B must both be float32 or float64" if B is not None
                         else "A must be float32 or float64")

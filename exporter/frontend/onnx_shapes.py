@@ -134,7 +134,8 @@ def _drop_unused_constants(graph) -> None:
         used = {name for node in graph.node for name in node.input}
         used |= {value.name for value in graph.output}
         used |= {name for node in graph.node for attribute in node.attribute
-                 for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs)
+                 for sub in [*([attribute.g] if attribute.HasField("g") else []),
+                             *attribute.graphs]
                  for inner in sub.node for name in inner.input}
         dead = [node for node in graph.node
                 if node.op_type == "Constant" and not any(o in used for o in node.output)]

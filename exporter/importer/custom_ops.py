@@ -1,8 +1,8 @@
 """The custom ops of tuned kernels through torch-mlir's import (the CSR products of
 exporter/sparse.py, the small dense linear algebra of exporter/linalg.py, the recurrences of
-exporter/recurrent.py): each `torch.operator "torch.lapis.*"` becomes a call of a private declaration, which the
-backend type conversion carries to builtin tensors and the contract check (done here instead
-of by torch-mlir's pipeline, which refuses calls) lets through.
+exporter/recurrent.py): each `torch.operator "torch.lapis.*"` becomes a call of a private
+declaration, which the backend type conversion carries to builtin tensors and the contract
+check (done here instead of by torch-mlir's pipeline, which refuses calls) lets through.
 """
 from __future__ import annotations
 

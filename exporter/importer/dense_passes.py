@@ -174,7 +174,8 @@ def _solve(graph, node, op):
 def _recurrent_layers(graph, node):
     """aten.lstm.input(x, [h0, c0], params, has_biases, layers, dropout, train, bidirectional,
     batch_first), or aten.gru.input(x, h0, params, ...): per layer and direction the input
-    projection x W_ih^T + b_ih over all steps and the (which adds b_hh); returns (output, h_n[, c_n])."""
+    projection x W_ih^T + b_ih over all steps, then the recurrence (which adds b_hh);
+    returns (output, h_n[, c_n])."""
     lstm = node.target == aten.lstm.input
     x, hx, params, has_biases, layers, _dropout, train, bidirectional, batch_first = node.args
     what = "nn.LSTM" if lstm else "nn.GRU"
