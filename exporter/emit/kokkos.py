@@ -18,6 +18,7 @@ from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
 from . import matmul_handlers  # noqa: F401  (registers the dense matrix product handler)
 from . import sparse_handlers  # noqa: F401  (registers the CSR product handlers)
+from . import dense_handlers  # noqa: F401  (registers the dense solve and recurrence handlers)
 
 BACKEND_SPACES = {
     "serial": ("Kokkos::Serial", "Kokkos::HostSpace"),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import ExportError
 from ..handoff import LoadedModel, TensorSpec
+from . import onnx_shapes
 
 # Older models are converted to this opset before import (see _upgrade_opset).
 MIN_OPSET = 17
@@ -55,10 +56,14 @@ def prepare(model, path: Path, input_shapes: list[tuple[int, ...]] | None = None
         for value, shape in zip(user_inputs, input_shapes):
             _pin_shape(path, value, shape)
     model = _upgrade_opset(model)
-    try:
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
-    except Exception as exc:  # onnx.shape_inference.InferenceError
-        raise ExportError(f"{path}: ONNX shape inference failed: {_first_line(exc)}") from exc
+    model = _infer_shapes(path, model)
+    # Shape arithmetic that inference does not evaluate (onnx_shapes.py), a few rounds: each
+    # may give static shapes to more Shape nodes.
+    for _ in range(4):
+        if not onnx_shapes.has_unknown_shapes(model) or \
+                not onnx_shapes.fold_shape_computations(model):
+            break
+        model = _infer_shapes(path, model)
     inputs = [_spec(path, value, f"input{index}", "input")
               for index, value in enumerate(value for value in model.graph.input
                                             if value.name not in initialized)]
@@ -66,6 +71,15 @@ def prepare(model, path: Path, input_shapes: list[tuple[int, ...]] | None = None
     outputs = output_specs(path, model)
     return LoadedModel(path=path, kind="onnx", program=model, inputs=inputs, source_sha256="",
                        outputs=outputs)
+
+
+def _infer_shapes(path: Path, model):
+    import onnx
+
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception as exc:  # onnx.shape_inference.InferenceError
+        raise ExportError(f"{path}: ONNX shape inference failed: {_first_line(exc)}") from exc
 
 
 def _upgrade_opset(model):

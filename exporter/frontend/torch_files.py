@@ -7,6 +7,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
+# A saved program may call the lapis:: custom ops (lstsq, the CSR products): registered here.
+from .. import linalg, recurrent, sparse  # noqa: F401
 from ..errors import ExportError
 from ..handoff import LoadedModel
 from .torch_program import (SHAPE_HINT, export_program, format_shape, input_specs, node_shape,

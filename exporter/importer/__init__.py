@@ -22,7 +22,7 @@ from .. import diagnostics
 from ..errors import ExportError
 from ..handoff import ImportedModel, LoadedModel, TensorSpec, Weight
 from ..names import c_identifier
-from . import complex_ops, custom_ops, graph_passes
+from . import complex_ops, custom_ops, dense_passes, graph_passes
 
 _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64: "int64",
                  torch.int32: "int32", torch.bool: "bool"}
@@ -38,6 +38,8 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     from torch_mlir.extras.fx_decomp_util import get_decomposition_table
     from torch_mlir.extras.fx_importer import FxImporter
 
+    dense_passes.dense_linalg_as_calls(model.program)
+    dense_passes.recurrences_as_loops(model.program)
     graph_passes.fold_batch_norm(model.program)
     graph_passes.linear_as_conv(model.program)
     try:
@@ -60,7 +62,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
         raise ExportError(f"{model.path}: torch-mlir could not import the graph: "
                           f"{_first_line(exc)}") from exc
     module = importer.module
-    calls = custom_ops.rewrite_custom_ops(module)   # CSR products: calls of declarations
+    calls = custom_ops.rewrite_custom_ops(module)   # tuned kernels: calls of declarations
     to_linalg = ("builtin.module(torch-backend-to-linalg-on-tensors-backend-pipeline"
                  "{allow-non-finites=true})")
     with context:

@@ -1,21 +1,26 @@
-"""The CSR products' custom ops (exporter/sparse.py) through torch-mlir's import: each
-`torch.operator "torch.lapis.csr_*"` becomes a call of a private declaration, which the
-backend type conversion carries to builtin tensors and the contract check (done here instead
-of by torch-mlir's pipeline, which refuses calls) lets through.
+"""The custom ops of tuned kernels through torch-mlir's import (the CSR products of
+exporter/sparse.py, the small dense linear algebra of exporter/linalg.py, the recurrences of
+exporter/recurrent.py): each `torch.operator "torch.lapis.*"` becomes a call of a private
+declaration, which the backend type conversion carries to builtin tensors and the contract
+check (done here instead of by torch-mlir's pipeline, which refuses calls) lets through.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..diagnostics import HINT, op_location, unsupported_message, walk
 from ..errors import ExportError
-from ..sparse import CALLEES, OPS
+from .. import linalg, recurrent, sparse
+
+OPS = {**sparse.OPS, **linalg.OPS, **recurrent.OPS}
+CALLEES = {callee for callee, _, _ in OPS.values()}
 
 _CONTRACT_CHECK = ",torch-verify-linalg-on-tensors-backend-contract"
 
 
 def rewrite_custom_ops(module) -> int:
-    """Replace each `torch.operator "torch.lapis.csr_*"` in `module` by a `func.call` of a
+    """Replace each `torch.operator "torch.lapis.*"` in `module` by a `func.call` of a
     private declaration of the same types; returns how many."""
     from torch_mlir import ir
 
@@ -31,12 +36,12 @@ def rewrite_custom_ops(module) -> int:
             base = OPS[custom][0]
             argument_types = [value.type for value in op.operands]
             result_types = [result.type for result in op.results]
-            signature = (tuple(str(t) for t in argument_types),
+            signature = (custom, tuple(str(t) for t in argument_types),
                          tuple(str(t) for t in result_types))
             callee = declared.get(signature)
             if callee is None:            # one declaration per op and set of types
-                callee = base if base not in declared.values() else \
-                    f"{base}_{sum(1 for c in declared.values() if c.startswith(base))}"
+                taken = sum(1 for c in declared.values() if re.sub(r"_\d+$", "", c) == base)
+                callee = f"{base}_{taken}" if taken else base
                 declared[signature] = callee
                 with ir.InsertionPoint(module.body), ir.Location.unknown():
                     ir.Operation.create("func.func", regions=1, attributes={
@@ -77,8 +82,8 @@ def check_contract(module, path: Path) -> None:
         types = [str(v.type) for v in [*op.operands, *op.results]]
         if op.name.startswith(("torch.", "torch_c.")) or any(t.startswith("!torch.")
                                                              for t in types):
-            if op.name == "func.call" and ir.FlatSymbolRefAttr(
-                    op.attributes["callee"]).value in CALLEES:
+            if op.name == "func.call" and re.sub(r"_\d+$", "", ir.FlatSymbolRefAttr(
+                    op.attributes["callee"]).value) in CALLEES:
                 continue
             left.append((op.name, op_location(op.location)))
     keep = ("torch.constant.", "torch.prim.ListConstruct", "torch_c.", "torch.derefine")

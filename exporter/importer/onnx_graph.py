@@ -93,7 +93,8 @@ def _import_and_lower(proto, torch_pipeline: str):
     diagnostics: list[str] = []
 
     def collect(diagnostic) -> bool:    # handled: kept for the one-line message, not printed
-        diagnostics.append(str(diagnostic.message))
+        # The importer names each op's location after its ONNX node.
+        diagnostics.append(f"{diagnostic.message} [at {diagnostic.location}]")
         return True
     context.attach_diagnostic_handler(collect)
     for description, pipeline in ((PIPELINE[0][0], torch_pipeline), PIPELINE[1]):
@@ -191,7 +192,7 @@ def unsupported_op_summary(report: str) -> str:
     onnx_ops += re.findall(r"torch\.operator \"onnx\.(\w+)\"", report)
     if onnx_ops:
         distinct = sorted(set(onnx_ops))
-        return f"ONNX op '{distinct[0]}' has no lowering" + (
+        return f"ONNX op '{distinct[0]}'{_node_of(report, distinct[0])} has no lowering" + (
             f" (and {len(distinct) - 1} other op kinds)" if len(distinct) > 1 else "")
     ops = re.findall(r"failed to legalize operation '([^']+)'", report)
     ops += re.findall(r"unsupported by backend contract: module op '([^']+)'", report)
@@ -203,6 +204,17 @@ def unsupported_op_summary(report: str) -> str:
     errors = [line.split("error:", 1)[1].strip() for line in report.splitlines()
               if "error:" in line]
     return errors[0] if errors else (report.strip().splitlines() or ["unknown error"])[0]
+
+
+def _node_of(report: str, op_type: str) -> str:
+    """" (node '/enc/layers.0/self_attn/Transpose_1')": the first failing node of that type,
+    from the location the diagnostic carries; "" when it has no name."""
+    for line in report.splitlines():
+        if f'"onnx.{op_type}"' in line:
+            match = re.search(r'\[at loc\("([^"]+)"\)\]', line)
+            if match and match[1] not in ("onnx_importer.none",):
+                return f" (node '{match[1]}')"
+    return ""
 
 
 def _first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ import functools
 from .. import diagnostics
 from ..errors import ExportError
 from ..handoff import ImportedModel
-from . import conv, linear, matmul, sparse
+from . import conv, linear, matmul, sparse, tuned_calls
 
 # Each step is (description, pass pipeline); None marks our own rewrites (conv.py, matmul.py,
 # sparse.py).
@@ -55,7 +55,8 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
                                          f"MLIR lowering step '{description}'")
                 continue
             try:
-                sparse.replace_calls(module)     # first: it removes the declarations
+                sparse.replace_calls(module)     # first: they remove the declarations
+                tuned_calls.replace_calls(module)
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
                 if backend == "cuda":
                     linear.replace_linear_convs(module)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import sparse
+from .. import linalg, sparse
 from ..errors import ExportError
 from ..frontend.torch_program import extent_in_range
 from ..handoff import LoadedModel
@@ -77,6 +77,7 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
                 extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0
                 else extent for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
             sparse.valid_csr_inputs(model.program, inputs)   # random but valid CSR indices
+            linalg.valid_matrix_inputs(model.program, inputs)   # invertible, SPD matrices
         trials.append((inputs, _reference_outputs(model, inputs)))
 
     with tempfile.TemporaryDirectory(prefix="lapis-verify-") as build_dir:

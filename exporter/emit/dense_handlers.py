@@ -1,0 +1,44 @@
+"""Handlers for the small dense linear algebra (exporter/linalg.py) and the recurrences
+(exporter/recurrent.py): calls of kokkos_support/lapis/dense_solve.hpp and recurrent.hpp."""
+from __future__ import annotations
+
+from ..linalg import OPS as LINALG_OPS
+from ..recurrent import OPS as RECURRENT_OPS
+from .emitter import KokkosEmitter, handles, location_label
+
+_WHAT = {"lapis.dense_solve": "batched solve A X = B, LU with partial pivoting",
+         "lapis.dense_inv": "batched inverse, LU with partial pivoting",
+         "lapis.dense_det": "batched determinant, LU with partial pivoting",
+         "lapis.dense_cholesky": "batched Cholesky factor",
+         "lapis.lstsq": "batched least squares, Householder QR",
+         "lapis.lstm_recurrence": "LSTM recurrence, a loop over the steps",
+         "lapis.gru_recurrence": "GRU recurrence, a loop over the steps"}
+
+
+@handles(*(lapis_op for _, lapis_op, _ in LINALG_OPS.values()))
+def _dense(em: KokkosEmitter, op) -> None:
+    """`lapis.dense_solve(A, B, X)` -> `lapis::dense_solve<n, execution_space>(label, A, B, X)`;
+    the matrix order (rows and columns for lstsq) is a template argument, so that small
+    matrices live in registers."""
+    from torch_mlir import ir
+
+    views = ", ".join(em.memref(v).cname for v in op.operands)
+    shape = ir.MemRefType(op.operands[0].type).shape
+    orders = f"{shape[1]}, {shape[2]}" if op.name == "lapis.lstsq" else f"{shape[2]}"
+    _call(em, op, LINALG_OPS, "lapis/dense_solve.hpp", f"<{orders}, execution_space>", views)
+
+
+@handles(*(lapis_op for _, lapis_op, _ in RECURRENT_OPS.values()))
+def _recurrence(em: KokkosEmitter, op) -> None:
+    """`lapis.lstm_recurrence(pre, w_hh, b_hh, h0, c0, out, h_n, c_n)` -> a call."""
+    views = ", ".join(em.memref(v).cname for v in op.operands)
+    _call(em, op, RECURRENT_OPS, "lapis/recurrent.hpp", "<execution_space>", views)
+
+
+def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str) -> None:
+    function = next(cxx for _, lapis_op, cxx in table.values() if lapis_op == op.name)
+    em.include(header)
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: {_WHAT[op.name]} ({header})")
+    em.line(f'{function}{template}("{em.kernel_label(op, op.name.removeprefix("lapis."))}", '
+            f"{views});")

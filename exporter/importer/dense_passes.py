@@ -1,0 +1,235 @@
+"""Graph rewrites on the torch.export program, before its decompositions: ops that become one
+call of a tuned kernel instead of what the decompositions make of them.
+
+- dense linear algebra (`linalg.solve`, `inv`, `det`, `cholesky`) -> the batched custom ops of
+  exporter/linalg.py. Left to the decompositions, their error checks thread an effect token
+  through the program; the kernels have no such check (singular matrices give inf/nan).
+- recurrent layers (`aten.lstm`, `aten.gru`) -> one input projection per layer (a matrix
+  product over all steps) and the recurrence as one custom op of exporter/recurrent.py,
+  a loop over the steps in C++; the decompositions unroll every step into its own kernels.
+"""
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from ..errors import ExportError
+from .. import linalg as _linalg  # noqa: F401  (registers torch.ops.lapis.dense_*)
+from .. import recurrent as _recurrent  # noqa: F401  (registers torch.ops.lapis.*_recurrence)
+
+aten = torch.ops.aten
+
+
+def dense_linalg_as_calls(program) -> int:
+    """Replace the torch.linalg ops on small matrices by lapis::dense_* calls; returns how many."""
+    lapis = torch.ops.lapis
+    rewrites = {
+        aten.linalg_solve.default: lambda g, n: _solve(g, n, lapis.dense_solve.default),
+        aten.linalg_inv.default: lambda g, n: _per_matrix(g, n, lapis.dense_inv.default),
+        aten.inverse.default: lambda g, n: _per_matrix(g, n, lapis.dense_inv.default),
+        aten.linalg_det.default: lambda g, n: _per_matrix(g, n, lapis.dense_det.default),
+        aten.det.default: lambda g, n: _per_matrix(g, n, lapis.dense_det.default),
+        aten.linalg_cholesky.default: _cholesky,
+        aten.cholesky.default: _cholesky,
+    }
+    return _rewrite(program, rewrites)
+
+
+def recurrences_as_loops(program) -> int:
+    """Replace `aten.lstm.input` / `aten.gru.input` by per-layer projections and recurrence
+    calls; returns how many layers' worth of nodes were replaced."""
+    return _rewrite(program, {aten.lstm.input: _recurrent_layers,
+                              aten.gru.input: _recurrent_layers})
+
+
+def _rewrite(program, rewrites) -> int:
+    graph = program.graph
+    done = 0
+    for node in list(graph.nodes):
+        rewrite = rewrites.get(node.target) if node.op == "call_function" else None
+        if rewrite is None:
+            continue
+        with graph.inserting_before(node):
+            replacement = rewrite(graph, node)
+        if isinstance(replacement, (list, tuple)):    # several results: the getitem users
+            for user in list(node.users):
+                if user.target is not operator.getitem:
+                    raise ExportError(f"internal: unexpected use of {node.target} by {user}")
+                user.replace_all_uses_with(replacement[user.args[1]])
+                graph.erase_node(user)
+        else:
+            node.replace_all_uses_with(replacement)
+        graph.erase_node(node)
+        done += 1
+    if done:
+        graph.eliminate_dead_code()
+        program.graph_module.recompile()
+    return done
+
+
+class _Builder:
+    """Inserts aten calls before the node being replaced, each with the meta the FX importer
+    reads (its fake value, computed by running the op on the inputs' fake values) and the
+    replaced node's source location."""
+
+    def __init__(self, graph, node):
+        self.graph, self.node = graph, node
+
+    def __call__(self, op, *args):
+        fake_args = [a.meta["val"] if isinstance(a, torch.fx.Node) else
+                     [x.meta["val"] if isinstance(x, torch.fx.Node) else x for x in a]
+                     if isinstance(a, (list, tuple)) else a for a in args]
+        new = self.graph.call_function(op, tuple(args))
+        new.meta["val"] = op(*fake_args)
+        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
+            if key in self.node.meta:
+                new.meta[key] = self.node.meta[key]
+        return new
+
+    def item(self, node, index):
+        value = self.graph.call_function(operator.getitem, (node, index))
+        value.meta["val"] = node.meta["val"][index]
+        for key in ("stack_trace", "nn_module_stack"):
+            if key in self.node.meta:
+                value.meta[key] = self.node.meta[key]
+        return value
+
+
+def _shape(node) -> tuple:
+    return tuple(node.meta["val"].shape)
+
+
+def _as_batch(b: _Builder, node, dims: int):
+    """A [..., r, c] node as [batch, r, c] (`dims` = 2), or [..., r] as [batch, r] (1); and how
+    to undo it on a result whose trailing shape is `tail`."""
+    shape = _shape(node)
+    batch = shape[:len(shape) - dims]
+    if len(batch) == 1:
+        return node, lambda result, tail: result
+    if not batch:
+        return b(aten.unsqueeze.default, node, 0), \
+            lambda result, tail: b(aten.squeeze.dim, result, 0)
+    if any(not isinstance(d, int) for d in batch[1:]):
+        raise ExportError(f"{node.target}: only the first of several batch dimensions may be "
+                          f"dynamic (got {list(shape)})")
+    flat = b(aten.reshape.default, node, [-1, *shape[len(batch):]])
+    sizes = [_size(b, node, 0) if not isinstance(batch[0], int) else batch[0], *batch[1:]]
+    return flat, lambda result, tail: b(aten.reshape.default, result, [*sizes, *tail])
+
+
+def _size(b: _Builder, node, dim: int):
+    return b(aten.sym_size.int, node, dim)
+
+
+def _per_matrix(graph, node, op):
+    b = _Builder(graph, node)
+    A = node.args[0]
+    flat, restore = _as_batch(b, A, 2)
+    result = b(op, flat)
+    return restore(result, _shape(result)[1:])
+
+
+def _cholesky(graph, node):
+    b = _Builder(graph, node)
+    A = node.args[0]
+    upper = node.kwargs.get("upper", node.args[1] if len(node.args) > 1 else False)
+    flat, restore = _as_batch(b, A, 2)
+    result = b(torch.ops.lapis.dense_cholesky.default, flat)
+    if upper:
+        result = b(aten.transpose.int, result, 1, 2)
+    return restore(result, _shape(result)[1:])
+
+
+def _solve(graph, node, op):
+    b = _Builder(graph, node)
+    A, B = node.args[:2]
+    left = node.kwargs.get("left", node.args[2] if len(node.args) > 2 else True)
+    a_shape, b_shape = _shape(A), _shape(B)
+    # torch.linalg.solve's rule: B is a batch of vectors when it has one dimension fewer
+    # than A and A's shape without its last dimension.
+    vector = B.meta["val"].dim() == 1 or (len(b_shape) == len(a_shape) - 1
+                                          and b_shape == a_shape[:-1])
+    if vector:
+        B = b(aten.unsqueeze.default, B, -1 if left else -2)
+    if not left:                  # X A = B  <=>  A^T X^T = B^T
+        A, B = b(aten.transpose.int, A, -2, -1), b(aten.transpose.int, B, -2, -1)
+    a_shape, b_shape = _shape(A), _shape(B)
+    batch = a_shape[:-2] if a_shape[:-2] == b_shape[:-2] else \
+        tuple(torch.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    if a_shape[:-2] != batch:
+        A = b(aten.expand.default, A, [*batch, *a_shape[-2:]])
+    if b_shape[:-2] != batch:
+        B = b(aten.expand.default, B, [*batch, *b_shape[-2:]])
+    A, restore = _as_batch(b, A, 2)
+    B, _ = _as_batch(b, B, 2)
+    X = restore(b(op, A, B), b_shape[-2:])
+    if not left:
+        X = b(aten.transpose.int, X, -2, -1)
+    if vector:
+        X = b(aten.squeeze.dim, X, -1 if left else -2)
+    return X
+
+
+def _recurrent_layers(graph, node):
+    """aten.lstm.input(x, [h0, c0], params, has_biases, layers, dropout, train, bidirectional,
+    batch_first), or aten.gru.input(x, h0, params, ...): per layer and direction the input
+    projection x W_ih^T + b_ih over all steps, then the recurrence (which adds b_hh);
+    returns (output, h_n[, c_n])."""
+    lstm = node.target == aten.lstm.input
+    x, hx, params, has_biases, layers, _dropout, train, bidirectional, batch_first = node.args
+    what = "nn.LSTM" if lstm else "nn.GRU"
+    if train:
+        raise ExportError(f"{what} in training mode (dropout between layers) cannot be exported",
+                          hint="call model.eval() before exporting")
+    per_layer = 4 if has_biases else 2
+    directions = 2 if bidirectional else 1
+    if len(params) != per_layer * layers * directions:
+        raise ExportError(f"{what} with projections (proj_size) is not supported")
+    b = _Builder(graph, node)
+    h0 = hx[0] if lstm else hx
+    c0 = hx[1] if lstm else None
+    unbatched = x.meta["val"].dim() == 2
+    if unbatched:                  # [T, I] and states [layers * directions, H]
+        x = b(aten.unsqueeze.default, x, 0)
+        h0 = b(aten.unsqueeze.default, h0, 1)
+        c0 = b(aten.unsqueeze.default, c0, 1) if lstm else None
+    elif not batch_first:          # the kernels take [batch, steps, features]
+        x = b(aten.transpose.int, x, 0, 1)
+    op = torch.ops.lapis.lstm_recurrence.default if lstm else \
+        torch.ops.lapis.gru_recurrence.default
+    h_n, c_n = [], []
+    for layer in range(layers):
+        outputs = []
+        for direction in range(directions):
+            index = layer * directions + direction
+            w_ih, w_hh, *biases = params[index * per_layer:(index + 1) * per_layer]
+            if biases:
+                b_ih, b_hh = biases
+            else:
+                b_ih = None
+                b_hh = b(aten.new_zeros.default, w_hh, [_shape(w_hh)[0]])
+            projected = b(aten.linear.default, x, w_ih, b_ih)
+            if direction:
+                projected = b(aten.flip.default, projected, [1])
+            states = [b(aten.select.int, h0, 0, index)]
+            if lstm:
+                states.append(b(aten.select.int, c0, 0, index))
+            result = b(op, projected, w_hh, b_hh, *states)
+            out = b.item(result, 0)
+            if direction:
+                out = b(aten.flip.default, out, [1])
+            outputs.append(out)
+            h_n.append(b.item(result, 1))
+            if lstm:
+                c_n.append(b.item(result, 2))
+        x = outputs[0] if directions == 1 else b(aten.cat.default, outputs, 2)
+    output = x
+    if unbatched:
+        output = b(aten.squeeze.dim, output, 0)
+    elif not batch_first:
+        output = b(aten.transpose.int, output, 0, 1)
+    states = [b(aten.stack.default, h_n, 0)] + ([b(aten.stack.default, c_n, 0)] if lstm else [])
+    if unbatched:
+        states = [b(aten.squeeze.dim, s, 1) for s in states]
+    return [output, *states]
