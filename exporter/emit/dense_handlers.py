@@ -40,5 +40,5 @@ def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str) 
     em.include(header)
     em.kernel_count += 1
     em.line(f"// {location_label(op) or op.name}: {_WHAT[op.name]} ({header})")
-    em.line(f'{function}{template}("{em.kernel_label(op, op.name.removeprefix("lapis."))}", '
+    em.line(f'{function}{template}(exec, "{em.kernel_label(op, op.name.removeprefix("lapis."))}", '
             f"{views});")

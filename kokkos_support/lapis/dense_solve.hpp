@@ -120,13 +120,13 @@ KOKKOS_INLINE_FUNCTION T diagonal_product(const T* lu, const int n, const T sign
 }
 
 template <class ExecutionSpace, int N, class Op, class A, class B, class X>
-void lu_batched(const char* label, Op op, const A& a, const B& b, const X& x,
-                const int64_t columns) {
+void lu_batched(const ExecutionSpace& space, const char* label, Op op, const A& a, const B& b,
+                const X& x, const int64_t columns) {
   using T = typename A::non_const_value_type;
   const int64_t batch = int64_t(a.extent(0));
   if constexpr (per_thread<N>()) {
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-    Kokkos::parallel_for(label, range(0, batch), KOKKOS_LAMBDA(const int64_t m) {
+    Kokkos::parallel_for(label, range(space, 0, batch), KOKKOS_LAMBDA(const int64_t m) {
       T lu[N * N];
       int pivot[N];
       for (int i = 0; i < N; ++i)
@@ -149,7 +149,7 @@ void lu_batched(const char* label, Op op, const A& a, const B& b, const X& x,
     const size_t bytes = scratch::shmem_size(N * N) + pivots::shmem_size(N);
     const int level = bytes <= 32768 ? 0 : 1;
     Kokkos::parallel_for(
-        label, policy(batch, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(bytes)),
+        label, policy(space, batch, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(bytes)),
         KOKKOS_LAMBDA(const member& team) {
           const int64_t m = team.league_rank();
           scratch lu_view(team.team_scratch(level), N * N);
@@ -199,33 +199,35 @@ KOKKOS_INLINE_FUNCTION void cholesky_row(T* l, const int j, const int i) {
 
 // X = A^-1 B per matrix: A [batch, N, N], B and X [batch, N, k].
 template <int N, class ExecutionSpace, class A, class B, class X>
-void dense_solve(const char* label, const A& a, const B& b, const X& x) {
-  dense_detail::lu_batched<ExecutionSpace, N>(label, dense_detail::Solve{}, a, b, x,
+void dense_solve(const ExecutionSpace& space,
+                 const char* label, const A& a, const B& b, const X& x) {
+  dense_detail::lu_batched<ExecutionSpace, N>(space, label, dense_detail::Solve{}, a, b, x,
                                               int64_t(x.extent(2)));
 }
 
 // X = A^-1 per matrix: A and X [batch, N, N].
 template <int N, class ExecutionSpace, class A, class X>
-void dense_inverse(const char* label, const A& a, const X& x) {
-  dense_detail::lu_batched<ExecutionSpace, N>(label, dense_detail::Inverse{}, a, a, x,
+void dense_inverse(const ExecutionSpace& space, const char* label, const A& a, const X& x) {
+  dense_detail::lu_batched<ExecutionSpace, N>(space, label, dense_detail::Inverse{}, a, a, x,
                                               int64_t(N));
 }
 
 // det[m] = det A[m]: A [batch, N, N], det [batch].
 template <int N, class ExecutionSpace, class A, class Det>
-void dense_determinant(const char* label, const A& a, const Det& det) {
-  dense_detail::lu_batched<ExecutionSpace, N>(label, dense_detail::Determinant{}, a, a, det,
+void dense_determinant(const ExecutionSpace& space,
+                       const char* label, const A& a, const Det& det) {
+  dense_detail::lu_batched<ExecutionSpace, N>(space, label, dense_detail::Determinant{}, a, a, det,
                                               0);
 }
 
 // L [batch, N, N], lower triangular, with A = L L^T, from the lower triangle of A.
 template <int N, class ExecutionSpace, class A, class L>
-void dense_cholesky(const char* label, const A& a, const L& l) {
+void dense_cholesky(const ExecutionSpace& space, const char* label, const A& a, const L& l) {
   using T = typename A::non_const_value_type;
   const int64_t batch = int64_t(a.extent(0));
   if constexpr (dense_detail::per_thread<N>()) {
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-    Kokkos::parallel_for(label, range(0, batch), KOKKOS_LAMBDA(const int64_t m) {
+    Kokkos::parallel_for(label, range(space, 0, batch), KOKKOS_LAMBDA(const int64_t m) {
       T f[N * N];
       for (int i = 0; i < N; ++i)
         for (int j = 0; j < N; ++j) f[i * N + j] = j <= i ? a(m, i, j) : T(0);
@@ -244,7 +246,7 @@ void dense_cholesky(const char* label, const A& a, const L& l) {
     const size_t bytes = scratch::shmem_size(N * N);
     const int level = bytes <= 32768 ? 0 : 1;
     Kokkos::parallel_for(
-        label, policy(batch, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(bytes)),
+        label, policy(space, batch, Kokkos::AUTO).set_scratch_size(level, Kokkos::PerTeam(bytes)),
         KOKKOS_LAMBDA(const member& team) {
           const int64_t m = team.league_rank();
           scratch f_view(team.team_scratch(level), N * N);
@@ -272,12 +274,14 @@ void dense_cholesky(const char* label, const A& a, const L& l) {
 // (M >= N), B [batch, M, k]: Householder QR (LAPACK's gels). One matrix per thread at every
 // size, since the reflections follow one another.
 template <int M, int N, class ExecutionSpace, class A, class B, class X>
-void dense_lstsq(const char* label, const A& a, const B& b, const X& x) {
+void dense_lstsq(const ExecutionSpace& space, const char* label, const A& a, const B& b,
+                 const X& x) {
   static_assert(M >= N, "lstsq needs at least as many rows as columns");
   using T = typename A::non_const_value_type;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   const int64_t columns = int64_t(x.extent(2));
-  Kokkos::parallel_for(label, range(0, int64_t(a.extent(0))), KOKKOS_LAMBDA(const int64_t m) {
+  Kokkos::parallel_for(
+      label, range(space, 0, int64_t(a.extent(0))), KOKKOS_LAMBDA(const int64_t m) {
     T qr[M * N];     // R above the diagonal, the reflectors' vectors on and below it
     T diagonal[N];   // R's diagonal
     T scale[N];      // 2 / v^T v of each reflector (0: none)

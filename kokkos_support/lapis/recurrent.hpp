@@ -48,20 +48,20 @@ KOKKOS_INLINE_FUNCTION T recurrent_dot(const W& w, const int64_t row, const H0& 
 // pre [batch, steps, 4H] (gates i, f, g, o), w_hh [4H, H], b_hh [4H], h0 and c0 [batch, H].
 template <class ExecutionSpace, class Pre, class W, class Bias, class H0, class C0, class Out,
           class HN, class CN>
-void lstm_recurrence(const char* label, const Pre& pre, const W& w_hh, const Bias& b_hh,
-                     const H0& h0, const C0& c0, const Out& out, const HN& h_n, const CN& c_n) {
+void lstm_recurrence(const ExecutionSpace& space, const char* label, const Pre& pre,
+                     const W& w_hh, const Bias& b_hh, const H0& h0, const C0& c0, const Out& out, const HN& h_n, const CN& c_n) {
   using T = typename Out::non_const_value_type;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   const int64_t batch = int64_t(out.extent(0)), steps = int64_t(out.extent(1)),
                 hidden = int64_t(out.extent(2));
   // c_n carries the cell state from step to step: unit (b, j) reads and writes only its own.
-  Kokkos::parallel_for(label, range(0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
+  Kokkos::parallel_for(label, range(space, 0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
     const int64_t b = e / hidden, j = e % hidden;
     c_n(b, j) = c0(b, j);
     h_n(b, j) = h0(b, j);
   });
   for (int64_t step = 0; step < steps; ++step) {
-    Kokkos::parallel_for(label, range(0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
+    Kokkos::parallel_for(label, range(space, 0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
       const int64_t b = e / hidden, j = e % hidden;
       T gate[4];
       for (int q = 0; q < 4; ++q) {
@@ -82,19 +82,19 @@ void lstm_recurrence(const char* label, const Pre& pre, const W& w_hh, const Bia
 // out [batch, steps, H] the h of every step, h_n [batch, H] the last, from pre
 // [batch, steps, 3H] (gates r, z, n), w_hh [3H, H], b_hh [3H], h0 [batch, H].
 template <class ExecutionSpace, class Pre, class W, class Bias, class H0, class Out, class HN>
-void gru_recurrence(const char* label, const Pre& pre, const W& w_hh, const Bias& b_hh,
-                    const H0& h0, const Out& out, const HN& h_n) {
+void gru_recurrence(const ExecutionSpace& space, const char* label, const Pre& pre,
+                    const W& w_hh, const Bias& b_hh, const H0& h0, const Out& out, const HN& h_n) {
   using T = typename Out::non_const_value_type;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   const int64_t batch = int64_t(out.extent(0)), steps = int64_t(out.extent(1)),
                 hidden = int64_t(out.extent(2));
   if (steps == 0) {
-    Kokkos::parallel_for(label, range(0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
+    Kokkos::parallel_for(label, range(space, 0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
       h_n(e / hidden, e % hidden) = h0(e / hidden, e % hidden);
     });
   }
   for (int64_t step = 0; step < steps; ++step) {
-    Kokkos::parallel_for(label, range(0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
+    Kokkos::parallel_for(label, range(space, 0, batch * hidden), KOKKOS_LAMBDA(const int64_t e) {
       const int64_t b = e / hidden, j = e % hidden;
       T gate[3];
       for (int q = 0; q < 3; ++q) {
