@@ -67,29 +67,43 @@ class _OneLineErrors(click.Command):
               show_default=True, help="Link the weight blob into the library, or keep it beside.")
 @click.option("--verify", "verify_flag", is_flag=True,
               help="Build the package, run it and compare with PyTorch; exit 1 if it differs.")
+@click.option("--example-inputs", "example_inputs", type=click.Path(path_type=Path),
+              help="Inputs for --verify (a .pt or .npz of the input tensors) instead of "
+                   "random ones, e.g. valid indices of a graph's edges.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True,
               help="No progress output, and only the package's path as the summary.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
-            dtype: str | None, weights_mode: str, verify_flag: bool, force: bool, verbose: bool,
-            quiet: bool) -> int:
+            dtype: str | None, weights_mode: str, verify_flag: bool,
+            example_inputs: Path | None, force: bool, verbose: bool, quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt, torch.export .pt2, ONNX, or a Python function as
     file.py:function) into a Kokkos C++ CMake package."""
     import warnings
 
-    from exporter.errors import ExportError
+    from exporter.errors import ExportError, InternalError
+    from exporter.frontend import torch_program
 
     warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes
+    torch_program.SHOW_TORCH_LOGS = verbose
+    if example_inputs is not None and not verify_flag:
+        _report("--example-inputs is for --verify", "add --verify, or drop --example-inputs")
+        return 2
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
-                       progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype)
+                       progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype,
+                       example_inputs=example_inputs, verbose=verbose)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
         _report(exc.message, exc.hint)
         return 2
+    except InternalError as exc:
+        if verbose:
+            traceback.print_exc()
+        _report(f"internal error: {exc.message}", exc.hint)
+        return 3
     except KeyboardInterrupt:
         click.echo("lapis-export: interrupted", err=True)
         return 130
@@ -110,7 +124,8 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
 
 def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, progress: bool,
-            quiet: bool = False, dtype: str | None = None) -> int:
+            quiet: bool = False, dtype: str | None = None, example_inputs: Path | None = None,
+            verbose: bool = False) -> int:
     from exporter import frontend
     from exporter.progress import Progress
 
@@ -149,9 +164,23 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     if not verify_flag:
         return 0
     from exporter import verify
+    from exporter.errors import ExportError, InternalError
 
-    with steps.step("building and verifying"):
-        result = verify.run(pkg_dir, loaded)
+    try:
+        with steps.step("building and verifying"):
+            result = verify.run(pkg_dir, loaded, example_inputs=example_inputs)
+    except InternalError:
+        raise
+    except Exception as exc:  # the reference or the package failed on the inputs
+        if verbose:
+            traceback.print_exc()
+        if isinstance(exc, ExportError):
+            what, hint = exc.message, exc.hint
+        else:
+            what = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            hint = None
+        _report(f"verify failed: {what} (the package at {pkg_dir} is complete)", hint)
+        return 1
     verdict = "PASS" if result.passed else "FAIL"
     click.echo(f"verify: max abs error {result.max_abs_error:.3g} "
                f"(relative {result.relative_error:.3g}, tolerance {result.tolerance:g}) — "
