@@ -4,8 +4,6 @@ verification that fails after the package is written (exit 1), and generated C++
 compile (our bug: one line, exit 3, the compiler's log in a file)."""
 from __future__ import annotations
 
-import json
-import re
 import types
 from pathlib import Path
 
@@ -166,33 +164,6 @@ def test_a_failed_verification_says_the_package_is_complete(files, tmp_path, lat
     assert one_line(result) == f"lapis-export: error: verify failed: {text} (the package at " \
                                f"{out} is complete)"
     assert "internal error" not in result.stderr
-
-
-def broken_package(root: Path) -> Path:
-    """A package directory whose C++ does not compile."""
-    package = root / "broken"
-    (package / "src").mkdir(parents=True)
-    (package / "lapis_manifest.json").write_text(json.dumps({"name": "broken"}))
-    (package / "CMakeLists.txt").write_text(
-        "cmake_minimum_required(VERSION 3.16)\nproject(broken LANGUAGES CXX)\n"
-        "add_library(broken src/broken.cpp)\n")
-    (package / "src" / "broken.cpp").write_text(
-        "int forward() {\n  return undeclared_value;\n}\n" + "int more_noise(;\n" * 30)
-    return package
-
-
-def test_generated_code_that_does_not_compile_is_an_internal_error(tmp_path, monkeypatch):
-    import kokkos_support.provision
-    monkeypatch.setattr(kokkos_support.provision, "ensure_kokkos", lambda: tmp_path)
-    with pytest.raises(InternalError) as info:
-        verify.build(broken_package(tmp_path), tmp_path / "build")
-    message = info.value.message
-    assert message.startswith("the generated C++ for 'broken' does not compile (first error: "
-                              "src/broken.cpp:2:")
-    assert "undeclared_value" in message and "\n" not in message
-    log = Path(re.search(r"log is in (\S+);", info.value.hint).group(1))
-    assert log.read_text().count("error") > 10
-    log.unlink()
 
 
 def test_a_compile_failure_exits_3_in_one_line(files, tmp_path, later_stages):
