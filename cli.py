@@ -67,7 +67,8 @@ class _OneLineErrors(click.Command):
               show_default=True, help="Link the weight blob into the library, or keep it beside.")
 @click.option("--verify", "verify_flag", is_flag=True,
               help="Build the package, run it and compare with PyTorch; exit 1 if it differs.")
-@click.option("--example-inputs", "example_inputs", type=click.Path(path_type=Path),
+@click.option("--example-inputs", "example_inputs",
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
               help="Inputs for --verify (a .pt or .npz of the input tensors) instead of "
                    "random ones, e.g. valid indices of a graph's edges.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")

@@ -264,3 +264,14 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_verify_draws_edge_indices_below_the_node_count(zoo_results, tmp_path):
+    """`lapis-export --verify` on the dynamic graph network: its random edge_index must index
+    the random node count of each trial (3 and 5 nodes), or the reference itself fails."""
+    case = zoo_results["gnn_dynamic_pt2"]
+    result = subprocess.run([sys.executable, "-m", "cli", str(case.model_file), "--out",
+                             str(tmp_path / "pkg"), "--verify", "-q"], capture_output=True,
+                            text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "— PASS" in result.stdout

@@ -119,10 +119,14 @@ def test_example_inputs_files(files, tmp_path):
         verify.load_example_inputs(tmp_path / "missing.npz", model)
 
 
-def test_example_inputs_need_verify(files, tmp_path):
-    result = invoke(files["gather"], "--out", tmp_path / "pkg", "--example-inputs",
-                    tmp_path / "x.npz")
+def test_example_inputs_need_verify_and_a_file(files, tmp_path):
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, np.zeros(3))
+    result = invoke(files["gather"], "--out", tmp_path / "pkg", "--example-inputs", inputs)
     assert result.exit_code == 2 and "--example-inputs is for --verify" in one_line(result)
+    result = invoke(files["gather"], "--out", tmp_path / "pkg", "--verify", "--example-inputs",
+                    tmp_path / "missing.npz")
+    assert result.exit_code == 2 and "missing.npz" in one_line(result)
 
 
 @pytest.fixture
