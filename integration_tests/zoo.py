@@ -281,12 +281,11 @@ def save(entry: ZooModel, fmt: str, path) -> None:
 
 def input_shapes(entry: ZooModel) -> list[str]:
     """--input-shape arguments for a TorchScript file: a letter per dynamic dimension."""
-    letters = {}
+    letters: dict[str, str] = {}
     shapes = []
     for index, tensor in enumerate(entry.inputs()):
         spec = entry.dynamic[index] if index < len(entry.dynamic) else {}
         dims = [letters.setdefault(spec[d], "NEMKLP"[len(letters)]) if d in spec else str(n)
                 for d, n in enumerate(tensor.shape)]
-        dtype = str(tensor.dtype).removeprefix("torch.")
         shapes.append("x".join(dims) or "scalar")
     return shapes
