@@ -74,6 +74,10 @@ class _OneLineErrors(click.Command):
 @click.option("--weights-only", is_flag=True,
               help="Write only the weight blob to the file --out names (for NAME::load_weights "
                    "of a package exported with the same options).")
+@click.option("--example-inputs", "example_inputs",
+              type=click.Path(path_type=Path, exists=True, dir_okay=False),
+              help="Inputs for --verify (a .pt or .npz of the input tensors) instead of "
+                   "random ones, e.g. valid indices of a graph's edges.")
 @click.option("--force", is_flag=True, help="Replace a non-empty --out directory.")
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
 @click.option("-q", "--quiet", is_flag=True,
@@ -81,23 +85,35 @@ class _OneLineErrors(click.Command):
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
             dtype: str | None, precision: str, weights_mode: str, verify_flag: bool,
-            weights_only: bool, force: bool, verbose: bool, quiet: bool) -> int:
+            weights_only: bool, example_inputs: Path | None, force: bool, verbose: bool,
+            quiet: bool) -> int:
     """Compile MODEL (TorchScript .pt, torch.export .pt2, ONNX, or a Python function as
     file.py:function) into a Kokkos C++ CMake package."""
     import warnings
 
-    from exporter.errors import ExportError
+    from exporter.errors import ExportError, InternalError
+    from exporter.frontend import torch_program
 
     warnings.filterwarnings("ignore", category=FutureWarning)   # torch's deprecation notes
+    torch_program.SHOW_TORCH_LOGS = verbose
+    if example_inputs is not None and not verify_flag:
+        _report("--example-inputs is for --verify", "add --verify, or drop --example-inputs")
+        return 2
     try:
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
                        progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype,
-                       precision=precision, weights_only=weights_only)
+                       precision=precision, weights_only=weights_only,
+                       example_inputs=example_inputs, verbose=verbose)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
         _report(exc.message, exc.hint)
         return 2
+    except InternalError as exc:
+        if verbose:
+            traceback.print_exc()
+        _report(f"internal error: {exc.message}", exc.hint)
+        return 3
     except KeyboardInterrupt:
         click.echo("lapis-export: interrupted", err=True)
         return 130
@@ -119,7 +135,8 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
 def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts: tuple[str, ...],
             weights_mode: str, verify_flag: bool, force: bool, progress: bool,
             quiet: bool = False, dtype: str | None = None, precision: str = "fp32",
-            weights_only: bool = False) -> int:
+            weights_only: bool = False, example_inputs: Path | None = None,
+            verbose: bool = False) -> int:
     from exporter import frontend
     from exporter.progress import Progress
 
@@ -170,9 +187,23 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
     if not verify_flag:
         return 0
     from exporter import verify
+    from exporter.errors import ExportError, InternalError
 
-    with steps.step("building and verifying"):
-        result = verify.run(pkg_dir, loaded)
+    try:
+        with steps.step("building and verifying"):
+            result = verify.run(pkg_dir, loaded, example_inputs=example_inputs)
+    except InternalError:
+        raise
+    except Exception as exc:  # the reference or the package failed on the inputs
+        if verbose:
+            traceback.print_exc()
+        if isinstance(exc, ExportError):
+            what, hint = exc.message, exc.hint
+        else:
+            what = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            hint = None
+        _report(f"verify failed: {what} (the package at {pkg_dir} is complete)", hint)
+        return 1
     verdict = "PASS" if result.passed else "FAIL"
     click.echo(f"verify: max abs error {result.max_abs_error:.3g} "
                f"(relative {result.relative_error:.3g}, tolerance {result.tolerance:g}"

@@ -11,3 +11,16 @@ class ExportError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InternalError(Exception):
+    """A bug of ours, found where it shows (the generated C++ does not compile): printed by
+    cli.py as one line prefixed "internal error:" (+ hint), exit 3."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message

@@ -188,7 +188,8 @@ def stages(monkeypatch):
             outputs=[], kernel_count=3)),
         "package": types.SimpleNamespace(write=write,
                                           PackageOptions=lambda **kw: types.SimpleNamespace(**kw)),
-        "verify": types.SimpleNamespace(run=lambda pkg, model: calls["verify_result"]),
+        "verify": types.SimpleNamespace(run=lambda pkg, model, example_inputs=None:
+                                        calls["verify_result"]),
     }
     for module, fake in fakes.items():
         monkeypatch.setattr(exporter, module, fake, raising=False)

@@ -503,3 +503,33 @@ def test_expand_shape_of_a_view_with_run_time_strides():
     assert "const strided<const float**> input0_view_2(input0_view_1.data(), Kokkos::LayoutStride(" \
         "3, int64_t(input0_view_1.stride(0)) * 1, 1, int64_t(input0_view_1.stride(0))));" in body, \
         body
+
+
+def test_a_row_of_an_index_matrix_with_a_dynamic_length():
+    """edge_index[1] of an edge_index [2, E] whose E is dynamic: a subview with a run-time
+    offset and stride, collapsed to 1-d and expanded to [E, 1] again (index_add's index)."""
+    text = """func.func @forward(%x: memref<2x?xi64>, %out: memref<?x1xi64>) {
+      %c0 = arith.constant 0 : index
+      %c1 = arith.constant 1 : index
+      %e = memref.dim %x, %c1 : memref<2x?xi64>
+      %row = memref.subview %x[1, 0] [1, %e] [1, 1] : memref<2x?xi64> to memref<1x?xi64, strided<[?, 1], offset: ?>>
+      %flat = memref.collapse_shape %row [[0, 1]] : memref<1x?xi64, strided<[?, 1], offset: ?>> into memref<?xi64, strided<[?], offset: ?>>
+      %column = memref.expand_shape %flat [[0, 1]] output_shape [%e, 1] : memref<?xi64, strided<[?], offset: ?>> into memref<?x1xi64, strided<[?, ?], offset: ?>>
+      scf.parallel (%i) = (%c0) to (%e) step (%c1) {
+        %a = memref.load %column[%i, %c0] : memref<?x1xi64, strided<[?, ?], offset: ?>>
+        memref.store %a, %out[%i, %c0] : memref<?x1xi64>
+        scf.reduce
+      }
+      return
+    }"""
+    edges = TensorSpec(name="edge_index", cname="input0", dtype="int64", shape=(2, -1),
+                       symbols=(None, "s1"))
+    column = TensorSpec(name="out", cname="output0", dtype="int64", shape=(-1, 1),
+                        symbols=("s1", None))
+    body = forward_body(emit_ir(text, [edges], [column]).source)
+    assert "input0.data() + 1 * int64_t(input0.stride(0))" in body, body
+    # The row steps as its last dimension (unit in the source), not over the rows.
+    assert "Kokkos::LayoutStride(int64_t(input0_view.extent(0)) * int64_t(input0_view.extent(1)), " \
+        "int64_t(input0_view.stride(1)))" in body, body
+    assert "Kokkos::LayoutStride(input0_extent1, int64_t(input0_view_1.stride(0)) * 1, 1, " \
+        "int64_t(input0_view_1.stride(0)))" in body, body

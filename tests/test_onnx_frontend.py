@@ -44,11 +44,25 @@ def test_specs_take_graph_names_and_input_shape_pins_symbolic_dims(tmp_path):
         [("image", "input0", "float32", (2, 4))]
 
 
-def test_symbolic_dims_need_input_shape(tmp_path):
+@pytest.mark.parametrize("shapes", [None, [(-1, 4)]])
+def test_symbolic_dims_stay_dynamic(tmp_path, shapes):
+    """The model's own symbolic dimension, or a letter of --input-shape on it, stays dynamic
+    under the model's name for it; an output dimension the exporter named on its own ("M")
+    is inferred from the inputs."""
     path = save(gemm_model(), tmp_path / "gemm.onnx")
+    loaded = frontend.load(path, shapes)
+    assert [(s.shape, s.symbols) for s in loaded.inputs] == [((-1, 4), ("N", None))]
+    assert [(s.shape, s.symbols) for s in loaded.outputs] == [((-1, 3), ("N", None))]
+
+
+def test_a_letter_names_a_dimension_the_model_left_unknown(tmp_path):
+    model = gemm_model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].ClearField("dim_param")
+    path = save(model, tmp_path / "gemm.onnx")
     with pytest.raises(ExportError, match="input 'image' has no static shape") as info:
         frontend.load(path)
-    assert "--input-shape" in info.value.hint
+    assert "Nx16" in info.value.hint
+    assert frontend.load(path, [(-1, 4)]).inputs[0].symbols == ("image_0", None)
 
 
 def test_input_shape_must_agree_with_fixed_dims(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from exporter import package, verify
-from exporter.errors import ExportError
+from exporter.errors import ExportError, InternalError
 from exporter.handoff import EmittedSource, LoadedModel, TensorSpec, Weight
 from weights import blob
 
@@ -512,7 +512,14 @@ def test_verify_run_against_torch(packages, shared_libraries, monkeypatch):
 def test_build_errors_carry_the_compiler_output(workdir):
     broken = scale2_source(source=SOURCE.replace("output0(i, j) =", "output0(i, j) = oops +"))
     pkg = package.write(broken, workdir / "pkg_broken", options())
-    with pytest.raises(ExportError) as error:
+    # The package is ours: code that does not compile is an internal error, in one line with
+    # the first compiler error, the whole log in the file the hint names.
+    with pytest.raises(InternalError) as error:
         verify.build(pkg, workdir / "build_broken")
-    assert "compiling the package" in error.value.message
-    assert re.search(r"scale2\.cpp:\d+:\d+: error: .oops. was not declared", error.value.message)
+    message = error.value.message
+    assert message.startswith("the generated C++ for 'scale2' does not compile (first error: ")
+    assert re.search(r"\(first error: src/scale2\.cpp:\d+:\d+: error: .oops. was not declared",
+                     message) and "\n" not in message
+    log = Path(re.search(r"log is in (\S+);", error.value.hint).group(1))
+    assert "oops" in log.read_text() and "Building CXX object" in log.read_text()
+    log.unlink()

@@ -520,19 +520,33 @@ def _dynamic_layout(em: KokkosEmitter, op, source: MemrefHandle, memref_type):
         # Same first element as the source View: its data() already holds the offset.
         strides, _ = memref_type.get_strides_and_offset()
         dynamic = [memref_type.is_dynamic_stride_or_offset(s) for s in strides]
-        if any(dynamic) and op.name == "memref.expand_shape" and \
-                memref_type.has_static_shape:
+        if any(dynamic) and op.name == "memref.expand_shape":
             # Each source dimension splits into a group: the last keeps its stride, the
-            # others step over the extents after them.
+            # others step over the extents after them (run-time extents where dynamic).
             groups = [[int(ir.IntegerAttr(i).value) for i in group]
                       for group in ir.ArrayAttr(op.attributes["reassociation"])]
+            extents = _view_extents(em, op, memref_type, source)
             strides = [""] * memref_type.rank
             for source_dim, group in enumerate(groups):
                 running = f"int64_t({source.cname}.stride({source_dim}))"
                 for dim in reversed(group):
                     strides[dim] = running
-                    running = f"{running} * {memref_type.shape[dim]}"
+                    running = f"{running} * {extents[dim]}"
             return f"{source.cname}.data()", strides
+        if any(dynamic) and op.name == "memref.collapse_shape":
+            # A group is contiguous but for unit dimensions: it steps as its innermost
+            # dimension that is not of size 1 (a row of edge_index[2, E] whose E is dynamic).
+            groups = [[int(ir.IntegerAttr(i).value) for i in group]
+                      for group in ir.ArrayAttr(op.attributes["reassociation"])]
+            source_type = ir.MemRefType(op.operands[0].type)
+            result = []
+            for dim, group in enumerate(groups):
+                if not dynamic[dim]:
+                    result.append(strides[dim])
+                    continue
+                inner = [d for d in group if source_type.shape[d] != 1] or group
+                result.append(f"int64_t({source.cname}.stride({inner[-1]}))")
+            return f"{source.cname}.data()", result
         if any(dynamic) and op.name != "memref.cast":
             raise refused
         return f"{source.cname}.data()", [f"int64_t({source.cname}.stride({dim}))"

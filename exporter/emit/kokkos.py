@@ -206,7 +206,7 @@ def _add_constant(emitter: KokkosEmitter, blob: list[Weight], symbol: str, memre
                      weight_index=len(blob), weight_name=symbol)
     emitter.state_views.append(view)
     emitter.globals[symbol] = view
-    blob.append(Weight(name=symbol, cname=cname, array=np.ascontiguousarray(array)))
+    blob.append(Weight(name=symbol, cname=cname, array=np.require(array, requirements="C")))
 
 
 def _is_resource(attr) -> bool:

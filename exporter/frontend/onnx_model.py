@@ -55,6 +55,7 @@ def prepare(model, path: Path, input_shapes: list[tuple[int, ...]] | None = None
                               f"{len(input_shapes)} --input-shape given", hint=_SHAPE_HINT)
         for value, shape in zip(user_inputs, input_shapes):
             _pin_shape(path, value, shape)
+    _forget_output_symbols(graph, initialized)
     model = _upgrade_opset(model)
     model = _infer_shapes(path, model)
     # Shape arithmetic that inference does not evaluate (onnx_shapes.py), a few rounds: each
@@ -80,6 +81,17 @@ def _infer_shapes(path: Path, model):
         return onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
     except Exception as exc:  # onnx.shape_inference.InferenceError
         raise ExportError(f"{path}: ONNX shape inference failed: {_first_line(exc)}") from exc
+
+
+def _forget_output_symbols(graph, initialized: set[str]) -> None:
+    """Output dimensions named by the exporter ("Add50_dim_0", where torch.onnx gave only the
+    inputs dynamic axes) are left for shape inference to derive from the inputs' names."""
+    names = {d.dim_param for value in graph.input if value.name not in initialized
+             for d in value.type.tensor_type.shape.dim if d.dim_param}
+    for value in graph.output:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param and dim.dim_param not in names:
+                dim.ClearField("dim_param")
 
 
 def _upgrade_opset(model):
@@ -121,9 +133,15 @@ def _pin_shape(path: Path, value, shape: tuple[int, ...]) -> None:
         if dim.HasField("dim_value") and dim.dim_value != given:
             raise ExportError(f"{path}: --input-shape {_format(shape)} for input '{value.name}' "
                               f"disagrees with the model's shape {_format(_dims(value))}")
+    # A letter (-1) keeps the model's own symbolic dimension, or names a new one after the
+    # input and position (which --input-shape letters do not name across inputs).
+    names = [d.dim_param if d.HasField("dim_param") else "" for d in dims] or [""] * len(shape)
     tensor_type.shape.ClearField("dim")
-    for given in shape:
-        tensor_type.shape.dim.add().dim_value = given
+    for dim, (given, name) in enumerate(zip(shape, names)):
+        if given < 0:
+            tensor_type.shape.dim.add().dim_param = name or f"{value.name}_{dim}"
+        else:
+            tensor_type.shape.dim.add().dim_value = given
 
 
 def _spec(path: Path, value, cname: str, role: str) -> TensorSpec:
@@ -139,12 +157,18 @@ def _spec(path: Path, value, cname: str, role: str) -> TensorSpec:
                           f"{onnx.TensorProto.DataType.Name(element).lower()}, which is not "
                           "supported", hint="supported: float32, float64, int64, int32, bool")
     shape = _dims(value)
-    if shape is None or -1 in shape:
+    unknown = shape is None or any(not d.HasField("dim_value") and not d.dim_param
+                                   for d in value.type.tensor_type.shape.dim)
+    if unknown:
         shown = "unknown rank" if shape is None else _format(shape)
         raise ExportError(f"{path}: {role} '{value.name}' has no static shape ({shown})",
-                          hint=_SHAPE_HINT if role == "input" else
-                          "pin the input shapes with --input-shape")
-    return TensorSpec(name=value.name, cname=cname, dtype=dtype, shape=shape)
+                          hint=(_SHAPE_HINT + "; a letter (Nx16) keeps a dimension dynamic")
+                          if role == "input" else "pin the input shapes with --input-shape")
+    # Symbolic dimensions stay dynamic: dimensions with the same name have the same size.
+    symbols = tuple(None if d.HasField("dim_value") else d.dim_param
+                    for d in value.type.tensor_type.shape.dim)
+    return TensorSpec(name=value.name, cname=cname, dtype=dtype, shape=shape,
+                      symbols=symbols if -1 in shape else ())
 
 
 def _dims(value) -> tuple[int, ...] | None:

@@ -33,12 +33,21 @@ def load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) -> 
         if str(argument.type) != "Tensor":
             raise ExportError(f"{path}: forward() input '{argument.name}' has type "
                               f"{argument.type}; only tensor inputs are supported")
-    sample = sample_inputs(input_shapes, _traced_input_dtypes(path, len(arguments)))
-    with torch_errors(path, "could not convert TorchScript to torch.export"), quiet_torch():
-        program = TS2EPConverter(script, sample).convert()
-        # The converter marks every dimension Dim.AUTO; re-export to pin the given shapes
-        # (dynamic ones stay dynamic).
-        program = export_program(program.module(), sample, input_shapes)
+    traced = _traced_inputs(path, len(arguments))
+    sample = sample_inputs(input_shapes, [dtype for dtype, _ in traced] if traced else None)
+    try:
+        with torch_errors(path, "could not convert TorchScript to torch.export"), \
+                quiet_torch():
+            program = TS2EPConverter(script, sample).convert()
+            # The converter marks every dimension Dim.AUTO; re-export to pin the given shapes
+            # (dynamic ones stay dynamic).
+            program = export_program(program.module(), sample, input_shapes)
+    except ExportError as exc:
+        misfit = _shape_misfit(script, [a.name for a in arguments], input_shapes, traced)
+        if misfit is None:
+            raise
+        raise ExportError(f"{path}: {misfit}", hint="--input-shape gives each input's shape "
+                          "as the model takes it") from exc
     return LoadedModel(path=path, kind="torchscript", program=program,
                        inputs=input_specs(path, program), source_sha256="")
 
@@ -49,12 +58,120 @@ _STORAGE_DTYPES = {"torch FloatStorage": "float32", "torch DoubleStorage": "floa
                    "torch BoolStorage": "bool"}
 
 
+def _shape_misfit(script, names: list[str], shapes: list[tuple[int, ...]],
+                  traced: list[tuple[str, tuple[int, ...]]] | None) -> str | None:
+    """Why inputs of `shapes` do not fit the traced model, in its own terms ("input 0 ('x')
+    dimension 1 is 5, but layer 'fc1' (Linear) takes 4 features"), or None if the shapes the
+    model was traced with are unknown or agree with them. The model is converted at its traced
+    shapes and run on inputs of the given ones until an op fails; the layer is the module
+    whose weights that op reads."""
+    import torch
+    from torch._export.converter import TS2EPConverter
+
+    if not traced:
+        return None
+    misfits = [(index, dim, given, shape[dim])
+               for index, (wanted, (_, shape)) in enumerate(zip(shapes, traced))
+               if len(wanted) == len(shape)
+               for dim, given in enumerate(wanted) if given >= 0 and given != shape[dim]]
+    if not misfits:
+        return None
+    index, dim, given, expected = misfits[0]
+    where = f"input {index} ('{names[index]}') dimension {dim} is {given}"
+    generator = torch.Generator().manual_seed(0)
+    failing = None
+    try:
+        with quiet_torch():
+            sample = tuple(torch.zeros(shape, dtype=getattr(torch, dtype))
+                           for dtype, shape in traced)
+            module = TS2EPConverter(script, sample).convert().module()
+            given_inputs = [torch.randn([d if d >= 0 else t for d, t in zip(wanted, shape)],
+                                        generator=generator).to(getattr(torch, dtype))
+                            for wanted, (dtype, shape) in zip(shapes, traced)]
+            failing = _failing_node(module, given_inputs)
+    except Exception:   # the diagnosis is best effort: the plain message follows
+        failing = None
+    layer = _layer_of(failing, script) if failing is not None else None
+    if layer is None:
+        return f"{where}, but the model was traced with {expected} there"
+    path, kind = layer
+    unit = {"Linear": "features", "Bilinear": "features"}.get(kind, "channels" if kind.startswith(
+        ("Conv", "BatchNorm", "GroupNorm", "InstanceNorm")) else "")
+    takes = f"takes {expected} {unit}" if unit else f"was traced with {expected} there"
+    return f"{where}, but layer '{path}' ({kind}) {takes}"
+
+
+def _failing_node(module, inputs):
+    """The first node of the GraphModule `module` that raises on `inputs`, or None."""
+    import torch
+
+    class Failed(Exception):   # the node kept aside: fx's Interpreter rewrites args[0]
+        def __init__(self, node):
+            super().__init__(str(node))
+            self.node = node
+
+    class Interpreter(torch.fx.Interpreter):
+        def run_node(self, node):
+            if node.op == "call_module" and node.target == "_guards_fn":
+                return None    # the traced shapes' guards: the ops below are what misfit
+            try:
+                return super().run_node(node)
+            except Failed:
+                raise
+            except Exception as exc:
+                raise Failed(node) from exc
+
+    try:
+        with torch.no_grad():
+            Interpreter(module).run(*inputs)
+    except Failed as failed:
+        return failed.node
+    return None
+
+
+def _layer_of(node, script) -> tuple[str, str] | None:
+    """(module path, module type) of the first weight `node` reads (a get_attr of
+    'fc1.weight'), the type from the TorchScript module's original name."""
+    for argument in node.all_input_nodes:
+        if argument.op == "get_attr" and "." in str(argument.target):
+            path = str(argument.target).rpartition(".")[0]
+            module = script
+            for part in path.split("."):    # ScriptModules have no get_submodule
+                module = getattr(module, part, None)
+            return path, getattr(module, "original_name", None) or "module"
+    return None
+
+
 def _traced_input_dtypes(path: Path, count: int) -> list[str] | None:
-    """The dtypes of the example inputs torch.jit.trace stored in the archive
-    (traced_inputs.pkl: each tensor's storage class, its data left out), read from the pickle's
-    opcodes without executing it. None when the archive has none (torch.jit.script) or they
-    are not `count` tensors of supported dtypes; the inputs are then taken as float32."""
-    import pickletools
+    """The dtypes of the example inputs torch.jit.trace stored in the archive; None when the
+    archive has none (torch.jit.script) or they are not `count` tensors of supported dtypes;
+    the inputs are then taken as float32."""
+    traced = _traced_inputs(path, count)
+    return [dtype for dtype, _ in traced] if traced else None
+
+
+def _traced_inputs(path: Path, count: int) -> list[tuple[str, tuple[int, ...]]] | None:
+    """(dtype, shape) of each example input torch.jit.trace stored in the archive
+    (traced_inputs.pkl). Read by an unpickler that builds nothing but tuples, lists, dicts and
+    placeholders for the tensors (their data left out), so no code of the file runs."""
+    import collections
+    import io
+    import pickle
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return lambda storage, offset, size, *rest: (storage, tuple(size))
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if (module, name) == ("torch.jit._pickle", "restore_type_tag"):
+                return lambda value, type_tag: value
+            if module == "torch" and name.endswith("Storage"):
+                return f"torch {name}"
+            raise pickle.UnpicklingError(f"{module}.{name} is not read")
+
+        def persistent_load(self, pid):   # ('storage', <storage class>, key, location, size)
+            return _STORAGE_DTYPES.get(pid[1]) if isinstance(pid, tuple) else None
 
     try:
         with zipfile.ZipFile(path) as archive:
@@ -63,25 +180,13 @@ def _traced_input_dtypes(path: Path, count: int) -> list[str] | None:
             if member is None:
                 return None
             data = archive.read(member)
-        memo: dict[int, object] = {}
-        values: list[object] = []   # the strings and globals pushed, in order
-        for op, argument, _ in pickletools.genops(data):
-            if op.name in ("GLOBAL", "BINUNICODE", "SHORT_BINUNICODE", "UNICODE"):
-                values.append(argument)
-            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[argument] = values[-1] if values else None
-            elif op.name in ("BINGET", "LONG_BINGET", "GET"):
-                values.append(memo.get(argument))
-            else:
-                values.append(None)
-    except Exception:  # not a pickle we can read: no dtypes, as for a scripted module
+        inputs = Unpickler(io.BytesIO(data)).load().get("forward")
+    except Exception:  # not a pickle we can read: no traced inputs, as for a scripted module
         return None
-    # A storage's persistent id is ('storage', <storage class>, key, location, size).
-    dtypes = [_STORAGE_DTYPES.get(kind) for tag, kind in zip(values, values[1:])
-              if tag == "storage"]
-    if len(dtypes) != count or None in dtypes:
+    if not isinstance(inputs, (list, tuple)) or len(inputs) != count or not all(
+            isinstance(entry, tuple) and len(entry) == 2 and entry[0] for entry in inputs):
         return None
-    return dtypes
+    return [(dtype, shape) for dtype, shape in inputs]
 
 
 def load_exported(path: Path, input_shapes: list[tuple[int, ...]] | None) -> LoadedModel:

@@ -66,7 +66,8 @@ def convert_dtype(model: LoadedModel, dtype: str) -> LoadedModel:
 
 def extent_in_range(program, symbol: str, wanted: int = EXAMPLE_EXTENT) -> int:
     """`wanted`, moved into the range the program allows for the dynamic size `symbol`."""
-    for variable, bounds in program.range_constraints.items():
+    # ONNX models (a ModelProto) have no range constraints.
+    for variable, bounds in getattr(program, "range_constraints", {}).items():
         if str(variable) == symbol:
             lower, upper = _finite(bounds.lower), _finite(bounds.upper)
             if lower is not None:
@@ -165,17 +166,23 @@ def torch_errors(path: Path, doing: str) -> Iterator[None]:
         raise ExportError(f"{path}: {doing}: {first}") from exc
 
 
+# lapis-export -v: torch's own logging is shown (else quiet_torch silences it).
+SHOW_TORCH_LOGS = False
+
+
 @contextlib.contextmanager
 def quiet_torch() -> Iterator[None]:
-    """Silence the warnings torch.export logs while converting (they are about its own
-    guesses, e.g. Dim.AUTO specialisation, not about the user's model)."""
+    """Silence what torch.export logs while converting: warnings about its own guesses
+    (Dim.AUTO specialisation), and the fake-tensor tracebacks it logs before raising the
+    error that becomes our one line."""
     loggers = [logging.getLogger(name) for name in
-               ("torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes")]
+               ("torch._export", "torch.export", "torch.fx.experimental.symbolic_shapes",
+                "torch._subclasses.fake_tensor", "torch._dynamo", "torch._export.converter")]
     levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for logger in loggers:
-            logger.setLevel(logging.ERROR)
+            logger.setLevel(logging.ERROR if SHOW_TORCH_LOGS else logging.CRITICAL)
         try:
             yield
         finally:

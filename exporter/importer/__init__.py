@@ -42,6 +42,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     dense_passes.recurrences_as_loops(model.program)
     graph_passes.fold_batch_norm(model.program)
     graph_passes.linear_as_conv(model.program)
+    graph_passes.index_add_as_scatter_add(model.program)
     try:
         program = model.program.run_decompositions(get_decomposition_table())
     except Exception as exc:  # torch raises many types for unsupported graphs
@@ -107,7 +108,8 @@ def _collect_weights(program, path=None) -> list[Weight]:
         while cname in used_cnames:
             cname += "_"
         used_cnames.add(cname)
-        array = np.ascontiguousarray(tensor.contiguous().cpu().numpy())
+        # np.require keeps a 0-d tensor 0-d (np.ascontiguousarray would give it shape [1]).
+        array = np.require(tensor.contiguous().cpu().numpy(), requirements="C")
         weights.append(Weight(name=spec.target, cname=cname, array=array))
     return weights
 

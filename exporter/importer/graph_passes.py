@@ -1,6 +1,7 @@
 """Graph rewrites on the torch.export program, before torch-mlir's import (lowering work that
 needs the weights' values, which the MLIR never holds): fold eval-mode batch norm into the
-convolution that feeds it, and run linear layers as 1x1 convolutions (the tuned kernel)."""
+convolution that feeds it, and run linear layers as 1x1 convolutions (the tuned kernel); and
+index_add as scatter_add, whose lowering takes an empty index."""
 from __future__ import annotations
 
 import torch
@@ -84,17 +85,79 @@ def linear_as_conv(program) -> int:
             from torch.fx.passes.shape_prop import _extract_tensor_metadata
             weight.meta["tensor_meta"] = _extract_tensor_metadata(weight.meta["val"])
         with graph.inserting_before(node):
-            image = graph.call_function(aten.view.default, (x, [batch, channels_in, 1, 1]))
+            # A dynamic batch stays symbolic: its size node, not the SymInt (which would be
+            # printed into the graph's code as an undefined name).
+            rows = batch
+            if not isinstance(batch, int):
+                rows = graph.call_function(aten.sym_size.int, (x, 0))
+                rows.meta["val"] = batch
+            image = graph.call_function(aten.view.default, (x, [rows, channels_in, 1, 1]))
             image.meta["val"] = x_value.view(batch, channels_in, 1, 1)
             conv = graph.call_function(aten.conv2d.default, (image, weight, bias))
             conv.meta["val"] = image.meta["val"].new_empty((batch, channels_out, 1, 1))
-            flat = graph.call_function(aten.view.default, (conv, [batch, channels_out]))
+            flat = graph.call_function(aten.view.default, (conv, [rows, channels_out]))
             flat.meta["val"] = node.meta["val"]
         for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
             if key in node.meta:
                 for new in (image, conv, flat):
                     new.meta[key] = node.meta[key]
         node.replace_all_uses_with(flat)
+        graph.erase_node(node)
+        done += 1
+    if done:
+        program.graph_module.recompile()
+    return done
+
+
+def index_add_as_scatter_add(program) -> int:
+    """Rewrite `index_add(self, dim, index, source, alpha)` as `scatter_add(self, dim,
+    index viewed along dim and expanded to source's shape, source * alpha)`, in place.
+
+    torch-mlir lowers index_add through index_put, which broadcasts a dynamic index length E
+    as max(E, 1) and so reads a row past an empty source when E = 0 (a graph with no edges
+    on this rank); its scatter_add lowering has no such broadcast. Returns the number done."""
+    graph = program.graph
+    aten = torch.ops.aten
+    done = 0
+    for node in list(graph.nodes):
+        if node.target != aten.index_add.default:
+            continue
+        self_node, dim, index, source = node.args[:4]
+        alpha = node.args[4] if len(node.args) > 4 else node.kwargs.get("alpha", 1)
+        source_value = source.meta.get("val") if isinstance(source, torch.fx.Node) else None
+        index_value = index.meta.get("val") if isinstance(index, torch.fx.Node) else None
+        if source_value is None or index_value is None or index_value.dim() != 1:
+            continue
+        rank = source_value.dim()
+        dim = dim % rank
+        shape = [1] * rank
+        with graph.inserting_before(node):
+            length = graph.call_function(aten.sym_size.int, (index, 0))
+            length.meta["val"] = index_value.shape[0]
+            shape[dim] = length
+            column = graph.call_function(aten.view.default, (index, shape))
+            column.meta["val"] = index_value.view([index_value.shape[0] if d == dim else 1
+                                                   for d in range(rank)])
+            sizes = []
+            for d in range(rank):
+                if isinstance(source_value.shape[d], int):
+                    sizes.append(source_value.shape[d])
+                else:
+                    size = graph.call_function(aten.sym_size.int, (source, d))
+                    size.meta["val"] = source_value.shape[d]
+                    sizes.append(size)
+            spread = graph.call_function(aten.expand.default, (column, sizes))
+            spread.meta["val"] = column.meta["val"].expand(source_value.shape)
+            if alpha != 1:
+                source = graph.call_function(aten.mul.Scalar, (source, alpha))
+                source.meta["val"] = source_value * alpha
+            scatter = graph.call_function(aten.scatter_add.default,
+                                          (self_node, dim, spread, source))
+            scatter.meta["val"] = node.meta["val"]
+        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
+            if key in node.meta:
+                scatter.meta[key] = node.meta[key]
+        node.replace_all_uses_with(scatter)
         graph.erase_node(node)
         done += 1
     if done:

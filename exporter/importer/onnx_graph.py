@@ -139,7 +139,7 @@ def _lift_weights(graph) -> list:
     user_inputs = [value for value in graph.input if value.name not in initialized]
     weight_inputs = []
     for tensor in lifted:
-        array = np.ascontiguousarray(numpy_helper.to_array(tensor))
+        array = np.require(numpy_helper.to_array(tensor), requirements="C")   # 0-d stays 0-d
         cname = c_identifier(tensor.name, prefix="w")
         while cname in used:
             cname += "_"

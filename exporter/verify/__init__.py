@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import re
 import subprocess
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import linalg, sparse
-from ..errors import ExportError
+from ..errors import ExportError, InternalError
 from ..frontend.torch_program import extent_in_range
 from ..handoff import LoadedModel
+from . import index_inputs
 
 # manifest dtype -> (ctypes element type, NumPy dtype); bool travels as uint8_t in the C API.
 ELEMENT_TYPES = {"float32": (ctypes.c_float, np.float32), "float64": (ctypes.c_double, np.float64),
@@ -56,9 +58,11 @@ def tolerance_for(model: LoadedModel, outputs: list[dict] | None = None) -> floa
 
 
 def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
-        seed: int = 0) -> VerifyResult:
-    """Build `package_dir`, run it and `model` on the same seeded random inputs, compare.
-    Dynamic dimensions are run at each of VERIFY_EXTENTS in turn, with one loaded library."""
+        seed: int = 0, example_inputs: Path | None = None) -> VerifyResult:
+    """Build `package_dir`, run it and `model` on the same seeded random inputs (or on the
+    tensors of the `example_inputs` file), compare. Dynamic dimensions are run at each of
+    VERIFY_EXTENTS in turn, with one loaded library. Integer inputs that index a dimension
+    are drawn below its extent (index_inputs.py)."""
     import torch
 
     if tolerance is None:
@@ -68,14 +72,16 @@ def run(package_dir: Path, model: LoadedModel, tolerance: float | None = None,
             tolerance = PRECISION_TOLERANCES[manifest.get("precision", "fp32")]
     torch.manual_seed(seed)
     dynamic = any(spec.dynamic for spec in model.inputs)
+    bounds = index_inputs.index_bounds(model) if model.example_inputs is None else {}
     trials = []
-    for wanted in VERIFY_EXTENTS if dynamic else (None,):
-        if model.example_inputs is not None:   # a function's own inputs (frontend/function.py)
+    for wanted in VERIFY_EXTENTS if dynamic and example_inputs is None else (None,):
+        if example_inputs is not None:
+            inputs = _check_example_inputs(model, load_example_inputs(example_inputs, model),
+                                           str(example_inputs))
+        elif model.example_inputs is not None:   # a function's own (frontend/function.py)
             inputs = _example_inputs(model)
         else:
-            inputs = [_random_tensor(torch, spec.dtype, [
-                extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0
-                else extent for dim, extent in enumerate(spec.shape)]) for spec in model.inputs]
+            inputs = _random_inputs(torch, model, wanted, bounds)
             sparse.valid_csr_inputs(model.program, inputs)   # random but valid CSR indices
             linalg.valid_matrix_inputs(model.program, inputs)   # invertible, SPD matrices
         trials.append((inputs, _reference_outputs(model, inputs)))
@@ -112,11 +118,25 @@ def _reference_outputs(model: LoadedModel, inputs: list) -> list[np.ndarray]:
     if model.kind == "onnx":
         from onnx.reference import ReferenceEvaluator
         feeds = {spec.name: tensor.numpy() for spec, tensor in zip(model.inputs, inputs)}
-        return [np.asarray(r) for r in ReferenceEvaluator(model.program).run(None, feeds)]
-    with torch.no_grad():
-        # A Python function is its own reference; a model file, its exported program.
-        call = model.reference if model.reference is not None else model.program.module()
-        reference = call(*[tensor.clone() for tensor in inputs])
+        try:
+            return [np.asarray(r) for r in ReferenceEvaluator(model.program).run(None, feeds)]
+        except Exception as exc:   # the model on inputs it does not take
+            text = (str(exc).strip().splitlines() or [""])[0]
+            raise ExportError(f"onnx.reference failed on the verification inputs: "
+                              f"{type(exc).__name__}: {text}",
+                              hint="give inputs valid for the model with --example-inputs "
+                                   "FILE (a .npz of its input arrays)") from exc
+    try:
+        with torch.no_grad():
+            # A Python function is its own reference; a model file, its exported program.
+            call = model.reference if model.reference is not None else model.program.module()
+            reference = call(*[tensor.clone() for tensor in inputs])
+    except Exception as exc:   # the user's model on inputs it does not take
+        text = (str(exc).strip().splitlines() or [""])[0]
+        raise ExportError(f"the model itself failed on the verification inputs: "
+                          f"{type(exc).__name__}: {text}",
+                          hint="give inputs valid for the model with --example-inputs FILE "
+                               "(a .pt or .npz of its input tensors)") from exc
     references = [reference] if isinstance(reference, torch.Tensor) else list(reference)
     return [r.detach().cpu().numpy() for r in references]
 
@@ -134,10 +154,16 @@ def build(package_dir: Path, build_dir: Path, shared: bool = True) -> Path:
     for command in steps:
         result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True)
-        if result.returncode != 0:
-            step = "configuring" if "-S" in command else "compiling"
-            raise ExportError(f"{step} the package {package_dir} failed:\n"
+        if result.returncode != 0 and "-S" in command:   # the host's CMake or Kokkos
+            raise ExportError(f"configuring the package {package_dir} failed:\n"
                               f"{_last_lines(result.stdout)}")
+        if result.returncode != 0:
+            # The package is ours: code it does not compile is our bug, not the user's.
+            log = _save_log(name, result.stdout)
+            raise InternalError(f"the generated C++ for '{name}' does not compile (first "
+                                f"error: {_first_error(result.stdout)})",
+                                hint=f"the compiler's full log is in {log}; this is a bug in "
+                                     "lapis-export, please report it with the model")
     for suffix in ((".so", ".dylib") if shared else (".a",)):
         library = Path(build_dir) / f"lib{name}{suffix}"
         if library.exists():
@@ -258,12 +284,80 @@ def _example_inputs(model: LoadedModel) -> list:
     return [tensor.detach().contiguous() for tensor in inputs]
 
 
-def _random_tensor(torch, dtype: str, shape):
+def _random_inputs(torch, model: LoadedModel, wanted: int | None, bounds: dict) -> list:
+    """Seeded random inputs; dynamic sizes near `wanted`; index inputs below their bound."""
+    shapes = [[extent_in_range(model.program, spec.symbols[dim], wanted) if extent < 0
+               else extent for dim, extent in enumerate(spec.shape)] for spec in model.inputs]
+    sizes = {spec.symbols[dim]: shape[dim] for spec, shape in zip(model.inputs, shapes)
+             for dim, extent in enumerate(spec.shape) if extent < 0}
+    inputs = []
+    for position, (spec, shape) in enumerate(zip(model.inputs, shapes)):
+        high = index_inputs.bound_for(bounds.get(position, []), sizes)
+        if high is not None and high <= 0 and math.prod(shape) > 0:
+            raise ExportError(f"input {position} ('{spec.name}') indexes a dimension of size "
+                              f"{high}, so no valid random indices exist",
+                              hint="give the inputs with --example-inputs FILE (.pt or .npz)")
+        inputs.append(_random_tensor(torch, spec.dtype, shape, high))
+    return inputs
+
+
+def load_example_inputs(path: Path, model: LoadedModel) -> list:
+    """The tensors of --example-inputs FILE: a .npz (arrays by input name, or in order) or a
+    .pt of a tensor, a list/tuple of tensors or a dict by input name (weights_only)."""
+    import torch
+
+    path = Path(path)
+    names = [spec.name for spec in model.inputs]
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = names if set(names) <= set(archive.files) else archive.files
+                return [torch.from_numpy(archive[key]) for key in keys]
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:   # missing file, not an archive, a pickle of other objects
+        raise ExportError(f"--example-inputs {path}: cannot be read: "
+                          f"{(str(exc).strip().splitlines() or [type(exc).__name__])[0]}",
+                          hint="save a .npz (numpy.savez) or a .pt of tensors "
+                               "(torch.save((x, edge_index), FILE))") from exc
+    if isinstance(loaded, torch.Tensor):
+        return [loaded]
+    if isinstance(loaded, dict):
+        missing = [name for name in names if name not in loaded]
+        if missing:
+            raise ExportError(f"--example-inputs {path}: has no tensor for input "
+                              f"'{missing[0]}'", hint="its keys are the inputs' names: "
+                              + ", ".join(names))
+        return [loaded[name] for name in names]
+    return list(loaded)
+
+
+def _check_example_inputs(model: LoadedModel, inputs: list, where: str) -> list:
+    """Given inputs, checked against the exported inputs' count, dtypes and shapes."""
+    import torch
+
+    if len(inputs) != len(model.inputs):
+        raise ExportError(f"{where}: has {len(inputs)} inputs, the model takes "
+                          f"{len(model.inputs)}")
+    for spec, tensor in zip(model.inputs, inputs):
+        if not isinstance(tensor, torch.Tensor):
+            raise ExportError(f"{where}: '{spec.name}' is a {type(tensor).__name__}, "
+                              "not a tensor")
+        dtype = str(tensor.dtype).removeprefix("torch.")
+        shape = tuple(tensor.shape)
+        if dtype != spec.dtype or len(shape) != len(spec.shape) or any(
+                e >= 0 and e != a for e, a in zip(spec.shape, shape)):
+            raise ExportError(f"{where}: gives '{spec.name}' as {dtype} {list(shape)}, "
+                              f"the package takes {spec.dtype} {list(spec.shape)}")
+    return [tensor.detach().contiguous() for tensor in inputs]
+
+
+def _random_tensor(torch, dtype: str, shape, high: int | None = None):
     if dtype in ("float32", "float64"):
         return torch.randn(tuple(shape), dtype=getattr(torch, dtype))   # () for a scalar
     if dtype == "bool":
         return torch.randint(0, 2, tuple(shape)).bool()
-    return torch.randint(0, 10, tuple(shape), dtype=getattr(torch, dtype))
+    return torch.randint(0, max(1, high) if high is not None else 10, tuple(shape),
+                         dtype=getattr(torch, dtype))
 
 
 def _max_abs_difference(ours: np.ndarray, reference: np.ndarray) -> float:
@@ -272,6 +366,21 @@ def _max_abs_difference(ours: np.ndarray, reference: np.ndarray) -> float:
     difference[np.isnan(ours) & np.isnan(reference)] = 0.0    # NaN where the model has NaN
     difference[np.isnan(difference)] = np.inf
     return float(difference.max(initial=0.0))
+
+
+def _first_error(log: str) -> str:
+    """The compiler's first error line, without the build directory's path."""
+    for line in log.splitlines():
+        if re.search(r"\berror\b", line) and not line.startswith(("make", "gmake", "ninja")):
+            return re.sub(r"^\S*/(src|include)/", r"\1/", line.strip())[:300]
+    return "no error line in the log"
+
+
+def _save_log(name: str, log: str) -> Path:
+    handle, path = tempfile.mkstemp(prefix=f"lapis-export-{name}-", suffix=".build.log")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(log)
+    return Path(path)
 
 
 def _last_lines(output: str, count: int = 20) -> str:

@@ -125,6 +125,9 @@ void conv2d_nchw(const ExecutionSpace& space, const char* label,
                  const ConvInit init, const Bias& bias, const Residual& residual,
                  const bool with_relu) {
   (void)split;
+  // An empty batch (a rank with no cells this step): nothing to launch, and no tile grid
+  // to size from zero pixels.
+  if (out.size() == 0) return;
 #if defined(LAPIS_X86_KERNELS)
   using T = typename Output::non_const_value_type;
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
