@@ -140,7 +140,8 @@ def later_stages(monkeypatch):
         "importer": types.SimpleNamespace(to_linalg=lambda model: types.SimpleNamespace(
             weights=[])),
         "lowering": types.SimpleNamespace(run=lambda imported, backend: None),
-        "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend: exporter.handoff
+        "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision="fp32":
+                                      exporter.handoff
                                       .EmittedSource(name=name, backend=backend, header="",
                                                      source="", weights=[], inputs=[],
                                                      outputs=[])),

@@ -75,7 +75,7 @@ def test_one_call_per_op_no_copies_and_a_dynamic_batch():
 def test_emitted_calls_name_the_matrix_order():
     result = lowered(Linalg(), (spd(8, 3), torch.randn(8, 3, 2), spd(8, 10, 1)))
     source = emit.kokkos(result, "m", "openmp").source
-    assert 'lapis::dense_solve<3, execution_space>("m::dense_solve"' in source
+    assert 'lapis::dense_solve<3, execution_space>(exec, "m::dense_solve"' in source
     assert "lapis::dense_inverse<3, execution_space>" in source
     assert "lapis::dense_determinant<3, execution_space>" in source
     assert "lapis::dense_cholesky<10, execution_space>" in source
