@@ -97,12 +97,7 @@ def linear_as_conv(program) -> int:
             conv.meta["val"] = image.meta["val"].new_empty((batch, channels_out, 1, 1))
             flat = graph.call_function(aten.view.default, (conv, [rows, channels_out]))
             flat.meta["val"] = node.meta["val"]
-        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
-            if key in node.meta:
-                for new in (image, conv, flat):
-                    new.meta[key] = node.meta[key]
-        node.replace_all_uses_with(flat)
-        graph.erase_node(node)
+        _replace(graph, node, flat, (image, conv))
         done += 1
     if done:
         program.graph_module.recompile()
@@ -154,15 +149,22 @@ def index_add_as_scatter_add(program) -> int:
             scatter = graph.call_function(aten.scatter_add.default,
                                           (self_node, dim, spread, source))
             scatter.meta["val"] = node.meta["val"]
-        for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
-            if key in node.meta:
-                scatter.meta[key] = node.meta[key]
-        node.replace_all_uses_with(scatter)
-        graph.erase_node(node)
+        _replace(graph, node, scatter)
         done += 1
     if done:
         program.graph_module.recompile()
     return done
+
+
+def _replace(graph, node, result, made=()) -> None:
+    """`node`'s uses go to `result`, which (with the other nodes `made` for it) keeps its
+    source location, the names kernels and buffers inherit; `node` goes."""
+    for key in ("stack_trace", "nn_module_stack", "source_fn_stack"):
+        if key in node.meta:
+            for new in (*made, result):
+                new.meta[key] = node.meta[key]
+    node.replace_all_uses_with(result)
+    graph.erase_node(node)
 
 
 def _is_transposed(conv) -> bool:
