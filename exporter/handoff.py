@@ -71,6 +71,8 @@ class LoadedModel:
     # ONNX models: the graph outputs, read by the frontend (the importer finds a PyTorch
     # program's after decomposition).
     outputs: list[TensorSpec] | None = None
+    # PyTorch programs whose outputs have names of their own (--grad's d_energy_d_positions).
+    output_names: list[str] | None = None
 
 
 @dataclass

@@ -62,9 +62,26 @@ def load(path: Path, function_name: str, shapes: list[tuple[int, ...]] | None,
     if dtype is not None:   # --dtype converts the floating-point inputs, as for models
         dtypes = [dtype if given in FLOAT_DTYPES else given for given in dtypes]
     sample = _sample(shapes, dtypes)
-    with torch_errors(path, f"torch.export of {function_name} failed"), \
-            quiet_torch():
-        program = export_program(_wrap(function, len(parameters)), sample, shapes)
+    try:
+        with torch_errors(path, f"torch.export of {function_name} failed"), quiet_torch():
+            program = export_program(_wrap(function, len(parameters)), sample, shapes)
+    except ExportError as failed:
+        # torch.export refuses torch.autograd.grad and torch.func transforms over modules;
+        # make_fx traces them into plain ATen ops (gradients.py). Its error is the user's only
+        # if that works no better.
+        from .gradients import TRACE_EXTENTS, trace_program
+        traced_at = [tuple(TRACE_EXTENTS[0] if extent < 0 else extent for extent in shape)
+                     for shape in shapes]
+        try:
+            program = trace_program(lambda state, *inputs: function(*inputs),
+                                    _sample(traced_at, dtypes), shapes,
+                                    str(path), f"tracing {function_name}",
+                                    known=getattr(function, "__globals__", {}))
+        except ExportError as traced:
+            # The trace's own diagnosis when it has one, else torch.export's error.
+            raise (traced if "fixes a dynamic dimension" in traced.message else failed) \
+                from None
+    with torch_errors(path, f"torch.export of {function_name} failed"), quiet_torch():
         _check_program(program, label, parameters)
     specs = input_specs(path, program)
     specs = [dataclasses.replace(spec, name=name) for spec, name in zip(specs, parameters)]

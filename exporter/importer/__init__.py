@@ -44,14 +44,15 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     graph_passes.linear_as_conv(model.program)
     graph_passes.index_add_as_scatter_add(model.program)
     try:
-        program = model.program.run_decompositions(get_decomposition_table())
+        program = model.program.run_decompositions(
+            {**get_decomposition_table(), **graph_passes.extra_decompositions()})
     except Exception as exc:  # torch raises many types for unsupported graphs
         raise ExportError(f"{model.path}: torch.export decomposition failed: "
                           f"{_first_line(exc)}") from exc
     complex_ops.to_real_pairs(program, model.path)   # complex values as real pairs, FFTs
 
     weights = _collect_weights(program, model.path)
-    outputs = _output_specs(program, model.inputs)
+    outputs = _output_specs(program, model.inputs, model.output_names)
 
     context = ir.Context()
     torch_d.register_dialect(context)
@@ -124,7 +125,8 @@ def _effectful_op(program) -> str:
     return "an op"
 
 
-def _output_specs(program, inputs: list[TensorSpec]) -> list[TensorSpec]:
+def _output_specs(program, inputs: list[TensorSpec],
+                  names: list[str] | None = None) -> list[TensorSpec]:
     input_symbols = {symbol for spec in inputs for symbol in spec.symbols if symbol}
     output_node = next(n for n in program.graph.nodes if n.op == "output")
     specs = []
@@ -144,7 +146,8 @@ def _output_specs(program, inputs: list[TensorSpec]) -> list[TensorSpec]:
                                   "which is not the size of an input dimension",
                                   hint="dynamic output sizes must equal a dynamic input size "
                                   "(e.g. the batch)")
-        specs.append(TensorSpec(name=value.name, cname=f"output{index}",
+        specs.append(TensorSpec(name=names[index] if names else value.name,
+                                cname=f"output{index}",
                                 dtype=_TORCH_DTYPES[fake.dtype], shape=shape,
                                 symbols=symbols if -1 in shape else ()))
     return specs

@@ -193,3 +193,27 @@ def _assign(program, target: str, tensor: torch.Tensor) -> None:
         program.state_dict[target] = value
     else:
         program.constants[target] = tensor
+
+
+def extra_decompositions() -> dict:
+    """Decompositions beyond torch-mlir's table: aten.diagonal_scatter (the identity matrices
+    that torch.func.jacrev and hessian build) as a select against a diagonal mask."""
+    import torch
+
+    return {torch.ops.aten.diagonal_scatter.default: _diagonal_scatter}
+
+
+def _diagonal_scatter(input, src, offset: int = 0, dim1: int = 0, dim2: int = 1):
+    import torch
+
+    moved = torch.movedim(input, (dim1, dim2), (-2, -1))
+    rows, columns = moved.shape[-2], moved.shape[-1]
+    row = torch.arange(rows, device=input.device).unsqueeze(-1)
+    column = torch.arange(columns, device=input.device).unsqueeze(0)
+    on_diagonal = column - row == offset
+    # src[..., k] is element (k - min(offset, 0), k + max(offset, 0)): index it by row.
+    index = (row + min(offset, 0)).clamp(0, max(src.shape[-1] - 1, 0)).squeeze(-1)
+    spread = torch.index_select(src, -1, index).unsqueeze(-1) if src.shape[-1] else \
+        torch.zeros_like(moved[..., :, :1])
+    result = torch.where(on_diagonal, spread.expand_as(moved), moved)
+    return torch.movedim(result, (-2, -1), (dim1, dim2))
