@@ -42,6 +42,9 @@ STRAIN = 1e-5
 # potential energy's fluctuation. The bounds leave a factor ~3.5 (deviation) and ~7 (drift).
 ENERGY_ERROR = 3e-3           # max |E(t) - E(0)| / std(PE)
 ENERGY_DRIFT = 1e-4           # |slope x duration| / std(PE)
+# 108 atoms are too few for two OpenMP threads to gain, and two spinning threads slow to a crawl
+# on two shared cores.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
 def load_potential():
@@ -145,7 +148,8 @@ def trajectory(workspace, lammps_md):
     """1,000 steps from a jittered lattice at 300 K, thermo every step, step 0 dumped."""
     dump = workspace.root / "lammps_step0.bin"
     result = run([lammps_md, "--steps", STEPS, "--timestep", TIMESTEP, "--thermo", 1,
-                  "--jitter", 0.1, "--temperature", 300, "--dump", dump], timeout=600)
+                  "--jitter", 0.1, "--temperature", 300, "--dump", dump], env=ONE_THREAD,
+                 timeout=600)
     assert f"lammps_md: potential (float64), 108 atoms, {STEPS} steps" in result.stdout
     return thermo(result.stdout), read_dump(dump)
 
@@ -193,7 +197,7 @@ def test_virial_matches_finite_difference_pressure(lammps_md):
 
     def step0(*scale: float) -> dict[str, float]:
         result = run([lammps_md, "--steps", 0, "--jitter", 0.1, "--temperature", 300,
-                      "--scale", ",".join(repr(s) for s in scale)])
+                      "--scale", ",".join(repr(s) for s in scale)], env=ONE_THREAD)
         return {name: values[0] for name, values in thermo(result.stdout).items()}
 
     unstrained = step0(1.0, 1.0, 1.0)

@@ -79,21 +79,19 @@ void fit(View& view, const char* label, size_t rows, Sizes... sizes) {
 void write_dump(const Host& host, int nlocal, const std::vector<int64_t>& tags,
                 const double* const* forces, double energy, const double* virial);
 
-// fix external's callback, once per step after LAMMPS' own (zero) pair forces: it fills
-// `forces` for the nlocal owned atoms and sets the energy and the virial.
-void compute_forces(void* context, int64_t step, int nlocal, int* /*tags*/, double** /*x*/,
-                    double** forces) {
-  Host& host = *static_cast<Host*>(context);
+// The forces, energy and virial of the model for the atoms as they are now. `x` and `tag` hold
+// the nlocal owned atoms, then the ghosts; `forces` is filled for the owned atoms.
+void compute(Host& host, int64_t step, int nlocal, const int* tag, const double* const* x,
+             double** forces) {
   void* lmp = host.lammps;
   const int nghost = lammps_extract_setting(lmp, "nghost");
   const int atoms = nlocal + nghost;
-  auto* x = static_cast<double**>(lammps_extract_atom(lmp, "x"));  // owned atoms, then ghosts
-  auto* tag = static_cast<int*>(lammps_extract_atom(lmp, "id"));
 
   // Pairs within the cutoff from pair_style zero's half list. With `newton off` it holds each
   // pair of owned atoms once and every owned-ghost pair, so adding the reverse of the owned
   // pairs gives each owned atom all its neighbours (a full list, centred on owned atoms).
   const int list = lammps_find_pair_neighlist(lmp, "zero", 1, 0, 0);
+  if (list < 0) throw std::runtime_error("pair_style zero has no neighbour list");
   const int centres = lammps_neighlist_num_elements(lmp, list);
   const double cutoff_squared = host.settings.cutoff * host.settings.cutoff;
   std::vector<int64_t> centre, neighbour;
@@ -153,7 +151,8 @@ void compute_forces(void* context, int64_t step, int nlocal, int* /*tags*/, doub
   for (int k = 0; k < nlocal; ++k) forces[k][0] = forces[k][1] = forces[k][2] = 0.0;
   double virial[6] = {0, 0, 0, 0, 0, 0};  // xx, yy, zz, xy, xz, yz
   for (int k = 0; k < atoms; ++k) {
-    const int owner = host.local_of_tag[tag[k]];
+    const int owner = tag[k] <= max_tag ? host.local_of_tag[tag[k]] : -1;
+    if (owner < 0) throw std::runtime_error("a ghost whose atom is not on this rank");
     const double f[3] = {-double(gradient(k, 0)), -double(gradient(k, 1)),
                          -double(gradient(k, 2))};
     for (int a = 0; a < 3; ++a) forces[owner][a] += f[a];
@@ -171,6 +170,19 @@ void compute_forces(void* context, int64_t step, int nlocal, int* /*tags*/, doub
     std::vector<int64_t> tags(tag, tag + atoms);
     write_dump(host, nlocal, tags, forces, double(energy), virial);
     host.dumped = true;
+  }
+}
+
+// fix external's callback, once per step after LAMMPS' own (zero) pair forces. An error cannot
+// return through LAMMPS' C interface: it ends the program.
+void compute_forces(void* context, int64_t step, int nlocal, int* tag, double** x,
+                    double** forces) {
+  try {
+    compute(*static_cast<Host*>(context), step, nlocal, tag, x, forces);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "lammps_md: step %lld: %s\n", static_cast<long long>(step),
+                 error.what());
+    std::exit(1);
   }
 }
 
