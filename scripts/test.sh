@@ -3,13 +3,16 @@
 # then runs the unit tests and the end-to-end integration tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Fortran and MPI sample hosts need gfortran and OpenMPI, the HIP compile hipcc (Debian).
+# The Fortran and MPI sample hosts need gfortran and OpenMPI, the HIP compile hipcc, the LAMMPS
+# host liblammps (Debian).
 missing=()
 command -v gfortran >/dev/null || missing+=(gfortran)
 command -v mpirun >/dev/null || missing+=(openmpi-bin)
 command -v mpicxx >/dev/null || missing+=(libopenmpi-dev)
 # hipcc and the HIP runtime headers (ROCm 5.2) compile the HIP packages (nothing runs).
 command -v hipcc >/dev/null || missing+=(hipcc libamdhip64-dev)
+# LAMMPS' library and CMake package for the sample_app/lammps host.
+compgen -G '/usr/lib/*/cmake/LAMMPS/LAMMPSConfig.cmake' >/dev/null || missing+=(lammps liblammps-dev)
 if ((${#missing[@]})); then
   sudo=()
   [[ $(id -u) == 0 ]] || sudo=(sudo)
