@@ -109,6 +109,9 @@ def _write_tree(root: Path, source: EmittedSource, options: PackageOptions) -> N
         raise ExportError(exc.message, hint=exc.hint) from exc
     for header in sorted(SUPPORT_HEADERS.glob("*.hpp")):
         shutil.copyfile(header, root / "src" / "lapis" / header.name)
+    if source.evaluator:   # the header's evaluator calls these in the host's own kernels
+        (root / "include" / "lapis").mkdir()
+        shutil.copyfile(SUPPORT_HEADERS / "scalar.hpp", root / "include" / "lapis" / "scalar.hpp")
 
     fields = _fields(source, options, weight_bytes)
     _write_text(root / "CMakeLists.txt", templates.render("cmake/CMakeLists.txt.in", fields))
@@ -183,6 +186,8 @@ def _manifest(source: EmittedSource, options: PackageOptions, weight_bytes: int)
                    "sha256": options.source_sha256},
         "tool": {"name": "lapis-export", "version": __version__},
         "kernels": source.kernel_count,
+        # NAME::Evaluator in the header (lapis-export --evaluator; row-independent models).
+        "evaluator": source.evaluator,
     }
 
 
