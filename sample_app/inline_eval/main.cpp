@@ -53,7 +53,8 @@ Stencil<Scalar> make_field(const int n) {
       KOKKOS_LAMBDA(const int64_t cell) {
         const int i = int(cell / n), j = int(cell % n);
         const double x = 6.283185307179586 * i / n, y = 6.283185307179586 * j / n;
-        u(i, j) = Scalar(lapis::math::sin(x) * lapis::math::cos(2 * y) + 0.1 * ((i * 7 + j * 13) % 17) / 17.0);
+        const double ripple = 0.1 * ((i * 7 + j * 13) % 17) / 17.0;
+        u(i, j) = Scalar(lapis::math::sin(x) * lapis::math::cos(2 * y) + ripple);
       });
   return stencil;
 }
@@ -197,6 +198,19 @@ double median_ms(const Run& run, const int repeats) {
   return times[times.size() / 2];
 }
 
+// max |variant - forward()| / max |forward()| over every output.
+template <class Table>
+double difference(const Table& ours, const Table& batched) {
+  const auto a = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), ours);
+  const auto b = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), batched);
+  double most = 0, scale = 0;
+  for (size_t k = 0; k < a.size(); ++k) {
+    most = std::max(most, std::abs(double(a.data()[k]) - double(b.data()[k])));
+    scale = std::max(scale, std::abs(double(b.data()[k])));
+  }
+  return scale > 0 ? most / scale : most;
+}
+
 template <class V>
 void bench(const V& variants, const int n, const int repeats) {
   const double thread = median_ms([&] { variants.thread(); }, repeats);
@@ -215,6 +229,10 @@ void bench(const V& variants, const int n, const int repeats) {
               "%.2fx |\n", rows, batched / rows);
   std::printf("| stencil to a View, then batched forward() | %.3f | 1.00x |\n", batched);
   std::printf("| (the stencil to a View alone) | %.3f | |\n", stencil);
+  std::printf("\nmax |variant - forward()| / max |forward()|: thread %.2e, team %.2e, rows %.2e\n",
+              difference(variants.thread_out, variants.forward_out),
+              difference(variants.team_out, variants.forward_out),
+              difference(variants.rows_out, variants.forward_out));
 }
 
 }  // namespace
