@@ -55,3 +55,28 @@ def test_evaluator_is_in_the_header_and_manifest(inline_outputs):
     assert '#include "lapis/scalar.hpp"' in header
     assert (package / "include" / "lapis" / "scalar.hpp").is_file()
     assert '"evaluator": true' in (package / "lapis_manifest.json").read_text()
+
+
+@pytest.fixture(scope="module")
+def cuda_package(tmp_path_factory):
+    work = tmp_path_factory.mktemp("inline_cuda")
+    path = inline_eval.save_models(work)["inline_mlp"]
+    return inline_eval.export(path, work / "inline_mlp", "inline_mlp", "cuda")
+
+
+def test_cuda_evaluator_is_device_code_on_the_forward_weights(cuda_package):
+    """--backend cuda: the Evaluator's Views are in CudaSpace, nothing host-only is in its
+    device functions, and it reads the State's weights (lapis::linear keeps them [out][in],
+    as the one-row code does: no second copy)."""
+    from .test_cuda_package import HOST_ONLY
+
+    header = (cuda_package / "include" / "inline_mlp.hpp").read_text()
+    source = (cuda_package / "src" / "inline_mlp.cpp").read_text()
+    assert "using memory_space = Kokkos::CudaSpace;" in header
+    evaluator = header[header.index("struct Evaluator {"):header.index("Evaluator evaluator();")]
+    device = "\n".join(line for line in evaluator[evaluator.index("KOKKOS_INLINE_FUNCTION"):]
+                       .splitlines() if not line.strip().startswith("//"))
+    assert not HOST_ONLY.search(device), HOST_ONLY.search(device)
+    assert "lapis::linear<" in source and "evaluator_" not in source
+    filled = re.findall(r"model\.(\w+) = state->(\w+);", source)
+    assert len(filled) == 6 and all(member == state for member, state in filled), filled
