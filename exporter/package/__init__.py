@@ -18,7 +18,7 @@ from weights import blob
 
 from .. import __version__, templates
 from ..errors import ExportError
-from ..handoff import C_API_TYPES, EmittedSource, TensorSpec, dynamic_extents
+from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, TensorSpec, dynamic_extents
 from . import bindings
 
 SUPPORT_HEADERS = Path(__file__).resolve().parents[2] / "kokkos_support" / "lapis"
@@ -152,7 +152,19 @@ def _fields(source: EmittedSource, options: PackageOptions, weight_bytes: int) -
                                        for spec, is_input in specs),
         "CALL_ARGS": ", ".join(spec.cname for spec, _ in specs),
         "C_FORWARD": f"{name}_forward_host({c_params})",
+        "EVALUATOR_SECTION": _evaluator_section(source),
     }
+
+
+def _evaluator_section(source: EmittedSource) -> str:
+    """The README's section on NAME::Evaluator, for packages exported with --evaluator."""
+    if not source.evaluator:
+        return ""
+    rows = ["x", *(f"{s.cname}_row" for s in source.inputs[1:]),
+            "y", *(f"{s.cname}_row" for s in source.outputs[1:])]
+    return templates.render("cmake/README_evaluator.md.in", {
+        "NAME": source.name, "INPUT_TYPE": CXX_TYPES[source.inputs[0].dtype],
+        "OUTPUT_TYPE": CXX_TYPES[source.outputs[0].dtype], "EXAMPLE_ARGS": ", ".join(rows)})
 
 
 def _io_table(source: EmittedSource) -> str:
