@@ -165,15 +165,16 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         loaded = frontend.load(model, shapes, dtype, [given for _, given in specs])
     from exporter import emit, importer, lowering, package
 
-    with steps.step("importing"):
-        ops = _count_ops(loaded)   # before the graph rewrites of the import
-        imported = importer.to_linalg(loaded)
     row = None
-    if evaluator:   # the model once more at one row, for NAME::Evaluator
+    if evaluator:   # the model once more at one row, for NAME::Evaluator (before the import
+        # rewrites the program's graph in place)
         with steps.step("checking rows for the evaluator"):
             one_row = frontend.one_row(loaded)
         with steps.step("lowering one row"):
             row = lowering.run(importer.to_linalg(one_row), backend, tuned_kernels=False)
+    with steps.step("importing"):
+        ops = _count_ops(loaded)   # before the graph rewrites of the import
+        imported = importer.to_linalg(loaded)
     with steps.step("lowering"):
         lowered = lowering.run(imported, backend)
     with steps.step("emitting C++"):

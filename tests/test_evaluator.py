@@ -111,3 +111,17 @@ def test_evaluator_of_a_row_independent_model(tmp_path):
     assert invoke(tmp_path / "model.pt2", "--out", plain, "--name", "head", "-q").exit_code == 0
     assert "Evaluator" not in (plain / "include" / "head.hpp").read_text()
     assert json.loads((plain / "lapis_manifest.json").read_text())["evaluator"] is False
+
+
+def test_a_model_traced_at_a_fixed_batch_gets_an_evaluator(tmp_path):
+    """A .pt2 of batch 16 (no dynamic dimension): its rows are checked at 16 and the row is
+    exported from the same program, whose shape checks the exporter passes by."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh())
+    out = tmp_path / "pkg"
+    result = invoke(save(tmp_path, net, torch.randn(16, 3), dynamic=False), "--out", out,
+                    "--name", "fixed", "--evaluator", "-q")
+    assert result.exit_code == 0, result.output
+    header = (out / "include" / "fixed.hpp").read_text()
+    assert "static constexpr int output0_size = 8;" in header
+    assert "input0 (input 'input'): float32 [16, 3]" in header   # forward() keeps its batch
