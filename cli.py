@@ -70,6 +70,9 @@ class _OneLineErrors(click.Command):
 @click.option("--grad", "grads", multiple=True, metavar="OUTPUT:INPUT",
               help="Also return the gradient of OUTPUT (summed if not a scalar) with respect "
                    "to INPUT, compiled at export: e.g. energy:positions (repeat for more).")
+@click.option("--evaluator", is_flag=True,
+              help="Also put NAME::Evaluator in the header: the model as a function a host's own "
+                   "kernels call per point (row-independent models: MLPs, per-cell networks).")
 @click.option("--weights", "weights_mode", type=click.Choice(["embed", "file"]), default="embed",
               show_default=True, help="Link the weight blob into the library, or keep it beside.")
 @click.option("--verify", "verify_flag", is_flag=True,
@@ -87,7 +90,8 @@ class _OneLineErrors(click.Command):
               help="No progress output, and only the package's path as the summary.")
 @click.version_option(__version__, prog_name="lapis-export")
 def command(model: Path, out: Path, backend: str, name: str | None, input_shapes: tuple[str, ...],
-            dtype: str | None, precision: str, grads: tuple[str, ...], weights_mode: str,
+            dtype: str | None, precision: str, grads: tuple[str, ...], evaluator: bool,
+            weights_mode: str,
             verify_flag: bool,
             weights_only: bool, example_inputs: Path | None, force: bool, verbose: bool,
             quiet: bool) -> int:
@@ -107,7 +111,8 @@ def command(model: Path, out: Path, backend: str, name: str | None, input_shapes
         return _export(model, out, backend, name, input_shapes, weights_mode, verify_flag, force,
                        progress=not quiet and sys.stderr.isatty(), quiet=quiet, dtype=dtype,
                        precision=precision, weights_only=weights_only,
-                       example_inputs=example_inputs, verbose=verbose, grads=grads)
+                       example_inputs=example_inputs, verbose=verbose, grads=grads,
+                       evaluator=evaluator)
     except ExportError as exc:
         if verbose:
             traceback.print_exc()
@@ -140,7 +145,8 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
             weights_mode: str, verify_flag: bool, force: bool, progress: bool,
             quiet: bool = False, dtype: str | None = None, precision: str = "fp32",
             weights_only: bool = False, example_inputs: Path | None = None,
-            verbose: bool = False, grads: tuple[str, ...] = ()) -> int:
+            verbose: bool = False, grads: tuple[str, ...] = (),
+            evaluator: bool = False) -> int:
     from exporter import frontend
     from exporter.progress import Progress
 
@@ -169,13 +175,20 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
             loaded = gradients.add_gradients(loaded, list(grads))
     from exporter import emit, importer, lowering, package
 
+    row = None
+    if evaluator:   # the model once more at one row, for NAME::Evaluator (before the import
+        # rewrites the program's graph in place)
+        with steps.step("checking rows for the evaluator"):
+            one_row = frontend.one_row(loaded)
+        with steps.step("lowering one row"):
+            row = lowering.run(importer.to_linalg(one_row), backend, tuned_kernels=False)
     with steps.step("importing"):
         ops = _count_ops(loaded)   # before the graph rewrites of the import
         imported = importer.to_linalg(loaded)
     with steps.step("lowering"):
         lowered = lowering.run(imported, backend)
     with steps.step("emitting C++"):
-        source = emit.kokkos(lowered, name, backend, precision)
+        source = emit.kokkos(lowered, name, backend, precision, row=row)
     if weights_only:
         with steps.step("writing the weight blob"):
             size = _write_blob(source, out)

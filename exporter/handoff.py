@@ -108,6 +108,8 @@ class EmittedSource:
     kernel_count: int = 0
     # The float32 products' precision (PRECISIONS): fp32 (float32 accuracy), tf32, bf16.
     precision: str = "fp32"
+    # The header has NAME::Evaluator (--evaluator): the model inside a host's own kernels.
+    evaluator: bool = False
 
 
 # --precision: what each mode's float32 matrix products are, as the header says it.

@@ -57,3 +57,18 @@ def test_hip_resnet18_compiles(workspace, hip_kokkos):
     hip_build(REPO / "sample_app", build_dir, hip_kokkos, f"-DLAPIS_PACKAGE_DIR={package}",
               "-DLAPIS_MODEL=resnet18")
     assert (build_dir / "sample_app").is_file()
+
+
+def test_hip_evaluator_in_a_host_kernel_compiles(tmp_path, hip_kokkos):
+    """NAME::Evaluator is device code: sample_app/inline_eval, whose stencil kernels call it
+    per thread and per team (weights in scratch), compiles for the GPU with hipcc."""
+    from . import inline_eval
+
+    packages = {name: inline_eval.export(path, tmp_path / name, name, "hip")
+                for name, path in inline_eval.save_models(tmp_path).items()}
+    build_dir = tmp_path / "build"
+    hip_build(REPO / "sample_app" / "inline_eval", build_dir, hip_kokkos,
+              f"-DLAPIS_MLP_DIR={packages['inline_mlp']}",
+              f"-DLAPIS_MLP64_DIR={packages['inline_mlp64']}")
+    host = build_dir / "inline_eval"
+    assert host.is_file() and b"gfx906" in host.read_bytes()

@@ -183,7 +183,8 @@ def stages(monkeypatch):
         "importer": types.SimpleNamespace(to_linalg=lambda model: (
             calls.setdefault("model", model), types.SimpleNamespace(weights=weights))[1]),
         "lowering": types.SimpleNamespace(run=lambda imported, backend: ("lowered", backend)),
-        "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision: EmittedSource(
+        "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision, row=None:
+                                      EmittedSource(
             name=name, backend=backend, header="", source="", weights=weights, inputs=[],
             outputs=[], kernel_count=3)),
         "package": types.SimpleNamespace(write=write,

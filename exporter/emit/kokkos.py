@@ -19,6 +19,7 @@ from .handlers import emit_host_block
 from . import matmul_handlers  # noqa: F401  (registers the dense matrix product handler)
 from . import sparse_handlers  # noqa: F401  (registers the CSR product handlers)
 from . import dense_handlers  # noqa: F401  (registers the dense solve and recurrence handlers)
+from . import evaluator
 
 BACKEND_SPACES = {
     "serial": ("Kokkos::Serial", "Kokkos::HostSpace"),
@@ -30,10 +31,12 @@ BACKEND_SPACES = {
 }
 
 
-def kokkos(lowered: ImportedModel, name: str, backend: str,
-           precision: str = "fp32") -> EmittedSource:
+def kokkos(lowered: ImportedModel, name: str, backend: str, precision: str = "fp32",
+           row: ImportedModel | None = None) -> EmittedSource:
     """Generate Kokkos C++ for `lowered` (output of lowering.run) as package `name`, its
-    float32 products in `precision` (PRECISIONS; other than fp32 on CUDA only)."""
+    float32 products in `precision` (PRECISIONS; other than fp32 on CUDA only). With `row`
+    (the same model at one row, lowered without tuned kernels), the header also gets the
+    evaluator that a host's own kernels call per point (evaluator.py)."""
     if backend not in BACKEND_SPACES:
         raise ExportError(f"unknown backend '{backend}'",
                           hint="choose one of " + ", ".join(BACKEND_SPACES))
@@ -72,6 +75,7 @@ def kokkos(lowered: ImportedModel, name: str, backend: str,
         emitter.include("lapis/graph.hpp")
 
     fields = _header_fields(name, backend, lowered)
+    fields.update(_evaluator_fields(emitter, blob, row, name))
     fields["PRECISION"] = f"{precision}, {PRECISIONS[precision]}" + (
         " (3xTF32 on the tensor cores: each operand split into two tf32 parts)"
         if precision == "fp32" and backend == "cuda" else "")
@@ -108,7 +112,51 @@ def kokkos(lowered: ImportedModel, name: str, backend: str,
     return EmittedSource(name=name, backend=backend, header=header, source=source,
                          weights=blob, inputs=lowered.inputs, outputs=lowered.outputs,
                          op_counts=emitter.op_counts, kernel_count=emitter.kernel_count,
-                         precision=precision)
+                         precision=precision, evaluator=row is not None)
+
+
+def _evaluator_fields(emitter: KokkosEmitter, blob: list[Weight], row: ImportedModel | None,
+                      name: str) -> dict[str, str]:
+    """The evaluator's text for the templates ('' without one). Its weights are the State's
+    Views where forward() holds the same tensor the same way (not packed for a tuned kernel),
+    else Views of their own in the blob (`evaluator/` before the name)."""
+    if row is None:
+        return {"EVALUATOR": "", "EVALUATOR_INCLUDE": "", "EVALUATOR_DEFINITION": ""}
+    function = _forward_function(row.module)
+    arguments = list(function.regions[0].blocks[0].arguments)
+    row_emitter = evaluator.RowEmitter(name)
+    row_blob: list[Weight] = []
+    for argument, weight in zip(arguments[:len(row.weights)], row.weights):
+        if list(argument.uses):
+            _add_weight(row_emitter, row_blob, weight, argument)
+    _add_module_constants(row_emitter, row_blob, row.module)
+    weights = []
+    for view in row_emitter.state_views:
+        own = row_blob[view.weight_index]
+        state = _same_weight(emitter, blob, own)
+        if state is None:
+            state = emitter.unique(f"evaluator_{view.cname}")
+            emitter.state_views.append(StateView(
+                cname=state, element=view.element, shape=view.shape,
+                comment=f"the evaluator's {view.comment}", weight_index=len(blob),
+                weight_name=f"evaluator/{own.name}"))
+            blob.append(Weight(name=f"evaluator/{own.name}", cname=state, array=own.array))
+        weights.append(evaluator.RowWeight(member=view.cname, element=view.element,
+                                           shape=view.shape, comment=view.comment, state=state))
+    fields = evaluator.emit(row_emitter, row, function, weights)
+    fields["EVALUATOR_INCLUDE"] = ('#include "lapis/scalar.hpp"  // the evaluator\'s scalar '
+                                   "helpers (device code)\n")
+    return fields
+
+
+def _same_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight) -> str | None:
+    """The State View holding `weight`'s tensor as it is, if forward() has one."""
+    for index, other in enumerate(blob):
+        if other.name == weight.name and other.array.dtype == weight.array.dtype and \
+                other.array.shape == weight.array.shape and \
+                np.array_equal(other.array, weight.array):
+            return next(v.cname for v in emitter.state_views if v.weight_index == index)
+    return None
 
 
 def _forward_function(module):

@@ -14,10 +14,11 @@ from pathlib import Path
 from ..errors import ExportError
 from ..handoff import LoadedModel
 from . import detect, function, onnx_model, torch_files
+from .rows import one_row
 from .torch_program import (DTYPE_NAMES, EXAMPLE_EXTENT, FLOAT_DTYPES, SHAPE_HINT,
                             convert_dtype, extent_in_range)
 
-__all__ = ["load", "parse_input_spec", "parse_input_shape", "extent_in_range", "DTYPE_NAMES",
+__all__ = ["load", "one_row", "parse_input_spec", "parse_input_shape", "extent_in_range", "DTYPE_NAMES",
            "FLOAT_DTYPES", "EXAMPLE_EXTENT"]
 
 

@@ -39,8 +39,10 @@ TM_TENSOR_BUFFERIZE = {"tm_tensor": "func.func(tm-tensor-bufferize), ",
                        "copy": "copy-before-write "}
 
 
-def run(imported: ImportedModel, backend: str) -> ImportedModel:
-    """Lower `imported.module` in place to loops over memrefs; returns the same hand-off."""
+def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> ImportedModel:
+    """Lower `imported.module` in place to loops over memrefs; returns the same hand-off.
+    Without `tuned_kernels`, convolutions and matrix products stay loops (the evaluator's
+    one-row function, which runs inside a caller's kernel: emit/evaluator.py)."""
     module = imported.module
     _register_torch_mlir_passes()
     fields = TM_TENSOR_BUFFERIZE if diagnostics.has_foreign_ops(module) else \
@@ -57,6 +59,8 @@ def run(imported: ImportedModel, backend: str) -> ImportedModel:
             try:
                 sparse.replace_calls(module)     # first: they remove the declarations
                 tuned_calls.replace_calls(module)
+                if not tuned_kernels:
+                    continue
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
                 if backend == "cuda":
                     linear.replace_linear_convs(module)

@@ -18,7 +18,7 @@ from weights import blob
 
 from .. import __version__, templates
 from ..errors import ExportError
-from ..handoff import C_API_TYPES, EmittedSource, TensorSpec, dynamic_extents
+from ..handoff import C_API_TYPES, CXX_TYPES, EmittedSource, TensorSpec, dynamic_extents
 from . import bindings
 
 SUPPORT_HEADERS = Path(__file__).resolve().parents[2] / "kokkos_support" / "lapis"
@@ -109,6 +109,9 @@ def _write_tree(root: Path, source: EmittedSource, options: PackageOptions) -> N
         raise ExportError(exc.message, hint=exc.hint) from exc
     for header in sorted(SUPPORT_HEADERS.glob("*.hpp")):
         shutil.copyfile(header, root / "src" / "lapis" / header.name)
+    if source.evaluator:   # the header's evaluator calls these in the host's own kernels
+        (root / "include" / "lapis").mkdir()
+        shutil.copyfile(SUPPORT_HEADERS / "scalar.hpp", root / "include" / "lapis" / "scalar.hpp")
 
     fields = _fields(source, options, weight_bytes)
     _write_text(root / "CMakeLists.txt", templates.render("cmake/CMakeLists.txt.in", fields))
@@ -149,7 +152,19 @@ def _fields(source: EmittedSource, options: PackageOptions, weight_bytes: int) -
                                        for spec, is_input in specs),
         "CALL_ARGS": ", ".join(spec.cname for spec, _ in specs),
         "C_FORWARD": f"{name}_forward_host({c_params})",
+        "EVALUATOR_SECTION": _evaluator_section(source),
     }
+
+
+def _evaluator_section(source: EmittedSource) -> str:
+    """The README's section on NAME::Evaluator, for packages exported with --evaluator."""
+    if not source.evaluator:
+        return ""
+    rows = ["x", *(f"{s.cname}_row" for s in source.inputs[1:]),
+            "y", *(f"{s.cname}_row" for s in source.outputs[1:])]
+    return templates.render("cmake/README_evaluator.md.in", {
+        "NAME": source.name, "INPUT_TYPE": CXX_TYPES[source.inputs[0].dtype],
+        "OUTPUT_TYPE": CXX_TYPES[source.outputs[0].dtype], "EXAMPLE_ARGS": ", ".join(rows)})
 
 
 def _io_table(source: EmittedSource) -> str:
@@ -183,6 +198,8 @@ def _manifest(source: EmittedSource, options: PackageOptions, weight_bytes: int)
                    "sha256": options.source_sha256},
         "tool": {"name": "lapis-export", "version": __version__},
         "kernels": source.kernel_count,
+        # NAME::Evaluator in the header (lapis-export --evaluator; row-independent models).
+        "evaluator": source.evaluator,
     }
 
 
