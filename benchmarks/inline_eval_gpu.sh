@@ -5,7 +5,8 @@
 #
 #   benchmarks/inline_eval_gpu.sh KOKKOS_SOURCE [WORK_DIR]
 #
-# KOKKOS_SOURCE: a Kokkos 4.x source tree (e.g. .kokkos4/src). WORK_DIR (default
+# KOKKOS_SOURCE: a Kokkos 4.x source tree (e.g. .kokkos4/src); with CUDA 13, one whose
+# bin/nvcc_wrapper defaults to an architecture CUDA 13 has (default_arch="sm_90", not sm_70). WORK_DIR (default
 # build-inline-gpu): builds and results; a Kokkos installed there by an earlier run is reused.
 # The packages: WORK_DIR/packages/inline_mlp{,64} if they exist (export them elsewhere with
 # `python3 benchmarks/inline_eval.py --export-only WORK_DIR/packages --backend cuda`), else

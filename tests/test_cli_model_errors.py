@@ -140,7 +140,8 @@ def later_stages(monkeypatch):
         "importer": types.SimpleNamespace(to_linalg=lambda model: types.SimpleNamespace(
             weights=[])),
         "lowering": types.SimpleNamespace(run=lambda imported, backend: None),
-        "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision="fp32":
+        "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision="fp32",
+                                      row=None:
                                       exporter.handoff
                                       .EmittedSource(name=name, backend=backend, header="",
                                                      source="", weights=[], inputs=[],

@@ -23,7 +23,10 @@
 #include <string>
 #include <vector>
 
-namespace {
+// A named namespace, and plain functions for forward() rather than lambdas: nvcc cannot name
+// a device lambda's enclosing class when that class is in an anonymous namespace or is a
+// template over a host lambda's type.
+namespace inline_eval_app {
 
 using execution_space = inline_mlp::execution_space;
 using memory_space = inline_mlp::memory_space;
@@ -235,7 +238,10 @@ void bench(const V& variants, const int n, const int repeats) {
               difference(variants.rows_out, variants.forward_out));
 }
 
-}  // namespace
+void forward32(const Table<float>& x, const Table<float>& y) { inline_mlp::forward(x, y); }
+void forward64(const Table<double>& x, const Table<double>& y) { inline_mlp64::forward(x, y); }
+
+}  // namespace inline_eval_app
 
 int main(int argc, char* argv[]) {
   if (argc != 4 || (std::string(argv[1]) != "check" && std::string(argv[1]) != "bench")) {
@@ -249,15 +255,10 @@ int main(int argc, char* argv[]) {
     inline_mlp::initialize();
     inline_mlp64::initialize();
     {
-      const auto forward32 = [](const Table<float>& x, const Table<float>& y) {
-        inline_mlp::forward(x, y);
-      };
-      const auto forward64 = [](const Table<double>& x, const Table<double>& y) {
-        inline_mlp64::forward(x, y);
-      };
-      const auto f32 = make_variants<float>(n, inline_mlp::evaluator(), forward32);
+      using namespace inline_eval_app;
+      const auto f32 = make_variants<float>(n, inline_mlp::evaluator(), &forward32);
       if (mode == "check") {
-        const auto f64 = make_variants<double>(n, inline_mlp64::evaluator(), forward64);
+        const auto f64 = make_variants<double>(n, inline_mlp64::evaluator(), &forward64);
         check(f32, std::string(argv[3]) + "/inline_mlp");
         check(f64, std::string(argv[3]) + "/inline_mlp64");
       } else {
