@@ -95,7 +95,7 @@ def trace_program(function: Callable, sample: tuple, shapes: list[tuple[int, ...
     except Exception as exc:  # torch.export raises many types
         if "specialized it to be a constant" in str(exc):
             raise ExportError(f"{label}: {doing} fixes a dynamic dimension to the size it was "
-                              "traced at (torch.func.vmap over jacfwd or hessian does)",
+                              "traced at (torch.func.vmap can)",
                               hint="give that input a fixed size in --input-shape, or take the "
                               "derivatives with torch.autograd.grad over the whole batch") \
                 from exc
@@ -125,10 +125,51 @@ def _reverse_mode_jacobians() -> Iterator[None]:
 def _backward_decompositions() -> dict:
     """ATen's decompositions of the derivative ops (silu_backward, slice_backward, ...) into
     ops torch-mlir lowers; forward ops stay as they are for the importer's own rewrites."""
+    import torch
     from torch._decomp import core_aten_decompositions
 
-    return {op: rule for op, rule in core_aten_decompositions().items()
-            if "backward" in str(op)}
+    table = {op: rule for op, rule in core_aten_decompositions().items()
+             if "backward" in str(op)}
+    table[torch.ops.aten.avg_pool2d_backward.default] = _avg_pool2d_backward
+    table[torch.ops.aten.max_pool2d_with_indices_backward.default] = _max_pool2d_backward
+    return table
+
+
+def _avg_pool2d_backward(grad, input, kernel_size, stride, padding, ceil_mode,
+                         count_include_pad, divisor_override=None):
+    """Each output's gradient spread evenly over its window: a transposed convolution with a
+    constant filter (windows counting their padding, as nn.AvgPool2d does)."""
+    import torch
+
+    kernel = list(kernel_size) * (2 // len(kernel_size))
+    stride = list(stride or kernel) * (2 // len(stride or kernel))
+    padding = list(padding) * (2 // len(padding))
+    if (not count_include_pad and any(padding)) or ceil_mode:
+        raise ExportError("the derivative of avg_pool2d with ceil_mode=True or "
+                          "count_include_pad=False is not supported yet")
+    divisor = divisor_override or kernel[0] * kernel[1]
+    weight = torch.full((1, 1, *kernel), 1.0 / divisor, dtype=grad.dtype, device=grad.device)
+    # Every channel of every sample an image of one channel (torch-mlir lowers no grouped
+    # transposed convolution).
+    flat = grad.reshape(-1, 1, *grad.shape[-2:])
+    extra = [input.shape[-2 + i] + 2 * padding[i] - ((grad.shape[-2 + i] - 1) * stride[i]
+                                                     + kernel[i]) for i in range(2)]
+    result = torch.nn.functional.conv_transpose2d(flat, weight, stride=stride,
+                                                  padding=padding, output_padding=extra)
+    return result.reshape(input.shape)
+
+
+def _max_pool2d_backward(grad, input, kernel_size, stride, padding, dilation, ceil_mode,
+                         indices):
+    """Each output's gradient added to the input element its maximum came from."""
+    import torch
+
+    planes = input.shape[:-2].numel() if input.dim() > 2 else 1
+    flat_grad = grad.reshape(planes, -1)
+    flat_indices = indices.reshape(planes, -1)
+    result = torch.zeros(planes, input.shape[-2] * input.shape[-1], dtype=grad.dtype,
+                         device=grad.device).scatter_add(1, flat_indices, flat_grad)
+    return result.reshape(input.shape)
 
 
 def _weights_as_attributes(traced, state: dict, known: dict):
