@@ -22,6 +22,7 @@ import sys
 import numpy as np
 import pytest
 import scipy.special
+import torch
 
 from exporter import tuned_ops
 
@@ -174,6 +175,35 @@ def test_gemm_matches_numpy(package, version):
     inputs = cases(kind)
     check(run_cases(root, package, library, inputs), inputs,
           "float32" if kind == "batched" else kind)
+
+
+def mlp(activations, dtype) -> torch.nn.Module:
+    names = {"silu": torch.nn.SiLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh,
+             "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(16, 96), names[activations[0]]()]
+    for name in activations[1:]:
+        layers += [torch.nn.Linear(96, 96), names[name]()]
+    layers.append(torch.nn.Linear(96, 1))
+    return torch.nn.Sequential(*layers).to(dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlp_linear_layers_verify(tmp_path, dtype):
+    """Each Linear + activation is one lapis::linear_packed call on its packed weight (the
+    activation folded in, no 1x1 convolution left), and --verify agrees with PyTorch."""
+    model = mlp(["silu", "gelu", "tanh", "relu", "sigmoid"], dtype)
+    example = torch.randn(37, 16, dtype=dtype)
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (example,)), path)
+    package = tmp_path / "mlp"
+    result = run([sys.executable, "-m", "cli", path, "--out", package, "--verify"], cwd=REPO)
+    assert "PASS" in result.stdout, result.stdout
+    source = (package / "src" / "mlp.cpp").read_text()
+    assert source.count("lapis::linear_packed<execution_space>(") == 6, source
+    assert "conv2d_nchw" not in source
+    for name in ("silu", "gelu", "tanh", "relu", "sigmoid"):
+        assert f"lapis::Activation::{name});" in source
 
 
 def test_static_extents_and_verify(tmp_path):
