@@ -5,8 +5,8 @@
 // (exporter/tuned_ops.py: panels of 128 bytes of columns, [ceil(N / P)][K][P], zero-padded) or
 // a plain [K][N] matrix packed here, one K block of one panel at a time, into a stack buffer.
 //
-// Work: tasks of up to 96 rows x 4 panels, run by Kokkos::parallel_for on the caller's
-// execution space instance. In a task, blocks of 256 along K (a panel's block is 32 KiB, read
+// Work: tasks of up to 96 rows x 4 panels, run by Kokkos::parallel_for (dynamic schedule) on
+// the caller's execution space instance. In a task, blocks of 256 along K (a panel's block is 32 KiB, read
 // from L1 by every row of the task), and a register-blocked micro-kernel: 12 rows x 2 zmm
 // (AVX-512F), 6 rows x 2 ymm (AVX2+FMA) or 6 rows x 2 xmm (baseline x86-64 / other targets),
 // its accumulators in registers. The epilogue runs on the registers after the last K block:
@@ -353,8 +353,11 @@ void run(const ExecutionSpace& space, const char* label, const Product<T>& p,
   const int64_t row_tasks = (p.rows + row_block - 1) / row_block;
   const int64_t column_tasks = (panels + panels_per_task - 1) / panels_per_task;
   const int64_t tasks = row_tasks * column_tasks;
-  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-  Kokkos::parallel_for(label, range(space, 0, batch * tasks), [=](const int64_t t) {
+  // Tasks handed out as threads free up: a core that other work slows takes fewer.
+  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::Schedule<Kokkos::Dynamic>,
+                                    Kokkos::IndexType<int64_t>>;
+  const range tasks_range(space, 0, batch * tasks, Kokkos::ChunkSize(1));
+  Kokkos::parallel_for(label, tasks_range, [=](const int64_t t) {
     const int64_t product = t / tasks, within = t % tasks;
     const int64_t i0 = (within / column_tasks) * row_block;
     const int64_t q0 = (within % column_tasks) * panels_per_task;
