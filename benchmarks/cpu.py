@@ -1,13 +1,17 @@
-"""Side-by-side CPU timing: exported packages (run by sample_app, timed in C++) against
-PyTorch eager at the same thread count, in one run; writes a markdown table.
+"""Side-by-side CPU timing: exported packages (run by sample_app, timed in C++) against PyTorch
+eager, torch.compile, ONNX Runtime and OpenVINO at the same thread count, in one run; writes a
+markdown table.
 
-    python benchmarks/cpu.py [--models resnet18 resnet18:8 mlp small_cnn] [--threads 2] [--runs 20]
+    python benchmarks/cpu.py [--cases wide_mlp:1024 wide_mlp:65536 gemm512 resnet18]
+                             [--threads 2] [--rounds 5] [--runs 10]
 
-A model is named as in integration_tests/models.py, optionally with `:BATCH` to change the
-batch size of its input.
-
-Rows: model, backend, threads, ours (median ms), PyTorch eager (median ms), ratio
-(ours / PyTorch; below 1 is faster than PyTorch), export+build time.
+A case is a model of integration_tests/models.py, optionally with `:BATCH`, or `gemm512`: the
+512^3 float32 product of lapis::matmul (gemm_host_check, timed in C++) against NumPy and
+PyTorch. Contenders run in rounds (A B C ... A B C ...), so that noise from other work on the
+machine falls on all alike; each round gives a median of `--runs` steps, the table the median
+of the rounds. Every contender's output is compared with PyTorch eager's (max error / max
+|PyTorch|). Ratios are against the faster of ONNX Runtime and OpenVINO. Needs the `bench`
+extra (pip install -e .[bench]).
 """
 from __future__ import annotations
 
@@ -31,6 +35,8 @@ from integration_tests.make_model import save_model  # noqa: E402
 from integration_tests.models import build  # noqa: E402
 from kokkos_support.provision import ensure_kokkos  # noqa: E402
 
+GEMM_SIZE = 512
+
 
 def sh(command, env=None) -> str:
     result = subprocess.run([str(c) for c in command], capture_output=True, text=True, env=env)
@@ -39,89 +45,228 @@ def sh(command, env=None) -> str:
     return result.stdout
 
 
-def torch_median_ms(model, example, threads: int, runs: int, warmup: int = 3) -> float:
-    torch.set_num_threads(threads)
+def median_ms(step, runs: int) -> float:
     times = []
-    with torch.inference_mode():
-        for i in range(warmup + runs):
-            start = time.perf_counter()
-            model(example)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
+    for _ in range(runs):
+        start = time.perf_counter()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
     return float(np.median(times))
 
 
-def ours_median_ms(work: Path, model_name: str, backend: str, example, threads: int,
-                   runs: int, kokkos_root: Path) -> tuple[float, float]:
-    """Export + build sample_app (timed), then run it; returns (median ms, export+build s)."""
-    model_file = work / f"{model_name}.pt2"
-    package = work / f"{model_name}_{backend}"
-    app_build = work / f"{model_name}_{backend}_app"
-    start = time.perf_counter()
-    sh([sys.executable, "-m", "cli", model_file, "--backend", backend, "--out", package,
-        "--name", model_name, "--force", "-q"])
-    sh(["cmake", "-S", REPO / "sample_app", "-B", app_build, "-DCMAKE_BUILD_TYPE=Release",
-        f"-DKokkos_ROOT={kokkos_root}", f"-DLAPIS_PACKAGE_DIR={package}",
-        f"-DLAPIS_MODEL={model_name}"])
-    sh(["cmake", "--build", app_build, "-j", str(os.cpu_count() or 2)])
-    export_build_s = time.perf_counter() - start
-    input_file = work / f"{model_name}_in.bin"
-    example.numpy().astype(np.float32).tofile(input_file)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
-    out = sh([app_build / "sample_app", "--input", input_file, "--output",
-              work / f"{model_name}_{backend}_out.bin", "--steps", runs, "--warmup", 3], env)
-    match = re.search(r"median_ms=([0-9.eE+-]+)", out)
-    if not match:
-        sys.exit(f"sample_app printed no timing:\n{out}")
-    return float(match.group(1)), export_build_s
+def error(ours: np.ndarray, reference: np.ndarray) -> float:
+    reference = reference.astype(np.float64)
+    return float(np.abs(ours.astype(np.float64).reshape(reference.shape) - reference).max()
+                 / (np.abs(reference).max() or 1.0))
+
+
+class Ours:
+    """The exported package in sample_app; each round one process, timed in C++."""
+    name = "ours"
+
+    def __init__(self, work: Path, model_name: str, example, threads: int, kokkos_root: Path):
+        model_file = work / f"{model_name}.pt2"
+        package = work / f"{model_name}_openmp"
+        self.app_build = work / f"{model_name}_app"
+        sh([sys.executable, "-m", "cli", model_file, "--backend", "openmp", "--out", package,
+            "--name", model_name, "--force", "-q"])
+        sh(["cmake", "-S", REPO / "sample_app", "-B", self.app_build,
+            "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}",
+            f"-DLAPIS_PACKAGE_DIR={package}", f"-DLAPIS_MODEL={model_name}"])
+        sh(["nice", "-n", "5", "cmake", "--build", self.app_build, "-j", "2"])
+        self.input = work / f"{model_name}_in.bin"
+        self.output = work / f"{model_name}_out.bin"
+        example.numpy().astype(np.float32).tofile(self.input)
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
+
+    def round(self, runs: int) -> float:
+        out = sh([self.app_build / "sample_app", "--input", self.input, "--output",
+                  self.output, "--steps", runs, "--warmup", 2], self.env)
+        return float(re.search(r"median_ms=([0-9.eE+-]+)", out).group(1))
+
+    def result(self) -> np.ndarray:
+        return np.fromfile(self.output, dtype=np.float32)
+
+    def profile(self, kernel_timer: Path, runs: int) -> str:
+        """Per-kernel times of `runs` steps (benchmarks/kernel_timer.cpp as the tools library)."""
+        env = {**self.env, "KOKKOS_PROFILE_LIBRARY": str(kernel_timer),
+               "KOKKOS_TOOLS_LIBS": str(kernel_timer)}
+        result = subprocess.run([str(c) for c in (
+            self.app_build / "sample_app", "--input", self.input, "--output", self.output,
+            "--steps", runs, "--warmup", 2)], capture_output=True, text=True, env=env)
+        return result.stdout + result.stderr
+
+
+class Python:
+    """A Python-side contender: `step()` runs one inference."""
+
+    def __init__(self, name: str, step):
+        self.name, self.step = name, step
+
+    def round(self, runs: int) -> float:
+        self.step()
+        return median_ms(self.step, runs)
+
+    def result(self) -> np.ndarray:
+        return np.asarray(self.step())
+
+
+def torch_contenders(model, example) -> list[Python]:
+    def eager():
+        with torch.inference_mode():
+            return model(example).numpy()
+    compiled = torch.compile(model)
+
+    def compiled_step():
+        with torch.inference_mode():
+            return compiled(example).numpy()
+    return [Python("PyTorch eager", eager), Python("torch.compile", compiled_step)]
+
+
+def onnx_contenders(model, example, work: Path, model_name: str, threads: int) -> list[Python]:
+    import onnxruntime
+    import openvino
+    path = work / f"{model_name}.onnx"
+    torch.onnx.export(model, (example,), str(path), input_names=["x"], output_names=["y"],
+                      dynamo=False)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = onnxruntime.InferenceSession(str(path), options,
+                                           providers=["CPUExecutionProvider"])
+    x = example.numpy()
+    compiled = openvino.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return [Python("ONNX Runtime", lambda: session.run(None, {"x": x})[0]),
+            Python("OpenVINO", lambda: request.infer({0: x})[0].copy())]
+
+
+class GemmKernel:
+    """lapis::matmul on 512^3 float32 (gemm_host_check --time, timed in C++)."""
+    name = "ours"
+
+    def __init__(self, work: Path, threads: int, kokkos_root: Path):
+        build_dir = work / "gemm_host_check"
+        sh(["cmake", "-S", REPO / "integration_tests" / "gemm_host_check", "-B", build_dir,
+            "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}"])
+        sh(["nice", "-n", "5", "cmake", "--build", build_dir, "-j", "2"])
+        self.program = build_dir / "gemm_host_check"
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
+        self.isa = None
+
+    def round(self, runs: int) -> float:
+        out = sh([self.program, "--time", GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, runs], self.env)
+        self.isa = ["baseline", "AVX2", "AVX-512F"][int(re.search(r"isa=(\d)", out).group(1))]
+        return float(re.search(r"median_ms=([0-9.eE+-]+)", out).group(1))
+
+    def result(self) -> np.ndarray:   # all-ones A times all-halves B: every entry K / 2
+        return np.full((GEMM_SIZE, GEMM_SIZE), GEMM_SIZE / 2, dtype=np.float32)
+
+
+def gemm_contenders() -> list[Python]:
+    a = np.ones((GEMM_SIZE, GEMM_SIZE), np.float32)
+    b = np.full((GEMM_SIZE, GEMM_SIZE), 0.5, np.float32)
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    return [Python("NumPy", lambda: a @ b), Python("PyTorch eager", lambda: (ta @ tb).numpy())]
+
+
+def machine() -> str:
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = re.search(r"Model name:\s*(.+)", lscpu).group(1).strip()
+        flags = re.search(r"Flags:\s*(.+)", lscpu).group(1).split()
+        isa = "AVX-512F" if "avx512f" in flags else "AVX2+FMA" if "avx2" in flags else "SSE2"
+        return f"{model}, {os.cpu_count()} cores, widest vectors {isa}"
+    except Exception:
+        return f"{platform.machine()}, {os.cpu_count()} cores"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+",
-                        default=["resnet18", "resnet18:8", "small_cnn", "mlp"])
-    parser.add_argument("--backends", nargs="+", default=["serial", "openmp"])
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--cases", nargs="+",
+                        default=["wide_mlp:1024", "wide_mlp:65536", "gemm512", "resnet18"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--profile", default="wide_mlp:1024",
+                        help="case whose per-kernel times are listed under the table")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results_cpu.md")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     kokkos_root = ensure_kokkos()
-    rows = []
+    rows, profile = [], ""
     with tempfile.TemporaryDirectory(prefix="lapis-bench-") as tmp:
         work = Path(tmp)
-        for spec in args.models:
-            base, _, batch = spec.partition(":")
-            model, shape = build(base)
-            if batch:
-                shape = (int(batch), *shape[1:])
-            model_name = f"{base}_b{batch}" if batch else base
-            example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
-            save_model(model, example, work / f"{model_name}.pt2", "export")
-            for backend in args.backends:
-                threads = 1 if backend == "serial" else args.threads
-                ours, export_s = ours_median_ms(work, model_name, backend, example, threads,
-                                               args.runs, kokkos_root)
-                reference = torch_median_ms(model, example, threads, args.runs)
-                rows.append((model_name, "x".join(map(str, shape)), backend, threads, ours,
-                             reference, ours / reference, export_s))
-                print(f"{model_name:10s} {backend:7s} threads={threads} ours={ours:9.3f} ms "
-                      f"torch={reference:8.3f} ms ratio={ours / reference:6.2f} "
-                      f"export+build={export_s:5.1f} s", flush=True)
+        for spec in args.cases:
+            if spec == "gemm512":
+                contenders = [GemmKernel(work, args.threads, kokkos_root), *gemm_contenders()]
+                shape = (GEMM_SIZE, GEMM_SIZE, GEMM_SIZE)
+            else:
+                base, _, batch = spec.partition(":")
+                model, shape = build(base)
+                model = model.eval()
+                if batch:
+                    shape = (int(batch), *shape[1:])
+                model_name = f"{base}_b{batch or shape[0]}"
+                example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+                save_model(model, example, work / f"{model_name}.pt2", "export")
+                contenders = [Ours(work, model_name, example, args.threads, kokkos_root),
+                              *torch_contenders(model, example),
+                              *onnx_contenders(model, example, work, model_name, args.threads)]
+            # 65536-row MLPs take a second a step: fewer steps per round.
+            runs = max(3, args.runs // 3) if np.prod(shape) > 1e6 else args.runs
+            times = {c.name: [] for c in contenders}
+            for _ in range(args.rounds):
+                for contender in contenders:
+                    time.sleep(0.5)   # the previous contender's worker threads stop spinning
+                    times[contender.name].append(contender.round(runs))
+            reference = contenders[1].result()   # PyTorch eager (gemm512: NumPy)
+            medians = {name: float(np.median(t)) for name, t in times.items()}
+            errors = {c.name: error(c.result(), reference) for c in contenders}
+            rivals = [medians[n] for n in ("ONNX Runtime", "OpenVINO") if n in medians]
+            best = min(rivals) if rivals else min(v for n, v in medians.items() if n != "ours")
+            rows.append((spec, "x".join(map(str, shape)), medians, errors, best))
+            print(spec, {n: round(v, 3) for n, v in medians.items()},
+                  {n: f"{e:.1e}" for n, e in errors.items()}, flush=True)
+            if spec == args.profile and isinstance(contenders[0], Ours):
+                timer = work / "libkernel_timer.so"
+                sh(["g++", "-O2", "-shared", "-fPIC", REPO / "benchmarks" / "kernel_timer.cpp",
+                    "-o", timer])
+                profile = contenders[0].profile(timer, args.runs)
+            if spec == "gemm512":
+                gemm_isa = contenders[0].isa
+    commit = sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).strip()
+    names = ["ours", "PyTorch eager", "torch.compile", "ONNX Runtime", "OpenVINO", "NumPy"]
     lines = [
-        "# CPU benchmark: exported Kokkos package vs PyTorch eager",
+        "# CPU benchmark: exported Kokkos package vs PyTorch, ONNX Runtime and OpenVINO",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}; Kokkos at {kokkos_root.name}.",
-        f"Command: `python benchmarks/cpu.py --runs {args.runs} --threads {args.threads}`. "
-        "Median of the timed runs after 3 warm-ups; ours timed in C++ by sample_app (fenced), "
-        "PyTorch in the same process run with torch.inference_mode().",
+        f"Commit {commit}. Machine: {machine()}; torch {torch.__version__}; Kokkos at "
+        f"{kokkos_root.name} (OpenMP backend); {args.threads} threads for every contender.",
+        f"Command: `python benchmarks/cpu.py --threads {args.threads} --rounds {args.rounds} "
+        f"--runs {args.runs}`. Contenders run in turn, {args.rounds} rounds; each round a median "
+        "of its steps (after warm-up), the table the median of the rounds, in ms. Ours timed in "
+        "C++ (sample_app, fenced; gemm512: gemm_host_check on lapis::matmul), the others in "
+        "Python. `ratio` = ours / the faster of ONNX Runtime and OpenVINO (gemm512: of NumPy "
+        "and PyTorch); below 1 is faster. `max err` = the largest max |x - PyTorch| / "
+        "max |PyTorch| over the contenders.",
         "",
-        "| model | input | backend | threads | ours (ms) | PyTorch eager (ms) | ours / PyTorch "
-        "| export + C++ build (s) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| case | shape | " + " | ".join(names) + " | ratio | max err |",
+        "|---|---|" + "---|" * (len(names) + 2),
     ]
-    lines += [f"| {m} | {s} | {b} | {t} | {o:.3f} | {r:.3f} | {q:.2f} | {e:.1f} |"
-              for m, s, b, t, o, r, q, e in rows]
+    for spec, shape, medians, errors, best in rows:
+        cells = [f"{medians[n]:.3f}" if n in medians else "" for n in names]
+        lines.append(f"| {spec} | {shape} | " + " | ".join(cells) +
+                     f" | {medians['ours'] / best:.2f} | {max(errors.values()):.1e} |")
+    if "gemm512" in args.cases:
+        flops = 2 * GEMM_SIZE ** 3
+        ours = next(r for r in rows if r[0] == "gemm512")[2]["ours"]
+        lines += ["", f"gemm512 ran the {gemm_isa} kernel: {flops / ours * 1e-6:.1f} GFLOP/s."]
+    if profile:
+        lines += ["", f"Per-kernel times of ours, {args.profile}, {args.runs} steps "
+                  "(benchmarks/kernel_timer.cpp):", "", "```", profile.strip(), "```"]
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
 

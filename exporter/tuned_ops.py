@@ -21,17 +21,26 @@ HOST_BACKENDS = ("serial", "openmp", "threads")
 # Dense matrix products (lowering/matmul.py, kokkos_support/lapis/gemm.hpp).
 MATMUL = "lapis.matmul"
 BATCH_MATMUL = "lapis.batch_matmul"
-# CUDA: a linear layer (a 1x1 convolution of 1x1 images) with its bias and activation
-# (lowering/linear.py, kokkos_support/lapis/gemm_tf32.hpp); its weight stays [out][in].
+# A linear layer (a 1x1 convolution of 1x1 images) with its bias and activation
+# (lowering/linear.py). CUDA: kokkos_support/lapis/gemm_tf32.hpp, the weight stays [out][in].
+# Host backends (the op carries PACKED_ATTRIBUTE): lapis::linear_packed of gemm.hpp, the weight
+# packed at export into the panels of its micro-kernel (pack_linear_weight).
 LINEAR = "lapis.linear"
-ACTIVATIONS = ("none", "relu", "silu", "gelu", "tanh")
+PACKED_ATTRIBUTE = "packed"
+ACTIVATIONS = ("none", "relu", "silu", "gelu", "tanh", "sigmoid")
+# Must match lapis::gemm_host::panel_width in kokkos_support/lapis/gemm_host.hpp.
+LINEAR_PANEL_BYTES = 128
 
 
 def packed_layout(argument) -> str | None:
     """The tuned-kernel layout a weight argument needs, or None to keep it as is."""
     uses = list(argument.uses)
-    if len(uses) == 1 and uses[0].owner.name == CONV2D and uses[0].operand_number == 1:
-        return CONV2D
+    if len(uses) == 1 and uses[0].operand_number == 1:
+        owner = uses[0].owner
+        if owner.name == CONV2D:
+            return CONV2D
+        if owner.name == LINEAR and PACKED_ATTRIBUTE in owner.attributes:
+            return LINEAR
     return None
 
 
@@ -43,3 +52,14 @@ def pack_conv_weight(weight: np.ndarray) -> np.ndarray:
     padded[:channels] = weight
     packed = padded.reshape(blocks, CONV_CHANNEL_BLOCK, *rest).transpose(0, 2, 3, 4, 1)
     return np.ascontiguousarray(packed)
+
+
+def pack_linear_weight(weight: np.ndarray) -> np.ndarray:
+    """[N, K] (or [N, K, 1, 1]) -> [ceil(N / P), K, P], P = LINEAR_PANEL_BYTES of the element
+    type: each panel holds P output columns, K rows of them, the columns past N zero."""
+    columns, depth = weight.shape[:2]
+    width = LINEAR_PANEL_BYTES // weight.dtype.itemsize
+    panels = -(-columns // width)
+    padded = np.zeros((panels * width, depth), dtype=weight.dtype)
+    padded[:columns] = weight.reshape(columns, depth)
+    return np.ascontiguousarray(padded.reshape(panels, width, depth).transpose(0, 2, 1))

@@ -1,4 +1,14 @@
-"""Dense matrix products end to end (lapis::matmul, kokkos_support/lapis/gemm.hpp): the
+"""Dense matrix products and linear layers on host backends (kokkos_support/lapis/gemm.hpp,
+gemm_host.hpp).
+
+The packed kernel itself (gemm_host_check): lapis::linear_packed on weights packed by
+tuned_ops.pack_linear_weight and lapis::matmul on the same operands, odd sizes, every
+activation, start and residual placement, float and double, each instruction set this machine
+has forced in turn (LAPIS_GEMM_ISA) and the portable loops, against NumPy in float64 (max
+error <= 1e-5 * max |numpy| in float32, 1e-12 in float64). Then end to end: an MLP through
+`--verify`, and the exported `A @ B` below.
+
+Dense matrix products end to end (lapis::matmul, kokkos_support/lapis/gemm.hpp): the
 exported `A @ B` of examples/science_kernels.py, built and run through its C API, against NumPy
 in float64: max |ours - numpy| <= 1e-5 * max |numpy| in float32, 1e-12 in float64. Odd sizes
 exercise every edge of the register tiles; K > 256 the blocking over K; 3-d operands the batched
@@ -11,9 +21,113 @@ import sys
 
 import numpy as np
 import pytest
+import scipy.special
+import torch
+
+from exporter import tuned_ops
 
 from .conftest import REPO, run
 from .functions import build, export, relative_error, run_cases
+
+# lapis::Activation and lapis::ConvInit, in their order.
+ACTIVATIONS = ("none", "relu", "silu", "gelu", "tanh", "sigmoid")
+INITS = ("accumulate", "bias", "zero")
+# (M, N, K): every edge of the micro-tiles (12 and 6 rows, strips of 32 / 16 / 8 columns),
+# K over one block (256), one-row and one-column products.
+KERNEL_SIZES = [(1, 1, 1), (7, 33, 13), (33, 7, 1), (13, 100, 257), (97, 65, 33),
+                (1, 513, 70), (200, 1, 513)]
+
+
+def activate(name: str, v: np.ndarray) -> np.ndarray:
+    return {"none": lambda: v, "relu": lambda: np.maximum(v, 0.0),
+            "silu": lambda: v / (1.0 + np.exp(-v)), "sigmoid": lambda: 1.0 / (1.0 + np.exp(-v)),
+            "gelu": lambda: 0.5 * v * (1.0 + scipy.special.erf(v / np.sqrt(2.0))),
+            "tanh": lambda: np.tanh(v)}[name]()
+
+
+def kernel_cases(directory) -> dict[str, tuple]:
+    """Writes the inputs of every case into `directory` (gemm_host_check's cases.txt and
+    arrays); returns name -> (dtype, x, W, bias, y0, residual, activation, init, residual at)."""
+    rng = np.random.default_rng(7)
+    cases, lines = {}, []
+    for dtype in ("float32", "float64"):
+        for index, (m, n, k) in enumerate(KERNEL_SIZES):
+            for a, activation in enumerate(ACTIVATIONS):
+                init = INITS[(index + a) % 3]
+                residual = (index + a) % 3 if activation != "none" else 0
+                name = f"{dtype}_{m}x{n}x{k}_{activation}"
+                arrays = [rng.standard_normal(shape).astype(dtype) for shape in
+                          ((m, k), (n, k), (n,), (m, n), (m, n))]
+                x, w, bias, y0, res = arrays
+                for suffix, array in (("x", x), ("w", tuned_ops.pack_linear_weight(w)),
+                                      ("bt", np.ascontiguousarray(w.T)), ("bias", bias),
+                                      ("y0", y0), ("res", res)):
+                    array.tofile(directory / f"{name}.{suffix}")
+                lines.append(f"{name} {dtype} {m} {n} {k} {a} {INITS.index(init)} {residual}")
+                cases[name] = (dtype, *arrays, activation, init, residual)
+    (directory / "cases.txt").write_text("\n".join(lines) + "\n")
+    return cases
+
+
+def expected(x, w, bias, y0, res, activation, init, residual) -> np.ndarray:
+    x, w, bias, y0, res = (a.astype(np.float64) for a in (x, w, bias, y0, res))
+    v = x @ w.T + {"accumulate": y0, "bias": bias, "zero": 0.0}[init]
+    if residual == 1:
+        v = v + res
+    v = activate(activation, v)
+    return v + res if residual == 2 else v
+
+
+def available_isas() -> list[str]:
+    flags = open("/proc/cpuinfo").read() if sys.platform == "linux" else ""
+    found = ["baseline"]
+    if " avx2" in flags and " fma" in flags:
+        found.append("avx2")
+    if " avx512f" in flags:
+        found.append("avx512")
+    return found
+
+
+@pytest.fixture(scope="module")
+def gemm_host_check(tmp_path_factory, kokkos_root):
+    """The check program built twice: the host kernels and the portable loops."""
+    programs = {}
+    for version, flags in (("host", ""), ("portable", "-DLAPIS_GEMM_PORTABLE")):
+        build_dir = tmp_path_factory.mktemp(f"gemm_host_check_{version}")
+        run(["cmake", "-S", REPO / "integration_tests" / "gemm_host_check", "-B", build_dir,
+             "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}",
+             f"-DCMAKE_CXX_FLAGS={flags}"])
+        run(["cmake", "--build", build_dir, "-j", "2"])
+        programs[version] = build_dir / "gemm_host_check"
+    return programs
+
+
+@pytest.mark.parametrize("version", [*available_isas(), "portable"])
+def test_packed_kernel_matches_numpy(tmp_path, gemm_host_check, version):
+    cases = kernel_cases(tmp_path)
+    program = gemm_host_check["portable" if version == "portable" else "host"]
+    env = {"OMP_NUM_THREADS": "2", "OMP_PROC_BIND": "false",
+           **({} if version == "portable" else {"LAPIS_GEMM_ISA": version})}
+    run([program, tmp_path], env=env)
+    for name, (dtype, x, w, bias, y0, res, activation, init, residual) in cases.items():
+        shape = (x.shape[0], w.shape[0])
+        linear = np.fromfile(tmp_path / f"{name}.linear", dtype=dtype).reshape(shape)
+        product = np.fromfile(tmp_path / f"{name}.matmul", dtype=dtype).reshape(shape)
+        tolerance = TOLERANCE[dtype]
+        error = relative_error(linear, expected(x, w, bias, y0, res, activation, init,
+                                                residual))
+        assert error <= tolerance, f"{version} linear {name} {init} residual {residual}: {error:.3g}"
+        error = relative_error(product, x.astype(np.float64) @ w.T.astype(np.float64))
+        assert error <= tolerance, f"{version} matmul {name}: {error:.3g}"
+
+
+def test_isa_choice_can_be_forced(gemm_host_check, tmp_path):
+    """LAPIS_GEMM_ISA lowers the instruction set (what the test above relies on)."""
+    program = gemm_host_check["host"]
+    for isa in available_isas()[:2]:
+        out = run([program, "--time", "8", "8", "8", "1"], env={"LAPIS_GEMM_ISA": isa,
+                                                                 "OMP_PROC_BIND": "false"})
+        assert f"isa={available_isas().index(isa)}" in out.stdout, out.stdout
 
 # (batch, M, K, N); batch None: a plain 2-d product (linalg.matmul), else linalg.batch_matmul.
 SIZES = {"float32": [(None, 1, 1, 1), (None, 7, 13, 5), (None, 65, 129, 33),
@@ -61,6 +175,35 @@ def test_gemm_matches_numpy(package, version):
     inputs = cases(kind)
     check(run_cases(root, package, library, inputs), inputs,
           "float32" if kind == "batched" else kind)
+
+
+def mlp(activations, dtype) -> torch.nn.Module:
+    names = {"silu": torch.nn.SiLU, "gelu": torch.nn.GELU, "tanh": torch.nn.Tanh,
+             "relu": torch.nn.ReLU, "sigmoid": torch.nn.Sigmoid}
+    torch.manual_seed(0)
+    layers = [torch.nn.Linear(16, 96), names[activations[0]]()]
+    for name in activations[1:]:
+        layers += [torch.nn.Linear(96, 96), names[name]()]
+    layers.append(torch.nn.Linear(96, 1))
+    return torch.nn.Sequential(*layers).to(dtype).eval()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mlp_linear_layers_verify(tmp_path, dtype):
+    """Each Linear + activation is one lapis::linear_packed call on its packed weight (the
+    activation folded in, no 1x1 convolution left), and --verify agrees with PyTorch."""
+    model = mlp(["silu", "gelu", "tanh", "relu", "sigmoid"], dtype)
+    example = torch.randn(37, 16, dtype=dtype)
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (example,)), path)
+    package = tmp_path / "mlp"
+    result = run([sys.executable, "-m", "cli", path, "--out", package, "--verify"], cwd=REPO)
+    assert "PASS" in result.stdout, result.stdout
+    source = (package / "src" / "mlp.cpp").read_text()
+    assert source.count("lapis::linear_packed<execution_space>(") == 6, source
+    assert "conv2d_nchw" not in source
+    for name in ("silu", "gelu", "tanh", "relu", "sigmoid"):
+        assert f"lapis::Activation::{name});" in source
 
 
 def test_static_extents_and_verify(tmp_path):

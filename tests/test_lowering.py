@@ -69,9 +69,10 @@ def test_lowering_reaches_emitter_dialects(name):
 def test_convolutions_become_tuned_kernels():
     lowered = lowering.run(importer.to_linalg(loaded("small_cnn")), "openmp")
     names = op_names(lowered.module)
-    # conv1, conv3 and fc (a linear layer runs as a 1x1 convolution) have groups=1; conv2
-    # (groups=4) stays loops.
-    assert names.count("lapis.conv2d_nchw") == 3
+    # conv1 and conv3 have groups=1; conv2 (groups=4) stays loops. fc (imported as a 1x1
+    # convolution) becomes the packed linear layer of host backends.
+    assert names.count("lapis.conv2d_nchw") == 2
+    assert names.count("lapis.linear") == 1
     text = lowered.module.operation.get_asm(enable_debug_info=True)
     assert 'loc("conv1/convolution")' in text
 

@@ -174,10 +174,14 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     cname = emitter.unique(weight.cname)
     array = weight.array
     comment = f'"{weight.name}" {list(memref_type.shape)}'
-    packed_conv = tuned_ops.packed_layout(argument) == tuned_ops.CONV2D
+    layout = tuned_ops.packed_layout(argument)
+    packed_conv = layout == tuned_ops.CONV2D
     if packed_conv:
         array = tuned_ops.pack_conv_weight(array)
         comment += f", packed for lapis::conv2d_nchw as {list(array.shape)}"
+    elif layout == tuned_ops.LINEAR:
+        array = tuned_ops.pack_linear_weight(array)
+        comment += f", packed for lapis::linear_packed as {list(array.shape)}"
     emitter.state_views.append(StateView(
         cname=cname, element=cxx_types.scalar(memref_type.element_type),
         shape=tuple(array.shape), comment=comment,

@@ -1,9 +1,10 @@
 """Handlers for the dense matrix products of lowering/matmul.py (calls of
 kokkos_support/lapis/gemm.hpp; on CUDA, of gemm_tf32.hpp's tensor-core tiles) and for the
-linear layers of lowering/linear.py (CUDA: lapis::linear, gemm_tf32.hpp)."""
+linear layers of lowering/linear.py (CUDA: lapis::linear, gemm_tf32.hpp; host backends:
+lapis::linear_packed, gemm.hpp, on the weight packed at export)."""
 from __future__ import annotations
 
-from ..tuned_ops import BATCH_MATMUL, LINEAR, MATMUL
+from ..tuned_ops import BATCH_MATMUL, LINEAR, MATMUL, PACKED_ATTRIBUTE
 from .emitter import KokkosEmitter, handles, location_label
 
 
@@ -30,19 +31,24 @@ def _matmul(em: KokkosEmitter, op) -> None:
 
 @handles(LINEAR)
 def _linear(em: KokkosEmitter, op) -> None:
-    """`lapis.linear(x, W, [bias], y) {init, activation}`: y = activation(init + x W^T)."""
+    """`lapis.linear(x, W, [bias], y) {init, activation[, packed]}`: y = activation(init + x W^T)."""
     from torch_mlir import ir
     source, weight, *bias, target = (em.memref(v) for v in op.operands)
     init = ir.StringAttr(op.attributes["init"]).value
     activation = ir.StringAttr(op.attributes["activation"]).value
-    bias_view = bias[0].cname if bias else "lapis::no_bias<float, memory_space>()"
+    packed = PACKED_ATTRIBUTE in op.attributes
+    element = "double" if str(ir.MemRefType(op.operands[-1].type).element_type) == "f64" \
+        else "float"
+    bias_view = bias[0].cname if bias else f"lapis::no_bias<{element}, memory_space>()"
     folded = ", ".join(part for part, present in (
         ("bias", init == "bias"), (activation, activation != "none")) if present)
-    em.include("lapis/gemm_tf32.hpp")
+    em.include("lapis/gemm.hpp" if packed else "lapis/gemm_tf32.hpp")
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
-    em.line(f"// {location_label(op) or op.name}: linear layer on the tensor cores"
+    where = "packed host kernel" if packed else "tensor cores"
+    em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"
             + (f" ({folded} folded in)" if folded else ""))
-    em.line(f'{em.tuned_kernel("linear")}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
+    call = "lapis::linear_packed<execution_space>" if packed else em.tuned_kernel("linear")
+    em.line(f'{call}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
             f"{weight.cname}, {bias_view}, {target.cname}, lapis::ConvInit::{init}, "
             f"lapis::Activation::{activation});")

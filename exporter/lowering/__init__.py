@@ -2,7 +2,7 @@
 
 Third stage of the pipeline (frontend -> importer -> lowering -> emit -> package -> verify).
 Between bufferization and the loops, our rewrites hand ops to tuned kernels: convolutions and
-pooling (conv.py), linear layers on CUDA (linear.py), dense matrix products (matmul.py), CSR
+pooling (conv.py), linear layers on CUDA and host backends (linear.py), dense matrix products (matmul.py), CSR
 products (sparse.py). The result uses a small closed set of dialects the emitter knows: func,
 arith, math, memref, scf, cf (asserts) and the `lapis` ops of exporter/tuned_ops.py. Outputs become destination arguments appended
 after the inputs.
@@ -14,6 +14,7 @@ import functools
 from .. import diagnostics
 from ..errors import ExportError
 from ..handoff import ImportedModel
+from ..tuned_ops import HOST_BACKENDS
 from . import conv, linear, matmul, sparse, tuned_calls
 
 # Each step is (description, pass pipeline); None marks our own rewrites (conv.py, matmul.py,
@@ -62,8 +63,8 @@ def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> Im
                 if not tuned_kernels:
                     continue
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
-                if backend == "cuda":
-                    linear.replace_linear_convs(module)
+                if backend == "cuda" or backend in HOST_BACKENDS:
+                    linear.replace_linear_convs(module, backend)
                 matmul.replace_matmuls(module)
             except ExportError:
                 raise

@@ -1,14 +1,17 @@
-"""CUDA: linear layers on the tensor-core matrix tiles instead of the convolution tiles.
+"""Linear layers on matrix-product kernels instead of the convolution tiles.
 
 The importer runs `linear` as a 1x1 convolution of 1x1 images (importer/graph_passes.py), and
-conv.py makes it a `lapis.conv2d_nchw` with its bias (and an in-place ReLU) folded in. On CUDA
-such a call becomes `lapis.linear` (kokkos_support/lapis/gemm_tf32.hpp: x W^T on the tensor
-cores, the weight kept as [out][in]), and the elementwise activation after it (SiLU, GELU,
-tanh, ReLU) goes into its epilogue when the layer's own output is read by nothing else.
+conv.py makes it a `lapis.conv2d_nchw` with its bias (and an in-place ReLU) folded in. Such a
+call becomes `lapis.linear`: on CUDA x W^T on the tensor cores (kokkos_support/lapis/
+gemm_tf32.hpp, float32, the weight kept as [out][in]); on host backends the packed AVX-512 /
+AVX2 kernel of gemm_host.hpp (float32 and float64, the op marked `packed`: the emitter packs
+the weight into the kernel's panels, tuned_ops.pack_linear_weight). The elementwise activation
+after it (SiLU, GELU, tanh, ReLU, sigmoid) goes into its epilogue when the layer's own output
+is read by nothing else.
 """
 from __future__ import annotations
 
-from ..tuned_ops import CONV2D, LINEAR
+from ..tuned_ops import CONV2D, HOST_BACKENDS, LINEAR, PACKED_ATTRIBUTE
 from .buffers import constant_value
 from .conv import _dead_after, _next_past_allocs
 
@@ -19,26 +22,31 @@ _BODIES = {
     ("arith.divf", "math.erf", "arith.addf", "arith.mulf", "arith.mulf"): "gelu",
     ("math.tanh",): "tanh",
     ("arith.cmpf", "arith.select"): "relu",
+    ("arith.negf", "math.exp", "arith.addf", "arith.divf"): "sigmoid",
 }
-_CONSTANTS = {"silu": [1.0, 1.0], "gelu": [1.41421354, 1.0, 0.5], "tanh": [], "relu": [0.0, 0.0]}
+_CONSTANTS = {"silu": [1.0, 1.0], "gelu": [1.41421354, 1.0, 0.5], "tanh": [], "relu": [0.0, 0.0],
+              "sigmoid": [1.0, 1.0]}
 
 
-def replace_linear_convs(module) -> int:
+def replace_linear_convs(module, backend: str = "cuda") -> int:
     """Swap every `lapis.conv2d_nchw` that is a linear layer (1x1 filter over 1x1 images,
-    stride 1, no padding or residual, float32) for `lapis.linear`; returns how many."""
+    stride 1, no padding or residual; float32, or on host backends float64 too) for
+    `lapis.linear`; returns how many."""
+    host = backend in HOST_BACKENDS
+    elements = ("f32", "f64") if host else ("f32",)
     replaced = 0
     for function in module.body.operations:
         if function.operation.name != "func.func" or not len(function.regions[0].blocks):
             continue
         for op in list(function.regions[0].blocks[0].operations):
             op = op.operation
-            if op.name == CONV2D and _is_linear(op):
-                _replace(op)
+            if op.name == CONV2D and _is_linear(op, elements):
+                _replace(op, packed=host)
                 replaced += 1
     return replaced
 
 
-def _is_linear(conv) -> bool:
+def _is_linear(conv, elements) -> bool:
     from torch_mlir import ir
     import numpy as np
     if "residual" in conv.attributes or list(ir.DenseI64ArrayAttr(
@@ -47,11 +55,11 @@ def _is_linear(conv) -> bool:
     if [int(v) for v in np.asarray(conv.attributes["strides"])] != [1, 1]:
         return False
     source, weight, target = (ir.MemRefType(conv.operands[i].type) for i in (0, 1, -1))
-    return (str(target.element_type) == "f32" and list(weight.shape[2:]) == [1, 1]
+    return (str(target.element_type) in elements and list(weight.shape[2:]) == [1, 1]
             and list(source.shape[2:]) == [1, 1] and list(target.shape[2:]) == [1, 1])
 
 
-def _replace(conv) -> None:
+def _replace(conv, packed: bool) -> None:
     from torch_mlir import ir
     operands = list(conv.operands)
     init = ir.StringAttr(conv.attributes["init"]).value
@@ -68,7 +76,8 @@ def _replace(conv) -> None:
             operands[-1] = after.operands[1]
     with ir.InsertionPoint(at), conv.location:
         ir.Operation.create(LINEAR, operands=operands, attributes={
-            "init": ir.StringAttr.get(init), "activation": ir.StringAttr.get(activation)})
+            "init": ir.StringAttr.get(init), "activation": ir.StringAttr.get(activation),
+            **({PACKED_ATTRIBUTE: ir.UnitAttr.get()} if packed else {})})
     conv.erase()
     if folded is not None:
         folded.erase()
@@ -116,6 +125,9 @@ def _activation(op, buffer) -> str | None:
             return None
         from .conv import CMPF_UGT
         if ir.IntegerAttr(compare.attributes["predicate"]).value != CMPF_UGT:
+            return None
+    elif name == "sigmoid":
+        if body[0].operands[0] != x:
             return None
     elif body[0].operands[0] != x or x not in list(body[-2].operands):
         return None     # silu and gelu end in x * ...; tanh's one op reads x

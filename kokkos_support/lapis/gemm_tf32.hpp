@@ -22,20 +22,6 @@
 
 namespace lapis {
 
-// The activation a linear layer's epilogue applies (the elementwise op after it, folded in by
-// exporter/lowering/linear.py), in the expression order of torch-mlir's lowering of each.
-enum class Activation : int { none, relu, silu, gelu, tanh };
-
-KOKKOS_INLINE_FUNCTION float activate(const Activation f, const float v) {
-  switch (f) {
-    case Activation::relu: return !(v <= 0.0f) ? v : 0.0f;  // NaN stays NaN
-    case Activation::silu: return v * (1.0f / (math::exp(-v) + 1.0f));
-    case Activation::gelu: return v * ((math::erf(v / 1.41421354f) + 1.0f) * 0.5f);
-    case Activation::tanh: return math::tanh(v);
-    default: return v;
-  }
-}
-
 namespace detail {
 
 // One product C (+)= A B^T (WeightRows: B is [n][k], a linear layer's weight) or C (+)= A B

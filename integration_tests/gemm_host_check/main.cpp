@@ -1,0 +1,144 @@
+// Runs lapis::linear_packed and lapis::matmul (kokkos_support/lapis/gemm.hpp) on the cases of
+// DIR/cases.txt, one a line: `NAME DTYPE M N K ACTIVATION INIT RESIDUAL`, ACTIVATION and INIT
+// as the numbers of lapis::Activation and lapis::ConvInit, RESIDUAL 0 none, 1 before the
+// activation, 2 after it. Each case reads DIR/NAME.x ([M][K]), .w (the weight packed as
+// tuned_ops.pack_linear_weight packs it), .bt ([K][N], the weight transposed, for matmul),
+// .bias ([N]), .y0 ([M][N], the start for INIT accumulate) and .res ([M][N]), and writes
+// DIR/NAME.linear and DIR/NAME.matmul (C = x W^T from zero); raw little-endian arrays.
+// Timing: `gemm_host_check --time M N K REPEATS` prints the median ms of a float matmul.
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "lapis/conv.hpp"
+#include "lapis/gemm.hpp"
+
+namespace {
+
+template <class T>
+using Matrix = Kokkos::View<T**, Kokkos::LayoutRight, Kokkos::HostSpace>;
+
+template <class T>
+std::vector<T> read(const std::string& path, size_t count) {
+  std::vector<T> data(count);
+  std::ifstream in(path, std::ios::binary);
+  in.read(reinterpret_cast<char*>(data.data()), std::streamsize(count * sizeof(T)));
+  if (!in) throw std::runtime_error("cannot read " + std::to_string(count) + " values from " + path);
+  return data;
+}
+
+template <class T>
+void write(const std::string& path, const T* data, size_t count) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(data), std::streamsize(count * sizeof(T)));
+}
+
+template <class T>
+Matrix<T> matrix(const std::string& label, const std::vector<T>& data, int64_t rows,
+                 int64_t columns) {
+  Matrix<T> m(label, rows, columns);
+  std::copy(data.begin(), data.end(), m.data());
+  return m;
+}
+
+template <class T>
+void run_case(const std::string& base, int64_t m, int64_t n, int64_t k, int activation,
+              int init, int residual) {
+  constexpr int64_t P = lapis::gemm_host::panel_width<T>;
+  const int64_t panels = (n + P - 1) / P;
+  Kokkos::DefaultHostExecutionSpace space;
+  const auto x = matrix<T>("x", read<T>(base + ".x", m * k), m, k);
+  Kokkos::View<T***, Kokkos::LayoutRight, Kokkos::HostSpace> w("w", panels, k, P);
+  const auto packed = read<T>(base + ".w", panels * k * P);
+  std::copy(packed.begin(), packed.end(), w.data());
+  const auto bt = matrix<T>("bt", read<T>(base + ".bt", k * n), k, n);
+  Kokkos::View<T*, Kokkos::HostSpace> bias("bias", n);
+  const auto b = read<T>(base + ".bias", n);
+  std::copy(b.begin(), b.end(), bias.data());
+  const auto y = matrix<T>("y", read<T>(base + ".y0", m * n), m, n);
+  const auto res = matrix<T>("res", read<T>(base + ".res", m * n), m, n);
+  const auto c = matrix<T>("c", std::vector<T>(m * n, T(-7)), m, n);
+  const auto at = residual == 2 ? lapis::ResidualAt::after_activation
+                                : lapis::ResidualAt::before_activation;
+  if (residual)
+    lapis::linear_packed(space, "check::linear", x, w, bias, res, y, lapis::ConvInit(init),
+                         lapis::Activation(activation), at);
+  else
+    lapis::linear_packed(space, "check::linear", x, w, bias, y, lapis::ConvInit(init),
+                         lapis::Activation(activation));
+  lapis::matmul(space, "check::matmul", x, bt, c, lapis::MatmulInit::zero);
+  space.fence();
+  write(base + ".linear", y.data(), m * n);
+  write(base + ".matmul", c.data(), m * n);
+}
+
+double time_matmul(int64_t m, int64_t n, int64_t k, int repeats) {
+  Matrix<float> a("a", m, k), b("b", k, n), c("c", m, n);
+  Kokkos::deep_copy(a, 1.0f);
+  Kokkos::deep_copy(b, 0.5f);
+  Kokkos::DefaultHostExecutionSpace space;
+  std::vector<double> times;
+  for (int r = 0; r < repeats + 2; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    lapis::matmul(space, "check::matmul", a, b, c, lapis::MatmulInit::zero);
+    space.fence();
+    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
+    if (r >= 2) times.push_back(took.count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+}  // namespace
+
+// The instruction set the host kernel runs: 0 baseline, 1 AVX2, 2 AVX-512F (-1: portable).
+int isa() {
+#if defined(LAPIS_GEMM_HOST_TILES)
+  return int(lapis::gemm_host::isa());
+#else
+  return -1;
+#endif
+}
+
+int main(int argc, char** argv) {
+  Kokkos::initialize(argc, argv);
+  int status = 0;
+  try {
+    const std::vector<std::string> args(argv + 1, argv + argc);
+    if (args.size() == 5 && args[0] == "--time") {
+      const int64_t m = std::stoll(args[1]), n = std::stoll(args[2]), k = std::stoll(args[3]);
+      const double ms = time_matmul(m, n, k, std::stoi(args[4]));
+      std::printf("median_ms=%.4f gflops=%.2f isa=%d\n", ms, 2.0 * m * n * k / ms * 1e-6,
+                  isa());
+    } else if (args.size() == 1) {
+      std::ifstream cases(args[0] + "/cases.txt");
+      std::string line;
+      while (std::getline(cases, line)) {
+        std::istringstream fields(line);
+        std::string name, dtype;
+        int64_t m, n, k;
+        int activation, init, residual;
+        fields >> name >> dtype >> m >> n >> k >> activation >> init >> residual;
+        const std::string base = args[0] + "/" + name;
+        if (dtype == "float32")
+          run_case<float>(base, m, n, k, activation, init, residual);
+        else
+          run_case<double>(base, m, n, k, activation, init, residual);
+      }
+    } else {
+      throw std::runtime_error("usage: gemm_host_check DIR | --time M N K REPEATS");
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gemm_host_check: %s\n", e.what());
+    status = 1;
+  }
+  Kokkos::finalize();
+  return status;
+}
