@@ -106,10 +106,10 @@ def test_summary_and_quiet(exported, tmp_path):
     lines = result.stdout.splitlines()
     assert lines[0] == str(out)
     # 3 ops (linear, relu, linear); 4*8+8 + 8*2+2 = 58 parameters in 4 tensors of float32,
-    # stored in 424 bytes: the linear layers run as convolutions, whose packed weights are
-    # padded to blocks of 8 output channels (2 -> 8 for the last one: 8*8*4 + 8*4 + ...).
+    # stored in 1.5 KiB: the linear layers' weights are packed at export into panels of 32
+    # output columns (8 -> 32 and 2 -> 32: 4*32*4 + 8*32*4 bytes, with the two biases).
     assert "mlp (serial): 3 ops in " in lines[1]
-    assert "58 parameters in 4 weights (424 bytes)" in lines[1]
+    assert "58 parameters in 4 weights (1.5 KiB)" in lines[1]
     assert f"cmake -S {out} -B build-mlp -DKokkos_ROOT=" in result.stdout
     assert "target_link_libraries(app PRIVATE mlp::mlp)" in result.stdout
     quiet = invoke(exported, "--out", out, "--force", "-q")
