@@ -51,7 +51,7 @@ def add_gradients(model: LoadedModel, requests: list[str]) -> LoadedModel:
         outputs = _flat(module(*sample))
     output_names = _output_names(model, outputs)
     parsed = [_parse(text, model, outputs, output_names) for text in requests]
-    joint = _joint(module, parsed, len(outputs))
+    joint = _joint(module, parsed)
     label = str(model.path)
     shapes = [spec.shape for spec in model.inputs]
     state = {**dict(module.named_parameters()), **dict(module.named_buffers())}
@@ -254,50 +254,43 @@ def _tensor_names(known: dict) -> dict[int, str]:
     return names
 
 
-def _joint(module, requests: list[GradientRequest], output_count: int) -> Callable:
+def _joint(module, requests: list[GradientRequest]) -> Callable:
     """The callable make_fx traces: the model's outputs, then each requested gradient."""
     import torch
 
-    wanted = sorted({request.input for request in requests})
-
     def joint(state, *inputs):
-        with torch.enable_grad():
-            inputs = list(inputs)
-            for index in wanted:
-                inputs[index] = inputs[index].detach().requires_grad_(True)
-            outputs = _flat(torch.func.functional_call(module, state, tuple(inputs)))
-            gradients = []
-            for request in requests:
-                target = outputs[request.output]
-                source = inputs[request.input]
-                found, = torch.autograd.grad(target.sum(), source, retain_graph=True,
-                                             allow_unused=True)
-                gradients.append(torch.zeros_like(source) if found is None else found)
-        return (*(output.detach() for output in outputs), *gradients)
+        return _differentiate(
+            lambda *tensors: torch.func.functional_call(module, state, tensors), inputs,
+            requests)
 
     return joint
 
 
 def _reference(call: Callable, requests: list[GradientRequest]) -> Callable:
     """What --verify compares with: the model under PyTorch's own autograd, eagerly."""
-    import torch
-
     def reference(*inputs):
-        with torch.enable_grad():
-            inputs = [tensor.detach().requires_grad_(True)
-                      if any(r.input == i for r in requests) else tensor
-                      for i, tensor in enumerate(inputs)]
-            outputs = _flat(call(*inputs))
-            gradients = []
-            for request in requests:
-                found, = torch.autograd.grad(outputs[request.output].sum(),
-                                             inputs[request.input], retain_graph=True,
-                                             allow_unused=True)
-                gradients.append(torch.zeros_like(inputs[request.input])
-                                 if found is None else found)
-        return (*(output.detach() for output in outputs), *(g.detach() for g in gradients))
+        return tuple(value.detach() for value in _differentiate(call, inputs, requests))
 
     return reference
+
+
+def _differentiate(call: Callable, inputs, requests: list[GradientRequest]) -> tuple:
+    """call(*inputs)'s tensors, then d(output.sum())/d(input) for each request (zeros where the
+    output does not depend on the input)."""
+    import torch
+
+    wanted = {request.input for request in requests}
+    with torch.enable_grad():
+        inputs = [tensor.detach().requires_grad_(True) if index in wanted else tensor
+                  for index, tensor in enumerate(inputs)]
+        outputs = _flat(call(*inputs))
+        gradients = []
+        for request in requests:
+            source = inputs[request.input]
+            found, = torch.autograd.grad(outputs[request.output].sum(), source,
+                                         retain_graph=True, allow_unused=True)
+            gradients.append(torch.zeros_like(source) if found is None else found)
+    return (*(output.detach() for output in outputs), *gradients)
 
 
 def _parse(text: str, model: LoadedModel, outputs: list, output_names: list[str]) \
