@@ -12,7 +12,7 @@ is read by nothing else.
 from __future__ import annotations
 
 from ..tuned_ops import CONV2D, HOST_BACKENDS, LINEAR, PACKED_ATTRIBUTE
-from .buffers import constant_value
+from .buffers import constant_value, root
 from .conv import _dead_after, _next_past_allocs
 
 # Body of the elementwise op after a linear layer (block argument x, constants by value), as
@@ -69,9 +69,13 @@ def _replace(conv, packed: bool) -> None:
         after = _next_past_allocs(conv)
         found = _activation(after, operands[-1])
         # In place, or into a buffer of its own while the layer's own output is read by
-        # nothing else (its start is the bias or zero, not what the buffer held).
-        if found and (after.operands[1] == operands[-1] or (
-                init != "accumulate" and _dead_after(after, operands[-1]))):
+        # nothing else (its start is the bias or zero, not what the buffer held) -- and never
+        # into a buffer the layer reads (bufferization reuses the input's buffer for the
+        # activation's result when the input dies at the layer).
+        reads = {root(value) for value in operands[:-1]}
+        if found and root(after.operands[1]) not in reads and (
+                after.operands[1] == operands[-1] or (
+                    init != "accumulate" and _dead_after(after, operands[-1]))):
             activation, at, folded = found, after, after
             operands[-1] = after.operands[1]
     with ir.InsertionPoint(at), conv.location:
