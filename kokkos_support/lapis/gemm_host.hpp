@@ -57,9 +57,11 @@ inline constexpr int panel_width = int(128 / sizeof(T));
 }  // namespace lapis
 
 #if defined(LAPIS_GEMM_HOST_TILES)
-#if defined(__GNUC__) && !defined(__clang__)
-// The wide vectors stay inside the target functions; GCC warns about their ABI where a
-// template is instantiated (the end of the including file), so this is not popped.
+// The wide vectors stay inside the target functions; GCC and Clang warn about their ABI where
+// a template is instantiated (the end of the including file), so this is not popped.
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
