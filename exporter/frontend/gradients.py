@@ -87,7 +87,6 @@ def trace_program(function: Callable, sample: tuple, shapes: list[tuple[int, ...
         traced = make_fx(traced, decomposition_table=_backward_decompositions(),
                          tracing_mode=mode, record_module_stack=True,
                          _allow_non_fake_inputs=True)(state, *sample)
-        _check_differentiable(traced, label)
         module = _weights_as_attributes(traced, state, known or {})
     try:
         with quiet_torch():
@@ -244,7 +243,6 @@ def _tensor_names(known: dict) -> dict[int, str]:
         if isinstance(value, torch.nn.Module):
             for name, tensor in [*value.named_parameters(), *value.named_buffers()]:
                 names.setdefault(id(tensor), f"{prefix}.{name}")
-                names.setdefault(id(tensor.data), f"{prefix}.{name}")
         elif isinstance(value, dict):
             for key, tensor in value.items():
                 if isinstance(tensor, torch.Tensor) and isinstance(key, str):
@@ -379,12 +377,3 @@ def _sample(model: LoadedModel) -> tuple:
         sample.append(torch.randn(shape, generator=generator).to(dtype)
                       if dtype.is_floating_point else torch.zeros(shape, dtype=dtype))
     return tuple(sample)
-
-
-# ATen ops make_fx leaves when a derivative has no formula.
-def _check_differentiable(graph, label: str) -> None:
-    for node in graph.graph.nodes:
-        if node.op == "call_function" and "not_implemented" in str(node.target):
-            raise ExportError(f"{label}: an op has no derivative formula ({node.target})")
-
-
