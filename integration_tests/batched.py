@@ -31,14 +31,16 @@ def export(model: Path, out: Path, name: str, input_shapes=None) -> Path:
     return out
 
 
-def build(packages: dict[str, Path], work: Path, kokkos_root, batch_size: int = 8
-          ) -> dict[str, Path]:
-    """name -> the shared library holding that package; fails naming the first error."""
+def build(packages: dict[str, Path], work: Path, kokkos_root, batch_size: int = 8,
+          optimization: str = "-O1") -> dict[str, Path]:
+    """name -> the shared library holding that package; fails naming the first error.
+    Tests build at -O1 (quicker to compile, the same numbers); a benchmark passes the
+    packages' own release flags, "-O3 -DNDEBUG"."""
     sys.path.insert(0, str(REPO / "benchmarks" / "conformance"))
     import batch_build
 
     built = batch_build.build(packages, work / "build", str(kokkos_root), jobs=2,
-                              batch_size=batch_size)
+                              batch_size=batch_size, optimization=optimization)
     failed = {name: result.error for name, result in built.items() if result.library is None}
     assert not failed, f"packages did not build: {failed}"
     return {name: result.library for name, result in built.items()}
