@@ -1,9 +1,11 @@
-"""Handlers for the small dense linear algebra (exporter/linalg.py) and the recurrences
-(exporter/recurrent.py): calls of kokkos_support/lapis/dense_solve.hpp and recurrent.hpp."""
+"""Handlers for the small dense linear algebra (exporter/linalg.py), the recurrences
+(exporter/recurrent.py) and the row scatter-adds (exporter/scatter.py): calls of
+kokkos_support/lapis/dense_solve.hpp, recurrent.hpp and scatter.hpp."""
 from __future__ import annotations
 
 from ..linalg import OPS as LINALG_OPS
 from ..recurrent import OPS as RECURRENT_OPS
+from ..scatter import OPS as SCATTER_OPS
 from .emitter import KokkosEmitter, handles, location_label
 
 _WHAT = {"lapis.dense_solve": "batched solve A X = B, LU with partial pivoting",
@@ -12,7 +14,8 @@ _WHAT = {"lapis.dense_solve": "batched solve A X = B, LU with partial pivoting",
          "lapis.dense_cholesky": "batched Cholesky factor",
          "lapis.lstsq": "batched least squares, Householder QR",
          "lapis.lstm_recurrence": "LSTM recurrence, a loop over the steps",
-         "lapis.gru_recurrence": "GRU recurrence, a loop over the steps"}
+         "lapis.gru_recurrence": "GRU recurrence, a loop over the steps",
+         "lapis.index_add": "out = self; out[index[e]] += source[e]"}
 
 
 @handles(*(lapis_op for _, lapis_op, _ in LINALG_OPS.values()))
@@ -33,6 +36,13 @@ def _recurrence(em: KokkosEmitter, op) -> None:
     """`lapis.lstm_recurrence(pre, w_hh, b_hh, h0, c0, out, h_n, c_n)` -> a call."""
     views = ", ".join(em.memref(v).cname for v in op.operands)
     _call(em, op, RECURRENT_OPS, "lapis/recurrent.hpp", "<execution_space>", views)
+
+
+@handles(*(lapis_op for _, lapis_op, _ in SCATTER_OPS.values()))
+def _scatter(em: KokkosEmitter, op) -> None:
+    """`lapis.index_add(self, index, source, out)` -> `lapis::index_add_rows(...)`."""
+    views = ", ".join(em.memref(v).cname for v in op.operands)
+    _call(em, op, SCATTER_OPS, "lapis/scatter.hpp", "", views)
 
 
 def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str) -> None:

@@ -7,6 +7,9 @@ call of a tuned kernel instead of what the decompositions make of them.
 - recurrent layers (`aten.lstm`, `aten.gru`) -> one input projection per layer (a matrix
   product over all steps) and the recurrence as one custom op of exporter/recurrent.py,
   a loop over the steps in C++; the decompositions unroll every step into its own kernels.
+- row scatter-adds (`index_add` along dimension 0, `scatter_add` / `scatter_reduce(sum)` of
+  an index expanded over the rows, `index_put(accumulate=True)` of one index) -> the custom op
+  of exporter/scatter.py; torch-mlir makes a sequential loop over coordinate tensors of them.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import torch
 from ..errors import ExportError
 from .. import linalg as _linalg  # noqa: F401  (registers torch.ops.lapis.dense_*)
 from .. import recurrent as _recurrent  # noqa: F401  (registers torch.ops.lapis.*_recurrence)
+from .. import scatter as _scatter  # noqa: F401  (registers torch.ops.lapis.index_add)
 
 aten = torch.ops.aten
 
@@ -43,6 +47,92 @@ def recurrences_as_loops(program) -> int:
                               aten.gru.input: _recurrent_layers})
 
 
+def scatter_adds_as_calls(program) -> int:
+    """Replace the row scatter-adds by lapis::index_add calls; returns how many. Any other
+    scatter (along another dimension, of an index that differs along the row, of int32
+    indices) is left to torch-mlir."""
+    rewrites = {aten.index_add.default: _index_add,
+                aten.scatter_add.default: _scatter_add,
+                aten.scatter_reduce.two: _scatter_add,
+                aten.index_put.default: _index_put}
+    # A scatter that does not qualify stays as it is: its rewrite returns None.
+    return _rewrite(program, rewrites)
+
+
+def _rows_call(graph, node, self_node, index, source, alpha=1):
+    """lapis::index_add(self, index, source * alpha) where index is a 1-D int64 tensor as long
+    as source and source's row shape is self's; None otherwise."""
+    values = [n.meta.get("val") if isinstance(n, torch.fx.Node) else None
+              for n in (self_node, index, source)]
+    if any(v is None for v in values):
+        return None
+    self_value, index_value, source_value = values
+    if (index_value.dim() != 1 or index_value.dtype != torch.int64 or self_value.dim() == 0
+            or source_value.dim() != self_value.dim()
+            or source_value.dtype != self_value.dtype
+            or tuple(source_value.shape[1:]) != tuple(self_value.shape[1:])):
+        return None
+    b = _Builder(graph, node)
+    if alpha != 1:
+        source = b(aten.mul.Scalar, source, alpha)
+    return b(torch.ops.lapis.index_add.default, self_node, index, source)
+
+
+def _index_add(graph, node):
+    self_node, dim, index, source = node.args[:4]
+    alpha = node.args[4] if len(node.args) > 4 else node.kwargs.get("alpha", 1)
+    if dim % max(self_node.meta["val"].dim(), 1) != 0:
+        return None
+    return _rows_call(graph, node, self_node, index, source, alpha)
+
+
+def _scatter_add(graph, node):
+    """scatter_add(self, 0, index, src) and scatter_reduce(self, 0, index, src, "sum"), where
+    index is one 1-D index viewed as a column and expanded over src's rows."""
+    self_node, dim, index, source = node.args[:4]
+    if node.target == aten.scatter_reduce.two:
+        reduce = node.args[4]
+        include_self = node.args[5] if len(node.args) > 5 else \
+            node.kwargs.get("include_self", True)
+        if reduce != "sum" or not include_self:
+            return None
+    if dim % max(self_node.meta["val"].dim(), 1) != 0 or not isinstance(source, torch.fx.Node):
+        return None
+    rows = _expanded_rows(index, source)
+    return None if rows is None else _rows_call(graph, node, self_node, rows, source)
+
+
+def _expanded_rows(index, source):
+    """The 1-D index that `index` spreads over source's rows ([E] -> [E, 1, ...] ->
+    expand to source's shape), or None."""
+    if source.meta["val"].dim() == 1:
+        return index
+    if not (isinstance(index, torch.fx.Node)
+            and index.target in (aten.expand.default, aten.expand_as.default)
+            and tuple(index.meta["val"].shape) == tuple(source.meta["val"].shape)):
+        return None
+    column = index.args[0]
+    while isinstance(column, torch.fx.Node) and column.target in (
+            aten.unsqueeze.default, aten.view.default, aten.reshape.default):
+        base = column.args[0]
+        if not isinstance(base, torch.fx.Node):
+            return None
+        if base.meta["val"].dim() == 1:
+            shape = column.meta["val"].shape
+            return base if all(s == 1 for s in shape[1:]) else None
+        column = base
+    return None
+
+
+def _index_put(graph, node):
+    """index_put(self, [index], values, accumulate=True) with one 1-D int64 index."""
+    self_node, indices, values = node.args[:3]
+    accumulate = node.args[3] if len(node.args) > 3 else node.kwargs.get("accumulate", False)
+    if not accumulate or len(indices) != 1 or indices[0] is None:
+        return None
+    return _rows_call(graph, node, self_node, indices[0], values)
+
+
 def _rewrite(program, rewrites) -> int:
     graph = program.graph
     done = 0
@@ -52,6 +142,8 @@ def _rewrite(program, rewrites) -> int:
             continue
         with graph.inserting_before(node):
             replacement = rewrite(graph, node)
+        if replacement is None:        # not a case the rewrite takes
+            continue
         if isinstance(replacement, (list, tuple)):    # several results: the getitem users
             for user in list(node.users):
                 if user.target is not operator.getitem:

@@ -11,10 +11,10 @@ import re
 
 from ..diagnostics import walk
 from ..errors import ExportError
-from .. import linalg, recurrent
+from .. import linalg, recurrent, scatter
 from .sparse import _copied_to_output
 
-OPS = {**linalg.OPS, **recurrent.OPS}
+OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS}
 _CALLEES = {callee: lapis_op for callee, lapis_op, _ in OPS.values()}
 
 
