@@ -60,9 +60,11 @@ def fold_batch_norm(program) -> int:
 
 
 def linear_as_conv(program) -> int:
-    """Rewrite `linear(x, w, b)` on a 2-D `x` as `conv2d(x.view(N, IC, 1, 1), w', b).view(N, OC)`
-    with the weight stored as [OC, IC, 1, 1], in place, so that it runs in the tuned convolution
-    (no transposed copy of the weight per call, the bias folded in). Returns the number done."""
+    """Rewrite `linear(x, w, b)` on an `x` of rank 2 or more as `conv2d(x.reshape(M, IC, 1, 1),
+    w', b).view(*x.shape[:-1], OC)` (M the product of x's leading sizes: the batch of an MLP,
+    batch x sequence in a transformer), with the weight stored as [OC, IC, 1, 1], in place, so
+    that it runs in the tuned convolution or matrix-product kernels (no transposed copy of the
+    weight per call, the bias folded in). Returns the number done."""
     graph = program.graph
     params = _placeholder_tensors(program)
     aten = torch.ops.aten
@@ -73,11 +75,11 @@ def linear_as_conv(program) -> int:
         x, weight = node.args[0], node.args[1]
         bias = node.args[2] if len(node.args) > 2 else None
         x_value = x.meta.get("val") if isinstance(x, torch.fx.Node) else None
-        if (x_value is None or x_value.dim() != 2 or not isinstance(weight, torch.fx.Node)
+        if (x_value is None or x_value.dim() < 2 or not isinstance(weight, torch.fx.Node)
                 or weight.name not in params or len(weight.users) != 1):
             continue
         target, w = params[weight.name]
-        batch, channels_in = x_value.shape
+        *leading, channels_in = x_value.shape
         channels_out = w.shape[0]
         _assign(program, target, w.reshape(channels_out, channels_in, 1, 1).contiguous())
         weight.meta["val"] = weight.meta["val"].reshape(channels_out, channels_in, 1, 1)
@@ -85,17 +87,23 @@ def linear_as_conv(program) -> int:
             from torch.fx.passes.shape_prop import _extract_tensor_metadata
             weight.meta["tensor_meta"] = _extract_tensor_metadata(weight.meta["val"])
         with graph.inserting_before(node):
-            # A dynamic batch stays symbolic: its size node, not the SymInt (which would be
-            # printed into the graph's code as an undefined name).
-            rows = batch
-            if not isinstance(batch, int):
-                rows = graph.call_function(aten.sym_size.int, (x, 0))
-                rows.meta["val"] = batch
-            image = graph.call_function(aten.view.default, (x, [rows, channels_in, 1, 1]))
-            image.meta["val"] = x_value.view(batch, channels_in, 1, 1)
+            # Dynamic sizes stay symbolic: their size nodes, not the SymInts (which would be
+            # printed into the graph's code as undefined names).
+            sizes = []
+            for dim, size in enumerate(leading):
+                if not isinstance(size, int):
+                    size_node = graph.call_function(aten.sym_size.int, (x, dim))
+                    size_node.meta["val"] = size
+                    size = size_node
+                sizes.append(size)
+            rows = sizes[0] if len(sizes) == 1 else -1
+            image = graph.call_function(aten.reshape.default if len(sizes) > 1 else
+                                        aten.view.default, (x, [rows, channels_in, 1, 1]))
+            image.meta["val"] = x_value.reshape(-1, channels_in, 1, 1)
             conv = graph.call_function(aten.conv2d.default, (image, weight, bias))
-            conv.meta["val"] = image.meta["val"].new_empty((batch, channels_out, 1, 1))
-            flat = graph.call_function(aten.view.default, (conv, [rows, channels_out]))
+            conv.meta["val"] = image.meta["val"].new_empty(
+                (image.meta["val"].shape[0], channels_out, 1, 1))
+            flat = graph.call_function(aten.view.default, (conv, [*sizes, channels_out]))
             flat.meta["val"] = node.meta["val"]
         _replace(graph, node, flat, (image, conv))
         done += 1
