@@ -166,6 +166,21 @@ class ConvZoo(nn.Module):
         return self.f(x)
 
 
+class Transformer(nn.Module):
+    """A transformer encoder over [batch, sequence, width] tokens (nn.TransformerEncoder, GELU,
+    post-norm): the CPU benchmark's 2 layers of width 64, 4 heads, feed-forward 128; the GPU
+    benchmark's 4 layers of width 256, 8 heads, feed-forward 1024."""
+
+    def __init__(self, layers: int = 2, width: int = 64, heads: int = 4, feedforward: int = 128):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(width, heads, feedforward, dropout=0.0,
+                                           activation="gelu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, x):
+        return self.encoder(x)
+
+
 def randomize_batch_norm(model: nn.Module, seed: int) -> nn.Module:
     """Give batch norms non-trivial running statistics, as a trained model has."""
     generator = torch.Generator().manual_seed(seed)
@@ -191,5 +206,7 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple[int, ...]]:
         "resnet18": (lambda: ResNet18(), (1, 3, 224, 224)),
         "conv_zoo": (lambda: ConvZoo(), (2, 3, 28, 27)),
         "residual_net": (lambda: ResidualNet(), (2, 3, 12, 12)),
+        "transformer": (lambda: Transformer(), (2, 128, 64)),
+        "transformer_gpu": (lambda: Transformer(4, 256, 8, 1024), (32, 512, 256)),
     }[name]
     return randomize_batch_norm(model(), seed).eval(), shape

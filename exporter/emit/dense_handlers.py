@@ -1,8 +1,10 @@
 """Handlers for the small dense linear algebra (exporter/linalg.py), the recurrences
-(exporter/recurrent.py) and the row scatter-adds (exporter/scatter.py): calls of
-kokkos_support/lapis/dense_solve.hpp, recurrent.hpp and scatter.hpp."""
+(exporter/recurrent.py), the row scatter-adds (exporter/scatter.py) and the fused attention
+(exporter/attention.py): calls of kokkos_support/lapis/dense_solve.hpp, recurrent.hpp,
+scatter.hpp and attention.hpp."""
 from __future__ import annotations
 
+from ..attention import OPS as ATTENTION_OPS
 from ..linalg import OPS as LINALG_OPS
 from ..recurrent import OPS as RECURRENT_OPS
 from ..scatter import OPS as SCATTER_OPS
@@ -15,7 +17,10 @@ _WHAT = {"lapis.dense_solve": "batched solve A X = B, LU with partial pivoting",
          "lapis.lstsq": "batched least squares, Householder QR",
          "lapis.lstm_recurrence": "LSTM recurrence, a loop over the steps",
          "lapis.gru_recurrence": "GRU recurrence, a loop over the steps",
-         "lapis.index_add": "out = self; out[index[e]] += source[e]"}
+         "lapis.index_add": "out = self; out[index[e]] += source[e]",
+         "lapis.attention": "softmax(q k^T) v, online softmax",
+         "lapis.attention_causal": "softmax(q k^T) v under a causal mask, online softmax",
+         "lapis.attention_masked": "softmax(q k^T + mask) v, online softmax"}
 
 
 @handles(*(lapis_op for _, lapis_op, _ in LINALG_OPS.values()))
@@ -43,6 +48,20 @@ def _scatter(em: KokkosEmitter, op) -> None:
     """`lapis.index_add(self, index, source, out)` -> `lapis::index_add_rows(...)`."""
     views = ", ".join(em.memref(v).cname for v in op.operands)
     _call(em, op, SCATTER_OPS, "lapis/scatter.hpp", "", views)
+
+
+@handles(*(lapis_op for _, lapis_op, _ in ATTENTION_OPS.values()))
+def _attention(em: KokkosEmitter, op) -> None:
+    """`lapis.attention(q, k, v[, mask], out)` -> `lapis::attention<D, DV, execution_space>(...)`:
+    the head sizes are template arguments, so that a query row and an output row live in
+    registers."""
+    from torch_mlir import ir
+
+    views = ", ".join(em.memref(v).cname for v in op.operands)
+    head = ir.MemRefType(op.operands[0].type).shape[-1]
+    value_head = ir.MemRefType(op.operands[2].type).shape[-1]
+    _call(em, op, ATTENTION_OPS, "lapis/attention.hpp", f"<{head}, {value_head}, execution_space>",
+          views)
 
 
 def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str) -> None:

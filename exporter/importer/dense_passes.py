@@ -10,6 +10,8 @@ call of a tuned kernel instead of what the decompositions make of them.
 - row scatter-adds (`index_add` along dimension 0, `scatter_add` / `scatter_reduce(sum)` of
   an index expanded over the rows, `index_put(accumulate=True)` of one index) -> the custom op
   of exporter/scatter.py; torch-mlir makes a sequential loop over coordinate tensors of them.
+- `scaled_dot_product_attention` -> the fused attention ops of exporter/attention.py; the
+  decomposition writes the whole score matrix and runs the softmax in five passes over it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from ..errors import ExportError
 from .. import linalg as _linalg  # noqa: F401  (registers torch.ops.lapis.dense_*)
 from .. import recurrent as _recurrent  # noqa: F401  (registers torch.ops.lapis.*_recurrence)
 from .. import scatter as _scatter  # noqa: F401  (registers torch.ops.lapis.index_add)
+from .. import attention as _attention  # also registers torch.ops.lapis.attention*
 
 aten = torch.ops.aten
 
@@ -57,6 +60,66 @@ def scatter_adds_as_calls(program) -> int:
                 aten.index_put.default: _index_put}
     # A scatter that does not qualify stays as it is: its rewrite returns None.
     return _rewrite(program, rewrites)
+
+
+def attention_as_calls(program) -> int:
+    """Replace `scaled_dot_product_attention` by the fused attention calls where they apply;
+    returns how many."""
+    return _rewrite(program, {aten.scaled_dot_product_attention.default: _attention_call})
+
+
+def _attention_call(graph, node):
+    names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+    arguments = {**dict(zip(names, node.args)), **node.kwargs}
+    q, k, v = arguments["query"], arguments["key"], arguments["value"]
+    mask = arguments.get("attn_mask")
+    causal = arguments.get("is_causal", False)
+    scale = arguments.get("scale")
+    if arguments.get("dropout_p", 0.0) != 0.0 or arguments.get("enable_gqa", False):
+        return None
+    if not all(isinstance(t, torch.fx.Node) and "val" in t.meta for t in (q, k, v)):
+        return None
+    qv, kv, vv = (t.meta["val"] for t in (q, k, v))
+    rank = qv.dim()
+    if (rank not in (3, 4) or kv.dim() != rank or vv.dim() != rank
+            or len({qv.dtype, kv.dtype, vv.dtype}) != 1
+            or qv.dtype not in (torch.float32, torch.float64)
+            or tuple(qv.shape[:-2]) != tuple(kv.shape[:-2])
+            or tuple(kv.shape[:-1]) != tuple(vv.shape[:-1]) or kv.shape[-1] != qv.shape[-1]
+            or not all(isinstance(d, int) and d <= _attention.MAX_HEAD_DIM
+                       for d in (qv.shape[-1], vv.shape[-1]))):
+        return None
+    if mask is not None:
+        mv = mask.meta.get("val") if isinstance(mask, torch.fx.Node) else None
+        if mv is None or causal or (mv.dtype != torch.bool and mv.dtype != qv.dtype) \
+                or mv.shape[-1] != kv.shape[-2]:
+            return None
+        # The mask as [B|1, H|1, L|1, S]: every size 1 or the scores' own (never broadcast
+        # in memory); for [B, L, D] inputs the heads' dimension is inserted.
+        if mv.dim() > rank:
+            return None
+        # origin[d]: the mask's dimension that dimension d of the view is, None for a 1.
+        origin = [None] * (rank - mv.dim()) + list(range(mv.dim()))
+        scores = [*qv.shape[:-1], kv.shape[-2]]
+        if rank == 3:
+            origin, scores = [origin[0], None, *origin[1:]], [scores[0], 1, *scores[1:]]
+        if any(o is not None and not (mv.shape[o] == 1 or mv.shape[o] == s)
+               for o, s in zip(origin, scores)):
+            return None
+    b = _Builder(graph, node)
+    if rank == 3:
+        q, k, v = (b(aten.unsqueeze.default, t, 1) for t in (q, k, v))
+    factor = scale if scale is not None else 1.0 / float(qv.shape[-1]) ** 0.5
+    q = b(aten.mul.Tensor, q, factor)
+    lapis = torch.ops.lapis
+    if mask is not None:
+        shape = [1 if o is None else mv.shape[o] if isinstance(mv.shape[o], int)
+                 else b(aten.sym_size.int, mask, o) for o in origin]
+        mask = b(aten.reshape.default, mask, shape)
+        out = b(lapis.attention_masked.default, q, k, v, mask)
+    else:
+        out = b((lapis.attention_causal if causal else lapis.attention).default, q, k, v)
+    return b(aten.squeeze.dim, out, 1) if rank == 3 else out
 
 
 def _rows_call(graph, node, self_node, index, source, alpha=1):

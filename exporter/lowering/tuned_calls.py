@@ -1,9 +1,10 @@
-"""The dense linear algebra and recurrence calls after bufferization (exporter/linalg.py and
-exporter/recurrent.py have the whole path): each call of a declaration becomes an op of the
-`lapis` dialect that writes its results, `lapis.dense_solve(%A, %B, %X)`, which the emitter
-turns into a call of kokkos_support/lapis/dense_solve.hpp or recurrent.hpp. A result that is
-only copied into an output argument is written there directly; a dynamic size of a result
-(the batch, the steps) is the same dimension of the first operand.
+"""The tuned-kernel calls after bufferization (dense linear algebra, recurrences, scatter-adds,
+attention: exporter/linalg.py, recurrent.py, scatter.py and attention.py have the whole
+path): each call of a declaration becomes an op of the `lapis` dialect that writes its
+results, `lapis.dense_solve(%A, %B, %X)`, which the emitter turns into a call of a header of
+kokkos_support/lapis/. A result that is only copied into an output argument is written there
+directly; a dynamic size of a result (the batch, the steps, the rows, the queries) is the
+same dimension of the first operand.
 """
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import re
 
 from ..diagnostics import walk
 from ..errors import ExportError
-from .. import linalg, recurrent, scatter
+from .. import attention, linalg, recurrent, scatter
 from .sparse import _copied_to_output
 
-OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS}
+OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS, **attention.OPS}
 _CALLEES = {callee: lapis_op for callee, lapis_op, _ in OPS.values()}
 
 
@@ -59,11 +60,14 @@ def _alloc(memref_type, first_operand, callee: str):
     for dim, extent in enumerate(memref_type.shape):
         if extent != ir.ShapedType.get_dynamic_size():
             continue
-        if dim > 1:
+        source = ir.MemRefType(first_operand.type)
+        if dim >= source.rank or source.shape[dim] != ir.ShapedType.get_dynamic_size():
             raise ExportError(f"{callee.removeprefix('lapis_')}: a dynamic size in dimension "
                               f"{dim} of its result is not supported",
-                              hint="only the batch (and the steps of a recurrence) may be "
-                                   "dynamic")
+                              hint="a dynamic size of the result must be the same dimension "
+                                   "of the first operand (the batch, the steps of a "
+                                   "recurrence, the rows of a scatter, the queries of "
+                                   "attention)")
         position = ir.Operation.create("arith.constant", results=[index], attributes={
             "value": ir.IntegerAttr.get(index, dim)}).results[0]
         sizes.append(ir.Operation.create("memref.dim", results=[index],

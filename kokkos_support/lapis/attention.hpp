@@ -1,0 +1,185 @@
+// lapis-export fused attention, shipped into every exported package (src/lapis/).
+// out = softmax(q k^T + mask) v per batch entry and head (exporter/attention.py; q arrives
+// already scaled), without the [L, S] score matrix in memory: each query row keeps a running
+// maximum, a running sum and its output row, and folds in one block of keys at a time (the
+// online softmax of flash attention). On GPUs a team of threads takes a block of query rows,
+// one row each, and stages each block of keys and values in team scratch memory; on host
+// backends a thread takes a query row and the keys stream through its cache. A row whose keys
+// are all masked gives zeros, as PyTorch's scaled_dot_product_attention does. Kokkos 3.4-4.x.
+// Defining LAPIS_ATTENTION_TEAMS runs the GPU path on host backends too (teams of up to two
+// threads): the tests check its indexing there.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <cstdint>
+#include <limits>
+
+#include "scalar.hpp"
+
+namespace lapis {
+namespace attention_detail {
+
+constexpr int kKeyBlock = 32;     // keys folded in per rescaling of the output row
+constexpr int kQueryRows = 64;    // GPU: query rows per team, one per thread
+#ifdef LAPIS_ATTENTION_TEAMS
+constexpr bool kTeamsOnHost = true;
+#else
+constexpr bool kTeamsOnHost = false;
+#endif
+
+// What the mask does to score s of query i and key j: nothing, a causal (lower-left) mask,
+// a boolean keep-mask or an additive float mask of shape [B|1, H|1, L|1, S].
+struct NoMask {
+  template <class T>
+  KOKKOS_INLINE_FUNCTION T operator()(int64_t, int64_t, int64_t, int64_t, T s) const { return s; }
+  KOKKOS_INLINE_FUNCTION int64_t keys(int64_t, int64_t keys) const { return keys; }
+};
+
+struct CausalMask {
+  template <class T>
+  KOKKOS_INLINE_FUNCTION T operator()(int64_t, int64_t, int64_t, int64_t, T s) const { return s; }
+  KOKKOS_INLINE_FUNCTION int64_t keys(int64_t query, int64_t keys) const {
+    return query + 1 < keys ? query + 1 : keys;
+  }
+};
+
+template <class Mask>
+struct ViewMask {
+  Mask mask;
+  template <class T>
+  KOKKOS_INLINE_FUNCTION T operator()(int64_t b, int64_t h, int64_t i, int64_t j, T s) const {
+    const auto m = mask(mask.extent(0) == 1 ? 0 : b, mask.extent(1) == 1 ? 0 : h,
+                        mask.extent(2) == 1 ? 0 : i, j);
+    if constexpr (std::is_same<typename Mask::non_const_value_type, bool>::value) {
+      return m ? s : -lapis::infinity<T>();
+    } else {
+      return s + T(m);
+    }
+  }
+  KOKKOS_INLINE_FUNCTION int64_t keys(int64_t, int64_t keys) const { return keys; }
+};
+
+// Folds `count` scores into the running (maximum, sum, output row): the row is rescaled once
+// per block, by exp(old maximum - new maximum).
+template <int DV, class T, class Value>
+KOKKOS_INLINE_FUNCTION void fold(const T* score, const int count, T& maximum, T& sum,
+                                 T (&row)[DV], const Value& value_row) {
+  T block_maximum = maximum;
+  for (int j = 0; j < count; ++j) block_maximum = score[j] > block_maximum ? score[j] : block_maximum;
+  if (block_maximum == -lapis::infinity<T>()) return;   // all masked so far
+  const T rescale = lapis::math::exp(maximum - block_maximum);
+  sum *= rescale;
+  for (int d = 0; d < DV; ++d) row[d] *= rescale;
+  maximum = block_maximum;
+  for (int j = 0; j < count; ++j) {
+    const T p = lapis::math::exp(score[j] - maximum);
+    sum += p;
+    for (int d = 0; d < DV; ++d) row[d] += p * value_row(j, d);
+  }
+}
+
+template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out, class Mask>
+void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k, const V& v,
+         const Out& out, const Mask mask) {
+  using T = typename Out::non_const_value_type;
+  const int64_t batch = int64_t(q.extent(0)), heads = int64_t(q.extent(1)),
+                queries = int64_t(q.extent(2)), keys = int64_t(k.extent(2));
+  const T lowest = -lapis::infinity<T>();
+  if (batch * heads * queries == 0) return;
+  constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
+  if constexpr (host && !kTeamsOnHost) {
+    using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
+    Kokkos::parallel_for(label, range(space, 0, batch * heads * queries),
+                         KOKKOS_LAMBDA(const int64_t r) {
+      const int64_t i = r % queries, h = (r / queries) % heads, b = r / (queries * heads);
+      T query[D], row[DV] = {}, score[kKeyBlock];
+      for (int d = 0; d < D; ++d) query[d] = q(b, h, i, d);
+      T maximum = lowest, sum = 0;
+      const int64_t end = mask.keys(i, keys);
+      for (int64_t j0 = 0; j0 < end; j0 += kKeyBlock) {
+        const int count = int(end - j0 < kKeyBlock ? end - j0 : kKeyBlock);
+        for (int j = 0; j < count; ++j) {
+          T s = 0;
+          for (int d = 0; d < D; ++d) s += query[d] * k(b, h, j0 + j, d);
+          score[j] = mask(b, h, i, j0 + j, s);
+        }
+        fold<DV>(score, count, maximum, sum, row,
+                 [&](int j, int d) { return v(b, h, j0 + j, d); });
+      }
+      for (int d = 0; d < DV; ++d) out(b, h, i, d) = sum > T(0) ? row[d] / sum : T(0);
+    });
+  } else {
+    using team_policy = Kokkos::TeamPolicy<ExecutionSpace>;
+    using member = typename team_policy::member_type;
+    using scratch = Kokkos::View<T**, Kokkos::LayoutRight,
+                                 typename ExecutionSpace::scratch_memory_space,
+                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    const int64_t rows = host ? (space.concurrency() > 1 ? 2 : 1) : kQueryRows;   // per team
+    const int64_t row_blocks = (queries + rows - 1) / rows;
+    const size_t bytes = scratch::shmem_size(kKeyBlock, D) + scratch::shmem_size(kKeyBlock, DV);
+    const auto policy = team_policy(space, int(batch * heads * row_blocks), int(rows))
+                            .set_scratch_size(0, Kokkos::PerTeam(bytes));
+    Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
+      const int64_t block = team.league_rank() % row_blocks;
+      const int64_t h = (team.league_rank() / row_blocks) % heads;
+      const int64_t b = team.league_rank() / (row_blocks * heads);
+      const int64_t i = block * rows + team.team_rank();
+      const bool active = i < queries;
+      scratch key_block(team.team_scratch(0), kKeyBlock, D);
+      scratch value_block(team.team_scratch(0), kKeyBlock, DV);
+      T query[D], row[DV] = {}, score[kKeyBlock];
+      for (int d = 0; d < D; ++d) query[d] = active ? q(b, h, i, d) : T(0);
+      T maximum = lowest, sum = 0;
+      // The team runs to the last key any of its rows needs (causal: its last row's).
+      const int64_t last_row = (block + 1) * rows < queries ? (block + 1) * rows - 1 : queries - 1;
+      const int64_t team_end = mask.keys(last_row, keys);
+      const int64_t end = active ? mask.keys(i, keys) : 0;
+      for (int64_t j0 = 0; j0 < team_end; j0 += kKeyBlock) {
+        const int count = int(team_end - j0 < kKeyBlock ? team_end - j0 : kKeyBlock);
+        for (int e = team.team_rank(); e < count * D; e += team.team_size())
+          key_block(e / D, e % D) = k(b, h, j0 + e / D, e % D);
+        for (int e = team.team_rank(); e < count * DV; e += team.team_size())
+          value_block(e / DV, e % DV) = v(b, h, j0 + e / DV, e % DV);
+        team.team_barrier();
+        const int mine = int(end - j0 < count ? (end - j0 > 0 ? end - j0 : 0) : count);
+        for (int j = 0; j < mine; ++j) {
+          T s = 0;
+          for (int d = 0; d < D; ++d) s += query[d] * key_block(j, d);
+          score[j] = mask(b, h, i, j0 + j, s);
+        }
+        fold<DV>(score, mine, maximum, sum, row,
+                 [&](int j, int d) { return value_block(j, d); });
+        team.team_barrier();
+      }
+      if (active)
+        for (int d = 0; d < DV; ++d) out(b, h, i, d) = sum > T(0) ? row[d] / sum : T(0);
+    });
+  }
+}
+
+}  // namespace attention_detail
+
+// q [B, H, L, D] (scaled), k [B, H, S, D], v [B, H, S, DV] -> out [B, H, L, DV].
+template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out>
+void attention(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
+               const V& v, const Out& out) {
+  attention_detail::run<D, DV>(space, label, q, k, v, out, attention_detail::NoMask{});
+}
+
+// The same with key j of query i kept only when j <= i (is_causal=True).
+template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out>
+void attention_causal(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
+                      const V& v, const Out& out) {
+  attention_detail::run<D, DV>(space, label, q, k, v, out, attention_detail::CausalMask{});
+}
+
+// The same with mask [B|1, H|1, L|1, S]: boolean (true keeps the key) or added to the scores.
+template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Mask, class Out>
+void attention_masked(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
+                      const V& v, const Mask& mask, const Out& out) {
+  attention_detail::run<D, DV>(space, label, q, k, v, out,
+                               attention_detail::ViewMask<Mask>{mask});
+}
+
+}  // namespace lapis
