@@ -17,6 +17,12 @@
 
 #include "scalar.hpp"
 
+#if defined(__CUDACC__) || defined(__HIPCC__)
+#define LAPIS_ATTENTION_UNROLL _Pragma("unroll")
+#else
+#define LAPIS_ATTENTION_UNROLL
+#endif
+
 namespace lapis {
 namespace attention_detail {
 
@@ -60,22 +66,30 @@ struct ViewMask {
   KOKKOS_INLINE_FUNCTION int64_t keys(int64_t, int64_t keys) const { return keys; }
 };
 
-// Folds `count` scores into the running (maximum, sum, output row): the row is rescaled once
-// per block, by exp(old maximum - new maximum).
+// Folds scores 0..count-1 of a block into the running (maximum, sum, output row): the row is
+// rescaled once per block, by exp(old maximum - new maximum). The loops run over the whole
+// block (count guards them), so that on GPUs the scores stay in registers.
 template <int DV, class T, class Value>
-KOKKOS_INLINE_FUNCTION void fold(const T* score, const int count, T& maximum, T& sum,
-                                 T (&row)[DV], const Value& value_row) {
+KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T& maximum,
+                                 T& sum, T (&row)[DV], const Value& value_row) {
   T block_maximum = maximum;
-  for (int j = 0; j < count; ++j) block_maximum = score[j] > block_maximum ? score[j] : block_maximum;
+  LAPIS_ATTENTION_UNROLL
+  for (int j = 0; j < kKeyBlock; ++j)
+    if (j < count && score[j] > block_maximum) block_maximum = score[j];
   if (block_maximum == -lapis::infinity<T>()) return;   // all masked so far
   const T rescale = lapis::math::exp(maximum - block_maximum);
   sum *= rescale;
+  LAPIS_ATTENTION_UNROLL
   for (int d = 0; d < DV; ++d) row[d] *= rescale;
   maximum = block_maximum;
-  for (int j = 0; j < count; ++j) {
-    const T p = lapis::math::exp(score[j] - maximum);
-    sum += p;
-    for (int d = 0; d < DV; ++d) row[d] += p * value_row(j, d);
+  LAPIS_ATTENTION_UNROLL
+  for (int j = 0; j < kKeyBlock; ++j) {
+    if (j < count) {
+      const T p = lapis::math::exp(score[j] - maximum);
+      sum += p;
+      LAPIS_ATTENTION_UNROLL
+      for (int d = 0; d < DV; ++d) row[d] += p * value_row(j, d);
+    }
   }
 }
 
@@ -129,6 +143,7 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
       scratch key_block(team.team_scratch(0), kKeyBlock, D);
       scratch value_block(team.team_scratch(0), kKeyBlock, DV);
       T query[D], row[DV] = {}, score[kKeyBlock];
+      LAPIS_ATTENTION_UNROLL
       for (int d = 0; d < D; ++d) query[d] = active ? q(b, h, i, d) : T(0);
       T maximum = lowest, sum = 0;
       // The team runs to the last key any of its rows needs (causal: its last row's).
@@ -143,10 +158,15 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
           value_block(e / DV, e % DV) = v(b, h, j0 + e / DV, e % DV);
         team.team_barrier();
         const int mine = int(end - j0 < count ? (end - j0 > 0 ? end - j0 : 0) : count);
-        for (int j = 0; j < mine; ++j) {
+        LAPIS_ATTENTION_UNROLL
+        for (int j = 0; j < kKeyBlock; ++j) {
           T s = 0;
-          for (int d = 0; d < D; ++d) s += query[d] * key_block(j, d);
-          score[j] = mask(b, h, i, j0 + j, s);
+          if (j < mine) {
+            LAPIS_ATTENTION_UNROLL
+            for (int d = 0; d < D; ++d) s += query[d] * key_block(j, d);
+            s = mask(b, h, i, j0 + j, s);
+          }
+          score[j] = s;
         }
         fold<DV>(score, mine, maximum, sum, row,
                  [&](int j, int d) { return value_block(j, d); });
