@@ -16,8 +16,10 @@ mode's error against a float64 run on the GPU; `table OURS.json TORCH.json` writ
 precision table (benchmarks/results_gpu_precision.md).
 
 `run` builds sample_app against every package with the Kokkos' nvcc_wrapper, runs it, checks its
-output against PyTorch on the GPU with the same weights and input (TF32 off; max abs error
-<= 1e-4 * max |reference|) and against the CPU reference written by `export`, times PyTorch the
+output against PyTorch's float64 run on the GPU with the same weights and input (nn.Multihead-
+Attention's fused fast path off: on CUDA it is 1.4e-4 off the layers' definition; max abs error
+<= 1e-4 * max |reference|) and against the CPU reference written by `export`, reports the error
+against PyTorch's float32 output too, times PyTorch the
 same way sample_app times ours (forward, then synchronise, per step; median after warm-up), and
 writes benchmarks/results_gpu.md. Weight blobs that are byte-identical across packages (one model
 at two batch sizes) travel once, under blobs/, and `run` puts them back.
@@ -179,10 +181,18 @@ TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3}
 
 
 def float64_output(model, example) -> np.ndarray:
-    """The model in float64 on the GPU: the reference the errors are measured against."""
+    """The model in float64 on the GPU: the reference the errors are measured against. With
+    nn.MultiheadAttention's fast path off: on CUDA, torch._transformer_encoder_layer_fwd
+    differs from the layers' own definition by 1.4e-4 of the output even in float64 (measured
+    on the H200 with torch 2.11; the slow path agrees with PyTorch's CPU run to 3e-7)."""
     import copy
-    with torch.inference_mode():
-        return copy.deepcopy(model).double()(example.double()).cpu().numpy().ravel()
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.inference_mode():
+            return copy.deepcopy(model).double()(example.double()).cpu().numpy().ravel()
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
 
 
 def kernel_times(work: Path, entry: dict, steps: int) -> dict[str, tuple[int, float]]:
@@ -237,7 +247,9 @@ def run(args) -> None:
         error64 = max(relative_error(ours_out, reference64),
                       relative_error(ours_graph_out, reference64))
         tolerance = TOLERANCES[precision]
-        ok = error <= tolerance and error_cpu <= tolerance
+        # The arbiter is the float64 run (the layers' own definition); PyTorch's float32 output
+        # is no reference for models that take its fused transformer fast path.
+        ok = error64 <= tolerance and error_cpu <= tolerance
         failed |= not ok
         kernels = kernel_times(work, entry, 20) if args.kernel_times else {}
         records.append({"name": name, "model": entry["model"], "shape": entry["shape"],
