@@ -14,7 +14,6 @@
 
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 
 #include "scalar.hpp"
 
@@ -67,54 +66,12 @@ struct ViewMask {
   KOKKOS_INLINE_FUNCTION int64_t keys(int64_t, int64_t keys) const { return keys; }
 };
 
-// x . y and row += p y over N elements of y, a 16-byte aligned row in GPU scratch memory:
-// float4 loads there (one shared-memory read feeds four FMAs), the same order of additions.
-template <int N, class T>
-KOKKOS_INLINE_FUNCTION T dot(const T (&x)[N], const T* y) {
-  T s = 0;
-#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
-  if constexpr (std::is_same<T, float>::value && N % 4 == 0) {
-    LAPIS_ATTENTION_UNROLL
-    for (int d = 0; d < N; d += 4) {
-      const float4 y4 = *reinterpret_cast<const float4*>(y + d);
-      s += x[d] * y4.x;
-      s += x[d + 1] * y4.y;
-      s += x[d + 2] * y4.z;
-      s += x[d + 3] * y4.w;
-    }
-    return s;
-  }
-#endif
-  LAPIS_ATTENTION_UNROLL
-  for (int d = 0; d < N; ++d) s += x[d] * y[d];
-  return s;
-}
-
-template <int N, class T>
-KOKKOS_INLINE_FUNCTION void add_scaled(T (&row)[N], const T p, const T* y) {
-#if defined(__CUDA_ARCH__) || defined(__HIP_DEVICE_COMPILE__)
-  if constexpr (std::is_same<T, float>::value && N % 4 == 0) {
-    LAPIS_ATTENTION_UNROLL
-    for (int d = 0; d < N; d += 4) {
-      const float4 y4 = *reinterpret_cast<const float4*>(y + d);
-      row[d] += p * y4.x;
-      row[d + 1] += p * y4.y;
-      row[d + 2] += p * y4.z;
-      row[d + 3] += p * y4.w;
-    }
-    return;
-  }
-#endif
-  LAPIS_ATTENTION_UNROLL
-  for (int d = 0; d < N; ++d) row[d] += p * y[d];
-}
-
 // Folds scores 0..count-1 of a block into the running (maximum, sum, output row): the row is
 // rescaled once per block, by exp(old maximum - new maximum). The loops run over the whole
 // block (count guards them), so that on GPUs the scores stay in registers.
-template <int DV, class T, class AddValue>
+template <int DV, class T, class Value>
 KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T& maximum,
-                                 T& sum, T (&row)[DV], const AddValue& add_value) {
+                                 T& sum, T (&row)[DV], const Value& value_row) {
   T block_maximum = maximum;
   LAPIS_ATTENTION_UNROLL
   for (int j = 0; j < kKeyBlock; ++j)
@@ -130,7 +87,8 @@ KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T
     if (j < count) {
       const T p = lapis::math::exp(score[j] - maximum);
       sum += p;
-      add_value(row, p, j);      // row += p * value row j
+      LAPIS_ATTENTION_UNROLL
+      for (int d = 0; d < DV; ++d) row[d] += p * value_row(j, d);
     }
   }
 }
@@ -160,19 +118,20 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
           for (int d = 0; d < D; ++d) s += query[d] * k(b, h, j0 + j, d);
           score[j] = mask(b, h, i, j0 + j, s);
         }
-        fold<DV>(score, count, maximum, sum, row, [&](T (&r)[DV], const T p, const int j) {
-          for (int d = 0; d < DV; ++d) r[d] += p * v(b, h, j0 + j, d);
-        });
+        fold<DV>(score, count, maximum, sum, row,
+                 [&](int j, int d) { return v(b, h, j0 + j, d); });
       }
       for (int d = 0; d < DV; ++d) out(b, h, i, d) = sum > T(0) ? row[d] / sum : T(0);
     });
   } else {
     using team_policy = Kokkos::TeamPolicy<ExecutionSpace>;
     using member = typename team_policy::member_type;
+    using scratch = Kokkos::View<T**, Kokkos::LayoutRight,
+                                 typename ExecutionSpace::scratch_memory_space,
+                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
     const int64_t rows = host ? (space.concurrency() > 1 ? 2 : 1) : kQueryRows;   // per team
     const int64_t row_blocks = (queries + rows - 1) / rows;
-    // A block of keys [kKeyBlock][D] and of values [kKeyBlock][DV], 16-byte aligned.
-    const size_t bytes = sizeof(T) * kKeyBlock * (D + DV) + 16;
+    const size_t bytes = scratch::shmem_size(kKeyBlock, D) + scratch::shmem_size(kKeyBlock, DV);
     const auto policy = team_policy(space, int(batch * heads * row_blocks), int(rows))
                             .set_scratch_size(0, Kokkos::PerTeam(bytes));
     Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
@@ -181,9 +140,8 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
       const int64_t b = team.league_rank() / (row_blocks * heads);
       const int64_t i = block * rows + team.team_rank();
       const bool active = i < queries;
-      const uintptr_t base = reinterpret_cast<uintptr_t>(team.team_scratch(0).get_shmem(bytes));
-      T* const key_block = reinterpret_cast<T*>((base + 15) & ~uintptr_t(15));
-      T* const value_block = key_block + kKeyBlock * D;
+      scratch key_block(team.team_scratch(0), kKeyBlock, D);
+      scratch value_block(team.team_scratch(0), kKeyBlock, DV);
       T query[D], row[DV] = {}, score[kKeyBlock];
       LAPIS_ATTENTION_UNROLL
       for (int d = 0; d < D; ++d) query[d] = active ? q(b, h, i, d) : T(0);
@@ -195,22 +153,23 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
       for (int64_t j0 = 0; j0 < team_end; j0 += kKeyBlock) {
         const int count = int(team_end - j0 < kKeyBlock ? team_end - j0 : kKeyBlock);
         for (int e = team.team_rank(); e < count * D; e += team.team_size())
-          key_block[e] = k(b, h, j0 + e / D, e % D);
+          key_block(e / D, e % D) = k(b, h, j0 + e / D, e % D);
         for (int e = team.team_rank(); e < count * DV; e += team.team_size())
-          value_block[e] = v(b, h, j0 + e / DV, e % DV);
+          value_block(e / DV, e % DV) = v(b, h, j0 + e / DV, e % DV);
         team.team_barrier();
         const int mine = int(end - j0 < count ? (end - j0 > 0 ? end - j0 : 0) : count);
         LAPIS_ATTENTION_UNROLL
         for (int j = 0; j < kKeyBlock; ++j) {
           T s = 0;
           if (j < mine) {
-            s = mask(b, h, i, j0 + j, dot(query, key_block + j * D));
+            LAPIS_ATTENTION_UNROLL
+            for (int d = 0; d < D; ++d) s += query[d] * key_block(j, d);
+            s = mask(b, h, i, j0 + j, s);
           }
           score[j] = s;
         }
-        fold<DV>(score, mine, maximum, sum, row, [&](T (&r)[DV], const T p, const int j) {
-          add_scaled(r, p, value_block + j * DV);
-        });
+        fold<DV>(score, mine, maximum, sum, row,
+                 [&](int j, int d) { return value_block(j, d); });
         team.team_barrier();
       }
       if (active)
