@@ -32,4 +32,4 @@ if ! command -v clang++ >/dev/null || [ -z "$(find /usr/lib/llvm-* -name omp.h 2
 fi
 python3 -m kokkos_support.provision >/dev/null
 python3 -m kokkos_support.provision --hip >/dev/null   # once: about 2 minutes on 2 cores
-python3 -m pytest -q tests integration_tests "$@"
+python3 -m pytest -q --durations=25 tests integration_tests "$@"

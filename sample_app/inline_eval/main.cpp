@@ -9,10 +9,13 @@
 //   forward the stencil's features in a View, then the batched forward() over all cells
 //
 //   inline_eval check N DIR      writes DIR/<model>_<variant>.bin (features and outputs,
-//                                row-major, the model's element type) for both models
+//                                row-major, the model's element type) for both models (the
+//                                float32 one alone in a build without inline_mlp64)
 //   inline_eval bench N REPEATS  times the four on the float32 model: a Markdown table
 #include <inline_mlp.hpp>
+#ifdef LAPIS_INLINE_EVAL_FLOAT64     // the CMake build defines it when it has inline_mlp64
 #include <inline_mlp64.hpp>
+#endif
 
 #include <Kokkos_Core.hpp>
 
@@ -239,7 +242,9 @@ void bench(const V& variants, const int n, const int repeats) {
 }
 
 void forward32(const Table<float>& x, const Table<float>& y) { inline_mlp::forward(x, y); }
+#ifdef LAPIS_INLINE_EVAL_FLOAT64
 void forward64(const Table<double>& x, const Table<double>& y) { inline_mlp64::forward(x, y); }
+#endif
 
 }  // namespace inline_eval_app
 
@@ -253,19 +258,25 @@ int main(int argc, char* argv[]) {
   Kokkos::initialize(argc, argv);
   {
     inline_mlp::initialize();
+#ifdef LAPIS_INLINE_EVAL_FLOAT64
     inline_mlp64::initialize();
+#endif
     {
       using namespace inline_eval_app;
       const auto f32 = make_variants<float>(n, inline_mlp::evaluator(), &forward32);
       if (mode == "check") {
-        const auto f64 = make_variants<double>(n, inline_mlp64::evaluator(), &forward64);
         check(f32, std::string(argv[3]) + "/inline_mlp");
+#ifdef LAPIS_INLINE_EVAL_FLOAT64
+        const auto f64 = make_variants<double>(n, inline_mlp64::evaluator(), &forward64);
         check(f64, std::string(argv[3]) + "/inline_mlp64");
+#endif
       } else {
         bench(f32, n, std::atoi(argv[3]));
       }
     }
+#ifdef LAPIS_INLINE_EVAL_FLOAT64
     inline_mlp64::finalize();
+#endif
     inline_mlp::finalize();
   }
   Kokkos::finalize();
