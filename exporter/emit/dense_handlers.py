@@ -1,10 +1,12 @@
 """Handlers for the small dense linear algebra (exporter/linalg.py), the recurrences
-(exporter/recurrent.py), the row scatter-adds (exporter/scatter.py) and the fused attention
-(exporter/attention.py): calls of kokkos_support/lapis/dense_solve.hpp, recurrent.hpp,
-scatter.hpp and attention.hpp."""
+(exporter/recurrent.py), the row scatter-adds (exporter/scatter.py), the fused attention
+(exporter/attention.py) and LayerNorm (exporter/layer_norm.py): calls of
+kokkos_support/lapis/dense_solve.hpp, recurrent.hpp, scatter.hpp, attention.hpp and
+layer_norm.hpp."""
 from __future__ import annotations
 
 from ..attention import OPS as ATTENTION_OPS
+from ..layer_norm import OPS as LAYER_NORM_OPS
 from ..linalg import OPS as LINALG_OPS
 from ..recurrent import OPS as RECURRENT_OPS
 from ..scatter import OPS as SCATTER_OPS
@@ -20,7 +22,8 @@ _WHAT = {"lapis.dense_solve": "batched solve A X = B, LU with partial pivoting",
          "lapis.index_add": "out = self; out[index[e]] += source[e]",
          "lapis.attention": "softmax(q k^T) v, online softmax",
          "lapis.attention_causal": "softmax(q k^T) v under a causal mask, online softmax",
-         "lapis.attention_masked": "softmax(q k^T + mask) v, online softmax"}
+         "lapis.attention_masked": "softmax(q k^T + mask) v, online softmax",
+         "lapis.layer_norm": "LayerNorm over each row"}
 
 
 @handles(*(lapis_op for _, lapis_op, _ in LINALG_OPS.values()))
@@ -62,6 +65,13 @@ def _attention(em: KokkosEmitter, op) -> None:
     value_head = ir.MemRefType(op.operands[2].type).shape[-1]
     _call(em, op, ATTENTION_OPS, "lapis/attention.hpp", f"<{head}, {value_head}, execution_space>",
           views)
+
+
+@handles(*(lapis_op for _, lapis_op, _ in LAYER_NORM_OPS.values()))
+def _layer_norm(em: KokkosEmitter, op) -> None:
+    """`lapis.layer_norm(x, weight, bias, eps, out)` -> `lapis::layer_norm_rows(...)`."""
+    views = ", ".join(em.memref(v).cname for v in op.operands)
+    _call(em, op, LAYER_NORM_OPS, "lapis/layer_norm.hpp", "", views)
 
 
 def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str) -> None:

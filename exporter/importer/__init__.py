@@ -44,6 +44,7 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     graph_passes.linear_as_conv(model.program)
     dense_passes.scatter_adds_as_calls(model.program)
     dense_passes.attention_as_calls(model.program)
+    dense_passes.layer_norms_as_calls(model.program)
     graph_passes.index_add_as_scatter_add(model.program)
     try:
         program = model.program.run_decompositions(

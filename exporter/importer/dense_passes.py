@@ -12,6 +12,7 @@ call of a tuned kernel instead of what the decompositions make of them.
   of exporter/scatter.py; torch-mlir makes a sequential loop over coordinate tensors of them.
 - `scaled_dot_product_attention` -> the fused attention ops of exporter/attention.py; the
   decomposition writes the whole score matrix and runs the softmax in five passes over it.
+- `layer_norm` with weight and bias -> the one-kernel LayerNorm of exporter/layer_norm.py.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .. import linalg as _linalg  # noqa: F401  (registers torch.ops.lapis.dense
 from .. import recurrent as _recurrent  # noqa: F401  (registers torch.ops.lapis.*_recurrence)
 from .. import scatter as _scatter  # noqa: F401  (registers torch.ops.lapis.index_add)
 from .. import attention as _attention  # also registers torch.ops.lapis.attention*
+from .. import layer_norm as _layer_norm  # noqa: F401  (registers torch.ops.lapis.layer_norm)
 
 aten = torch.ops.aten
 
@@ -120,6 +122,38 @@ def _attention_call(graph, node):
     else:
         out = b((lapis.attention_causal if causal else lapis.attention).default, q, k, v)
     return b(aten.squeeze.dim, out, 1) if rank == 3 else out
+
+
+def layer_norms_as_calls(program) -> int:
+    """Replace `layer_norm(x, shape, weight, bias, eps)` (weight and bias given) by
+    lapis::layer_norm over x viewed as [rows, features]; returns how many."""
+    return _rewrite(program, {aten.layer_norm.default: _layer_norm_call})
+
+
+def _layer_norm_call(graph, node):
+    names = ("input", "normalized_shape", "weight", "bias", "eps")
+    arguments = {**dict(zip(names, node.args)), **node.kwargs}
+    x, shape = arguments["input"], list(arguments["normalized_shape"])
+    weight, bias = arguments.get("weight"), arguments.get("bias")
+    eps = arguments.get("eps", 1e-5)
+    if not all(isinstance(t, torch.fx.Node) and "val" in t.meta for t in (x, weight, bias)):
+        return None
+    xv = x.meta["val"]
+    features = 1
+    for size in shape:
+        features *= size
+    if (xv.dtype not in (torch.float32, torch.float64) or not shape
+            or not all(isinstance(d, int) for d in shape) or xv.dim() <= len(shape)
+            or list(xv.shape[-len(shape):]) != shape
+            or weight.meta["val"].dtype != xv.dtype or bias.meta["val"].dtype != xv.dtype):
+        return None
+    b = _Builder(graph, node)
+    sizes = [d if isinstance(d, int) else b(aten.sym_size.int, x, i)
+             for i, d in enumerate(xv.shape)]
+    rows = b(aten.reshape.default, x, [-1, features])
+    out = b(torch.ops.lapis.layer_norm.default, rows, b(aten.reshape.default, weight, [features]),
+            b(aten.reshape.default, bias, [features]), b(aten.new_full.default, x, [1], eps))
+    return b(aten.view.default, out, sizes)
 
 
 def _rows_call(graph, node, self_node, index, source, alpha=1):

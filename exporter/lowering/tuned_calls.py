@@ -12,10 +12,10 @@ import re
 
 from ..diagnostics import walk
 from ..errors import ExportError
-from .. import attention, linalg, recurrent, scatter
+from .. import attention, layer_norm, linalg, recurrent, scatter
 from .sparse import _copied_to_output
 
-OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS, **attention.OPS}
+OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS, **attention.OPS, **layer_norm.OPS}
 _CALLEES = {callee: lapis_op for callee, lapis_op, _ in OPS.values()}
 
 
