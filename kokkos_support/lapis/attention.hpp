@@ -4,7 +4,8 @@
 // maximum, a running sum and its output row, and folds in one block of keys at a time (the
 // online softmax of flash attention). On GPUs a team of threads takes a block of query rows,
 // one row each, and stages each block of keys and values in team scratch memory; on host
-// backends a thread takes a query row and the keys stream through its cache. A row whose keys
+// backends a thread takes 16 query rows and copies each block of keys (transposed) and values
+// into arrays of its own, for loops the compiler vectorises. A row whose keys
 // are all masked gives zeros, as PyTorch's scaled_dot_product_attention does. Kokkos 3.4-4.x.
 // Defining LAPIS_ATTENTION_TEAMS runs the GPU path on host backends too (teams of up to two
 // threads): the tests check its indexing there.
@@ -28,6 +29,7 @@ namespace attention_detail {
 
 constexpr int kKeyBlock = 32;     // keys folded in per rescaling of the output row
 constexpr int kQueryRows = 64;    // GPU: query rows per team, one per thread
+constexpr int kHostRows = 16;     // host: query rows per thread and block of keys copied
 #ifdef LAPIS_ATTENTION_TEAMS
 constexpr bool kTeamsOnHost = true;
 #else
@@ -69,9 +71,9 @@ struct ViewMask {
 // Folds scores 0..count-1 of a block into the running (maximum, sum, output row): the row is
 // rescaled once per block, by exp(old maximum - new maximum). The loops run over the whole
 // block (count guards them), so that on GPUs the scores stay in registers.
-template <int DV, class T, class Value>
+template <int DV, class T, class AddValue>
 KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T& maximum,
-                                 T& sum, T (&row)[DV], const Value& value_row) {
+                                 T& sum, T (&row)[DV], const AddValue& add_value) {
   T block_maximum = maximum;
   LAPIS_ATTENTION_UNROLL
   for (int j = 0; j < kKeyBlock; ++j)
@@ -87,8 +89,7 @@ KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T
     if (j < count) {
       const T p = lapis::math::exp(score[j] - maximum);
       sum += p;
-      LAPIS_ATTENTION_UNROLL
-      for (int d = 0; d < DV; ++d) row[d] += p * value_row(j, d);
+      add_value(row, p, j);      // row += p * value row j
     }
   }
 }
@@ -103,25 +104,51 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
   if (batch * heads * queries == 0) return;
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
   if constexpr (host && !kTeamsOnHost) {
+    // A thread takes kHostRows query rows of one head. Per block of keys it copies the keys
+    // transposed, [D][kKeyBlock], and the values, [kKeyBlock][DV], into arrays of its own: a
+    // row's scores over the block and the value rows it adds are then contiguous loops that
+    // the compiler vectorises (the View's own strides are those of the model's layout).
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-    Kokkos::parallel_for(label, range(space, 0, batch * heads * queries),
-                         KOKKOS_LAMBDA(const int64_t r) {
-      const int64_t i = r % queries, h = (r / queries) % heads, b = r / (queries * heads);
-      T query[D], row[DV] = {}, score[kKeyBlock];
-      for (int d = 0; d < D; ++d) query[d] = q(b, h, i, d);
-      T maximum = lowest, sum = 0;
-      const int64_t end = mask.keys(i, keys);
-      for (int64_t j0 = 0; j0 < end; j0 += kKeyBlock) {
-        const int count = int(end - j0 < kKeyBlock ? end - j0 : kKeyBlock);
-        for (int j = 0; j < count; ++j) {
-          T s = 0;
-          for (int d = 0; d < D; ++d) s += query[d] * k(b, h, j0 + j, d);
-          score[j] = mask(b, h, i, j0 + j, s);
-        }
-        fold<DV>(score, count, maximum, sum, row,
-                 [&](int j, int d) { return v(b, h, j0 + j, d); });
+    const int64_t row_blocks = (queries + kHostRows - 1) / kHostRows;
+    Kokkos::parallel_for(label, range(space, 0, batch * heads * row_blocks),
+                         KOKKOS_LAMBDA(const int64_t task) {
+      const int64_t block = task % row_blocks, h = (task / row_blocks) % heads,
+                    b = task / (row_blocks * heads);
+      const int64_t first = block * kHostRows;
+      const int rows = int(queries - first < kHostRows ? queries - first : kHostRows);
+      T keys_t[D * kKeyBlock] = {}, values[kKeyBlock * DV] = {};
+      T query[kHostRows][D], row[kHostRows][DV] = {}, maximum[kHostRows], sum[kHostRows];
+      for (int r = 0; r < rows; ++r) {
+        for (int d = 0; d < D; ++d) query[r][d] = q(b, h, first + r, d);
+        maximum[r] = lowest;
+        sum[r] = 0;
       }
-      for (int d = 0; d < DV; ++d) out(b, h, i, d) = sum > T(0) ? row[d] / sum : T(0);
+      const int64_t block_end = mask.keys(first + rows - 1, keys);
+      for (int64_t j0 = 0; j0 < block_end; j0 += kKeyBlock) {
+        const int count = int(block_end - j0 < kKeyBlock ? block_end - j0 : kKeyBlock);
+        for (int j = 0; j < count; ++j) {
+          for (int d = 0; d < D; ++d) keys_t[d * kKeyBlock + j] = k(b, h, j0 + j, d);
+          for (int d = 0; d < DV; ++d) values[j * DV + d] = v(b, h, j0 + j, d);
+        }
+        for (int r = 0; r < rows; ++r) {
+          const int64_t i = first + r, end = mask.keys(i, keys);
+          const int mine = int(end - j0 < count ? (end - j0 > 0 ? end - j0 : 0) : count);
+          T score[kKeyBlock] = {};
+          for (int d = 0; d < D; ++d) {
+            const T qd = query[r][d];
+            for (int j = 0; j < kKeyBlock; ++j) score[j] += qd * keys_t[d * kKeyBlock + j];
+          }
+          for (int j = 0; j < mine; ++j) score[j] = mask(b, h, i, j0 + j, score[j]);
+          fold<DV>(score, mine, maximum[r], sum[r], row[r],
+                   [&](T (&accumulated)[DV], const T p, const int j) {
+                     const T* value_row = values + j * DV;
+                     for (int d = 0; d < DV; ++d) accumulated[d] += p * value_row[d];
+                   });
+        }
+      }
+      for (int r = 0; r < rows; ++r)
+        for (int d = 0; d < DV; ++d)
+          out(b, h, first + r, d) = sum[r] > T(0) ? row[r][d] / sum[r] : T(0);
     });
   } else {
     using team_policy = Kokkos::TeamPolicy<ExecutionSpace>;
@@ -168,8 +195,10 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
           }
           score[j] = s;
         }
-        fold<DV>(score, mine, maximum, sum, row,
-                 [&](int j, int d) { return value_block(j, d); });
+        fold<DV>(score, mine, maximum, sum, row, [&](T (&r)[DV], const T p, const int j) {
+          LAPIS_ATTENTION_UNROLL
+          for (int d = 0; d < DV; ++d) r[d] += p * value_block(j, d);
+        });
         team.team_barrier();
       }
       if (active)
