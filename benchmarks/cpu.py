@@ -187,7 +187,8 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+",
-                        default=["wide_mlp:1024", "wide_mlp:65536", "gemm512", "resnet18"])
+                        default=["wide_mlp:1024", "wide_mlp:65536", "gemm512", "resnet18",
+                                 "transformer"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=10)

@@ -1,5 +1,5 @@
 """Energy and forces of a neural pair potential: what `--grad energy:positions` costs against
-the energy alone, and against PyTorch eager autograd at the same threads.
+the energy alone, and against PyTorch eager autograd and torch.compile at the same threads.
 
     python3 benchmarks/forces.py [--threads 2] [--rounds 3] [--steps 20]
 
@@ -7,8 +7,8 @@ The potential is sample_app/lammps/potential.py (radial features -> per-atom MLP
 core) in float32, on atoms of a jittered cubic lattice (3 Angstrom apart, about 19 neighbours
 each within the 5 Angstrom cutoff) with the neighbour pairs as input. Our packages are built
 in one CMake build (OpenMP) and timed in a subprocess of their own through the C API
-(`NAME_forward_host`: the inputs' copy in and the outputs' copy out included); PyTorch in
-this process with torch.set_num_threads. Rounds alternate the contenders so that machine noise
+(`NAME_forward_host`: the inputs' copy in and the outputs' copy out included); PyTorch eager
+and torch.compile in this process with torch.set_num_threads. Rounds alternate the contenders so that machine noise
 hits all alike; each contender's outputs are checked against PyTorch's. Writes
 benchmarks/results_forces.md.
 """
@@ -104,6 +104,7 @@ def ours(library: Path, package_dir: Path, inputs, steps: int, threads: int, wor
 
 
 def pytorch(model, inputs, steps: int, forces: bool):
+    """PyTorch's median ms over `steps` calls (after one, which compiles a compiled model)."""
     import torch
 
     tensors = [torch.from_numpy(a) for a in inputs]
@@ -144,6 +145,9 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     work = Path(tempfile.mkdtemp(prefix="forces_bench_"))
     model = pair_potential.Potential(torch.float32).eval()
+    # torch.compile with its defaults: the backward of E+F compiled by AOTAutograd; each
+    # atom count compiles once, in the call before the timed ones.
+    compiled = torch.compile(model)
     pair_potential.save(work / "potential.pt2", torch.float32)
     start = time.perf_counter()
     packages = {"energy": export(work / "potential.pt2", work / "energy", "energy", []),
@@ -155,8 +159,8 @@ def main() -> None:
     for atoms in arguments.atoms:
         positions, edges, mask = lattice(atoms)
         inputs = (positions.astype(np.float32), edges, mask.astype(np.float32))
-        times: dict[str, list[float]] = {k: [] for k in
-                                         ("ours E", "ours E+F", "torch E", "torch E+F")}
+        times: dict[str, list[float]] = {k: [] for k in (
+            "ours E", "ours E+F", "torch E", "torch E+F", "compile E", "compile E+F")}
         reference = pytorch(model, inputs, 1, True)[1]
         for _ in range(arguments.rounds):
             for key in times:
@@ -165,7 +169,8 @@ def main() -> None:
                     ms, outputs = ours(libraries[name], packages[name], inputs,
                                        arguments.steps, arguments.threads, work)
                 else:
-                    ms, outputs = pytorch(model, inputs, arguments.steps, "F" in key)
+                    ms, outputs = pytorch(compiled if key.startswith("compile") else model,
+                                          inputs, arguments.steps, "F" in key)
                 for mine, theirs in zip(outputs, reference):
                     batched.assert_close(mine, theirs, 1e-4, f"{key}, {atoms} atoms")
                 times[key].append(ms)
@@ -182,15 +187,18 @@ def main() -> None:
         f"{arguments.rounds} --steps {arguments.steps}`. Median ms of {arguments.steps} calls, "
         f"median over {arguments.rounds} alternating rounds; export + one CMake build of both "
         f"packages {build_s:.0f} s. Ours through the C API (copies in and out included); "
-        "PyTorch eager (energy under no_grad; forces by torch.autograd.grad). Every output "
-        "checked against PyTorch's (1e-4 relative).", "",
+        "PyTorch eager (energy under no_grad; forces by torch.autograd.grad) and "
+        "torch.compile(model) with its defaults (the same calls on the compiled module). Every "
+        "output checked against PyTorch eager's (1e-4 relative).", "",
         "| atoms | pairs | ours E | ours E+F | E+F / E (ours) | PyTorch E | PyTorch E+F "
-        "| ours E+F / PyTorch E+F |",
-        "|---|---|---|---|---|---|---|---|"]
+        "| torch.compile E | torch.compile E+F | ours E+F / best PyTorch E+F |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for atoms, pairs, m in rows:
+        best = min(m["torch E+F"], m["compile E+F"])
         lines.append(f"| {atoms:,} | {pairs:,} | {m['ours E']:.3f} | {m['ours E+F']:.3f} | "
                      f"{m['ours E+F'] / m['ours E']:.2f} | {m['torch E']:.3f} | "
-                     f"{m['torch E+F']:.3f} | {m['ours E+F'] / m['torch E+F']:.2f} |")
+                     f"{m['torch E+F']:.3f} | {m['compile E']:.3f} | {m['compile E+F']:.3f} | "
+                     f"{m['ours E+F'] / best:.2f} |")
     arguments.out.write_text("\n".join(lines) + "\n")
     print(arguments.out)
 
