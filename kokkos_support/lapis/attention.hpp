@@ -4,8 +4,8 @@
 // maximum, a running sum and its output row, and folds in one block of keys at a time (the
 // online softmax of flash attention). On GPUs a team of threads takes a block of query rows,
 // one row each, and stages each block of keys and values in team scratch memory; on host
-// backends a thread takes 16 query rows and copies each block of keys (transposed) and values
-// into arrays of its own, for loops the compiler vectorises. A row whose keys
+// backends a thread takes up to 64 query rows and copies each block of keys (transposed) and
+// values into arrays of its own, for loops the compiler vectorises. A row whose keys
 // are all masked gives zeros, as PyTorch's scaled_dot_product_attention does. Kokkos 3.4-4.x.
 // Defining LAPIS_ATTENTION_TEAMS runs the GPU path on host backends too (teams of up to two
 // threads): the tests check its indexing there.
@@ -14,6 +14,7 @@
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
+#include <cstring>
 #include <limits>
 
 #include "scalar.hpp"
@@ -29,7 +30,12 @@ namespace attention_detail {
 
 constexpr int kKeyBlock = 32;     // keys folded in per rescaling of the output row
 constexpr int kQueryRows = 64;    // GPU: query rows per team, one per thread
-constexpr int kHostRows = 16;     // host: query rows per thread and block of keys copied
+// Host: query rows per thread, over which each copied block of keys and values is shared (64,
+// fewer for wide heads: the rows' state lives on the thread's stack).
+template <int D, int DV>
+constexpr int host_rows() {
+  return (D > DV ? D : DV) >= 128 ? 4096 / (D > DV ? D : DV) : 64;
+}
 #ifdef LAPIS_ATTENTION_TEAMS
 constexpr bool kTeamsOnHost = true;
 #else
@@ -68,6 +74,42 @@ struct ViewMask {
   KOKKOS_INLINE_FUNCTION int64_t keys(int64_t, int64_t keys) const { return keys; }
 };
 
+// exp(x) of a softmax's argument (x <= 0, or -inf for a masked key). On host backends and in
+// float32, a branch-free Cody-Waite reduction x = n ln2 + r and Cephes' degree-5 polynomial for
+// exp(r) (relative error below 2e-7, 0 below -87.3), so that the loop over a block of keys
+// vectorises: the scalar expf call was most of the attention's time on CPUs. Elsewhere the
+// math library's exp.
+template <class T>
+KOKKOS_INLINE_FUNCTION T softmax_exp(const T x) {
+#if !defined(__CUDA_ARCH__) && !defined(__HIP_DEVICE_COMPILE__)
+  if constexpr (std::is_same<T, float>::value) {
+    // The range checks compare the bits as integers: floating-point compares keep GCC from
+    // vectorising the loop (they may trap), integer selects do not. x in [-87.3, 0] is kept,
+    // below (or -inf) gives 0, above 0 (not a softmax argument) is taken as 0.
+    uint32_t u;
+    std::memcpy(&u, &x, sizeof(u));
+    const bool tiny = u > 0xC2AE999Au;                 // x < -87.3f (bits of -87.3f)
+    const bool positive = (u & 0x80000000u) == 0;
+    const float clamped = positive ? 0.0f : tiny ? -87.3f : x;
+    // n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding instruction needed).
+    const float n = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;
+    const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
+    float polynomial = 1.9875691500e-4f;
+    polynomial = polynomial * r + 1.3981999507e-3f;
+    polynomial = polynomial * r + 8.3334519073e-3f;
+    polynomial = polynomial * r + 4.1665795894e-2f;
+    polynomial = polynomial * r + 1.6666665459e-1f;
+    polynomial = polynomial * r + 5.0000001201e-1f;
+    const float exp_r = polynomial * r * r + r + 1.0f;
+    const int32_t bits = (int32_t(n) + 127) << 23;   // 2^n, n in [-126, 0]
+    float power;
+    std::memcpy(&power, &bits, sizeof(power));
+    return tiny ? 0.0f : exp_r * power;
+  }
+#endif
+  return lapis::math::exp(x);
+}
+
 // Folds scores 0..count-1 of a block into the running (maximum, sum, output row): the row is
 // rescaled once per block, by exp(old maximum - new maximum). The loops run over the whole
 // block (count guards them), so that on GPUs the scores stay in registers.
@@ -84,12 +126,14 @@ KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T
   LAPIS_ATTENTION_UNROLL
   for (int d = 0; d < DV; ++d) row[d] *= rescale;
   maximum = block_maximum;
+  T weight[kKeyBlock];
+  LAPIS_ATTENTION_UNROLL
+  for (int j = 0; j < kKeyBlock; ++j) weight[j] = softmax_exp(score[j] - maximum);
   LAPIS_ATTENTION_UNROLL
   for (int j = 0; j < kKeyBlock; ++j) {
     if (j < count) {
-      const T p = lapis::math::exp(score[j] - maximum);
-      sum += p;
-      add_value(row, p, j);      // row += p * value row j
+      sum += weight[j];
+      add_value(row, weight[j], j);      // row += weight * value row j
     }
   }
 }
@@ -109,6 +153,7 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
     // row's scores over the block and the value rows it adds are then contiguous loops that
     // the compiler vectorises (the View's own strides are those of the model's layout).
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
+    constexpr int kHostRows = host_rows<D, DV>();
     const int64_t row_blocks = (queries + kHostRows - 1) / kHostRows;
     Kokkos::parallel_for(label, range(space, 0, batch * heads * row_blocks),
                          KOKKOS_LAMBDA(const int64_t task) {
