@@ -181,7 +181,8 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         with steps.step("checking rows for the evaluator"):
             one_row = frontend.one_row(loaded)
         with steps.step("lowering one row"):
-            row = lowering.run(importer.to_linalg(one_row), backend, tuned_kernels=False)
+            row = lowering.run(importer.to_linalg(one_row, tuned_kernels=False), backend,
+                               tuned_kernels=False)
     with steps.step("importing"):
         ops = _count_ops(loaded)   # before the graph rewrites of the import
         imported = importer.to_linalg(loaded)

@@ -42,8 +42,8 @@ def export(model: Path, out: Path, name: str, backend: str) -> Path:
     from exporter import emit, frontend, importer, lowering, package
 
     loaded = frontend.load(model)
-    row = lowering.run(importer.to_linalg(frontend.one_row(loaded)), backend,
-                       tuned_kernels=False)
+    row = lowering.run(importer.to_linalg(frontend.one_row(loaded), tuned_kernels=False),
+                       backend, tuned_kernels=False)
     lowered = lowering.run(importer.to_linalg(loaded), backend)
     package.write(emit.kokkos(lowered, name, backend, row=row), out,
                   package.PackageOptions(force=True))

@@ -28,8 +28,11 @@ _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.int64
                  torch.int32: "int32", torch.bool: "bool"}
 
 
-def to_linalg(model: LoadedModel) -> ImportedModel:
-    """Import `model.program` and lower it to the linalg-on-tensors backend contract."""
+def to_linalg(model: LoadedModel, tuned_kernels: bool = True) -> ImportedModel:
+    """Import `model.program` and lower it to the linalg-on-tensors backend contract.
+    tuned_kernels=False (the evaluator's one-row program, whose code runs inside a host's own
+    kernels) leaves scatter-adds, attention and LayerNorm to the decompositions: their tuned
+    kernels are whole launches."""
     if model.kind == "onnx":
         from . import onnx_graph
         return onnx_graph.to_linalg(model)
@@ -42,9 +45,10 @@ def to_linalg(model: LoadedModel) -> ImportedModel:
     dense_passes.recurrences_as_loops(model.program)
     graph_passes.fold_batch_norm(model.program)
     graph_passes.linear_as_conv(model.program)
-    dense_passes.scatter_adds_as_calls(model.program)
-    dense_passes.attention_as_calls(model.program)
-    dense_passes.layer_norms_as_calls(model.program)
+    if tuned_kernels:
+        dense_passes.scatter_adds_as_calls(model.program)
+        dense_passes.attention_as_calls(model.program)
+        dense_passes.layer_norms_as_calls(model.program)
     graph_passes.index_add_as_scatter_add(model.program)
     try:
         program = model.program.run_decompositions(
