@@ -92,16 +92,8 @@ KOKKOS_INLINE_FUNCTION T softmax_exp(const T x) {
     const bool tiny = u > 0xC2AE999Au;                 // x < -87.3f (bits of -87.3f)
     const bool positive = (u & 0x80000000u) == 0;
     const float clamped = positive ? 0.0f : tiny ? -87.3f : x;
-    // n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding instruction needed).
-    const float n = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;
-    const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
-    float polynomial = 1.9875691500e-4f;
-    polynomial = polynomial * r + 1.3981999507e-3f;
-    polynomial = polynomial * r + 8.3334519073e-3f;
-    polynomial = polynomial * r + 4.1665795894e-2f;
-    polynomial = polynomial * r + 1.6666665459e-1f;
-    polynomial = polynomial * r + 5.0000001201e-1f;
-    const float exp_r = polynomial * r * r + r + 1.0f;
+    float n;
+    const float exp_r = exp_reduced(clamped, n);
     const int32_t bits = (int32_t(n) + 127) << 23;   // 2^n, n in [-126, 0]
     float power;
     std::memcpy(&power, &bits, sizeof(power));
@@ -191,15 +183,8 @@ LAPIS_ATTENTION_HOST_INLINE typename host_vectors<Bytes>::f vector_exp(
   using I = typename host_vectors<Bytes>::i;
   const I tiny = (I)(x < -87.3f);          // and -inf: weight 0
   const F clamped = (F)((tiny & (I)(F{} - 87.3f)) | (~tiny & (I)x));
-  const F n = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;
-  const F r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
-  F polynomial = F{} + 1.9875691500e-4f;
-  polynomial = polynomial * r + 1.3981999507e-3f;
-  polynomial = polynomial * r + 8.3334519073e-3f;
-  polynomial = polynomial * r + 4.1665795894e-2f;
-  polynomial = polynomial * r + 1.6666665459e-1f;
-  polynomial = polynomial * r + 5.0000001201e-1f;
-  const F exp_r = polynomial * r * r + r + 1.0f;
+  F n;
+  const F exp_r = exp_reduced(clamped, n);
   const I power = (__builtin_convertvector(n, I) + 127) << 23;
   return (F)(~tiny & (I)(exp_r * (F)power));
 }

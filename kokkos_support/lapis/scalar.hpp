@@ -128,13 +128,43 @@ KOKKOS_INLINE_FUNCTION To bit_cast(From from) {
 }
 
 
+// exp(x) for float x in [-87.3, 0] (or vectors of them, GCC vector types) as 2^n exp(r): the
+// Cody-Waite reduction x = n ln2 + r, n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding
+// instruction needed), and Cephes' degree-5 polynomial for exp(r) (relative error below 2e-7).
+// Sets n and returns exp(r); the caller builds 2^n from n's bits. The branch-free exps of
+// attention.hpp's softmax and of erf below.
+// Wide vectors reach it only inside the target functions of attention.hpp: no ABI concern.
+#if defined(__clang__) && !defined(__CUDACC__)
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__) && !defined(__CUDACC__) && !defined(__NVCC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+template <class F>
+KOKKOS_FORCEINLINE_FUNCTION F exp_reduced(const F x, F& n) {
+  n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+  const F r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  F polynomial = F{} + 1.9875691500e-4f;
+  polynomial = polynomial * r + 1.3981999507e-3f;
+  polynomial = polynomial * r + 8.3334519073e-3f;
+  polynomial = polynomial * r + 4.1665795894e-2f;
+  polynomial = polynomial * r + 1.6666665459e-1f;
+  polynomial = polynomial * r + 5.0000001201e-1f;
+  return polynomial * r * r + r + 1.0f;
+}
+#if defined(__clang__) && !defined(__CUDACC__)
+#pragma clang diagnostic pop
+#elif defined(__GNUC__) && !defined(__CUDACC__) && !defined(__NVCC__)
+#pragma GCC diagnostic pop
+#endif
+
 // math.erf. In float32 on host backends, a branch-free evaluation that loops over elements
 // (GELU) vectorise: erf(a) = a (1 + s P(s)) with s = a^2 for |a| <= 0.9277, else
 // sign(a) (1 - exp(t Q(t))) with t = |a|, both minimax polynomials (N. Juffa's erff;
 // measured over every float in [-12, 12]: within 1.2 ulp of erf in double, 1.02 ulp where the
-// compiler contracts to FMA), exp by the Cody-Waite reduction and Cephes' polynomial of
-// attention.hpp's softmax_exp. Both sides are computed and one selected. Elsewhere (double,
-// GPUs) the math library's erf.
+// compiler contracts to FMA), exp by exp_reduced. Both sides are computed and one selected.
+// Elsewhere (double, GPUs) the math library's erf.
 template <class T>
 KOKKOS_INLINE_FUNCTION T erf(const T a) {
 #if !defined(__CUDA_ARCH__) && !defined(__HIP_DEVICE_COMPILE__) && !defined(__SYCL_DEVICE_ONLY__)
@@ -163,18 +193,12 @@ KOKKOS_INLINE_FUNCTION T erf(const T a) {
     const uint32_t bits_clamped = (tiny & 0xC2AE999Au) | (~tiny & bits_r);
     float clamped;
     std::memcpy(&clamped, &bits_clamped, sizeof(clamped));
-    const float n = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;
-    const float f = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * f + 1.3981999507e-3f;
-    p = p * f + 8.3334519073e-3f;
-    p = p * f + 4.1665795894e-2f;
-    p = p * f + 1.6666665459e-1f;
-    p = p * f + 5.0000001201e-1f;
+    float n;
+    const float exp_f = exp_reduced(clamped, n);
     const int32_t power_bits = (int32_t(n) + 127) << 23;
     float power;
     std::memcpy(&power, &power_bits, sizeof(power));
-    const float scaled = (p * f * f + f + 1.0f) * power;
+    const float scaled = exp_f * power;
     uint32_t bits_exp;
     std::memcpy(&bits_exp, &scaled, sizeof(bits_exp));
     bits_exp &= ~tiny;
