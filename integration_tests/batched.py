@@ -46,9 +46,10 @@ def build(packages: dict[str, Path], work: Path, kokkos_root, batch_size: int = 
     return {name: result.library for name, result in built.items()}
 
 
-def run(jobs: dict, work: Path) -> dict:
+def run(jobs: dict, work: Path, env: dict | None = None) -> dict:
     """{key: (library, package_dir, inputs)} -> {key: the package's outputs for inputs}, one
-    subprocess per library (its packages share one Kokkos)."""
+    subprocess per library (its packages share one Kokkos), with `env` added to its
+    environment."""
     by_library: dict[Path, list] = {}
     for index, (key, (library, package_dir, inputs)) in enumerate(jobs.items()):
         io = work / f"run_{index}.npz"
@@ -60,7 +61,7 @@ def run(jobs: dict, work: Path) -> dict:
         result = subprocess.run([sys.executable, "-m", "integration_tests.batched",
                                  str(library), *arguments], cwd=REPO, capture_output=True,
                                 text=True, env={"OMP_NUM_THREADS": "2", "OMP_PROC_BIND": "false",
-                                                "PATH": "/usr/bin:/bin"})
+                                                "PATH": "/usr/bin:/bin", **(env or {})})
         assert result.returncode == 0, f"{library.name} failed:\n{result.stderr[-3000:]}"
         for key, _, io in entries:
             data = np.load(io)

@@ -4,8 +4,10 @@ width unlike the key width, causal, a boolean key-padding mask, an additive floa
 [B, L, D] inputs, an explicit scale, nn.MultiheadAttention with a key-padding mask, and a
 dynamic batch and sequence run at several sizes. float32 at 1e-5 and float64 at 1e-12
 relative to the largest reference value. All packages are built twice in one CMake build
-each: as shipped (the host path, a query row per thread) and with LAPIS_ATTENTION_TEAMS (the
-GPU path of teams staging keys in scratch memory, run on the host threads)."""
+each: as shipped (the host path, query rows per thread) and with LAPIS_ATTENTION_TEAMS (the
+GPU path of teams staging keys in scratch memory, run on the host threads). The host path's
+libraries also run with LAPIS_GEMM_ISA=avx2 and =baseline: its float32 fold is compiled per
+instruction set (AVX-512, AVX2, 128-bit) and these pick the narrower ones on an AVX-512 CPU."""
 from __future__ import annotations
 
 import pytest
@@ -92,6 +94,8 @@ def _cases():
 
 CASES = _cases()
 PATHS = {"rows": "-O1", "teams": "-O1 -DLAPIS_ATTENTION_TEAMS"}
+# Runs of a path's libraries under another instruction set: (path, LAPIS_GEMM_ISA).
+ISA_RUNS = {"rows_avx2": ("rows", "avx2"), "rows_baseline": ("rows", "baseline")}
 RUNS = [(name, tag) for name, (_, _, _, more) in CASES.items()
         for tag in [None, *(t for t, _ in more)]]
 
@@ -117,6 +121,10 @@ def built(tmp_path_factory, kokkos_root):
                                    [t.numpy() for t in run_inputs])
         outputs = batched.run(jobs, work / path_name)
         results[path_name] = {key: (outputs[key][0], references[key]) for key in jobs}
+        for run_name, (run_path, isa) in ISA_RUNS.items():
+            if run_path == path_name:
+                outputs = batched.run(jobs, work / path_name, env={"LAPIS_GEMM_ISA": isa})
+                results[run_name] = {key: (outputs[key][0], references[key]) for key in jobs}
     return packages, results
 
 
@@ -128,7 +136,7 @@ def test_each_attention_is_one_fused_call(built):
         assert "_softmax" not in source and "::softmax" not in source, name
 
 
-@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("path", [*PATHS, *ISA_RUNS])
 @pytest.mark.parametrize("name,tag", RUNS, ids=[f"{n}-{t}" if t else n for n, t in RUNS])
 def test_matches_pytorch(built, path, name, tag):
     ours, reference = built[1][path][name, tag]

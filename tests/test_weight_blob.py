@@ -97,7 +97,8 @@ def kokkos_roots(default: Path) -> list[Path]:
 
 
 def test_cpp_reader(tmp_path, kokkos_root):
-    """weight_blob.hpp reads what blob.py writes, and each mismatch throws a clear message."""
+    """weight_blob.hpp reads what blob.py writes, and each mismatch throws a clear message;
+    lapis::erf in float32 stays within 2 ulp of erf (kokkos_support/tests/test_scalar.cpp)."""
     blob.write(tmp_path / "m.weights", cpp_test_weights())
     for number, root in enumerate(kokkos_roots(kokkos_root)):
         build = tmp_path / f"build{number}"
@@ -111,3 +112,8 @@ def test_cpp_reader(tmp_path, kokkos_root):
                                 env={**os.environ, "OMP_PROC_BIND": "false"})
         assert result.returncode == 0, f"Kokkos at {root}:\n{result.stdout}{result.stderr}"
         assert "0 failures" in result.stdout
+        # the same build's check of scalar.hpp's float erf (the GELU kernels' vectorised one)
+        result = subprocess.run([build / "test_scalar"], capture_output=True, text=True,
+                                env={**os.environ, "OMP_PROC_BIND": "false"})
+        assert result.returncode == 0 and "\n0 failures" in result.stdout, \
+            f"Kokkos at {root}:\n{result.stdout}{result.stderr}"

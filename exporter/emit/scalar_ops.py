@@ -77,7 +77,7 @@ BINARY_AND_UNARY = {
     "math.asinh": "lapis::math::asinh({0})",
     "math.acosh": "lapis::math::acosh({0})",
     "math.atanh": "lapis::math::atanh({0})",
-    "math.erf": "lapis::math::erf({0})",
+    "math.erf": "lapis::erf({0})",
     "math.erfc": "lapis::math::erfc({0})",
     "math.floor": "lapis::math::floor({0})",
     "math.ceil": "lapis::math::ceil({0})",

@@ -14,6 +14,7 @@
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -91,16 +92,8 @@ KOKKOS_INLINE_FUNCTION T softmax_exp(const T x) {
     const bool tiny = u > 0xC2AE999Au;                 // x < -87.3f (bits of -87.3f)
     const bool positive = (u & 0x80000000u) == 0;
     const float clamped = positive ? 0.0f : tiny ? -87.3f : x;
-    // n = round(x / ln2) by the 1.5 * 2^23 trick (no rounding instruction needed).
-    const float n = (clamped * 1.44269504f + 12582912.0f) - 12582912.0f;
-    const float r = (clamped - n * 0.693359375f) - n * -2.12194440e-4f;
-    float polynomial = 1.9875691500e-4f;
-    polynomial = polynomial * r + 1.3981999507e-3f;
-    polynomial = polynomial * r + 8.3334519073e-3f;
-    polynomial = polynomial * r + 4.1665795894e-2f;
-    polynomial = polynomial * r + 1.6666665459e-1f;
-    polynomial = polynomial * r + 5.0000001201e-1f;
-    const float exp_r = polynomial * r * r + r + 1.0f;
+    float n;
+    const float exp_r = exp_reduced(clamped, n);
     const int32_t bits = (int32_t(n) + 127) << 23;   // 2^n, n in [-126, 0]
     float power;
     std::memcpy(&power, &bits, sizeof(power));
@@ -138,6 +131,262 @@ KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T
   }
 }
 
+// Host backends. A task is up to host_rows() query rows of one (batch, head): per block of
+// keys it copies the keys transposed, [D][kKeyBlock], and the values, [kKeyBlock][DV], into
+// arrays of its own (the Views' strides are those of the model's layout), then folds the
+// block into each row's running maximum, sum and output row. In float32 on GCC and Clang the
+// fold is written on explicit vectors (block_row), compiled once per instruction set and
+// picked at run time (host_task_for: AVX-512, AVX2 or the baseline's 128-bit vectors) without
+// -march flags on the package; double precision and other compilers take fold().
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__) && !defined(__CUDACC__) && \
+    !defined(__HIPCC__) && !defined(__INTEL_LLVM_COMPILER) && !defined(SYCL_LANGUAGE_VERSION) && \
+    !defined(LAPIS_GEMM_PORTABLE)
+#define LAPIS_ATTENTION_VECTORS 1
+#define LAPIS_ATTENTION_HOST_INLINE inline __attribute__((always_inline))
+#if defined(__x86_64__)
+#define LAPIS_ATTENTION_X86 1
+#endif
+// The wide vectors stay inside the target functions (see gemm_host.hpp).
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#else
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+#else
+#define LAPIS_ATTENTION_HOST_INLINE inline
+#endif
+
+#if defined(LAPIS_ATTENTION_VECTORS)
+template <int Bytes>
+struct host_vectors {
+  typedef float f __attribute__((vector_size(Bytes)));
+  typedef int32_t i __attribute__((vector_size(Bytes)));
+  static constexpr int lanes = Bytes / 4;
+};
+
+template <class V>
+LAPIS_ATTENTION_HOST_INLINE V load_vector(const void* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof(V));
+  return v;
+}
+template <class V>
+LAPIS_ATTENTION_HOST_INLINE void store_vector(void* p, const V v) {
+  __builtin_memcpy(p, &v, sizeof(V));
+}
+
+// softmax_exp on a vector: the same reduction and polynomial, the selects as bit masks.
+template <int Bytes>
+LAPIS_ATTENTION_HOST_INLINE typename host_vectors<Bytes>::f vector_exp(
+    const typename host_vectors<Bytes>::f x) {
+  using F = typename host_vectors<Bytes>::f;
+  using I = typename host_vectors<Bytes>::i;
+  const I tiny = (I)(x < -87.3f);          // and -inf: weight 0
+  const F clamped = (F)((tiny & (I)(F{} - 87.3f)) | (~tiny & (I)x));
+  F n;
+  const F exp_r = exp_reduced(clamped, n);
+  const I power = (__builtin_convertvector(n, I) + 127) << 23;
+  return (F)(~tiny & (I)(exp_r * (F)power));
+}
+
+// The largest and the sum of the lanes of a vector, halving it (to 128 bits, then lanes).
+template <int Bytes>
+LAPIS_ATTENTION_HOST_INLINE float lanes_max(const typename host_vectors<Bytes>::f x) {
+  if constexpr (Bytes > 16) {
+    using H = typename host_vectors<Bytes / 2>::f;
+    alignas(64) float lanes[Bytes / 4];
+    store_vector(lanes, x);
+    const H low = load_vector<H>(lanes), high = load_vector<H>(lanes + Bytes / 8);
+    return lanes_max<Bytes / 2>(low < high ? high : low);
+  } else {
+    const float a = x[0] < x[1] ? x[1] : x[0], b = x[2] < x[3] ? x[3] : x[2];
+    return a < b ? b : a;
+  }
+}
+template <int Bytes>
+LAPIS_ATTENTION_HOST_INLINE float lanes_sum(const typename host_vectors<Bytes>::f x) {
+  if constexpr (Bytes > 16) {
+    using H = typename host_vectors<Bytes / 2>::f;
+    alignas(64) float lanes[Bytes / 4];
+    store_vector(lanes, x);
+    return lanes_sum<Bytes / 2>(load_vector<H>(lanes) + load_vector<H>(lanes + Bytes / 8));
+  } else {
+    return (x[0] + x[1]) + (x[2] + x[3]);
+  }
+}
+
+// Folds scores q.k of one query row over a block of kKeyBlock keys (those past `mine` get
+// weight 0) into (maximum, sum, row): fold() on vectors of Bytes.
+template <int Bytes, int D, int DV, class Mask>
+LAPIS_ATTENTION_HOST_INLINE void block_row(const float* query, const float (&keys_t)[D][kKeyBlock],
+                                           const float (&values)[kKeyBlock][DV], const int mine,
+                                           const Mask& mask, const int64_t b, const int64_t h,
+                                           const int64_t i, const int64_t j0, float& maximum,
+                                           float& sum, float* row) {
+  using F = typename host_vectors<Bytes>::f;
+  constexpr int W = host_vectors<Bytes>::lanes, NJ = kKeyBlock / W, NC = DV / W;
+  const float lowest = -lapis::infinity<float>();
+  // Independent partial sums (over d, and below over keys) so that the chains of dependent
+  // multiply-adds are short: at one vector of keys or values they would set the pace.
+  constexpr int PS = NJ >= 4 ? 1 : 4 / NJ, PV = NC >= 4 ? 1 : 4 / NC;
+  F s[NJ], partial[PS][NJ];
+  for (int p = 0; p < PS; ++p)
+    for (int n = 0; n < NJ; ++n) partial[p][n] = F{};
+  for (int d0 = 0; d0 < D; d0 += PS) {
+    for (int p = 0; p < PS && d0 + p < D; ++p) {
+      const F qd = F{} + query[d0 + p];
+      for (int n = 0; n < NJ; ++n) partial[p][n] += qd * load_vector<F>(&keys_t[d0 + p][n * W]);
+    }
+  }
+  for (int n = 0; n < NJ; ++n) {
+    s[n] = partial[0][n];
+    for (int p = 1; p < PS; ++p) s[n] += partial[p][n];
+  }
+  alignas(64) float score[kKeyBlock];
+  constexpr bool masks_scores =
+      !std::is_same<Mask, NoMask>::value && !std::is_same<Mask, CausalMask>::value;
+  if (mine < kKeyBlock || masks_scores) {
+    for (int n = 0; n < NJ; ++n) store_vector(&score[n * W], s[n]);
+    if constexpr (masks_scores)
+      for (int j = 0; j < mine; ++j) score[j] = mask(b, h, i, j0 + j, score[j]);
+    for (int j = mine; j < kKeyBlock; ++j) score[j] = lowest;
+    for (int n = 0; n < NJ; ++n) s[n] = load_vector<F>(&score[n * W]);
+  }
+  F top = s[0];
+  for (int n = 1; n < NJ; ++n) top = top < s[n] ? s[n] : top;
+  const float top_lane = lanes_max<Bytes>(top);
+  if (!(maximum < top_lane) && maximum == lowest) return;   // every key so far masked
+  // The row is rescaled only when the block raises its maximum.
+  const float rescale = maximum < top_lane ? lapis::math::exp(maximum - top_lane) : 1.0f;
+  const float block_max = maximum < top_lane ? top_lane : maximum;
+  maximum = block_max;
+  F total = F{};
+  for (int n = 0; n < NJ; ++n) {
+    s[n] = vector_exp<Bytes>(s[n] - block_max);
+    total += s[n];
+    store_vector(&score[n * W], s[n]);
+  }
+  sum = sum * rescale + lanes_sum<Bytes>(total);
+  F accumulated[PV][NC];
+  for (int c = 0; c < NC; ++c) {
+    accumulated[0][c] = load_vector<F>(row + c * W) * rescale;
+    for (int p = 1; p < PV; ++p) accumulated[p][c] = F{};
+  }
+  for (int j0 = 0; j0 < kKeyBlock; j0 += PV) {
+    for (int p = 0; p < PV; ++p) {
+      const F weight = F{} + score[j0 + p];
+      for (int c = 0; c < NC; ++c)
+        accumulated[p][c] += weight * load_vector<F>(&values[j0 + p][c * W]);
+    }
+  }
+  for (int c = 0; c < NC; ++c) {
+    for (int p = 1; p < PV; ++p) accumulated[0][c] += accumulated[p][c];
+    store_vector(row + c * W, accumulated[0][c]);
+  }
+}
+#endif
+
+template <int D, int DV, class T, class Q, class K, class V, class Out, class Mask>
+struct HostRows {
+  Q q;
+  K k;
+  V v;
+  Out out;
+  Mask mask;
+  int64_t heads, queries, keys, row_blocks;
+
+  // Bytes: the widest vectors of the instruction set the task is compiled for (16, 32, 64).
+  template <int Bytes>
+  LAPIS_ATTENTION_HOST_INLINE void run(const int64_t task) const {
+    constexpr int R = host_rows<D, DV>();
+    const T lowest = -lapis::infinity<T>();
+    const int64_t block = task % row_blocks, h = (task / row_blocks) % heads,
+                  b = task / (row_blocks * heads);
+    const int64_t first = block * R;
+    const int rows = int(queries - first < R ? queries - first : R);
+    alignas(64) T keys_t[D][kKeyBlock] = {};
+    alignas(64) T values[kKeyBlock][DV] = {};
+    alignas(64) T query[R][D];
+    alignas(64) T row[R][DV] = {};
+    T maximum[R], sum[R];
+    for (int r = 0; r < rows; ++r) {
+      for (int d = 0; d < D; ++d) query[r][d] = q(b, h, first + r, d);
+      maximum[r] = lowest;
+      sum[r] = 0;
+    }
+    const int64_t block_end = mask.keys(first + rows - 1, keys);
+    for (int64_t j0 = 0; j0 < block_end; j0 += kKeyBlock) {
+      const int count = int(block_end - j0 < kKeyBlock ? block_end - j0 : kKeyBlock);
+      for (int j = 0; j < count; ++j) {
+        for (int d = 0; d < D; ++d) keys_t[d][j] = k(b, h, j0 + j, d);
+        for (int d = 0; d < DV; ++d) values[j][d] = v(b, h, j0 + j, d);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const int64_t i = first + r, end = mask.keys(i, keys);
+        const int mine = int(end - j0 < count ? (end - j0 > 0 ? end - j0 : 0) : count);
+#if defined(LAPIS_ATTENTION_VECTORS)
+        // The widest vectors (at most Bytes) whose lanes divide a value row.
+        constexpr int width = DV % (Bytes / 4) == 0 ? Bytes
+                              : Bytes >= 32 && DV % (Bytes / 8) == 0 ? Bytes / 2
+                              : DV % 4 == 0 ? 16 : 0;
+        if constexpr (std::is_same<T, float>::value && width > 0) {
+          block_row<width, D, DV>(query[r], keys_t, values, mine, mask, b, h, i, j0,
+                                  maximum[r], sum[r], row[r]);
+          continue;
+        }
+#endif
+        T score[kKeyBlock] = {};
+        for (int d = 0; d < D; ++d) {
+          const T qd = query[r][d];
+          for (int j = 0; j < kKeyBlock; ++j) score[j] += qd * keys_t[d][j];
+        }
+        for (int j = 0; j < mine; ++j) score[j] = mask(b, h, i, j0 + j, score[j]);
+        fold<DV>(score, mine, maximum[r], sum[r], row[r],
+                 [&](T (&accumulated)[DV], const T p, const int j) {
+                   for (int d = 0; d < DV; ++d) accumulated[d] += p * values[j][d];
+                 });
+      }
+    }
+    for (int r = 0; r < rows; ++r)
+      for (int d = 0; d < DV; ++d)
+        out(b, h, first + r, d) = sum[r] > T(0) ? row[r][d] / sum[r] : T(0);
+  }
+};
+
+template <class Task>
+using host_task_function = void (*)(const Task&, int64_t);
+
+template <class Task>
+void host_task_baseline(const Task& task, const int64_t t) {
+  task.template run<16>(t);
+}
+#if defined(LAPIS_ATTENTION_X86)
+template <class Task>
+__attribute__((target("avx2,fma"))) void host_task_avx2(const Task& task, const int64_t t) {
+  task.template run<32>(t);
+}
+template <class Task>
+__attribute__((target("avx512f,fma"))) void host_task_avx512(const Task& task, const int64_t t) {
+  task.template run<64>(t);
+}
+#endif
+
+// The widest instruction set of this CPU, lowered by LAPIS_GEMM_ISA=avx2|baseline as the
+// GEMM's is (for tests and comparisons).
+template <class Task>
+host_task_function<Task> host_task_for() {
+#if defined(LAPIS_ATTENTION_X86)
+  const char* forced = std::getenv("LAPIS_GEMM_ISA");
+  const bool baseline = forced && std::strcmp(forced, "baseline") == 0;
+  const bool avx2_only = forced && std::strcmp(forced, "avx2") == 0;
+  if (!baseline && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    if (!avx2_only && __builtin_cpu_supports("avx512f")) return host_task_avx512<Task>;
+    return host_task_avx2<Task>;
+  }
+#endif
+  return host_task_baseline<Task>;
+}
+
 template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out, class Mask>
 void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k, const V& v,
          const Out& out, const Mask mask) {
@@ -148,53 +397,14 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
   if (batch * heads * queries == 0) return;
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
   if constexpr (host && !kTeamsOnHost) {
-    // A thread takes kHostRows query rows of one head. Per block of keys it copies the keys
-    // transposed, [D][kKeyBlock], and the values, [kKeyBlock][DV], into arrays of its own: a
-    // row's scores over the block and the value rows it adds are then contiguous loops that
-    // the compiler vectorises (the View's own strides are those of the model's layout).
+    // A thread takes host_rows() query rows of one head: HostRows, below.
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
-    constexpr int kHostRows = host_rows<D, DV>();
-    const int64_t row_blocks = (queries + kHostRows - 1) / kHostRows;
+    using Task = HostRows<D, DV, T, Q, K, V, Out, Mask>;
+    const int64_t row_blocks = (queries + host_rows<D, DV>() - 1) / host_rows<D, DV>();
+    const Task task{q, k, v, out, mask, heads, queries, keys, row_blocks};
+    const host_task_function<Task> run_task = host_task_for<Task>();
     Kokkos::parallel_for(label, range(space, 0, batch * heads * row_blocks),
-                         KOKKOS_LAMBDA(const int64_t task) {
-      const int64_t block = task % row_blocks, h = (task / row_blocks) % heads,
-                    b = task / (row_blocks * heads);
-      const int64_t first = block * kHostRows;
-      const int rows = int(queries - first < kHostRows ? queries - first : kHostRows);
-      T keys_t[D * kKeyBlock] = {}, values[kKeyBlock * DV] = {};
-      T query[kHostRows][D], row[kHostRows][DV] = {}, maximum[kHostRows], sum[kHostRows];
-      for (int r = 0; r < rows; ++r) {
-        for (int d = 0; d < D; ++d) query[r][d] = q(b, h, first + r, d);
-        maximum[r] = lowest;
-        sum[r] = 0;
-      }
-      const int64_t block_end = mask.keys(first + rows - 1, keys);
-      for (int64_t j0 = 0; j0 < block_end; j0 += kKeyBlock) {
-        const int count = int(block_end - j0 < kKeyBlock ? block_end - j0 : kKeyBlock);
-        for (int j = 0; j < count; ++j) {
-          for (int d = 0; d < D; ++d) keys_t[d * kKeyBlock + j] = k(b, h, j0 + j, d);
-          for (int d = 0; d < DV; ++d) values[j * DV + d] = v(b, h, j0 + j, d);
-        }
-        for (int r = 0; r < rows; ++r) {
-          const int64_t i = first + r, end = mask.keys(i, keys);
-          const int mine = int(end - j0 < count ? (end - j0 > 0 ? end - j0 : 0) : count);
-          T score[kKeyBlock] = {};
-          for (int d = 0; d < D; ++d) {
-            const T qd = query[r][d];
-            for (int j = 0; j < kKeyBlock; ++j) score[j] += qd * keys_t[d * kKeyBlock + j];
-          }
-          for (int j = 0; j < mine; ++j) score[j] = mask(b, h, i, j0 + j, score[j]);
-          fold<DV>(score, mine, maximum[r], sum[r], row[r],
-                   [&](T (&accumulated)[DV], const T p, const int j) {
-                     const T* value_row = values + j * DV;
-                     for (int d = 0; d < DV; ++d) accumulated[d] += p * value_row[d];
-                   });
-        }
-      }
-      for (int r = 0; r < rows; ++r)
-        for (int d = 0; d < DV; ++d)
-          out(b, h, first + r, d) = sum[r] > T(0) ? row[r][d] / sum[r] : T(0);
-    });
+                         [=](const int64_t t) { run_task(task, t); });
   } else {
     using team_policy = Kokkos::TeamPolicy<ExecutionSpace>;
     using member = typename team_policy::member_type;
