@@ -1,0 +1,246 @@
+// lapis-export FFT, shipped into every exported package (src/lapis/).
+// One-dimensional transforms of length n along the last axis of [lines, ...] (exporter/fft.py):
+//   fft   x [lines, m, 2] -> y [lines, k, 2]   forward, complex in and out
+//   ifft  x [lines, m, 2] -> y [lines, k, 2]   inverse (the conjugate twiddles)
+//   rfft  x [lines, m]    -> y [lines, k, 2]   forward of a real signal
+//   irfft x [lines, m, 2] -> y [lines, n]      inverse of a one-sided (Hermitian) spectrum
+// Complex values are (re, im) pairs in a trailing dimension of 2, as everywhere in the
+// pipeline. An input shorter than the transform is zero-padded (m < n; for irfft the spectrum
+// is extended by conjugate symmetry), and only the first k outputs are written: torch.fft's
+// `n` and one-sided results. y = scale(0) * DFT(x); twiddles(i) = exp(-2 pi i i / n), made at
+// export.
+//
+// Stockham autosort (no bit reversal): log_R n passes between two buffers of the line, radix 4,
+// 2, 3 and 5 (exporter/fft.py sends only lengths of those factors), each pass j = 0 .. n/R-1:
+//   v_r = src[j + r n/R] * w^(r (j mod s) n/(s R)),  v = DFT_R(v),
+//   dst[(j / s) s R + (j mod s) + r s] = v_r,        s = product of the earlier radices.
+// One team per line holds both buffers in scratch memory (shared memory on GPUs up to 32 KiB,
+// else level 1); its threads share each pass. On host backends a team is one thread.
+// Kokkos 3.4-4.x.
+#pragma once
+
+#include <Kokkos_Core.hpp>
+
+#include <cstdint>
+
+namespace lapis {
+
+namespace fft_detail {
+
+enum class Kind { forward, inverse, real_forward, hermitian_inverse };
+
+// The radices of n, largest passes first; count 0 if n has another prime factor.
+struct Radices {
+  int radix[64];
+  int count;
+};
+
+inline Radices factor(int64_t n) {
+  Radices plan{};
+  int64_t rest = n;
+  for (const int r : {4, 2, 3, 5}) {
+    while (rest % r == 0 && plan.count < 64) {
+      plan.radix[plan.count++] = r;
+      rest /= r;
+    }
+  }
+  if (rest != 1) plan.count = 0;
+  return plan;
+}
+
+// DFT_R of v in place; sign -1 forward, +1 inverse.
+template <int Sign, class T>
+KOKKOS_INLINE_FUNCTION void butterfly2(T* re, T* im) {
+  const T r0 = re[0], i0 = im[0];
+  re[0] = r0 + re[1];
+  im[0] = i0 + im[1];
+  re[1] = r0 - re[1];
+  im[1] = i0 - im[1];
+}
+
+template <int Sign, class T>
+KOKKOS_INLINE_FUNCTION void butterfly3(T* re, T* im) {
+  const T c = T(-0.5), s = T(Sign) * T(0.86602540378443864676);
+  const T tr = re[1] + re[2], ti = im[1] + im[2];
+  const T dr = re[1] - re[2], di = im[1] - im[2];
+  const T mr = re[0] + c * tr, mi = im[0] + c * ti;
+  re[0] += tr;
+  im[0] += ti;
+  re[1] = mr - s * di;   // m + i s d
+  im[1] = mi + s * dr;
+  re[2] = mr + s * di;   // m - i s d
+  im[2] = mi - s * dr;
+}
+
+template <int Sign, class T>
+KOKKOS_INLINE_FUNCTION void butterfly4(T* re, T* im) {
+  const T ar = re[0] + re[2], ai = im[0] + im[2];
+  const T br = re[0] - re[2], bi = im[0] - im[2];
+  const T cr = re[1] + re[3], ci = im[1] + im[3];
+  const T dr = re[1] - re[3], di = im[1] - im[3];
+  // (dr + i di) * (Sign i) = -Sign di + i Sign dr
+  const T er = -T(Sign) * di, ei = T(Sign) * dr;
+  re[0] = ar + cr;
+  im[0] = ai + ci;
+  re[1] = br + er;
+  im[1] = bi + ei;
+  re[2] = ar - cr;
+  im[2] = ai - ci;
+  re[3] = br - er;
+  im[3] = bi - ei;
+}
+
+template <int Sign, class T>
+KOKKOS_INLINE_FUNCTION void butterfly5(T* re, T* im) {
+  const T c1 = T(0.30901699437494742410), c2 = T(-0.80901699437494742410);
+  const T s1 = T(Sign) * T(0.95105651629515357212), s2 = T(Sign) * T(0.58778525229247312917);
+  const T t1r = re[1] + re[4], t1i = im[1] + im[4], d1r = re[1] - re[4], d1i = im[1] - im[4];
+  const T t2r = re[2] + re[3], t2i = im[2] + im[3], d2r = re[2] - re[3], d2i = im[2] - im[3];
+  const T ar = re[0] + c1 * t1r + c2 * t2r, ai = im[0] + c1 * t1i + c2 * t2i;
+  const T br = re[0] + c2 * t1r + c1 * t2r, bi = im[0] + c2 * t1i + c1 * t2i;
+  const T pr = s1 * d1r + s2 * d2r, pi = s1 * d1i + s2 * d2i;   // y1 = a + i p, y4 = a - i p
+  const T qr = s2 * d1r - s1 * d2r, qi = s2 * d1i - s1 * d2i;   // y2 = b + i q, y3 = b - i q
+  re[0] += t1r + t2r;
+  im[0] += t1i + t2i;
+  re[1] = ar - pi;
+  im[1] = ai + pr;
+  re[4] = ar + pi;
+  im[4] = ai - pr;
+  re[2] = br - qi;
+  im[2] = bi + qr;
+  re[3] = br + qi;
+  im[3] = bi - qr;
+}
+
+// One Stockham pass of radix R over n points, (re, im) interleaved in src and dst.
+template <int R, int Sign, class Member, class Buffer, class Twiddles>
+KOKKOS_INLINE_FUNCTION void pass(const Member& team, const Buffer& src, const Buffer& dst,
+                                 const Twiddles& twiddles, const int64_t n, const int64_t s) {
+  using T = typename Buffer::non_const_value_type;
+  const int64_t quarter = n / R, step = n / (s * R);
+  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, quarter), [&](const int64_t j) {
+    const int64_t k = j % s;
+    T re[R], im[R];
+    for (int r = 0; r < R; ++r) {
+      const T xr = src(2 * (j + r * quarter)), xi = src(2 * (j + r * quarter) + 1);
+      if (r == 0 || k == 0) {
+        re[r] = xr;
+        im[r] = xi;
+      } else {
+        const int64_t w = r * k * step;
+        const T wr = twiddles(w, 0), wi = T(-Sign) * twiddles(w, 1);   // conjugate if inverse
+        re[r] = xr * wr - xi * wi;
+        im[r] = xr * wi + xi * wr;
+      }
+    }
+    if constexpr (R == 2) butterfly2<Sign>(re, im);
+    if constexpr (R == 3) butterfly3<Sign>(re, im);
+    if constexpr (R == 4) butterfly4<Sign>(re, im);
+    if constexpr (R == 5) butterfly5<Sign>(re, im);
+    const int64_t out = (j / s) * s * R + k;
+    for (int r = 0; r < R; ++r) {
+      dst(2 * (out + r * s)) = re[r];
+      dst(2 * (out + r * s) + 1) = im[r];
+    }
+  });
+}
+
+template <Kind K, class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
+void run(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
+         const Scale& scale, const Y& y) {
+  using T = typename Y::non_const_value_type;
+  using team_policy = Kokkos::TeamPolicy<ExecutionSpace>;
+  using member = typename team_policy::member_type;
+  using buffer = Kokkos::View<T*, typename ExecutionSpace::scratch_memory_space,
+                              Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+  constexpr int Sign = (K == Kind::forward || K == Kind::real_forward) ? -1 : 1;
+  const int64_t lines = int64_t(x.extent(0)), n = int64_t(twiddles.extent(0));
+  const int64_t given = int64_t(x.extent(1)), kept = int64_t(y.extent(1));
+  if (lines == 0 || n == 0) return;
+  const Radices plan = factor(n);
+  constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
+  const size_t bytes = 2 * buffer::shmem_size(2 * n);
+  const int level = bytes <= 32768 ? 0 : 1;
+  int team_size = 1;
+  if (!host) {
+    while (team_size < 256 && team_size * 4 < n) team_size *= 2;
+    team_size = team_size < 32 ? 32 : team_size;
+  }
+  const auto policy = team_policy(space, int(lines), team_size)
+                          .set_scratch_size(level, Kokkos::PerTeam(bytes));
+  Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
+    const int64_t line = team.league_rank();
+    buffer first(team.team_scratch(level), 2 * n), second(team.team_scratch(level), 2 * n);
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), [&](const int64_t i) {
+      T re = 0, im = 0;
+      if constexpr (K == Kind::real_forward) {
+        if (i < given) re = x(line, i);
+      } else if constexpr (K == Kind::hermitian_inverse) {
+        if (i < given) {
+          re = x(line, i, 0);
+          im = x(line, i, 1);
+        } else if (n - i < given) {   // X[n - i] = conj(X[i]) for a real result
+          re = x(line, n - i, 0);
+          im = -x(line, n - i, 1);
+        }
+      } else if (i < given) {
+        re = x(line, i, 0);
+        im = x(line, i, 1);
+      }
+      first(2 * i) = re;
+      first(2 * i + 1) = im;
+    });
+    team.team_barrier();
+    buffer src = first, dst = second;
+    int64_t s = 1;
+    for (int p = 0; p < plan.count; ++p) {
+      const int r = plan.radix[p];
+      if (r == 4) pass<4, Sign>(team, src, dst, twiddles, n, s);
+      else if (r == 2) pass<2, Sign>(team, src, dst, twiddles, n, s);
+      else if (r == 3) pass<3, Sign>(team, src, dst, twiddles, n, s);
+      else pass<5, Sign>(team, src, dst, twiddles, n, s);
+      team.team_barrier();
+      s *= r;
+      const buffer swap = src;
+      src = dst;
+      dst = swap;
+    }
+    const T factor = scale(0);
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kept), [&](const int64_t k) {
+      if constexpr (K == Kind::hermitian_inverse) {
+        y(line, k) = factor * src(2 * k);
+      } else {
+        y(line, k, 0) = factor * src(2 * k);
+        y(line, k, 1) = factor * src(2 * k + 1);
+      }
+    });
+  });
+}
+
+}  // namespace fft_detail
+
+template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
+void fft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
+         const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::forward>(space, label, x, twiddles, scale, y);
+}
+
+template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
+void ifft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
+          const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::inverse>(space, label, x, twiddles, scale, y);
+}
+
+template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
+void rfft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
+          const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::real_forward>(space, label, x, twiddles, scale, y);
+}
+
+template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
+void irfft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
+           const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::hermitian_inverse>(space, label, x, twiddles, scale, y);
+}
+
+}  // namespace lapis
