@@ -8,10 +8,10 @@ full transform of a length with only the factors 2, 3 and 5, the product with a 
 for a truncated one (a Fourier neural operator keeps a few modes) or a length with another
 prime factor. The ops below follow the CSR products' path (exporter/sparse.py) to a
 `lapis.fft*` op after bufferization (lowering/tuned_calls.py), emitted by
-emit/dense_handlers.py. Each takes the signal, a twiddle table exp(-2 pi i k / n) of the
-transform's length (made at export, in the weight blob) and the norm's scale as a one-element
-tensor; an input shorter than n is zero-padded (for irfft: the spectrum beyond it is zero),
-and rfft writes the one-sided n // 2 + 1 coefficients.
+emit/dense_handlers.py. Each takes the signal, the twiddle table of the transform's passes
+(`twiddles`: n - 1 rows for length n, made at export, in the weight blob) and the norm's
+scale as a one-element tensor; an input shorter than n is zero-padded (for irfft: the
+spectrum beyond it is zero), and rfft writes the one-sided n // 2 + 1 coefficients.
 """
 from __future__ import annotations
 
@@ -57,37 +57,46 @@ def prefers_fft(n: int, inputs: int, outputs: int, real_in: bool, real_out: bool
 
 
 def twiddles(n: int, dtype: torch.dtype) -> torch.Tensor:
-    """[n, 2]: exp(-2 pi i k / n), k = 0 .. n-1, as (re, im) pairs."""
-    angle = -2 * np.pi * np.arange(n) / n
+    """[n - 1, 2]: the twiddle factors of fft.hpp's passes, exp(-2 pi i r k / (s R)) for
+    r = 1 .. R-1 and k = 0 .. s-1 per pass of radix R (s: the product of the earlier radices),
+    as (re, im) pairs."""
+    angles, s = [], 1
+    for radix in radices(n):
+        r, k = np.meshgrid(np.arange(1, radix), np.arange(s), indexing="ij")
+        angles.append((-2 * np.pi * r * k / (s * radix)).reshape(-1))
+        s *= radix
+    angle = np.concatenate(angles)
     return torch.from_numpy(np.stack([np.cos(angle), np.sin(angle)], 1)).to(dtype)
 
 
 def stockham(x: np.ndarray, sign: int) -> np.ndarray:
-    """fft.hpp's passes in NumPy (its indexing, checked by tests/test_fft_kernel.py): the
-    length-n DFT of each row of complex x, sign -1 forward, +1 inverse, unscaled."""
+    """fft.hpp's passes in NumPy, on its twiddle table (indexing checked by
+    tests/test_complex_ops.py): the length-n DFT of each row of complex x, sign -1 forward,
+    +1 inverse, unscaled."""
     n = x.shape[-1]
-    table = np.exp(-2j * np.pi * np.arange(n) / n)
+    table = twiddles(n, torch.float64).numpy()
+    table = table[:, 0] + 1j * table[:, 1]
     if sign > 0:
         table = table.conj()
-    src, s = x.astype(np.complex128), 1
-    for radix in radices(n) or []:
+    src, s, offset = x.astype(np.complex128), 1, 0
+    for radix in radices(n):
         dst = np.empty_like(src)
-        quarter, step = n // radix, n // (s * radix)
-        j = np.arange(quarter)
-        k = j % s
-        v = np.stack([src[..., j + r * quarter] * table[r * k * step] for r in range(radix)])
+        j = np.arange(n // radix)
+        b, k = j // s, j % s
+        v = [src[..., j]] + [src[..., j + r * (n // radix)] * table[offset + (r - 1) * s + k]
+                             for r in range(1, radix)]
         roots = np.exp(sign * 2j * np.pi * np.outer(np.arange(radix), np.arange(radix)) / radix)
-        v = np.tensordot(roots, v, 1)        # DFT_R of the gathered points
-        out = (j // s) * s * radix + k
+        v = np.tensordot(roots, np.stack(v), 1)        # DFT_R of the gathered points
         for r in range(radix):
-            dst[..., out + r * s] = v[r]
+            dst[..., b * s * radix + k + r * s] = v[r]
+        offset += (radix - 1) * s
         src, s = dst, s * radix
     return src
 
 
 def _reference(x, twiddles, scale, kind):
     """What the kernels compute, in torch (for the fake graph's eager runs)."""
-    n = twiddles.shape[0]
+    n = twiddles.shape[0] + 1
     if kind == "rfft":
         full = torch.fft.rfft(x, n=n)
     elif kind == "irfft":
@@ -121,19 +130,19 @@ def irfft(x: torch.Tensor, twiddles: torch.Tensor, scale: torch.Tensor) -> torch
 
 @fft.register_fake
 def _fft_fake(x, twiddles, scale):
-    return x.new_empty((x.shape[0], twiddles.shape[0], 2))
+    return x.new_empty((x.shape[0], twiddles.shape[0] + 1, 2))
 
 
 @ifft.register_fake
 def _ifft_fake(x, twiddles, scale):
-    return x.new_empty((x.shape[0], twiddles.shape[0], 2))
+    return x.new_empty((x.shape[0], twiddles.shape[0] + 1, 2))
 
 
 @rfft.register_fake
 def _rfft_fake(x, twiddles, scale):
-    return x.new_empty((x.shape[0], twiddles.shape[0] // 2 + 1, 2))
+    return x.new_empty((x.shape[0], (twiddles.shape[0] + 1) // 2 + 1, 2))
 
 
 @irfft.register_fake
 def _irfft_fake(x, twiddles, scale):
-    return x.new_empty((x.shape[0], twiddles.shape[0]))
+    return x.new_empty((x.shape[0], twiddles.shape[0] + 1))

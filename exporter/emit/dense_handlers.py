@@ -81,12 +81,12 @@ def _layer_norm(em: KokkosEmitter, op) -> None:
 
 @handles(*(lapis_op for _, lapis_op, _ in FFT_OPS.values()))
 def _fft(em: KokkosEmitter, op) -> None:
-    """`lapis.fft(x, twiddles, scale, out)` -> `lapis::fft(...)`; the transform's length is the
-    twiddle table's."""
+    """`lapis.fft(x, twiddles, scale, out)` -> `lapis::fft(exec, label, n, ...)`; the twiddle
+    table of a length-n transform has n - 1 rows."""
     from torch_mlir import ir
 
-    views = ", ".join(em.memref(v).cname for v in op.operands)
-    length = ir.MemRefType(op.operands[1].type).shape[0]
+    length = ir.MemRefType(op.operands[1].type).shape[0] + 1
+    views = ", ".join([str(length)] + [em.memref(v).cname for v in op.operands])
     _call(em, op, FFT_OPS, "lapis/fft.hpp", "", views, f", n = {length}")
 
 

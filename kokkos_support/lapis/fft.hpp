@@ -1,5 +1,5 @@
 // lapis-export FFT, shipped into every exported package (src/lapis/).
-// One-dimensional transforms of length n along the last axis of [lines, ...] (exporter/fft.py):
+// One-dimensional transforms of length n along the last axis of [lines, ...] (exporter/fft.py),
 //   fft   x [lines, m, 2] -> y [lines, k, 2]   forward, complex in and out
 //   ifft  x [lines, m, 2] -> y [lines, k, 2]   inverse (the conjugate twiddles)
 //   rfft  x [lines, m]    -> y [lines, k, 2]   forward of a real signal
@@ -7,16 +7,17 @@
 // Complex values are (re, im) pairs in a trailing dimension of 2, as everywhere in the
 // pipeline. An input shorter than the transform is zero-padded (m < n; for irfft the spectrum
 // is extended by conjugate symmetry), and only the first k outputs are written: torch.fft's
-// `n` and one-sided results. y = scale(0) * DFT(x); twiddles(i) = exp(-2 pi i i / n), made at
-// export.
+// `n` and one-sided results. y = scale(0) * DFT(x).
 //
-// Stockham autosort (no bit reversal): log_R n passes between two buffers of the line, radix 4,
-// 2, 3 and 5 (exporter/fft.py sends only lengths of those factors), each pass j = 0 .. n/R-1:
-//   v_r = src[j + r n/R] * w^(r (j mod s) n/(s R)),  v = DFT_R(v),
-//   dst[(j / s) s R + (j mod s) + r s] = v_r,        s = product of the earlier radices.
-// One team per line holds both buffers in scratch memory (shared memory on GPUs up to 32 KiB,
-// else level 1); its threads share each pass. On host backends a team is one thread.
-// Kokkos 3.4-4.x.
+// Stockham autosort (no bit reversal): one pass per radix of n, 4, 2, 3 or 5 (exporter/fft.py
+// sends only lengths with those factors), between two buffers of the line; with s the product
+// of the earlier radices, pass R maps j = b s + k (k < s, j < n/R) as
+//   v_r = src[j + r n/R] * w_(s R)^(r k),   v = DFT_R(v),   dst[b s R + k + r s] = v_r.
+// twiddles [n - 1, 2], made at export: each pass's w_(s R)^(r k) = exp(-2 pi i r k / (s R)),
+// r = 1 .. R-1, k = 0 .. s-1, pass after pass (conjugated for inverse transforms).
+// One team per line holds both buffers (real parts, then imaginary parts) in scratch memory:
+// GPU shared memory up to 32 KiB, else level 1; its threads share each pass. On host
+// backends a team is one thread. Kokkos 3.4-4.x.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -112,50 +113,68 @@ KOKKOS_INLINE_FUNCTION void butterfly5(T* re, T* im) {
   im[3] = bi - qr;
 }
 
-// One Stockham pass of radix R over n points, (re, im) interleaved in src and dst.
+// One Stockham pass of radix R over n points: src and dst hold the real parts in [0, n) and
+// the imaginary parts in [n, 2n); twiddles(offset + (r - 1) s + k) = w^(r k n / (s R)) are this
+// pass's, contiguous in k. A team of one thread runs the butterflies of a block b as a loop
+// over k (contiguous loads and stores that the compiler vectorises; over b while blocks are
+// shorter than a vector); the threads of a larger team take one butterfly j = b s + k each.
 template <int R, int Sign, class Member, class Buffer, class Twiddles>
 KOKKOS_INLINE_FUNCTION void pass(const Member& team, const Buffer& src, const Buffer& dst,
-                                 const Twiddles& twiddles, const int64_t n, const int64_t s) {
+                                 const Twiddles& twiddles, const int n, const int s,
+                                 const int offset) {
   using T = typename Buffer::non_const_value_type;
-  const int64_t quarter = n / R, step = n / (s * R);
-  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, quarter), [&](const int64_t j) {
-    const int64_t k = j % s;
+  const int quarter = n / R, blocks = n / (s * R);
+  T* const sr = src.data();
+  T* const si = src.data() + n;
+  T* const dr = dst.data();
+  T* const di = dst.data() + n;
+  const auto butterfly = [&](const int b, const int k) {
+    const int j = b * s + k, out = b * s * R + k;
     T re[R], im[R];
-    for (int r = 0; r < R; ++r) {
-      const T xr = src(2 * (j + r * quarter)), xi = src(2 * (j + r * quarter) + 1);
-      if (r == 0 || k == 0) {
-        re[r] = xr;
-        im[r] = xi;
-      } else {
-        const int64_t w = r * k * step;
-        const T wr = twiddles(w, 0), wi = T(-Sign) * twiddles(w, 1);   // conjugate if inverse
-        re[r] = xr * wr - xi * wi;
-        im[r] = xr * wi + xi * wr;
-      }
+    re[0] = sr[j];
+    im[0] = si[j];
+    for (int r = 1; r < R; ++r) {
+      const T xr = sr[j + r * quarter], xi = si[j + r * quarter];
+      const int w = offset + (r - 1) * s + k;
+      const T wr = twiddles(w, 0), wi = T(-Sign) * twiddles(w, 1);   // conjugate if inverse
+      re[r] = xr * wr - xi * wi;
+      im[r] = xr * wi + xi * wr;
     }
     if constexpr (R == 2) butterfly2<Sign>(re, im);
     if constexpr (R == 3) butterfly3<Sign>(re, im);
     if constexpr (R == 4) butterfly4<Sign>(re, im);
     if constexpr (R == 5) butterfly5<Sign>(re, im);
-    const int64_t out = (j / s) * s * R + k;
     for (int r = 0; r < R; ++r) {
-      dst(2 * (out + r * s)) = re[r];
-      dst(2 * (out + r * s) + 1) = im[r];
+      dr[out + r * s] = re[r];
+      di[out + r * s] = im[r];
     }
-  });
+  };
+  if (team.team_size() == 1) {
+    if (s >= 8) {
+      for (int b = 0; b < blocks; ++b)
+        for (int k = 0; k < s; ++k) butterfly(b, k);
+    } else {
+      for (int k = 0; k < s; ++k)
+        for (int b = 0; b < blocks; ++b) butterfly(b, k);
+    }
+  } else {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, quarter), [&](const int j) {
+      butterfly(j / s, j % s);
+    });
+  }
 }
 
 template <Kind K, class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
-void run(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
-         const Scale& scale, const Y& y) {
+void run(const ExecutionSpace& space, const char* label, const int n, const X& x,
+         const Twiddles& twiddles, const Scale& scale, const Y& y) {
   using T = typename Y::non_const_value_type;
   using team_policy = Kokkos::TeamPolicy<ExecutionSpace>;
   using member = typename team_policy::member_type;
   using buffer = Kokkos::View<T*, typename ExecutionSpace::scratch_memory_space,
                               Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
   constexpr int Sign = (K == Kind::forward || K == Kind::real_forward) ? -1 : 1;
-  const int64_t lines = int64_t(x.extent(0)), n = int64_t(twiddles.extent(0));
-  const int64_t given = int64_t(x.extent(1)), kept = int64_t(y.extent(1));
+  const int64_t lines = int64_t(x.extent(0));
+  const int given = int(x.extent(1)), kept = int(y.extent(1));
   if (lines == 0 || n == 0) return;
   const Radices plan = factor(n);
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
@@ -171,7 +190,7 @@ void run(const ExecutionSpace& space, const char* label, const X& x, const Twidd
   Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
     const int64_t line = team.league_rank();
     buffer first(team.team_scratch(level), 2 * n), second(team.team_scratch(level), 2 * n);
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), [&](const int64_t i) {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), [&](const int i) {
       T re = 0, im = 0;
       if constexpr (K == Kind::real_forward) {
         if (i < given) re = x(line, i);
@@ -187,31 +206,32 @@ void run(const ExecutionSpace& space, const char* label, const X& x, const Twidd
         re = x(line, i, 0);
         im = x(line, i, 1);
       }
-      first(2 * i) = re;
-      first(2 * i + 1) = im;
+      first(i) = re;
+      first(n + i) = im;
     });
     team.team_barrier();
     buffer src = first, dst = second;
-    int64_t s = 1;
+    int s = 1, offset = 0;
     for (int p = 0; p < plan.count; ++p) {
       const int r = plan.radix[p];
-      if (r == 4) pass<4, Sign>(team, src, dst, twiddles, n, s);
-      else if (r == 2) pass<2, Sign>(team, src, dst, twiddles, n, s);
-      else if (r == 3) pass<3, Sign>(team, src, dst, twiddles, n, s);
-      else pass<5, Sign>(team, src, dst, twiddles, n, s);
+      if (r == 4) pass<4, Sign>(team, src, dst, twiddles, n, s, offset);
+      else if (r == 2) pass<2, Sign>(team, src, dst, twiddles, n, s, offset);
+      else if (r == 3) pass<3, Sign>(team, src, dst, twiddles, n, s, offset);
+      else pass<5, Sign>(team, src, dst, twiddles, n, s, offset);
       team.team_barrier();
+      offset += (r - 1) * s;
       s *= r;
       const buffer swap = src;
       src = dst;
       dst = swap;
     }
     const T factor = scale(0);
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kept), [&](const int64_t k) {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kept), [&](const int k) {
       if constexpr (K == Kind::hermitian_inverse) {
-        y(line, k) = factor * src(2 * k);
+        y(line, k) = factor * src(k);
       } else {
-        y(line, k, 0) = factor * src(2 * k);
-        y(line, k, 1) = factor * src(2 * k + 1);
+        y(line, k, 0) = factor * src(k);
+        y(line, k, 1) = factor * src(n + k);
       }
     });
   });
@@ -220,27 +240,27 @@ void run(const ExecutionSpace& space, const char* label, const X& x, const Twidd
 }  // namespace fft_detail
 
 template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
-void fft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
-         const Scale& scale, const Y& y) {
-  fft_detail::run<fft_detail::Kind::forward>(space, label, x, twiddles, scale, y);
+void fft(const ExecutionSpace& space, const char* label, const int n, const X& x,
+         const Twiddles& twiddles, const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::forward>(space, label, n, x, twiddles, scale, y);
 }
 
 template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
-void ifft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
-          const Scale& scale, const Y& y) {
-  fft_detail::run<fft_detail::Kind::inverse>(space, label, x, twiddles, scale, y);
+void ifft(const ExecutionSpace& space, const char* label, const int n, const X& x,
+          const Twiddles& twiddles, const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::inverse>(space, label, n, x, twiddles, scale, y);
 }
 
 template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
-void rfft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
-          const Scale& scale, const Y& y) {
-  fft_detail::run<fft_detail::Kind::real_forward>(space, label, x, twiddles, scale, y);
+void rfft(const ExecutionSpace& space, const char* label, const int n, const X& x,
+          const Twiddles& twiddles, const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::real_forward>(space, label, n, x, twiddles, scale, y);
 }
 
 template <class ExecutionSpace, class X, class Twiddles, class Scale, class Y>
-void irfft(const ExecutionSpace& space, const char* label, const X& x, const Twiddles& twiddles,
-           const Scale& scale, const Y& y) {
-  fft_detail::run<fft_detail::Kind::hermitian_inverse>(space, label, x, twiddles, scale, y);
+void irfft(const ExecutionSpace& space, const char* label, const int n, const X& x,
+           const Twiddles& twiddles, const Scale& scale, const Y& y) {
+  fft_detail::run<fft_detail::Kind::hermitian_inverse>(space, label, n, x, twiddles, scale, y);
 }
 
 }  // namespace lapis
