@@ -33,7 +33,11 @@ CASES = [
     ("complex_elementwise", "pt2"), ("complex_matmul", "pt2"),
     ("rfft2_irfft2_f64", "pt2"), ("complex_elementwise_f64", "pt2"),
     ("rfft_norms", "onnx"), ("dft_onnx", "onnx"),
+    ("fft_kernel", "pt2"), ("fft_kernel_f64", "pt2"),
 ]
+# Cases whose full transforms take the FFT kernel (lapis/fft.hpp), and how many calls of it
+# their packages make; the prime length 61 stays a DFT product.
+KERNEL_CASES = {"fft_kernel": 28, "fft_kernel_f64": 28}
 
 
 def build_model(name: str):
@@ -81,6 +85,9 @@ def export_case(name: str, fmt: str, work: Path) -> dict:
         lowered = lowering.run(importer.to_linalg(loaded), "openmp")
         source = emit.kokkos(lowered, key(name, fmt), "openmp")
         package.write(source, package_dir, package.PackageOptions(force=True))
+        text = (package_dir / "src" / f"{key(name, fmt)}.cpp").read_text()
+        record["fft_calls"] = text.count("(lapis/fft.hpp)")
+        record["dense_61"] = "dft_rc_61x61" in text
     except Exception as exc:  # noqa: BLE001  (reported by the case's test)
         record.update(category="export", reason=f"{type(exc).__name__}: {exc}"[:300])
     record["export_s"] = time.monotonic() - started
@@ -104,6 +111,12 @@ def results(tmp_path_factory, kokkos_root) -> dict:
 def test_matches_pytorch(results, name, fmt):
     record = results[key(name, fmt)]
     assert record["category"] == "passed", f"{record['category']}: {record['reason']}"
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_CASES))
+def test_full_transforms_take_the_kernel(results, name):
+    record = results[key(name, "pt2")]
+    assert (record.get("fft_calls"), record.get("dense_61")) == (KERNEL_CASES[name], True)
 
 
 def test_report(results, capsys):
