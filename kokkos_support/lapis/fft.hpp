@@ -15,9 +15,10 @@
 //   v_r = src[j + r n/R] * w_(s R)^(r k),   v = DFT_R(v),   dst[b s R + k + r s] = v_r.
 // twiddles [n - 1, 2], made at export: each pass's w_(s R)^(r k) = exp(-2 pi i r k / (s R)),
 // r = 1 .. R-1, k = 0 .. s-1, pass after pass (conjugated for inverse transforms).
-// One team per line holds both buffers (real parts, then imaginary parts) in scratch memory:
-// GPU shared memory up to 32 KiB, else level 1; its threads share each pass. On host
-// backends a team is one thread. Kokkos 3.4-4.x.
+// Both buffers of a line (real parts, then imaginary parts) live in team scratch memory (GPU
+// shared memory up to 32 KiB, else level 1). On GPUs a team takes a line and its threads
+// share each pass; on host backends a thread takes kLanes lines and runs each butterfly on
+// all of them at once, a loop the compiler vectorises. Kokkos 3.4-4.x.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -113,54 +114,138 @@ KOKKOS_INLINE_FUNCTION void butterfly5(T* re, T* im) {
   im[3] = bi - qr;
 }
 
-// One Stockham pass of radix R over n points: src and dst hold the real parts in [0, n) and
-// the imaginary parts in [n, 2n); twiddles(offset + (r - 1) s + k) = w^(r k n / (s R)) are this
-// pass's, contiguous in k. A team of one thread runs the butterflies of a block b as a loop
-// over k (contiguous loads and stores that the compiler vectorises; over b while blocks are
-// shorter than a vector); the threads of a larger team take one butterfly j = b s + k each.
+template <int R, int Sign, class T>
+KOKKOS_INLINE_FUNCTION void butterfly(T* re, T* im) {
+  if constexpr (R == 2) butterfly2<Sign>(re, im);
+  if constexpr (R == 3) butterfly3<Sign>(re, im);
+  if constexpr (R == 4) butterfly4<Sign>(re, im);
+  if constexpr (R == 5) butterfly5<Sign>(re, im);
+}
+
+// One Stockham pass of radix R over n points by a team, one butterfly j = b s + k a thread:
+// src and dst hold the real parts in [0, n) and the imaginary parts in [n, 2n);
+// twiddles(offset + (r - 1) s + k) = w_(s R)^(r k) are this pass's, contiguous in k.
 template <int R, int Sign, class Member, class Buffer, class Twiddles>
 KOKKOS_INLINE_FUNCTION void pass(const Member& team, const Buffer& src, const Buffer& dst,
                                  const Twiddles& twiddles, const int n, const int s,
                                  const int offset) {
   using T = typename Buffer::non_const_value_type;
-  const int quarter = n / R, blocks = n / (s * R);
-  T* const sr = src.data();
-  T* const si = src.data() + n;
-  T* const dr = dst.data();
-  T* const di = dst.data() + n;
-  const auto butterfly = [&](const int b, const int k) {
-    const int j = b * s + k, out = b * s * R + k;
+  const int quarter = n / R;
+  Kokkos::parallel_for(Kokkos::TeamThreadRange(team, quarter), [&](const int j) {
+    const int b = j / s, k = j - b * s, out = b * s * R + k;
     T re[R], im[R];
-    re[0] = sr[j];
-    im[0] = si[j];
+    re[0] = src(j);
+    im[0] = src(n + j);
     for (int r = 1; r < R; ++r) {
-      const T xr = sr[j + r * quarter], xi = si[j + r * quarter];
+      const T xr = src(j + r * quarter), xi = src(n + j + r * quarter);
       const int w = offset + (r - 1) * s + k;
       const T wr = twiddles(w, 0), wi = T(-Sign) * twiddles(w, 1);   // conjugate if inverse
       re[r] = xr * wr - xi * wi;
       im[r] = xr * wi + xi * wr;
     }
-    if constexpr (R == 2) butterfly2<Sign>(re, im);
-    if constexpr (R == 3) butterfly3<Sign>(re, im);
-    if constexpr (R == 4) butterfly4<Sign>(re, im);
-    if constexpr (R == 5) butterfly5<Sign>(re, im);
+    butterfly<R, Sign>(re, im);
     for (int r = 0; r < R; ++r) {
-      dr[out + r * s] = re[r];
-      di[out + r * s] = im[r];
+      dst(out + r * s) = re[r];
+      dst(n + out + r * s) = im[r];
     }
-  };
-  if (team.team_size() == 1) {
-    if (s >= 8) {
-      for (int b = 0; b < blocks; ++b)
-        for (int k = 0; k < s; ++k) butterfly(b, k);
-    } else {
-      for (int k = 0; k < s; ++k)
-        for (int b = 0; b < blocks; ++b) butterfly(b, k);
+  });
+}
+
+// The same pass by one host thread on kLanes lines at once: entry i of line l at
+// [i kLanes + l], and the butterflies above on Lanes, whose every operation is a loop over
+// the lines that the compiler vectorises (one twiddle for all of them).
+constexpr int kLanes = 8;
+
+template <class T>
+struct Lanes {
+  T v[kLanes];
+  Lanes() = default;
+  KOKKOS_INLINE_FUNCTION Lanes(const T scalar) {
+    for (int l = 0; l < kLanes; ++l) v[l] = scalar;
+  }
+  KOKKOS_INLINE_FUNCTION Lanes operator-() const {
+    Lanes out;
+    for (int l = 0; l < kLanes; ++l) out.v[l] = -v[l];
+    return out;
+  }
+  KOKKOS_INLINE_FUNCTION Lanes& operator+=(const Lanes& other) {
+    for (int l = 0; l < kLanes; ++l) v[l] += other.v[l];
+    return *this;
+  }
+};
+
+#define LAPIS_FFT_LANES_OP(op)                                                    \
+  template <class T>                                                            \
+  KOKKOS_INLINE_FUNCTION Lanes<T> operator op(const Lanes<T>& a, const Lanes<T>& b) { \
+    Lanes<T> out;                                                               \
+    for (int l = 0; l < kLanes; ++l) out.v[l] = a.v[l] op b.v[l];               \
+    return out;                                                                 \
+  }
+LAPIS_FFT_LANES_OP(+)
+LAPIS_FFT_LANES_OP(-)
+LAPIS_FFT_LANES_OP(*)
+#undef LAPIS_FFT_LANES_OP
+
+template <int R, int Sign, class T, class Twiddles>
+KOKKOS_INLINE_FUNCTION void pass_lanes(const T* src_data, T* dst_data, const Twiddles& twiddles,
+                                       const int n, const int s, const int offset) {
+  using L = Lanes<T>;
+  const L* __restrict__ src = reinterpret_cast<const L*>(src_data);
+  L* __restrict__ dst = reinterpret_cast<L*>(dst_data);
+  const int quarter = n / R, blocks = n / (s * R);
+  for (int b = 0; b < blocks; ++b) {
+    for (int k = 0; k < s; ++k) {
+      const int j = b * s + k, out = b * s * R + k;
+      L re[R], im[R];
+      re[0] = src[j];
+      im[0] = src[n + j];
+      for (int r = 1; r < R; ++r) {
+        const int w = offset + (r - 1) * s + k;
+        const L wr(twiddles(w, 0)), wi(T(-Sign) * twiddles(w, 1));
+        const L xr = src[j + r * quarter], xi = src[n + j + r * quarter];
+        re[r] = xr * wr - xi * wi;
+        im[r] = xr * wi + xi * wr;
+      }
+      butterfly<R, Sign>(re, im);
+      for (int r = 0; r < R; ++r) {
+        dst[out + r * s] = re[r];
+        dst[n + out + r * s] = im[r];
+      }
     }
+  }
+}
+
+// Entry i of the signal of `line` (zero past the given entries), as (re, im).
+template <Kind K, class X>
+KOKKOS_INLINE_FUNCTION void load(const X& x, const int64_t line, const int i, const int n,
+                                 const int given, typename X::non_const_value_type& re,
+                                 typename X::non_const_value_type& im) {
+  re = 0;
+  im = 0;
+  if constexpr (K == Kind::real_forward) {
+    if (i < given) re = x(line, i);
+  } else if constexpr (K == Kind::hermitian_inverse) {
+    if (i < given) {
+      re = x(line, i, 0);
+      im = x(line, i, 1);
+    } else if (n - i < given) {   // X[n - i] = conj(X[i]) for a real result
+      re = x(line, n - i, 0);
+      im = -x(line, n - i, 1);
+    }
+  } else if (i < given) {
+    re = x(line, i, 0);
+    im = x(line, i, 1);
+  }
+}
+
+template <Kind K, class Y, class T>
+KOKKOS_INLINE_FUNCTION void store(const Y& y, const int64_t line, const int k, const T re,
+                                  const T im) {
+  if constexpr (K == Kind::hermitian_inverse) {
+    y(line, k) = re;
   } else {
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, quarter), [&](const int j) {
-      butterfly(j / s, j % s);
-    });
+    y(line, k, 0) = re;
+    y(line, k, 1) = im;
   }
 }
 
@@ -178,63 +263,93 @@ void run(const ExecutionSpace& space, const char* label, const int n, const X& x
   if (lines == 0 || n == 0) return;
   const Radices plan = factor(n);
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
-  const size_t bytes = 2 * buffer::shmem_size(2 * n);
-  const int level = bytes <= 32768 ? 0 : 1;
-  int team_size = 1;
-  if (!host) {
-    while (team_size < 256 && team_size * 4 < n) team_size *= 2;
-    team_size = team_size < 32 ? 32 : team_size;
-  }
-  const auto policy = team_policy(space, int(lines), team_size)
-                          .set_scratch_size(level, Kokkos::PerTeam(bytes));
-  Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
-    const int64_t line = team.league_rank();
-    buffer first(team.team_scratch(level), 2 * n), second(team.team_scratch(level), 2 * n);
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), [&](const int i) {
-      T re = 0, im = 0;
-      if constexpr (K == Kind::real_forward) {
-        if (i < given) re = x(line, i);
-      } else if constexpr (K == Kind::hermitian_inverse) {
-        if (i < given) {
-          re = x(line, i, 0);
-          im = x(line, i, 1);
-        } else if (n - i < given) {   // X[n - i] = conj(X[i]) for a real result
-          re = x(line, n - i, 0);
-          im = -x(line, n - i, 1);
+  if constexpr (host) {
+    const int64_t groups = (lines + kLanes - 1) / kLanes;
+    const size_t bytes = 2 * buffer::shmem_size(2 * size_t(n) * kLanes);
+    const int level = bytes <= 32768 ? 0 : 1;
+    const auto policy = team_policy(space, int(groups), 1)
+                            .set_scratch_size(level, Kokkos::PerTeam(bytes));
+    Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
+      buffer first(team.team_scratch(level), 2 * size_t(n) * kLanes);
+      buffer second(team.team_scratch(level), 2 * size_t(n) * kLanes);
+      T* src = first.data();
+      T* dst = second.data();
+      const int64_t line0 = team.league_rank() * kLanes;
+      const int direct = given < n ? given : n;   // entries read as they are
+      for (int l = 0; l < kLanes; ++l) {
+        const int64_t line = line0 + l < lines ? line0 + l : lines - 1;   // last group: repeat
+        for (int i = 0; i < direct; ++i) {
+          if constexpr (K == Kind::real_forward) {
+            src[i * kLanes + l] = x(line, i);
+            src[(n + i) * kLanes + l] = T(0);
+          } else {
+            src[i * kLanes + l] = x(line, i, 0);
+            src[(n + i) * kLanes + l] = x(line, i, 1);
+          }
         }
-      } else if (i < given) {
-        re = x(line, i, 0);
-        im = x(line, i, 1);
+        for (int i = direct; i < n; ++i)
+          load<K>(x, line, i, n, given, src[i * kLanes + l], src[(n + i) * kLanes + l]);
       }
-      first(i) = re;
-      first(n + i) = im;
+      int s = 1, offset = 0;
+      for (int p = 0; p < plan.count; ++p) {
+        const int r = plan.radix[p];
+        if (r == 4) pass_lanes<4, Sign>(src, dst, twiddles, n, s, offset);
+        else if (r == 2) pass_lanes<2, Sign>(src, dst, twiddles, n, s, offset);
+        else if (r == 3) pass_lanes<3, Sign>(src, dst, twiddles, n, s, offset);
+        else pass_lanes<5, Sign>(src, dst, twiddles, n, s, offset);
+        offset += (r - 1) * s;
+        s *= r;
+        T* const swap = src;
+        src = dst;
+        dst = swap;
+      }
+      const T factor = scale(0);
+      for (int l = 0; l < kLanes && line0 + l < lines; ++l) {
+        for (int k = 0; k < kept; ++k) {
+          if constexpr (K == Kind::hermitian_inverse) {
+            y(line0 + l, k) = factor * src[k * kLanes + l];
+          } else {
+            y(line0 + l, k, 0) = factor * src[k * kLanes + l];
+            y(line0 + l, k, 1) = factor * src[(n + k) * kLanes + l];
+          }
+        }
+      }
     });
-    team.team_barrier();
-    buffer src = first, dst = second;
-    int s = 1, offset = 0;
-    for (int p = 0; p < plan.count; ++p) {
-      const int r = plan.radix[p];
-      if (r == 4) pass<4, Sign>(team, src, dst, twiddles, n, s, offset);
-      else if (r == 2) pass<2, Sign>(team, src, dst, twiddles, n, s, offset);
-      else if (r == 3) pass<3, Sign>(team, src, dst, twiddles, n, s, offset);
-      else pass<5, Sign>(team, src, dst, twiddles, n, s, offset);
+  } else {
+    const size_t bytes = 2 * buffer::shmem_size(2 * size_t(n));
+    const int level = bytes <= 32768 ? 0 : 1;
+    int team_size = 32;
+    while (team_size < 256 && team_size * 4 < n) team_size *= 2;
+    const auto policy = team_policy(space, int(lines), team_size)
+                            .set_scratch_size(level, Kokkos::PerTeam(bytes));
+    Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
+      const int64_t line = team.league_rank();
+      buffer first(team.team_scratch(level), 2 * n), second(team.team_scratch(level), 2 * n);
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, n), [&](const int i) {
+        load<K>(x, line, i, n, given, first(i), first(n + i));
+      });
       team.team_barrier();
-      offset += (r - 1) * s;
-      s *= r;
-      const buffer swap = src;
-      src = dst;
-      dst = swap;
-    }
-    const T factor = scale(0);
-    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kept), [&](const int k) {
-      if constexpr (K == Kind::hermitian_inverse) {
-        y(line, k) = factor * src(k);
-      } else {
-        y(line, k, 0) = factor * src(k);
-        y(line, k, 1) = factor * src(n + k);
+      buffer src = first, dst = second;
+      int s = 1, offset = 0;
+      for (int p = 0; p < plan.count; ++p) {
+        const int r = plan.radix[p];
+        if (r == 4) pass<4, Sign>(team, src, dst, twiddles, n, s, offset);
+        else if (r == 2) pass<2, Sign>(team, src, dst, twiddles, n, s, offset);
+        else if (r == 3) pass<3, Sign>(team, src, dst, twiddles, n, s, offset);
+        else pass<5, Sign>(team, src, dst, twiddles, n, s, offset);
+        team.team_barrier();
+        offset += (r - 1) * s;
+        s *= r;
+        const buffer swap = src;
+        src = dst;
+        dst = swap;
       }
+      const T factor = scale(0);
+      Kokkos::parallel_for(Kokkos::TeamThreadRange(team, kept), [&](const int k) {
+        store<K>(y, line, k, factor * src(k), factor * src(n + k));
+      });
     });
-  });
+  }
 }
 
 }  // namespace fft_detail
