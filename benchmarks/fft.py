@@ -72,7 +72,7 @@ class Package:
         sh(["nice", "-n", "5", "cmake", "--build", self.build, "-j", "2"])
         self.input, self.output = work / f"{name}_in.bin", work / f"{name}_out.bin"
         example.numpy().astype(np.float32).tofile(self.input)
-        self.threads = 1
+        self.threads, self.runs = 1, None
         self.fft_calls = (out / "src" / f"{name}.cpp").read_text().count("lapis/fft.hpp)")
 
     def round(self, runs: int) -> float:
@@ -100,7 +100,8 @@ def measure(contenders: dict, threads: int, rounds: int, runs: int) -> dict:
             if isinstance(contender, Package):
                 contender.threads = threads
             time.sleep(0.3)
-            times[name].append(contender.round(runs))
+            times[name].append(contender.round(contender.runs or runs if
+                                               isinstance(contender, Package) else runs))
     return {name: float(np.median(t)) for name, t in times.items()}
 
 
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--no-fno", action="store_true")
+    parser.add_argument("--max-dense-complex", type=int, default=512,
+                        help="longest complex transform also run as a dense product (its "
+                             "matrix has (2n)^2 entries)")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results_fft.md")
     args = parser.parse_args()
     kokkos_root = ensure_kokkos()
@@ -124,10 +128,13 @@ def main() -> None:
                 example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
                 name = f"{kind}{n}"
                 contenders = {
-                    "kernel": Package(work, f"{name}_kernel", model, example, 0.0, kokkos_root),
-                    "dense": Package(work, f"{name}_dense", model, example, math.inf,
-                                     kokkos_root),
-                    "PyTorch": torch_contender(model, example)}
+                    "kernel": Package(work, f"{name}_kernel", model, example, 0.0, kokkos_root)}
+                if kind == "rfft" or n <= args.max_dense_complex:
+                    contenders["dense"] = Package(work, f"{name}_dense", model, example,
+                                                  math.inf, kokkos_root)
+                    if n >= 4096:          # a product of 10^8 multiply-adds and more
+                        contenders["dense"].runs = 3
+                contenders["PyTorch"] = torch_contender(model, example)
                 dense_madds = (n if kind == "rfft" else 2 * n) * \
                     (2 * (n // 2 + 1) if kind == "rfft" else 2 * n)
                 for threads in args.threads:
@@ -135,7 +142,7 @@ def main() -> None:
                     reference = contenders["PyTorch"].result()
                     errors = {k: error(c.result(), reference) for k, c in contenders.items()}
                     cost = (medians["kernel"] / (n * math.log2(n))) / \
-                        (medians["dense"] / dense_madds)
+                        (medians["dense"] / dense_madds) if "dense" in medians else math.nan
                     rows.append((kind, n, lines, threads, medians, errors, cost))
                     print(kind, n, threads, {k: round(v, 4) for k, v in medians.items()},
                           f"cost {cost:.1f}", flush=True)
@@ -169,7 +176,8 @@ def write_table(args, rows, fno_rows, fno_errors, fno_calls, fno_shape) -> None:
         "(OpenMP backend), packages built -O3 (Release).",
         f"Command: `python benchmarks/fft.py --sizes {' '.join(map(str, args.sizes))} "
         f"--threads {' '.join(map(str, args.threads))} --rounds {args.rounds} --runs "
-        f"{args.runs}`. Contenders run in turn, {args.rounds} rounds; each round a median of "
+        f"{args.runs}` (dense complex products up to n = {args.max_dense_complex}: at 4096 "
+        "the matrix has 2^26 entries). Contenders run in turn, {args.rounds} rounds; each round a median of "
         "its steps, the table the median of the rounds, in ms. `kernel`: the package with "
         "every transform on lapis::fft / lapis::rfft; `dense`: the same model with every "
         "transform a product with its DFT matrix (what the exporter did before, and still "
@@ -182,10 +190,12 @@ def write_table(args, rows, fno_rows, fno_errors, fno_calls, fno_shape) -> None:
         "dense / PyTorch | cost | max err kernel, dense |",
         "|---|---|---|---|---|---|---|---|---|---|---|"]
     for kind, n, count, threads, medians, errors, cost in rows:
-        k, d, t = medians["kernel"], medians["dense"], medians["PyTorch"]
-        lines.append(f"| {kind} | {n} | {count} | {threads} | {k:.4f} | {d:.4f} | {t:.4f} | "
-                     f"{k / t:.2f} | {d / t:.2f} | {cost:.1f} | {errors['kernel']:.1e}, "
-                     f"{errors['dense']:.1e} |")
+        k, d, t = medians["kernel"], medians.get("dense", math.nan), medians["PyTorch"]
+        dense = f"{d:.4f} | {d / t:.2f}" if "dense" in medians else "not run | —"
+        dense_error = f"{errors['dense']:.1e}" if "dense" in errors else "—"
+        lines.append(f"| {kind} | {n} | {count} | {threads} | {k:.4f} | {dense.split(' | ')[0]} "
+                     f"| {t:.4f} | {k / t:.2f} | {dense.split(' | ')[1]} | {cost:.1f} | "
+                     f"{errors['kernel']:.1e}, {dense_error} |")
     if fno_rows:
         lines += [
             "", f"## FNO2d (integration_tests/fno.py: 2 spectral layers, 12 modes, width 32), "

@@ -528,13 +528,15 @@ class _Rewriter:
                                   else range(length)) if i < limit]
             out_length = n // 2 + 1 if kind == "r2c1" else n
             outputs = used.get(axis, range(out_length))
-            x = self._gather(x, axis, inputs, length)
             shape[axis] = out_length
-            if self.fft_kernel and kind != "r2c" and inputs == list(range(len(inputs))) and \
-                    _fft_kernel.prefers_fft(n, len(inputs), len(outputs), x not in self.pairs,
-                                            kind == "c2r"):
-                x = self._fft_call(x, axis, n, kind, sign, scale, dtype)   # all outputs
+            if self.fft_kernel and kind != "r2c" and _fft_kernel.prefers_fft(
+                    n, len(inputs), len(outputs), x not in self.pairs, kind == "c2r"):
+                # every output, from the entries up to the last that can be non-zero
+                given = list(range(inputs[-1] + 1 if inputs else 1))
+                x = self._gather(x, axis, given, length)
+                x = self._fft_call(x, axis, n, kind, sign, scale, dtype)
                 continue
+            x = self._gather(x, axis, inputs, length)
             x = self._transform(x, axis, n, inputs, list(outputs), kind, sign, scale, dtype)
             if axis in used:
                 compact[axis] = (0, list(outputs))
