@@ -153,6 +153,19 @@ class FftKernel(nn.Module):
         return _flat(*outputs)
 
 
+class FftLines(nn.Module):
+    """The FFT kernel over a dynamic number of lines [lines, 96]: rfft / irfft (96 = 4 4 2 3),
+    fft / ifft of 60 (4 3 5) in two norms."""
+
+    def forward(self, x):
+        spectrum = torch.fft.rfft(x)
+        z = torch.fft.fft(x[:, :60], norm="ortho")
+        return torch.cat([torch.view_as_real(spectrum).reshape(-1, 98),
+                          torch.fft.irfft(spectrum * 0.5, n=96),
+                          torch.view_as_real(torch.fft.ifft(z * (1 + 1j), norm="forward"))
+                          .reshape(-1, 120)], 1)
+
+
 class DftOnnx(nn.Module):
     """What torch.onnx.export(dynamo=True) writes as ONNX DFT: transforms of real tensors."""
 
@@ -178,6 +191,7 @@ def build(name: str, seed: int = 0):
         "dft_onnx": (DftOnnx, (2, 3, 16), torch.float32),
         "fft_kernel": (FftKernel, (2, 3, 512), torch.float32),
         "fft_kernel_f64": (FftKernel, (2, 3, 512), double),
+        "fft_lines": (FftLines, (4, 96), torch.float32),
         "rfft2_irfft2_f64": (lambda: Rfft2Irfft2(torch.cdouble), (2, 3, 8, 8), double),
         "irfft_norms_f64": (lambda: IrfftNorms(torch.cdouble), (2, 3, 16), double),
         "complex_elementwise_f64": (lambda: ComplexElementwise(torch.cdouble), (2, 3, 8, 2),
@@ -191,4 +205,4 @@ def build(name: str, seed: int = 0):
 NAMES = ("rfft_norms", "irfft_norms", "fft_ifft", "complex_fft2", "rfft2_irfft2",
          "rfftn_irfftn", "truncated_spectrum", "complex_elementwise", "complex_matmul",
          "dft_onnx", "rfft2_irfft2_f64", "irfft_norms_f64", "complex_elementwise_f64",
-         "fft_kernel", "fft_kernel_f64")
+         "fft_kernel", "fft_kernel_f64", "fft_lines")

@@ -18,7 +18,8 @@
 // Both buffers of a line (real parts, then imaginary parts) live in team scratch memory (GPU
 // shared memory up to 32 KiB, else level 1). On GPUs a team takes a line and its threads
 // share each pass; on host backends a thread takes kLanes lines and runs each butterfly on
-// all of them at once, a loop the compiler vectorises. Kokkos 3.4-4.x.
+// all of them at once, a loop the compiler vectorises. Defining LAPIS_FFT_TEAMS runs the GPU
+// path on host backends too (the tests check it there). Kokkos 3.4-4.x.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -262,7 +263,11 @@ void run(const ExecutionSpace& space, const char* label, const int n, const X& x
   const int given = int(x.extent(1)), kept = int(y.extent(1));
   if (lines == 0 || n == 0) return;
   const Radices plan = factor(n);
+#ifdef LAPIS_FFT_TEAMS
+  constexpr bool host = false;
+#else
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
+#endif
   if constexpr (host) {
     const int64_t groups = (lines + kLanes - 1) / kLanes;
     const size_t bytes = 2 * buffer::shmem_size(2 * size_t(n) * kLanes);
@@ -320,6 +325,8 @@ void run(const ExecutionSpace& space, const char* label, const int n, const X& x
     const int level = bytes <= 32768 ? 0 : 1;
     int team_size = 32;
     while (team_size < 256 && team_size * 4 < n) team_size *= 2;
+    if (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible)
+      team_size = space.concurrency() > 1 ? 2 : 1;   // LAPIS_FFT_TEAMS on host threads
     const auto policy = team_policy(space, int(lines), team_size)
                             .set_scratch_size(level, Kokkos::PerTeam(bytes));
     Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
