@@ -15,16 +15,17 @@
 //   v_r = src[j + r n/R] * w_(s R)^(r k),   v = DFT_R(v),   dst[b s R + k + r s] = v_r.
 // twiddles [n - 1, 2], made at export: each pass's w_(s R)^(r k) = exp(-2 pi i r k / (s R)),
 // r = 1 .. R-1, k = 0 .. s-1, pass after pass (conjugated for inverse transforms).
-// Both buffers of a line (real parts, then imaginary parts) live in team scratch memory (GPU
-// shared memory up to 32 KiB, else level 1). On GPUs a team takes a line and its threads
-// share each pass; on host backends a thread takes kLanes lines and runs each butterfly on
-// all of them at once, a loop the compiler vectorises. Defining LAPIS_FFT_TEAMS runs the GPU
-// path on host backends too (the tests check it there). Kokkos 3.4-4.x.
+// The two buffers of a line (real parts, then imaginary parts): on GPUs, team scratch memory
+// (shared memory up to 32 KiB, else level 1), a team takes a line and its threads share each
+// pass; on host backends, buffers of the thread's own, which takes kLanes lines and runs each
+// butterfly on all of them at once, a loop the compiler vectorises. Defining LAPIS_FFT_TEAMS
+// runs the GPU path on host backends too (the tests check it there). Kokkos 3.4-4.x.
 #pragma once
 
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
+#include <vector>
 
 namespace lapis {
 
@@ -32,7 +33,8 @@ namespace fft_detail {
 
 enum class Kind { forward, inverse, real_forward, hermitian_inverse };
 
-// The radices of n, largest passes first; count 0 if n has another prime factor.
+// The passes of n: radix 4 while it divides, then 2, 3 and 5 (exporter/fft.py radices());
+// count 0 if n has another prime factor, which the exporter never sends here.
 struct Radices {
   int radix[64];
   int count;
@@ -216,6 +218,15 @@ KOKKOS_INLINE_FUNCTION void pass_lanes(const T* src_data, T* dst_data, const Twi
   }
 }
 
+// Two buffers of kLanes lines for the calling host thread, kept between calls (they only
+// grow): host backends only.
+template <class T>
+inline T* lane_buffers(const size_t size) {
+  thread_local std::vector<T> buffers;
+  if (buffers.size() < size) buffers.resize(size);
+  return buffers.data();
+}
+
 // Entry i of the signal of `line` (zero past the given entries), as (re, im).
 template <Kind K, class X>
 KOKKOS_INLINE_FUNCTION void load(const X& x, const int64_t line, const int i, const int n,
@@ -269,17 +280,13 @@ void run(const ExecutionSpace& space, const char* label, const int n, const X& x
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
 #endif
   if constexpr (host) {
+    // A range over the groups of lines; each thread's buffers are its own (lane_buffers).
+    using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
     const int64_t groups = (lines + kLanes - 1) / kLanes;
-    const size_t bytes = 2 * buffer::shmem_size(2 * size_t(n) * kLanes);
-    const int level = bytes <= 32768 ? 0 : 1;
-    const auto policy = team_policy(space, int(groups), 1)
-                            .set_scratch_size(level, Kokkos::PerTeam(bytes));
-    Kokkos::parallel_for(label, policy, KOKKOS_LAMBDA(const member& team) {
-      buffer first(team.team_scratch(level), 2 * size_t(n) * kLanes);
-      buffer second(team.team_scratch(level), 2 * size_t(n) * kLanes);
-      T* src = first.data();
-      T* dst = second.data();
-      const int64_t line0 = team.league_rank() * kLanes;
+    Kokkos::parallel_for(label, range(space, 0, groups), [=](const int64_t group) {
+      T* src = lane_buffers<T>(4 * size_t(n) * kLanes);
+      T* dst = src + 2 * size_t(n) * kLanes;
+      const int64_t line0 = group * kLanes;
       const int direct = given < n ? given : n;   // entries read as they are
       for (int l = 0; l < kLanes; ++l) {
         const int64_t line = line0 + l < lines ? line0 + l : lines - 1;   // last group: repeat
