@@ -1,6 +1,6 @@
 """Small spectral and complex-valued models, one family of ops each: every torch.fft transform
-with its norm modes, lengths that pad and trim, complex elementwise ops and products, the
-views between real and complex. Outputs are real (torch.view_as_real of complex results), as
+with its norm modes, lengths that pad and trim, full transforms long enough for the FFT
+kernel, complex elementwise ops and products, the views between real and complex. Outputs are real (torch.view_as_real of complex results), as
 the exported C API carries no complex types. Used by test_fft.py and tests/test_complex_ops.py.
 """
 from __future__ import annotations
@@ -124,6 +124,48 @@ class ComplexMatmul(nn.Module):
                      torch.view_as_real(torch.einsum("bij,bkj->bik", z, spectrum)))
 
 
+class FftKernel(nn.Module):
+    """Full transforms long enough for the FFT kernel (exporter/fft.py's cost rule):
+    power-of-two lengths 256 and 512, mixed radices 60, 96 and 15 (3 x 5), zero-padded
+    inputs, every norm, and an odd prime length (61) that stays a dense DFT product."""
+
+    def forward(self, x):                        # x [2, 3, 512]
+        fft = torch.fft
+        outputs = []
+        for norm in NORMS:
+            spectrum = fft.rfft(x, norm=norm)
+            outputs.append(torch.view_as_real(spectrum))
+            outputs.append(fft.irfft(spectrum * 0.5, norm=norm))
+            z = fft.fft(x[..., :256], norm=norm)
+            outputs.append(torch.view_as_real(z))
+            outputs.append(torch.view_as_real(fft.ifft(z * (1 - 2j), norm=norm)))
+        mixed = fft.rfft(x[..., :60])
+        outputs += [torch.view_as_real(mixed), fft.irfft(mixed * 2, norm="ortho"),
+                    torch.view_as_real(fft.ifft(fft.fft(x[..., :96]), norm="forward")),
+                    torch.view_as_real(fft.fft(x[..., 100:115] + 0j)),
+                    torch.view_as_real(fft.fft(x[..., :61])),
+                    torch.view_as_real(fft.rfft(x[..., :100], n=128)),
+                    fft.irfft(fft.rfft(x[..., :200])[..., :40], n=160)]
+        grid = x.reshape(2, 3, 16, 32)
+        planes = fft.rfft2(grid, norm="ortho")
+        outputs += [torch.view_as_real(planes), fft.irfft2(planes * 0.25, s=(16, 32)),
+                    torch.view_as_real(fft.ifft2(fft.fft2(grid[..., :20]), norm="forward"))]
+        return _flat(*outputs)
+
+
+class FftLines(nn.Module):
+    """The FFT kernel over a dynamic number of lines [lines, 96]: rfft / irfft (96 = 4 4 2 3),
+    fft / ifft of 60 (4 3 5) in two norms."""
+
+    def forward(self, x):
+        spectrum = torch.fft.rfft(x)
+        z = torch.fft.fft(x[:, :60], norm="ortho")
+        return torch.cat([torch.view_as_real(spectrum).reshape(-1, 98),
+                          torch.fft.irfft(spectrum * 0.5, n=96),
+                          torch.view_as_real(torch.fft.ifft(z * (1 + 1j), norm="forward"))
+                          .reshape(-1, 120)], 1)
+
+
 class DftOnnx(nn.Module):
     """What torch.onnx.export(dynamo=True) writes as ONNX DFT: transforms of real tensors."""
 
@@ -147,6 +189,9 @@ def build(name: str, seed: int = 0):
         "complex_elementwise": (ComplexElementwise, (2, 3, 8, 2), torch.float32),
         "complex_matmul": (ComplexMatmul, (2, 4, 6, 2), torch.float32),
         "dft_onnx": (DftOnnx, (2, 3, 16), torch.float32),
+        "fft_kernel": (FftKernel, (2, 3, 512), torch.float32),
+        "fft_kernel_f64": (FftKernel, (2, 3, 512), double),
+        "fft_lines": (FftLines, (4, 96), torch.float32),
         "rfft2_irfft2_f64": (lambda: Rfft2Irfft2(torch.cdouble), (2, 3, 8, 8), double),
         "irfft_norms_f64": (lambda: IrfftNorms(torch.cdouble), (2, 3, 16), double),
         "complex_elementwise_f64": (lambda: ComplexElementwise(torch.cdouble), (2, 3, 8, 2),
@@ -159,4 +204,5 @@ def build(name: str, seed: int = 0):
 
 NAMES = ("rfft_norms", "irfft_norms", "fft_ifft", "complex_fft2", "rfft2_irfft2",
          "rfftn_irfftn", "truncated_spectrum", "complex_elementwise", "complex_matmul",
-         "dft_onnx", "rfft2_irfft2_f64", "irfft_norms_f64", "complex_elementwise_f64")
+         "dft_onnx", "rfft2_irfft2_f64", "irfft_norms_f64", "complex_elementwise_f64",
+         "fft_kernel", "fft_kernel_f64", "fft_lines")

@@ -33,7 +33,11 @@ CASES = [
     ("complex_elementwise", "pt2"), ("complex_matmul", "pt2"),
     ("rfft2_irfft2_f64", "pt2"), ("complex_elementwise_f64", "pt2"),
     ("rfft_norms", "onnx"), ("dft_onnx", "onnx"),
+    ("fft_kernel", "pt2"), ("fft_kernel_f64", "pt2"),
 ]
+# Cases whose full transforms take the FFT kernel (lapis/fft.hpp), and how many calls of it
+# their packages make; the prime length 61 stays a DFT product.
+KERNEL_CASES = {"fft_kernel": 28, "fft_kernel_f64": 28}
 
 
 def build_model(name: str):
@@ -81,6 +85,9 @@ def export_case(name: str, fmt: str, work: Path) -> dict:
         lowered = lowering.run(importer.to_linalg(loaded), "openmp")
         source = emit.kokkos(lowered, key(name, fmt), "openmp")
         package.write(source, package_dir, package.PackageOptions(force=True))
+        text = (package_dir / "src" / f"{key(name, fmt)}.cpp").read_text()
+        record["fft_calls"] = text.count("(lapis/fft.hpp)")
+        record["dense_61"] = "dft_rc_61x61" in text
     except Exception as exc:  # noqa: BLE001  (reported by the case's test)
         record.update(category="export", reason=f"{type(exc).__name__}: {exc}"[:300])
     record["export_s"] = time.monotonic() - started
@@ -104,6 +111,60 @@ def results(tmp_path_factory, kokkos_root) -> dict:
 def test_matches_pytorch(results, name, fmt):
     record = results[key(name, fmt)]
     assert record["category"] == "passed", f"{record['category']}: {record['reason']}"
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_CASES))
+def test_full_transforms_take_the_kernel(results, name):
+    record = results[key(name, "pt2")]
+    assert (record.get("fft_calls"), record.get("dense_61")) == (KERNEL_CASES[name], True)
+
+
+# The kernel over a dynamic number of lines (none, one, a group of 8 and one more), built as
+# shipped (host threads take 8 lines each) and with LAPIS_FFT_TEAMS (the GPU path: a team
+# per line, on the host threads).
+LINES = (0, 1, 9)
+PATHS = {"threads": "-O1", "teams": "-O1 -DLAPIS_FFT_TEAMS"}
+
+
+@pytest.fixture(scope="module")
+def lines_results(tmp_path_factory, kokkos_root) -> dict:
+    from . import batched
+    work = tmp_path_factory.mktemp("fft_lines")
+    net, shape, dtype = spectral_cases.build("fft_lines")
+    lines = torch.export.Dim("lines", min=0, max=1 << 20)
+    program = torch.export.export(net, (torch.randn(*shape, dtype=dtype),),
+                                  dynamic_shapes=({0: lines},))
+    torch.export.save(program, work / "fft_lines.pt2")
+    package = batched.export(work / "fft_lines.pt2", work / "fft_lines", "fft_lines")
+    results = {}
+    for path, flags in PATHS.items():
+        library = batched.build({package.name: package}, work / path, kokkos_root,
+                                optimization=flags)[package.name]
+        jobs, references = {}, {}
+        for count in LINES:
+            x = torch.randn(count, shape[1], dtype=dtype,
+                            generator=torch.Generator().manual_seed(count))
+            with torch.no_grad():   # (torch.fft refuses 0 lines: the shape of 1, emptied)
+                references[count] = net(x).numpy() if count else \
+                    net(torch.zeros(1, shape[1], dtype=dtype)).numpy()[:0]
+            jobs[count] = (library, package, [x.numpy()])
+        outputs = batched.run(jobs, work / path)
+        results[path] = {count: (outputs[count], references[count]) for count in LINES}
+    return package, results
+
+
+def test_dynamic_lines_are_kernel_calls(lines_results):
+    package, _ = lines_results
+    source = (package / "src" / f"{package.name}.cpp").read_text()
+    assert source.count("(lapis/fft.hpp)") == 4 and "dft_" not in source
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("count", LINES)
+def test_dynamic_lines_match_pytorch(lines_results, path, count):
+    from . import batched
+    ours, reference = lines_results[1][path][count]
+    batched.assert_close(ours[0], reference, 1e-5, f"{count} lines")
 
 
 def test_report(results, capsys):

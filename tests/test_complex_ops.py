@@ -8,16 +8,17 @@ import pytest
 import torch
 from torch.export.graph_signature import InputKind
 
+from exporter import fft as fft_rule
 from exporter.errors import ExportError
 from exporter.importer import complex_ops
 from integration_tests import fno, spectral_cases
 
 
-def _rewritten(module, example):
+def _rewritten(module, example, fft_kernel=True):
     from torch_mlir.extras.fx_decomp_util import get_decomposition_table
     program = torch.export.export(module, (example,))
     program = program.run_decompositions(get_decomposition_table())
-    complex_ops.to_real_pairs(program, "model.pt2")
+    complex_ops.to_real_pairs(program, "model.pt2", fft_kernel)
     return program
 
 
@@ -65,7 +66,7 @@ def test_fno_matches_eager(model):
 
 def test_fno_computes_only_the_kept_modes():
     net, shape = fno.fno2d()
-    program = _rewritten(net, torch.randn(*shape))
+    program = _rewritten(net, torch.randn(*shape), fft_kernel=False)
     matrices = {spec.target: tuple(program.constants[spec.target].shape)
                 for spec in program.graph_signature.input_specs
                 if spec.target and spec.target.startswith("dft_")}
@@ -75,6 +76,45 @@ def test_fno_computes_only_the_kept_modes():
     # the complex weights became real blocks; the originals left the blob
     assert not any(t.is_complex() for t in program.state_dict.values())
     assert "spectral.0.weights1" not in program.state_dict
+
+
+def test_fno_transforms_follow_the_cost_rule():
+    """Each of the FNO's four transforms along an axis is the FFT kernel exactly where
+    exporter/fft.py's rule prefers it; the others stay truncated products."""
+    net, shape = fno.fno2d()
+    program = _rewritten(net, torch.randn(*shape))
+    # (n, entries read, entries kept, real in, real out) of rfft2's two axes and irfft2's two,
+    # as dense products of the kept and the non-zero modes
+    transforms = {"dft_rc_64x12": (64, 64, 12, True, False),
+                  "dft_cc_64x24": (64, 64, 24, False, False),
+                  "dft_cc_64x64": (64, 24, 64, False, False),
+                  "dft_cr_64x64": (64, 12, 64, False, True)}
+    kernel = {name for name, cost in transforms.items() if fft_rule.prefers_fft(*cost)}
+    matrices = {spec.target for spec in program.graph_signature.input_specs
+                if spec.target and spec.target.startswith("dft_")}
+    assert matrices == set(transforms) - kernel
+    calls = [n for n in program.graph.nodes if str(n.target).startswith("lapis.")]
+    assert len(calls) == 2 * len(kernel)            # two spectral layers
+    _check(net, torch.randn(*shape, generator=torch.Generator().manual_seed(1)), 1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 8, 12, 15, 60, 64, 96, 100, 243, 256, 512])
+def test_fft_kernel_passes_match_numpy(n):
+    """fft.hpp's Stockham indexing and twiddle table, as exporter/fft.py states them in NumPy
+    (the C++ runs the same passes: integration_tests/test_fft.py)."""
+    rng = np.random.default_rng(n)
+    signal = rng.standard_normal((3, n)) + 1j * rng.standard_normal((3, n))
+    np.testing.assert_allclose(fft_rule.stockham(signal, -1), np.fft.fft(signal), atol=1e-10)
+    np.testing.assert_allclose(fft_rule.stockham(signal, 1), np.fft.ifft(signal) * n,
+                               atol=1e-10)
+
+
+def test_fft_rule():
+    assert fft_rule.radices(60) == [4, 3, 5] and fft_rule.radices(512) == [4, 4, 4, 4, 2]
+    assert fft_rule.radices(7) is None and fft_rule.radices(1) is None
+    assert fft_rule.prefers_fft(512, 512, 512, False, False)          # a full transform
+    assert not fft_rule.prefers_fft(61, 61, 61, False, False)         # a prime length
+    assert not fft_rule.prefers_fft(512, 512, 2, True, False)         # two modes kept
 
 
 @pytest.mark.parametrize("n", [7, 8])

@@ -1,11 +1,12 @@
 """Handlers for the small dense linear algebra (exporter/linalg.py), the recurrences
 (exporter/recurrent.py), the row scatter-adds (exporter/scatter.py), the fused attention
-(exporter/attention.py) and LayerNorm (exporter/layer_norm.py): calls of
-kokkos_support/lapis/dense_solve.hpp, recurrent.hpp, scatter.hpp, attention.hpp and
-layer_norm.hpp."""
+(exporter/attention.py), LayerNorm (exporter/layer_norm.py) and FFTs (exporter/fft.py): calls of
+kokkos_support/lapis/dense_solve.hpp, recurrent.hpp, scatter.hpp, attention.hpp,
+layer_norm.hpp and fft.hpp."""
 from __future__ import annotations
 
 from ..attention import OPS as ATTENTION_OPS
+from ..fft import OPS as FFT_OPS
 from ..layer_norm import OPS as LAYER_NORM_OPS
 from ..linalg import OPS as LINALG_OPS
 from ..recurrent import OPS as RECURRENT_OPS
@@ -23,7 +24,11 @@ _WHAT = {"lapis.dense_solve": "batched solve A X = B, LU with partial pivoting",
          "lapis.attention": "softmax(q k^T) v, online softmax",
          "lapis.attention_causal": "softmax(q k^T) v under a causal mask, online softmax",
          "lapis.attention_masked": "softmax(q k^T + mask) v, online softmax",
-         "lapis.layer_norm": "LayerNorm over each row"}
+         "lapis.layer_norm": "LayerNorm over each row",
+         "lapis.fft": "forward FFT of each line, Stockham",
+         "lapis.ifft": "inverse FFT of each line, Stockham",
+         "lapis.rfft": "forward FFT of each real line, one-sided, Stockham",
+         "lapis.irfft": "inverse FFT of each one-sided spectrum to a real line, Stockham"}
 
 
 @handles(*(lapis_op for _, lapis_op, _ in LINALG_OPS.values()))
@@ -74,10 +79,22 @@ def _layer_norm(em: KokkosEmitter, op) -> None:
     _call(em, op, LAYER_NORM_OPS, "lapis/layer_norm.hpp", "", views)
 
 
-def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str) -> None:
+@handles(*(lapis_op for _, lapis_op, _ in FFT_OPS.values()))
+def _fft(em: KokkosEmitter, op) -> None:
+    """`lapis.fft(x, twiddles, scale, out)` -> `lapis::fft(exec, label, n, ...)`; the twiddle
+    table of a length-n transform has n - 1 rows."""
+    from torch_mlir import ir
+
+    length = ir.MemRefType(op.operands[1].type).shape[0] + 1
+    views = ", ".join([str(length)] + [em.memref(v).cname for v in op.operands])
+    _call(em, op, FFT_OPS, "lapis/fft.hpp", "", views, f", n = {length}")
+
+
+def _call(em: KokkosEmitter, op, table, header: str, template: str, views: str,
+          detail: str = "") -> None:
     function = next(cxx for _, lapis_op, cxx in table.values() if lapis_op == op.name)
     em.include(header)
     em.kernel_count += 1
-    em.line(f"// {location_label(op) or op.name}: {_WHAT[op.name]} ({header})")
+    em.line(f"// {location_label(op) or op.name}: {_WHAT[op.name]}{detail} ({header})")
     em.line(f'{function}{template}(exec, "{em.kernel_label(op, op.name.removeprefix("lapis."))}", '
             f"{views});")

@@ -56,7 +56,7 @@ def to_linalg(model: LoadedModel, tuned_kernels: bool = True) -> ImportedModel:
     except Exception as exc:  # torch raises many types for unsupported graphs
         raise ExportError(f"{model.path}: torch.export decomposition failed: "
                           f"{_first_line(exc)}") from exc
-    complex_ops.to_real_pairs(program, model.path)   # complex values as real pairs, FFTs
+    complex_ops.to_real_pairs(program, model.path, tuned_kernels)   # complex as real pairs, FFTs
 
     weights = _collect_weights(program, model.path)
     outputs = _output_specs(program, model.inputs, model.output_names)

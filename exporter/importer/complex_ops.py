@@ -6,7 +6,9 @@ complex parameters are stored that way, shape ops take one more dimension, compl
 are spelled out in real arithmetic, and FFTs become products with cosine/sine (DFT) matrices
 built at export and carried in the weight blob. Where only some coefficients of a transform
 are used (a Fourier neural operator keeps the lowest modes) only those are computed, and an
-inverse transform reads only the coefficients that can be non-zero.
+inverse transform reads only the coefficients that can be non-zero. A transform that stays
+(nearly) full, of a length with the factors 2, 3 and 5 only, is instead one call of the
+O(n log n) FFT kernel of exporter/fft.py where its cost rule (`prefers_fft`) says so.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
 
+from .. import fft as _fft_kernel
 from ..errors import ExportError
 
 aten = torch.ops.aten
@@ -26,12 +29,12 @@ _COMPLEX_OF = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 _META_KEYS = ("stack_trace", "nn_module_stack", "source_fn_stack", "torch_fn")
 
 
-def to_real_pairs(program, path=None) -> int:
+def to_real_pairs(program, path=None, fft_kernel: bool = True) -> int:
     """Rewrite the complex dataflow and FFTs of `program` (decomposed) in place; returns the
-    number of nodes rewritten."""
+    number of nodes rewritten. fft_kernel=False keeps every transform a DFT product."""
     if not any(_touches_complex(node) for node in program.graph.nodes):
         return 0
-    return _Rewriter(program, path).run()
+    return _Rewriter(program, path, fft_kernel).run()
 
 
 def _touches_complex(node) -> bool:
@@ -272,8 +275,8 @@ class _Rewriter:
     """Walks the graph once in order; every complex value's node is replaced by the node of its
     real pair tensor (listed in self.pairs)."""
 
-    def __init__(self, program, path):
-        self.program, self.path = program, path
+    def __init__(self, program, path, fft_kernel=True):
+        self.program, self.path, self.fft_kernel = program, path, fft_kernel
         self.graph = program.graph
         self.pairs: set = set()
         self.compact: dict = {}        # node -> {axis: indices of the full result it holds}
@@ -525,9 +528,16 @@ class _Rewriter:
                                   else range(length)) if i < limit]
             out_length = n // 2 + 1 if kind == "r2c1" else n
             outputs = used.get(axis, range(out_length))
+            shape[axis] = out_length
+            if self.fft_kernel and kind != "r2c" and _fft_kernel.prefers_fft(
+                    n, len(inputs), len(outputs), x not in self.pairs, kind == "c2r"):
+                # every output, from the entries up to the last that can be non-zero
+                given = list(range(inputs[-1] + 1 if inputs else 1))
+                x = self._gather(x, axis, given, length)
+                x = self._fft_call(x, axis, n, kind, sign, scale, dtype)
+                continue
             x = self._gather(x, axis, inputs, length)
             x = self._transform(x, axis, n, inputs, list(outputs), kind, sign, scale, dtype)
-            shape[axis] = out_length
             if axis in used:
                 compact[axis] = (0, list(outputs))
         if compact:
@@ -551,6 +561,37 @@ class _Rewriter:
         else:
             result = self.op(aten.cat.default, pieces, axis)
         return self.pair(result) if x in self.pairs else result
+
+    def _fft_call(self, x, axis, n, kind, sign, scale, dtype):
+        """One transform along `axis` as a call of the FFT kernel (exporter/fft.py) over the
+        lines [-1, entries(, 2)] of the axis moved last; the kernel zero-pads a short input."""
+        lapis = torch.ops.lapis
+        op = lapis.rfft if kind == "r2c1" else lapis.irfft if kind == "c2r" else \
+            lapis.fft if sign < 0 else lapis.ifft
+        if kind != "r2c1" and x not in self.pairs:
+            x = self.promote(x, dtype)
+        real_in = x not in self.pairs
+        rank = self.rank(x)
+        perm = [d for d in range(rank) if d != axis] + [axis]
+        moved = perm != list(range(rank))
+        if moved:
+            x = self.op(aten.permute.default, x, perm + ([] if real_in else [rank]))
+        lead = self.sizes(x, range(rank - 1))
+        given = _int(x.meta["val"].shape[rank - 1])
+        flat = self.op(aten.reshape.default, x, [-1, given] + ([] if real_in else [2]))
+        table = self.constant(("twiddles", n, dtype), f"fft_twiddles_{n}",
+                              _fft_kernel.twiddles(n, dtype))
+        factor = self.constant(("fft_scale", scale, dtype), "fft_scale",
+                               torch.tensor([scale], dtype=dtype))
+        y = self.op(op.default, flat, table, factor)
+        real_out = kind == "c2r"
+        y = self.op(aten.reshape.default, y,
+                    lead + [_int(y.meta["val"].shape[1])] + ([] if real_out else [2]))
+        if moved:
+            back = [perm.index(d) for d in range(rank)]
+            y = self.op(aten.permute.default, y, back + ([] if real_out else [rank]))
+            y = self.op(aten.clone.default, y, memory_format=torch.contiguous_format)
+        return y if real_out else self.pair(y)
 
     def _transform(self, x, axis, n, inputs, outputs, kind, sign, scale, dtype):
         """One DFT along `axis` as a product with a constant matrix over the last axis."""

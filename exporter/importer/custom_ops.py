@@ -11,10 +11,10 @@ from pathlib import Path
 
 from ..diagnostics import HINT, op_location, unsupported_message, walk
 from ..errors import ExportError
-from .. import attention, layer_norm, linalg, recurrent, scatter, sparse
+from .. import attention, fft, layer_norm, linalg, recurrent, scatter, sparse
 
 OPS = {**sparse.OPS, **linalg.OPS, **recurrent.OPS, **scatter.OPS, **attention.OPS,
-       **layer_norm.OPS}
+       **layer_norm.OPS, **fft.OPS}
 CALLEES = {callee for callee, _, _ in OPS.values()}
 
 _CONTRACT_CHECK = ",torch-verify-linalg-on-tensors-backend-contract"

@@ -1,5 +1,5 @@
 """The tuned-kernel calls after bufferization (dense linear algebra, recurrences, scatter-adds,
-attention: exporter/linalg.py, recurrent.py, scatter.py and attention.py have the whole
+attention, FFTs: exporter/linalg.py, recurrent.py, scatter.py, attention.py and fft.py have the whole
 path): each call of a declaration becomes an op of the `lapis` dialect that writes its
 results, `lapis.dense_solve(%A, %B, %X)`, which the emitter turns into a call of a header of
 kokkos_support/lapis/. A result that is only copied into an output argument is written there
@@ -12,10 +12,11 @@ import re
 
 from ..diagnostics import walk
 from ..errors import ExportError
-from .. import attention, layer_norm, linalg, recurrent, scatter
+from .. import attention, fft, layer_norm, linalg, recurrent, scatter
 from .sparse import _copied_to_output
 
-OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS, **attention.OPS, **layer_norm.OPS}
+OPS = {**linalg.OPS, **recurrent.OPS, **scatter.OPS, **attention.OPS, **layer_norm.OPS,
+       **fft.OPS}
 _CALLEES = {callee: lapis_op for callee, lapis_op, _ in OPS.values()}
 
 
