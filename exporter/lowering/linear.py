@@ -10,7 +10,8 @@ after it (SiLU, GELU, tanh, ReLU, sigmoid) goes into its epilogue when the layer
 is read by nothing else. On host backends, consecutive such layers (each one's output read
 only by the next) become one `lapis.linear_chain` (chain_linear_layers): gemm.hpp's
 lapis::linear_chain takes a block of rows through all of them while its activations are in
-cache, in one parallel_for.
+cache, in one parallel_for; where the last layer's output is only copied into the function's
+result, the chain writes the result itself.
 """
 from __future__ import annotations
 
@@ -98,7 +99,8 @@ def _replace_chain(run) -> None:
     operands = [run[0].operands[0]]
     for layer in run:
         operands += [layer.operands[1], layer.operands[2]]
-    operands.append(run[-1].operands[-1])
+    output, copied = run[-1].operands[-1], _copied_to_argument(run[-1].operands[-1], run[-1])
+    operands.append(copied[0].operands[1] if copied else output)
     activations = ",".join(ir.StringAttr(layer.attributes["activation"]).value for layer in run)
     with ir.InsertionPoint(run[-1]), run[0].location:
         ir.Operation.create(LINEAR_CHAIN, operands=operands, attributes={
@@ -106,10 +108,37 @@ def _replace_chain(run) -> None:
     between = [layer.operands[-1].owner for layer in run[:-1]]
     for layer in run:
         layer.erase()
+    if copied:   # the chain writes the function's result itself: no copy kernel after it
+        copy, collapse = copied
+        copy.erase()
+        collapse.erase()
+        between.append(output.owner)
     for alloc in between:
         for use in list(alloc.result.uses):
             use.owner.erase()   # deallocs
         alloc.erase()
+
+
+def _copied_to_argument(buffer, writer):
+    """(copy, collapse) when `buffer` is an alloc that `writer` fills and that is then only
+    collapsed to rank 2 (`[N, C, 1, 1]` -> `[N, C]`) and copied into a function argument (the
+    result) of that shape; else None."""
+    from torch_mlir import ir
+    if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
+        return None
+    owners = [use.owner for use in buffer.uses]
+    collapse = next((o for o in owners if o.name == "memref.collapse_shape"), None)
+    if collapse is None or len(owners) != 2 or sum(o == writer for o in owners) != 1:
+        return None
+    uses = [use.owner for use in collapse.results[0].uses]
+    if len(uses) != 1 or uses[0].name != "memref.copy" or uses[0].operands[0] != \
+            collapse.results[0]:
+        return None
+    copy, target = uses[0], uses[0].operands[1]
+    if not isinstance(target, ir.BlockArgument) or str(target.type) != str(
+            collapse.results[0].type) or ir.MemRefType(target.type).rank != 2:
+        return None
+    return copy, collapse
 
 
 def _is_linear(conv, elements) -> bool:

@@ -1,6 +1,7 @@
 // lapis-export packed matrix product for host backends, shipped into every exported package
-// (src/lapis/). The one kernel behind lapis::matmul / batch_matmul and lapis::linear_packed
-// (gemm.hpp) on Serial, OpenMP and Threads: C = epilogue(start + A B) for float or double,
+// (src/lapis/). The one kernel behind lapis::matmul / batch_matmul, lapis::linear_packed and
+// lapis::linear_chain (gemm.hpp) on Serial, OpenMP and Threads: C = epilogue(start + A B) for
+// float or double,
 // A [M][K] with unit column stride, B either a linear layer's weight packed at export
 // (exporter/tuned_ops.py: panels of 128 bytes of columns, [ceil(N / P)][K][P], zero-padded) or
 // a plain [K][N] matrix packed here, one K block of one panel at a time, into a stack buffer.
@@ -12,6 +13,9 @@
 // its accumulators in registers. The epilogue runs on the registers after the last K block:
 // start (bias, zero or what C holds), a residual added before or after the activation, the
 // activation (ReLU, SiLU, sigmoid, GELU, tanh), one store: one pass over the output.
+// Products of at most 4 columns (a regression head) are dot products along K instead. A chain
+// of linear layers (chain()) takes a block of rows through every layer in one task, the
+// activations between layers in two buffers of the thread: one parallel_for for the chain.
 // The instruction set is picked once at run time (__builtin_cpu_supports); the environment
 // variable LAPIS_GEMM_ISA=avx2|baseline forces a lower one (for tests and comparisons).
 // No fast-math: float SiLU and sigmoid take a vectorised exp (Cephes' expf, within 2 ulp);
