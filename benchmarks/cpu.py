@@ -3,11 +3,16 @@ eager, torch.compile, ONNX Runtime and OpenVINO at the same thread count, in one
 markdown table.
 
     python benchmarks/cpu.py [--cases wide_mlp:1024 wide_mlp:65536 gemm512 resnet18]
-                             [--threads 2] [--rounds 5] [--runs 10]
+                             [--threads 1 2] [--rounds 5] [--runs 10]
+                             [--wait-policy default|active|passive]
 
 A case is a model of integration_tests/models.py, optionally with `:BATCH`, or `gemm512`: the
 512^3 float32 product of lapis::matmul (gemm_host_check, timed in C++) against NumPy and
-PyTorch. Contenders run in rounds (A B C ... A B C ...), so that noise from other work on the
+PyTorch. Each thread count of `--threads` gives a table of its own (NumPy's BLAS limited to it
+too, through threadpoolctl); `--wait-policy` sets OMP_WAIT_POLICY for our processes (idle
+OpenMP threads spinning or sleeping: on a machine shared with other work it matters at 2
+threads). The table also states this machine's measured FMA peak (benchmarks/fma_peak.c)
+and the GFLOP/s of our products. Contenders run in rounds (A B C ... A B C ...), so that noise from other work on the
 machine falls on all alike; each round gives a median of `--runs` steps, the table the median
 of the rounds. Every contender's output is compared with PyTorch eager's (max error / max
 |PyTorch|). Ratios are against the faster of ONNX Runtime and OpenVINO. Needs the `bench`
@@ -45,6 +50,21 @@ def sh(command, env=None) -> str:
     return result.stdout
 
 
+def our_env(threads: int, wait_policy: str) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
+    env.pop("OMP_WAIT_POLICY", None)
+    if wait_policy != "default":
+        env["OMP_WAIT_POLICY"] = wait_policy
+    return env
+
+
+def fma_peak(work: Path) -> str:
+    """benchmarks/fma_peak.c's report: clock and measured FMA rate of one core."""
+    program = work / "fma_peak"
+    sh(["cc", "-O2", REPO / "benchmarks" / "fma_peak.c", "-o", program])
+    return sh([program]).strip()
+
+
 def median_ms(step, runs: int) -> float:
     times = []
     for _ in range(runs):
@@ -77,7 +97,11 @@ class Ours:
         self.input = work / f"{model_name}_in.bin"
         self.output = work / f"{model_name}_out.bin"
         example.numpy().astype(np.float32).tofile(self.input)
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
+        self.threads, self.wait_policy = threads, "default"
+
+    @property
+    def env(self) -> dict:
+        return our_env(self.threads, self.wait_policy)
 
     def round(self, runs: int) -> float:
         out = sh([self.app_build / "sample_app", "--input", self.input, "--output",
@@ -154,8 +178,12 @@ class GemmKernel:
             "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}"])
         sh(["nice", "-n", "5", "cmake", "--build", build_dir, "-j", "2"])
         self.program = build_dir / "gemm_host_check"
-        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_PROC_BIND": "false"}
+        self.threads, self.wait_policy = threads, "default"
         self.isa = None
+
+    @property
+    def env(self) -> dict:
+        return our_env(self.threads, self.wait_policy)
 
     def round(self, runs: int) -> float:
         out = sh([self.program, "--time", GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, runs], self.env)
@@ -189,22 +217,29 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+",
                         default=["wide_mlp:1024", "wide_mlp:65536", "gemm512", "resnet18",
                                  "transformer"])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, nargs="+", default=[2])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--wait-policy", choices=["default", "active", "passive"],
+                        default="default", help="OMP_WAIT_POLICY of our processes")
     parser.add_argument("--profile", default="wide_mlp:1024",
                         help="case whose per-kernel times are listed under the table")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results_cpu.md")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
     kokkos_root = ensure_kokkos()
-    rows, profile = [], ""
+    rows = {t: [] for t in args.threads}
+    profiles, gemm_isa, flops = {}, None, {}
     with tempfile.TemporaryDirectory(prefix="lapis-bench-") as tmp:
         work = Path(tmp)
+        peak = fma_peak(work)
+        print(peak, flush=True)
         for spec in args.cases:
+            model = example = model_name = None
             if spec == "gemm512":
-                contenders = [GemmKernel(work, args.threads, kokkos_root), *gemm_contenders()]
+                ours = GemmKernel(work, args.threads[0], kokkos_root)
                 shape = (GEMM_SIZE, GEMM_SIZE, GEMM_SIZE)
+                flops[spec] = 2 * GEMM_SIZE ** 3
             else:
                 base, _, batch = spec.partition(":")
                 model, shape = build(base)
@@ -214,62 +249,87 @@ def main() -> None:
                 model_name = f"{base}_b{batch or shape[0]}"
                 example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
                 save_model(model, example, work / f"{model_name}.pt2", "export")
-                contenders = [Ours(work, model_name, example, args.threads, kokkos_root),
-                              *torch_contenders(model, example),
-                              *onnx_contenders(model, example, work, model_name, args.threads)]
-            # 65536-row MLPs take a second a step: fewer steps per round.
-            runs = max(3, args.runs // 3) if np.prod(shape) > 1e6 else args.runs
-            times = {c.name: [] for c in contenders}
-            for _ in range(args.rounds):
-                for contender in contenders:
-                    time.sleep(0.5)   # the previous contender's worker threads stop spinning
-                    times[contender.name].append(contender.round(runs))
-            reference = contenders[1].result()   # PyTorch eager (gemm512: NumPy)
-            medians = {name: float(np.median(t)) for name, t in times.items()}
-            errors = {c.name: error(c.result(), reference) for c in contenders}
-            rivals = [medians[n] for n in ("ONNX Runtime", "OpenVINO") if n in medians]
-            best = min(rivals) if rivals else min(v for n, v in medians.items() if n != "ours")
-            rows.append((spec, "x".join(map(str, shape)), medians, errors, best))
-            print(spec, {n: round(v, 3) for n, v in medians.items()},
-                  {n: f"{e:.1e}" for n, e in errors.items()}, flush=True)
-            if spec == args.profile and isinstance(contenders[0], Ours):
-                timer = work / "libkernel_timer.so"
-                sh(["g++", "-O2", "-shared", "-fPIC", REPO / "benchmarks" / "kernel_timer.cpp",
-                    "-o", timer])
-                profile = contenders[0].profile(timer, args.runs)
-            if spec == "gemm512":
-                gemm_isa = contenders[0].isa
+                ours = Ours(work, model_name, example, args.threads[0], kokkos_root)
+                flops[spec] = linear_flops(model, shape[0])
+            ours.wait_policy = args.wait_policy
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                ours.threads = threads
+                if spec == "gemm512":
+                    contenders = [ours, *gemm_contenders()]
+                else:
+                    contenders = [ours, *torch_contenders(model, example),
+                                  *onnx_contenders(model, example, work, model_name, threads)]
+                # 65536-row MLPs take a second a step: fewer steps per round.
+                runs = max(3, args.runs // 3) if np.prod(shape) > 1e6 else args.runs
+                times = {c.name: [] for c in contenders}
+                with threadpool_limits(limits=threads, user_api="blas"):
+                    for _ in range(args.rounds):
+                        for contender in contenders:
+                            time.sleep(0.5)   # the previous contender's threads stop spinning
+                            times[contender.name].append(contender.round(runs))
+                    reference = contenders[1].result()   # PyTorch eager (gemm512: NumPy)
+                    errors = {c.name: error(c.result(), reference) for c in contenders}
+                medians = {name: float(np.median(t)) for name, t in times.items()}
+                rivals = [medians[n] for n in ("ONNX Runtime", "OpenVINO") if n in medians]
+                best = min(rivals) if rivals else \
+                    min(v for n, v in medians.items() if n != "ours")
+                rows[threads].append((spec, "x".join(map(str, shape)), medians, errors, best))
+                print(threads, spec, {n: round(v, 3) for n, v in medians.items()},
+                      {n: f"{e:.1e}" for n, e in errors.items()}, flush=True)
+                if spec == args.profile and isinstance(ours, Ours):
+                    timer = work / "libkernel_timer.so"
+                    sh(["g++", "-O2", "-shared", "-fPIC",
+                        REPO / "benchmarks" / "kernel_timer.cpp", "-o", timer])
+                    profiles[threads] = ours.profile(timer, args.runs)
+                if spec == "gemm512":
+                    gemm_isa = ours.isa
     commit = sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).strip()
     names = ["ours", "PyTorch eager", "torch.compile", "ONNX Runtime", "OpenVINO", "NumPy"]
+    threads_text = " ".join(map(str, args.threads))
     lines = [
         "# CPU benchmark: exported Kokkos package vs PyTorch, ONNX Runtime and OpenVINO",
         "",
         f"Commit {commit}. Machine: {machine()}; torch {torch.__version__}; Kokkos at "
-        f"{kokkos_root.name} (OpenMP backend); {args.threads} threads for every contender.",
-        f"Command: `python benchmarks/cpu.py --threads {args.threads} --rounds {args.rounds} "
-        f"--runs {args.runs}`. Contenders run in turn, {args.rounds} rounds; each round a median "
-        "of its steps (after warm-up), the table the median of the rounds, in ms. Ours timed in "
-        "C++ (sample_app, fenced; gemm512: gemm_host_check on lapis::matmul), the others in "
+        f"{kokkos_root.name} (OpenMP backend).",
+        f"Command: `python benchmarks/cpu.py --cases {' '.join(args.cases)} --threads "
+        f"{threads_text} --rounds {args.rounds} --runs {args.runs} --wait-policy "
+        f"{args.wait_policy}`. Every contender at the table's thread count (NumPy's BLAS "
+        "limited to it through threadpoolctl); our processes with OMP_PROC_BIND=false and "
+        f"OMP_WAIT_POLICY {args.wait_policy if args.wait_policy != 'default' else 'unset'}. "
+        f"Contenders run in turn, {args.rounds} rounds; each round a median of its steps "
+        "(after warm-up), the table the median of the rounds, in ms. Ours timed in C++ "
+        "(sample_app, fenced; gemm512: gemm_host_check on lapis::matmul), the others in "
         "Python. `ratio` = ours / the faster of ONNX Runtime and OpenVINO (gemm512: of NumPy "
         "and PyTorch); below 1 is faster. `max err` = the largest max |x - PyTorch| / "
-        "max |PyTorch| over the contenders.",
+        "max |PyTorch| over the contenders. `GFLOP/s` = ours, the products' 2 M N K over "
+        "its time.",
         "",
-        "| case | shape | " + " | ".join(names) + " | ratio | max err |",
-        "|---|---|" + "---|" * (len(names) + 2),
+        f"FMA peak of one core (benchmarks/fma_peak.c): {peak.replace(chr(10), '; ')}.",
     ]
-    for spec, shape, medians, errors, best in rows:
-        cells = [f"{medians[n]:.3f}" if n in medians else "" for n in names]
-        lines.append(f"| {spec} | {shape} | " + " | ".join(cells) +
-                     f" | {medians['ours'] / best:.2f} | {max(errors.values()):.1e} |")
-    if "gemm512" in args.cases:
-        flops = 2 * GEMM_SIZE ** 3
-        ours = next(r for r in rows if r[0] == "gemm512")[2]["ours"]
-        lines += ["", f"gemm512 ran the {gemm_isa} kernel: {flops / ours * 1e-6:.1f} GFLOP/s."]
-    if profile:
-        lines += ["", f"Per-kernel times of ours, {args.profile}, {args.runs} steps "
+    for threads in args.threads:
+        lines += ["", f"## {threads} thread{'s' if threads > 1 else ''}", "",
+                  "| case | shape | " + " | ".join(names) + " | ratio | max err | GFLOP/s |",
+                  "|---|---|" + "---|" * (len(names) + 3)]
+        for spec, shape, medians, errors, best in rows[threads]:
+            cells = [f"{medians[n]:.3f}" if n in medians else "" for n in names]
+            lines.append(f"| {spec} | {shape} | " + " | ".join(cells) +
+                         f" | {medians['ours'] / best:.2f} | {max(errors.values()):.1e} | "
+                         f"{flops[spec] / medians['ours'] * 1e-6:.0f} |")
+    if gemm_isa:
+        lines += ["", f"gemm512 ran the {gemm_isa} kernel."]
+    for threads, profile in profiles.items():
+        lines += ["", f"Per-kernel times of ours, {args.profile}, {threads} thread"
+                  f"{'s' if threads > 1 else ''}, {args.runs} steps "
                   "(benchmarks/kernel_timer.cpp):", "", "```", profile.strip(), "```"]
     args.output.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.output}")
+
+
+def linear_flops(model, batch: int) -> int:
+    """2 M N K over the model's Linear layers (0 for models without them)."""
+    return sum(2 * batch * m.in_features * m.out_features for m in model.modules()
+               if isinstance(m, torch.nn.Linear))
 
 
 if __name__ == "__main__":

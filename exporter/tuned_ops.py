@@ -27,6 +27,9 @@ BATCH_MATMUL = "lapis.batch_matmul"
 # packed at export into the panels of its micro-kernel (pack_linear_weight).
 LINEAR = "lapis.linear"
 PACKED_ATTRIBUTE = "packed"
+# Consecutive packed linear layers run as one (host backends, lowering/linear.py): operands
+# x, W1, bias1, W2, bias2, ..., y; the attribute "activations" names each layer's, comma-separated.
+LINEAR_CHAIN = "lapis.linear_chain"
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "tanh", "sigmoid")
 # Must match lapis::gemm_host::panel_width in kokkos_support/lapis/gemm_host.hpp.
 LINEAR_PANEL_BYTES = 128
@@ -40,6 +43,10 @@ def packed_layout(argument) -> str | None:
         if owner.name == CONV2D:
             return CONV2D
         if owner.name == LINEAR and PACKED_ATTRIBUTE in owner.attributes:
+            return LINEAR
+    if len(uses) == 1 and uses[0].owner.name == LINEAR_CHAIN:
+        number, operands = uses[0].operand_number, len(uses[0].owner.operands)
+        if number % 2 == 1 and number < operands - 1:
             return LINEAR
     return None
 

@@ -33,9 +33,11 @@ from .functions import build, export, relative_error, run_cases
 ACTIVATIONS = ("none", "relu", "silu", "gelu", "tanh", "sigmoid")
 INITS = ("accumulate", "bias", "zero")
 # (M, N, K): every edge of the micro-tiles (12 and 6 rows, strips of 32 / 16 / 8 columns),
-# K over one block (256), one-row and one-column products.
+# K over one block (256), one-row and one-column products; N <= 4 the dot products of narrow
+# heads (K = 1, K not a multiple of their 4 vectors, K over a block); N < 16 on the tiles.
 KERNEL_SIZES = [(1, 1, 1), (7, 33, 13), (33, 7, 1), (13, 100, 257), (97, 65, 33),
-                (1, 513, 70), (200, 1, 513)]
+                (1, 513, 70), (200, 1, 513), (50, 4, 1), (101, 2, 600), (19, 3, 67),
+                (9, 15, 40), (130, 5, 31)]
 
 
 def activate(name: str, v: np.ndarray) -> np.ndarray:
@@ -190,8 +192,9 @@ def mlp(activations, dtype) -> torch.nn.Module:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_mlp_linear_layers_verify(tmp_path, dtype):
-    """Each Linear + activation is one lapis::linear_packed call on its packed weight (the
-    activation folded in, no 1x1 convolution left), and --verify agrees with PyTorch."""
+    """The Linear + activation layers are one lapis::linear_chain call, a layer each on its
+    packed weight (the activation folded in, no 1x1 convolution left, the 96 -> 1 head as dot
+    products), and --verify agrees with PyTorch (float32 1e-5, float64 1e-12 relative)."""
     model = mlp(["silu", "gelu", "tanh", "relu", "sigmoid"], dtype)
     example = torch.randn(37, 16, dtype=dtype)
     path = tmp_path / "mlp.pt2"
@@ -200,10 +203,32 @@ def test_mlp_linear_layers_verify(tmp_path, dtype):
     result = run([sys.executable, "-m", "cli", path, "--out", package, "--verify"], cwd=REPO)
     assert "PASS" in result.stdout, result.stdout
     source = (package / "src" / "mlp.cpp").read_text()
-    assert source.count("lapis::linear_packed<execution_space>(") == 6, source
-    assert "conv2d_nchw" not in source
-    for name in ("silu", "gelu", "tanh", "relu", "sigmoid"):
-        assert f"lapis::Activation::{name});" in source
+    assert source.count("lapis::linear_chain<execution_space>(") == 1, source
+    assert source.count("lapis::chain_layer(") == 6, source
+    assert "lapis::linear_packed<" not in source and "conv2d_nchw" not in source
+    for name in ("silu", "gelu", "tanh", "relu", "sigmoid", "none"):
+        assert f"lapis::Activation::{name})" in source
+
+
+@pytest.mark.parametrize("rows,version", [(1, "host"), (7, "host"), (300, "host"),
+                                          (300, "portable")])
+def test_mlp_chain_row_blocks(tmp_path, rows, version):
+    """The chain at batches that split into row blocks unevenly (1, 7 and 300 rows; float32,
+    SiLU and GELU layers, the narrow head), and the portable layer-at-a-time version, against
+    PyTorch: max error <= 1e-5 * max |PyTorch|."""
+    model = mlp(["silu", "gelu"], torch.float32)
+    x = np.random.default_rng(rows).standard_normal((rows, 16)).astype("float32")
+    path = tmp_path / "mlp.pt2"
+    torch.export.save(torch.export.export(model, (torch.from_numpy(x),)), path)
+    package = tmp_path / "mlp"
+    run([sys.executable, "-m", "cli", path, "--out", package], cwd=REPO)
+    assert "lapis::linear_chain<execution_space>(" in (package / "src" / "mlp.cpp").read_text()
+    library = build(tmp_path, package, "-DLAPIS_GEMM_PORTABLE" if version == "portable" else "")
+    (result,) = run_cases(tmp_path, package, library, {"x": [x]})["x"]
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    error = relative_error(result, reference)
+    assert error <= TOLERANCE["float32"], f"{version} {rows} rows: {error:.3g}"
 
 
 def test_static_extents_and_verify(tmp_path):

@@ -103,6 +103,20 @@ def test_ops_around_a_convolution_fold_into_it():
     assert 'init = "bias"' in fc and 'activation = "none"' in fc
 
 
+def test_consecutive_linear_layers_become_one_chain_on_host_backends():
+    """The wide MLP's five Linear layers (SiLU folded into four) are one lapis.linear_chain on
+    host backends, the buffers between them gone and the head writing the result itself (no
+    copy after it); on CUDA they stay lapis.linear calls."""
+    host = lowering.run(importer.to_linalg(loaded("wide_mlp")), "openmp").module
+    names = op_names(host)
+    assert names.count("lapis.linear_chain") == 1 and "lapis.linear" not in names
+    assert "memref.alloc" not in names and "memref.copy" not in names
+    (chain,) = _convolutions(host, "lapis.linear_chain").values()
+    assert 'activations = "silu,silu,silu,silu,none"' in chain
+    device = op_names(lowering.run(importer.to_linalg(loaded("wide_mlp")), "cuda").module)
+    assert device.count("lapis.linear") == 5 and "lapis.linear_chain" not in device
+
+
 def test_inputs_are_never_written_in_place():
     """A tensor update of an input (a determinant's LU step does this) bufferizes into a copy:
     the inputs are the caller's const Views."""

@@ -1,10 +1,11 @@
 """Handlers for the dense matrix products of lowering/matmul.py (calls of
 kokkos_support/lapis/gemm.hpp; on CUDA, of gemm_tf32.hpp's tensor-core tiles) and for the
 linear layers of lowering/linear.py (CUDA: lapis::linear, gemm_tf32.hpp; host backends:
-lapis::linear_packed, gemm.hpp, on the weight packed at export)."""
+lapis::linear_packed, gemm.hpp, on the weight packed at export; consecutive ones,
+lapis::linear_chain)."""
 from __future__ import annotations
 
-from ..tuned_ops import BATCH_MATMUL, LINEAR, MATMUL, PACKED_ATTRIBUTE
+from ..tuned_ops import BATCH_MATMUL, LINEAR, LINEAR_CHAIN, MATMUL, PACKED_ATTRIBUTE
 from .emitter import KokkosEmitter, handles, location_label
 
 
@@ -52,3 +53,23 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.line(f'{call}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
             f"{weight.cname}, {bias_view}, {target.cname}, lapis::ConvInit::{init}, "
             f"lapis::Activation::{activation});")
+
+
+@handles(LINEAR_CHAIN)
+def _linear_chain(em: KokkosEmitter, op) -> None:
+    """`lapis.linear_chain(x, W1, bias1, ..., y) {activations}`: consecutive linear layers, each
+    one's output the next one's input, run a block of rows at a time through all of them."""
+    from torch_mlir import ir
+    source, *layers, target = (em.memref(v) for v in op.operands)
+    activations = ir.StringAttr(op.attributes["activations"]).value.split(",")
+    em.include("lapis/gemm.hpp")
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: {len(activations)} linear layers on the "
+            "packed host kernel, a block of rows through all of them at a time")
+    em.line(f'lapis::linear_chain<execution_space>(exec, "{em.kernel_label(op, "linear_chain")}"'
+            f", {source.cname}, {target.cname},")
+    for index, activation in enumerate(activations):
+        weight, bias = layers[2 * index], layers[2 * index + 1]
+        end = ");" if index + 1 == len(activations) else ","
+        em.line(f"    lapis::chain_layer({weight.cname}, {bias.cname}, "
+                f"lapis::Activation::{activation}){end}")

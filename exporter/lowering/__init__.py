@@ -65,6 +65,8 @@ def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> Im
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
                 if backend == "cuda" or backend in HOST_BACKENDS:
                     linear.replace_linear_convs(module, backend)
+                if backend in HOST_BACKENDS:
+                    linear.chain_linear_layers(module)
                 matmul.replace_matmuls(module)
             except ExportError:
                 raise

@@ -7,11 +7,15 @@ gemm_tf32.hpp, float32, the weight kept as [out][in]); on host backends the pack
 AVX2 kernel of gemm_host.hpp (float32 and float64, the op marked `packed`: the emitter packs
 the weight into the kernel's panels, tuned_ops.pack_linear_weight). The elementwise activation
 after it (SiLU, GELU, tanh, ReLU, sigmoid) goes into its epilogue when the layer's own output
-is read by nothing else.
+is read by nothing else. On host backends, consecutive such layers (each one's output read
+only by the next) become one `lapis.linear_chain` (chain_linear_layers): gemm.hpp's
+lapis::linear_chain takes a block of rows through all of them while its activations are in
+cache, in one parallel_for; where the last layer's output is only copied into the function's
+result, the chain writes the result itself.
 """
 from __future__ import annotations
 
-from ..tuned_ops import CONV2D, HOST_BACKENDS, LINEAR, PACKED_ATTRIBUTE
+from ..tuned_ops import CONV2D, HOST_BACKENDS, LINEAR, LINEAR_CHAIN, PACKED_ATTRIBUTE
 from .buffers import constant_value, root
 from .conv import _dead_after, _next_past_allocs
 
@@ -44,6 +48,97 @@ def replace_linear_convs(module, backend: str = "cuda") -> int:
                 _replace(op, packed=host)
                 replaced += 1
     return replaced
+
+
+def chain_linear_layers(module) -> int:
+    """Runs of two or more packed `lapis.linear` ops, each starting from its bias and writing a
+    buffer of its own that only the next one reads, become one `lapis.linear_chain` (the
+    buffers between them go); returns how many chains."""
+    chains = 0
+    for function in module.body.operations:
+        if function.operation.name != "func.func" or not len(function.regions[0].blocks):
+            continue
+        runs, taken = [], 0
+        ops = [op.operation for op in function.regions[0].blocks[0].operations]
+        for index, op in enumerate(ops):
+            if index < taken or not _chainable(op):
+                continue
+            run = [op]
+            while (after := _next_past_allocs(run[-1])) is not None and _chainable(after) and \
+                    after.operands[0] == run[-1].operands[-1] and \
+                    _only_between(run[-1].operands[-1], run[-1], after):
+                run.append(after)
+            taken = ops.index(run[-1]) + 1
+            if len(run) > 1:
+                runs.append(run)
+        for run in runs:   # after the walk: erasing ops invalidates the list
+            _replace_chain(run)
+        chains += len(runs)
+    return chains
+
+
+def _chainable(op) -> bool:
+    from torch_mlir import ir
+    return (op.name == LINEAR and PACKED_ATTRIBUTE in op.attributes and len(op.operands) == 4
+            and ir.StringAttr(op.attributes["init"]).value == "bias")
+
+
+def _only_between(buffer, writer, reader) -> bool:
+    """`buffer` is an alloc that `writer` fills and `reader` reads, and nothing else touches
+    but a dealloc."""
+    from torch_mlir import ir
+    if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
+        return False
+    owners = [use.owner for use in buffer.uses]
+    return (sum(o == writer for o in owners) == 1 and sum(o == reader for o in owners) == 1
+            and all(o in (writer, reader) or o.name == "memref.dealloc" for o in owners))
+
+
+def _replace_chain(run) -> None:
+    from torch_mlir import ir
+    operands = [run[0].operands[0]]
+    for layer in run:
+        operands += [layer.operands[1], layer.operands[2]]
+    output, copied = run[-1].operands[-1], _copied_to_argument(run[-1].operands[-1], run[-1])
+    operands.append(copied[0].operands[1] if copied else output)
+    activations = ",".join(ir.StringAttr(layer.attributes["activation"]).value for layer in run)
+    with ir.InsertionPoint(run[-1]), run[0].location:
+        ir.Operation.create(LINEAR_CHAIN, operands=operands, attributes={
+            "activations": ir.StringAttr.get(activations)})
+    between = [layer.operands[-1].owner for layer in run[:-1]]
+    for layer in run:
+        layer.erase()
+    if copied:   # the chain writes the function's result itself: no copy kernel after it
+        copy, collapse = copied
+        copy.erase()
+        collapse.erase()
+        between.append(output.owner)
+    for alloc in between:
+        for use in list(alloc.result.uses):
+            use.owner.erase()   # deallocs
+        alloc.erase()
+
+
+def _copied_to_argument(buffer, writer):
+    """(copy, collapse) when `buffer` is an alloc that `writer` fills and that is then only
+    collapsed to rank 2 (`[N, C, 1, 1]` -> `[N, C]`) and copied into a function argument (the
+    result) of that shape; else None."""
+    from torch_mlir import ir
+    if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
+        return None
+    owners = [use.owner for use in buffer.uses]
+    collapse = next((o for o in owners if o.name == "memref.collapse_shape"), None)
+    if collapse is None or len(owners) != 2 or sum(o == writer for o in owners) != 1:
+        return None
+    uses = [use.owner for use in collapse.results[0].uses]
+    if len(uses) != 1 or uses[0].name != "memref.copy" or uses[0].operands[0] != \
+            collapse.results[0]:
+        return None
+    copy, target = uses[0], uses[0].operands[1]
+    if not isinstance(target, ir.BlockArgument) or str(target.type) != str(
+            collapse.results[0].type) or ir.MemRefType(target.type).rank != 2:
+        return None
+    return copy, collapse
 
 
 def _is_linear(conv, elements) -> bool:

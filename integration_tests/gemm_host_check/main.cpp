@@ -5,7 +5,8 @@
 // tuned_ops.pack_linear_weight packs it), .bt ([K][N], the weight transposed, for matmul),
 // .bias ([N]), .y0 ([M][N], the start for INIT accumulate) and .res ([M][N]), and writes
 // DIR/NAME.linear and DIR/NAME.matmul (C = x W^T from zero); raw little-endian arrays.
-// Timing: `gemm_host_check --time M N K REPEATS` prints the median ms of a float matmul.
+// Timing: `gemm_host_check --time M N K REPEATS` prints the median ms of a float matmul;
+// `--time-linear M N K REPEATS` that of a float linear layer (weight packed, bias, SiLU).
 #include <Kokkos_Core.hpp>
 
 #include <algorithm>
@@ -79,7 +80,16 @@ void run_case(const std::string& base, int64_t m, int64_t n, int64_t k, int acti
   write(base + ".matmul", c.data(), m * n);
 }
 
-double time_matmul(int64_t m, int64_t n, int64_t k, int repeats) {
+struct Timing {
+  double median_ms, min_ms;
+};
+
+Timing summary(std::vector<double> times) {
+  std::sort(times.begin(), times.end());
+  return {times[times.size() / 2], times.front()};
+}
+
+Timing time_matmul(int64_t m, int64_t n, int64_t k, int repeats) {
   Matrix<float> a("a", m, k), b("b", k, n), c("c", m, n);
   Kokkos::deep_copy(a, 1.0f);
   Kokkos::deep_copy(b, 0.5f);
@@ -92,8 +102,29 @@ double time_matmul(int64_t m, int64_t n, int64_t k, int repeats) {
     const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
     if (r >= 2) times.push_back(took.count());
   }
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return summary(times);
+}
+
+// A linear layer y = silu(bias + x W^T), W packed (its panels hold ones: the values do not
+// matter for time), x [M][K], y [M][N].
+Timing time_linear(int64_t m, int64_t n, int64_t k, int repeats) {
+  constexpr int64_t P = lapis::gemm_host::panel_width<float>;
+  Matrix<float> x("x", m, k), y("y", m, n);
+  Kokkos::View<float***, Kokkos::LayoutRight, Kokkos::HostSpace> w("w", (n + P - 1) / P, k, P);
+  Kokkos::View<float*, Kokkos::HostSpace> bias("bias", n);
+  Kokkos::deep_copy(x, 0.01f);
+  Kokkos::deep_copy(w, 0.5f);
+  Kokkos::DefaultHostExecutionSpace space;
+  std::vector<double> times;
+  for (int r = 0; r < repeats + 2; ++r) {
+    const auto start = std::chrono::steady_clock::now();
+    lapis::linear_packed(space, "check::linear", x, w, bias, y, lapis::ConvInit::bias,
+                         lapis::Activation::silu);
+    space.fence();
+    const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
+    if (r >= 2) times.push_back(took.count());
+  }
+  return summary(times);
 }
 
 }  // namespace
@@ -112,11 +143,13 @@ int main(int argc, char** argv) {
   int status = 0;
   try {
     const std::vector<std::string> args(argv + 1, argv + argc);
-    if (args.size() == 5 && args[0] == "--time") {
+    if (args.size() == 5 && (args[0] == "--time" || args[0] == "--time-linear")) {
       const int64_t m = std::stoll(args[1]), n = std::stoll(args[2]), k = std::stoll(args[3]);
-      const double ms = time_matmul(m, n, k, std::stoi(args[4]));
-      std::printf("median_ms=%.4f gflops=%.2f isa=%d\n", ms, 2.0 * m * n * k / ms * 1e-6,
-                  isa());
+      const Timing t = args[0] == "--time" ? time_matmul(m, n, k, std::stoi(args[4]))
+                                           : time_linear(m, n, k, std::stoi(args[4]));
+      std::printf("median_ms=%.4f min_ms=%.4f gflops=%.2f best_gflops=%.2f isa=%d\n",
+                  t.median_ms, t.min_ms, 2.0 * m * n * k / t.median_ms * 1e-6,
+                  2.0 * m * n * k / t.min_ms * 1e-6, isa());
     } else if (args.size() == 1) {
       std::ifstream cases(args[0] + "/cases.txt");
       std::string line;
@@ -133,7 +166,7 @@ int main(int argc, char** argv) {
           run_case<double>(base, m, n, k, activation, init, residual);
       }
     } else {
-      throw std::runtime_error("usage: gemm_host_check DIR | --time M N K REPEATS");
+      throw std::runtime_error("usage: gemm_host_check DIR | --time[-linear] M N K REPEATS");
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gemm_host_check: %s\n", e.what());

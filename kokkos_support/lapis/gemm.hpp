@@ -15,6 +15,7 @@
 
 #include <array>
 #include <cstdint>
+#include <tuple>
 #include <type_traits>
 
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(__NVCC__) && !defined(__CUDACC__) && \
@@ -194,6 +195,73 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
   linear_packed(space, label, x, w, bias,
                 Kokkos::View<const T**, Kokkos::LayoutRight, typename Output::memory_space>(),
                 y, init, activation);
+}
+
+
+// One layer of lapis::linear_chain: its weight packed as for linear_packed, its bias (an empty
+// View: none) and the activation after it.
+template <class Weight, class Bias>
+struct ChainLayer {
+  Weight weight;
+  Bias bias;
+  Activation activation;
+};
+
+template <class Weight, class Bias>
+ChainLayer<Weight, Bias> chain_layer(const Weight& w, const Bias& bias,
+                                     const Activation activation) {
+  return {w, bias, activation};
+}
+
+namespace gemm_detail {
+// The layers one after another through Views of their own (backends without the host tiles).
+template <class ExecutionSpace, class Input, class Output, class First, class... Rest>
+void chain_layers(const ExecutionSpace& space, const char* label, const Input& x,
+                  const Output& y, const First& first, const Rest&... rest) {
+  const ConvInit init = first.bias.data() ? ConvInit::bias : ConvInit::zero;
+  if constexpr (sizeof...(Rest) == 0) {
+    linear_packed(space, label, x, first.weight, first.bias, y, init, first.activation);
+  } else {
+    using T = typename Output::non_const_value_type;
+    const int64_t columns = std::get<0>(std::tie(rest...)).weight.extent(1);
+    Kokkos::View<T**, Kokkos::LayoutRight, typename Output::memory_space> between(
+        Kokkos::view_alloc(Kokkos::WithoutInitializing, "lapis::linear_chain"),
+        x.extent(0), columns);
+    linear_packed(space, label, x, first.weight, first.bias, between, init, first.activation);
+    chain_layers(space, label, between, y, rest...);
+  }
+}
+}  // namespace gemm_detail
+
+// Consecutive linear layers, x -> layer 1 -> ... -> y, each y_l = activation_l(bias_l + y_{l-1}
+// W_l^T) (from zero without a bias): on host backends one pass of gemm_host::chain (each block
+// of rows through every layer while its activations are in cache, one parallel_for); else
+// linear_packed a layer at a time. x and y as for linear_packed; layer l's N is the next
+// layer's K (its packed weight's extent 1), the last one's y's extent 1.
+template <class ExecutionSpace, class Input, class Output, class... Layers>
+void linear_chain(const ExecutionSpace& space, const char* label, const Input& x,
+                  const Output& y, const Layers&... layers) {
+  using T = typename Output::non_const_value_type;
+  constexpr size_t count = sizeof...(Layers);
+  const int64_t rows = y.extent(0);
+  if (rows == 0) return;
+#if defined(LAPIS_GEMM_HOST_TILES)
+  if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
+                (std::is_same<T, float>::value || std::is_same<T, double>::value)) {
+    if (x.stride(1) == 1 && y.stride(1) == 1) {
+      const std::array<int64_t, count + 1> depths{int64_t(layers.weight.extent(1))...,
+                                                  int64_t(y.extent(1))};
+      std::array<gemm_host::ChainLayer<T>, count> host{
+          gemm_host::ChainLayer<T>{layers.weight.data(), layers.bias.data(), 0,
+                                   layers.activation}...};
+      for (size_t l = 0; l < count; ++l) host[l].columns = depths[l + 1];
+      gemm_host::chain(space, label, x.data(), int64_t(x.stride(0)), rows, depths[0], host,
+                       y.data(), int64_t(y.stride(0)));
+      return;
+    }
+  }
+#endif
+  gemm_detail::chain_layers(space, label, x, y, layers...);
 }
 
 }  // namespace lapis

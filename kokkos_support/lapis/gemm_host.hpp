@@ -1,6 +1,7 @@
 // lapis-export packed matrix product for host backends, shipped into every exported package
-// (src/lapis/). The one kernel behind lapis::matmul / batch_matmul and lapis::linear_packed
-// (gemm.hpp) on Serial, OpenMP and Threads: C = epilogue(start + A B) for float or double,
+// (src/lapis/). The one kernel behind lapis::matmul / batch_matmul, lapis::linear_packed and
+// lapis::linear_chain (gemm.hpp) on Serial, OpenMP and Threads: C = epilogue(start + A B) for
+// float or double,
 // A [M][K] with unit column stride, B either a linear layer's weight packed at export
 // (exporter/tuned_ops.py: panels of 128 bytes of columns, [ceil(N / P)][K][P], zero-padded) or
 // a plain [K][N] matrix packed here, one K block of one panel at a time, into a stack buffer.
@@ -12,6 +13,9 @@
 // its accumulators in registers. The epilogue runs on the registers after the last K block:
 // start (bias, zero or what C holds), a residual added before or after the activation, the
 // activation (ReLU, SiLU, sigmoid, GELU, tanh), one store: one pass over the output.
+// Products of at most 4 columns (a regression head) are dot products along K instead. A chain
+// of linear layers (chain()) takes a block of rows through every layer in one task, the
+// activations between layers in two buffers of the thread: one parallel_for for the chain.
 // The instruction set is picked once at run time (__builtin_cpu_supports); the environment
 // variable LAPIS_GEMM_ISA=avx2|baseline forces a lower one (for tests and comparisons).
 // No fast-math: float SiLU and sigmoid take a vectorised exp (Cephes' expf, within 2 ulp);
@@ -20,11 +24,13 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 #include "conv_common.hpp"
 #include "support.hpp"
@@ -344,6 +350,104 @@ task_function<T> task_for() {
   return task_baseline<T>;
 }
 
+// Narrow products (N <= narrow_columns, a regression head): a 32-column tile would do up to
+// 32 times the work, so each output is a dot product over K instead, vectorised along K with
+// four accumulators, B's columns gathered once per task into `columns` ([N][K], contiguous).
+inline constexpr int64_t narrow_columns = 4;
+
+template <class T>
+inline T element_of_b(const Product<T>& p, const int64_t k, const int64_t n) {
+  constexpr int64_t P = panel_width<T>;
+  return p.packed ? p.b[((n / P) * p.depth + k) * P + n % P] : p.b[k * p.ldb + n];
+}
+
+template <class T, int Bytes>
+inline __attribute__((always_inline)) void narrow_rows(const Product<T>& p, const T* columns,
+                                                       const int64_t i0, const int64_t i1) {
+  using vec = typename simd<T, Bytes>::type;
+  constexpr int lanes = Bytes / int(sizeof(T));
+  const int64_t depth = p.depth, whole = depth / (4 * lanes) * (4 * lanes);
+  for (int64_t i = i0; i < i1; ++i) {
+    const T* a = p.a + i * p.lda;
+    for (int64_t n = 0; n < p.columns; ++n) {
+      const T* w = columns + n * depth;
+      vec acc[4] = {vec{}, vec{}, vec{}, vec{}};
+      for (int64_t k = 0; k < whole; k += 4 * lanes)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; ++u)
+          acc[u] += load<vec>(a + k + u * lanes) * load<vec>(w + k + u * lanes);
+      const vec both = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+      T sum = T(0);
+      for (int l = 0; l < lanes; ++l) sum += both[l];
+      for (int64_t k = whole; k < depth; ++k) sum += a[k] * w[k];
+      T& out = p.c[i * p.ldc + n];
+      T value = p.init == ConvInit::bias ? p.bias[n] + sum
+                : p.init == ConvInit::accumulate ? out + sum : sum;
+      const T* res = p.residual ? p.residual + i * p.ldr + n : nullptr;
+      if (res && !p.residual_after) value = value + *res;
+      value = activate(p.activation, value);
+      if (res && p.residual_after) value = value + *res;
+      out = value;
+    }
+  }
+}
+
+template <class T>
+using narrow_function = void (*)(const Product<T>&, const T*, int64_t, int64_t);
+
+template <class T>
+void narrow_baseline(const Product<T>& p, const T* columns, int64_t i0, int64_t i1) {
+  narrow_rows<T, 16>(p, columns, i0, i1);
+}
+#if defined(LAPIS_GEMM_X86)
+template <class T>
+__attribute__((target("avx2,fma"))) void narrow_avx2(const Product<T>& p, const T* columns,
+                                                     int64_t i0, int64_t i1) {
+  narrow_rows<T, 32>(p, columns, i0, i1);
+}
+template <class T>
+__attribute__((target("avx512f,fma"))) void narrow_avx512(const Product<T>& p,
+                                                          const T* columns, int64_t i0,
+                                                          int64_t i1) {
+  narrow_rows<T, 64>(p, columns, i0, i1);
+}
+#endif
+
+template <class T>
+narrow_function<T> narrow_for() {
+#if defined(LAPIS_GEMM_X86)
+  switch (isa()) {
+    case Isa::avx512: return narrow_avx512<T>;
+    case Isa::avx2: return narrow_avx2<T>;
+    default: break;
+  }
+#endif
+  return narrow_baseline<T>;
+}
+
+// A growing buffer of this thread's (B's gathered columns, a chain's activations): the
+// worker threads of OpenMP and Threads live as long as the program, so it is allocated once.
+template <class T, int Slot>
+T* thread_scratch(const size_t count) {
+  static thread_local std::vector<T> scratch;
+  if (scratch.size() < count) scratch.resize(count);
+  return scratch.data();
+}
+
+// Rows [i0, i1) of product `p`: the tiles, or dot products where N is narrow.
+template <class T>
+void rows_of(const Product<T>& p, const task_function<T> tiles, const narrow_function<T> dots,
+             const int64_t i0, const int64_t i1) {
+  if (p.columns <= narrow_columns) {
+    T* columns = thread_scratch<T, 0>(size_t(p.columns * p.depth));
+    for (int64_t n = 0; n < p.columns; ++n)
+      for (int64_t k = 0; k < p.depth; ++k) columns[n * p.depth + k] = element_of_b(p, k, n);
+    dots(p, columns, i0, i1);
+    return;
+  }
+  tiles(p, i0, i1, 0, (p.columns + panel_width<T> - 1) / panel_width<T>);
+}
+
 // `batch` products, the operands of product b `stride_a * b` (etc.) elements on; every task
 // is one parallel_for iteration on `space`.
 template <class ExecutionSpace, class T>
@@ -353,6 +457,22 @@ void run(const ExecutionSpace& space, const char* label, const Product<T>& p,
   const task_function<T> run_task = task_for<T>();
   const int64_t panels = (p.columns + panel_width<T> - 1) / panel_width<T>;
   const int64_t row_tasks = (p.rows + row_block - 1) / row_block;
+  if (p.columns <= narrow_columns) {   // one task a row block, each its dot products
+    const narrow_function<T> dots = narrow_for<T>();
+    using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::Schedule<Kokkos::Dynamic>,
+                                      Kokkos::IndexType<int64_t>>;
+    Kokkos::parallel_for(label, range(space, 0, batch * row_tasks, Kokkos::ChunkSize(1)),
+                         [=](const int64_t t) {
+      const int64_t product = t / row_tasks, i0 = (t % row_tasks) * row_block;
+      Product<T> q = p;
+      q.a += product * stride_a;
+      q.b += product * stride_b;
+      q.c += product * stride_c;
+      if (q.residual) q.residual += product * stride_r;
+      rows_of(q, run_task, dots, i0, i0 + row_block < p.rows ? i0 + row_block : p.rows);
+    });
+    return;
+  }
   const int64_t column_tasks = (panels + panels_per_task - 1) / panels_per_task;
   const int64_t tasks = row_tasks * column_tasks;
   // Tasks handed out as threads free up: a core that other work slows takes fewer.
@@ -371,6 +491,60 @@ void run(const ExecutionSpace& space, const char* label, const Product<T>& p,
     q.c += product * stride_c;
     if (q.residual) q.residual += product * stride_r;
     run_task(q, i0, i1, q0, q1);
+  });
+}
+
+
+// One layer of a chain (lapis::linear_chain, gemm.hpp): activation(bias + x W^T), W packed.
+template <class T>
+struct ChainLayer {
+  const T* weight;
+  const T* bias;       // or nullptr: the sums start from zero
+  int64_t columns;     // N, the next layer's K
+  Activation activation;
+};
+
+// Consecutive linear layers, a block of rows through all of them in turn, one parallel_for for
+// the chain: the activations between layers stay in two buffers of the thread (its L2), and
+// the threads meet once, not once a layer -- on a core shared with other work, each meeting
+// waits for the slowest thread. Blocks of up to row_block rows, as many as a multiple of the
+// threads, so that both cores are busy at small batches too.
+template <class ExecutionSpace, class T, size_t L>
+void chain(const ExecutionSpace& space, const char* label, const T* x, const int64_t ldx,
+           const int64_t rows, const int64_t depth, const std::array<ChainLayer<T>, L>& layers,
+           T* y, const int64_t ldy) {
+  static_assert(L > 0, "a chain has layers");
+  const task_function<T> tiles = task_for<T>();
+  const narrow_function<T> dots = narrow_for<T>();
+  constexpr int64_t align = 64 / int64_t(sizeof(T));
+  int64_t ld = align;   // row stride of the buffers between layers
+  for (size_t l = 0; l + 1 < L; ++l)
+    ld = layers[l].columns > ld ? (layers[l].columns + align - 1) / align * align : ld;
+  const int64_t threads = space.concurrency() > 1 ? int64_t(space.concurrency()) : 1;
+  int64_t tasks = (rows + row_block - 1) / row_block;
+  tasks = (tasks + threads - 1) / threads * threads;
+  const int64_t block = (rows + tasks - 1) / tasks;
+  tasks = (rows + block - 1) / block;
+  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::Schedule<Kokkos::Dynamic>,
+                                    Kokkos::IndexType<int64_t>>;
+  Kokkos::parallel_for(label, range(space, 0, tasks, Kokkos::ChunkSize(1)), [=](const int64_t t) {
+    const int64_t r0 = t * block, count = rows - r0 < block ? rows - r0 : block;
+    T* buffers = thread_scratch<T, 1>(size_t(2 * block * ld));
+    const T* in = x + r0 * ldx;
+    int64_t ld_in = ldx, k = depth;
+    for (size_t l = 0; l < L; ++l) {
+      const bool last = l + 1 == L;
+      T* out = last ? y + r0 * ldy : buffers + int64_t(l % 2) * block * ld;
+      const int64_t ld_out = last ? ldy : ld;
+      const ChainLayer<T>& layer = layers[l];
+      const Product<T> q{in, ld_in, layer.weight, 0, true, out, ld_out, count, layer.columns, k,
+                         layer.bias ? ConvInit::bias : ConvInit::zero, layer.bias, nullptr, 0,
+                         false, layer.activation};
+      rows_of(q, tiles, dots, 0, count);
+      in = out;
+      ld_in = ld_out;
+      k = layer.columns;
+    }
   });
 }
 

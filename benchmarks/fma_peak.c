@@ -1,0 +1,75 @@
+// Peak float32 FMA throughput of one core, the yardstick for the GEMM micro-kernel's GFLOP/s.
+// Build: cc -O2 benchmarks/fma_peak.c -o fma_peak   (no -march: the kernels carry targets)
+// Prints the clock (a chain of dependent integer adds, one a cycle) and, for AVX2 and
+// AVX-512F, the measured FMA rate: 12 independent accumulators (more than latency 4 x 2
+// ports), so throughput, not latency, bounds it. Peak = clock x FMAs a cycle x lanes x 2.
+// Each figure is the best of 10 short runs: on a machine shared with other work, some run
+// gets the core to itself.
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+static double now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
+// Cycles/s: one dependent add a cycle, unrolled so the loop's own work hides under it.
+static double clock_hz(void) {
+  const long n = 100000000;
+  uint64_t x = 1;
+  double start = now();
+  for (long i = 0; i < n; i += 8)
+    __asm__ volatile("add %0, %0\n add %0, %0\n add %0, %0\n add %0, %0\n"
+                     "add %0, %0\n add %0, %0\n add %0, %0\n add %0, %0\n" : "+r"(x));
+  return n / (now() - start);
+}
+
+#define FMA12(V)                                                                         \
+  __asm__ volatile(                                                                      \
+      "vfmadd231ps %" #V "12, %" #V "13, %" #V "0\n vfmadd231ps %" #V "12, %" #V "13, %" #V "1\n" \
+      "vfmadd231ps %" #V "12, %" #V "13, %" #V "2\n vfmadd231ps %" #V "12, %" #V "13, %" #V "3\n" \
+      "vfmadd231ps %" #V "12, %" #V "13, %" #V "4\n vfmadd231ps %" #V "12, %" #V "13, %" #V "5\n" \
+      "vfmadd231ps %" #V "12, %" #V "13, %" #V "6\n vfmadd231ps %" #V "12, %" #V "13, %" #V "7\n" \
+      "vfmadd231ps %" #V "12, %" #V "13, %" #V "8\n vfmadd231ps %" #V "12, %" #V "13, %" #V "9\n" \
+      "vfmadd231ps %" #V "12, %" #V "13, %" #V "10\n vfmadd231ps %" #V "12, %" #V "13, %" #V "11\n" \
+      ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",  \
+      "xmm10", "xmm11")
+
+__attribute__((target("avx2,fma"))) static double fmas_avx2(long n) {
+  double start = now();
+  for (long i = 0; i < n; ++i) FMA12(%ymm);
+  double s = now() - start;
+  __asm__ volatile("vzeroupper");
+  return 12.0 * n / s;
+}
+
+__attribute__((target("avx512f"))) static double fmas_avx512(long n) {
+  double start = now();
+  for (long i = 0; i < n; ++i) FMA12(%zmm);
+  double s = now() - start;
+  __asm__ volatile("vzeroupper");
+  return 12.0 * n / s;
+}
+
+int main(void) {
+  const long n = 10000000;
+  double hz = 0;
+  for (int r = 0; r < 10; ++r) { double h = clock_hz(); if (h > hz) hz = h; }
+  printf("clock %.3f GHz (dependent adds)\n", hz * 1e-9);
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    double best = 0;
+    for (int r = 0; r < 10; ++r) { double f = fmas_avx2(n); if (f > best) best = f; }
+    printf("avx2:   %.2f FMA/cycle, %.1f GFLOP/s fp32 a core (8 lanes x 2)\n", best / hz,
+           best * 8 * 2 * 1e-9);
+  }
+  if (__builtin_cpu_supports("avx512f")) {
+    double best = 0;
+    for (int r = 0; r < 10; ++r) { double f = fmas_avx512(n); if (f > best) best = f; }
+    printf("avx512: %.2f FMA/cycle, %.1f GFLOP/s fp32 a core (16 lanes x 2); "
+           "peak at 2 FMA ports: %.1f\n", best / hz, best * 16 * 2 * 1e-9, hz * 2 * 16 * 2 * 1e-9);
+  }
+  return 0;
+}
