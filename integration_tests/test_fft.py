@@ -7,7 +7,8 @@ float64 as well).
 
 torch.onnx.export writes no FNO: dynamo=True has no ONNX function for complex einsum /
 constant_pad_nd / select, dynamo=False none for aten::fft_rfft2. Its DFT rows are the cases it
-does write (transforms of real tensors).
+does write (transforms of real tensors). The FNOs' TorchScript rows are torch.jit.trace files,
+whose size arithmetic (`x.size(-1) // 2 + 1`) the frontend folds back into sizes.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ sys.path.insert(0, str(ROOT / "benchmarks" / "conformance"))
 # (model, format): every row is one package of the batched build.
 CASES = [
     ("fno2d", "pt2"), ("fno1d", "pt2"), ("fno1d_f64", "pt2"),
+    ("fno2d", "torchscript"), ("fno1d_f64", "torchscript"),
     ("rfft_norms", "pt2"), ("irfft_norms", "pt2"), ("fft_ifft", "pt2"),
     ("complex_fft2", "pt2"), ("rfft2_irfft2", "pt2"), ("rfftn_irfftn", "pt2"),
     ("complex_elementwise", "pt2"), ("complex_matmul", "pt2"),
@@ -66,9 +68,13 @@ def export_case(name: str, fmt: str, work: Path) -> dict:
     net, example = build_model(name)
     with torch.no_grad():
         reference = net(example)
+    shapes = None
     if fmt == "pt2":
         model = case_dir / "model.pt2"
         torch.export.save(torch.export.export(net, (example,)), str(model))
+    elif fmt == "torchscript":
+        model, shapes = case_dir / "model.pt", [tuple(example.shape)]
+        torch.jit.trace(net, (example,)).save(str(model))
     else:
         model = case_dir / "model.onnx"
         torch.onnx.export(net, (example,), str(model), dynamo=True, verbose=False)
@@ -81,7 +87,7 @@ def export_case(name: str, fmt: str, work: Path) -> dict:
     record = {"name": name, "path": fmt, "key": key(name, fmt), "category": None,
               "stage": "", "reason": ""}
     try:
-        loaded = frontend.load(model, None)
+        loaded = frontend.load(model, shapes)
         lowered = lowering.run(importer.to_linalg(loaded), "openmp")
         source = emit.kokkos(lowered, key(name, fmt), "openmp")
         package.write(source, package_dir, package.PackageOptions(force=True))

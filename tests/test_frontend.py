@@ -172,6 +172,29 @@ def test_torchscript_dynamic_dim_from_a_letter(tmp_path):
         torch.testing.assert_close(loaded.program.module()(x), model(x), atol=1e-6, rtol=0)
 
 
+class HalfSpectrum(nn.Module):
+    """Size arithmetic as an FNO writes it: traced, `x.size(-1) // 2 + 1` is arithmetic on
+    0-d tensors read back by aten::Int."""
+
+    def forward(self, x):
+        keep = torch.zeros(x.shape[0], x.size(-1) // 2 + 1)
+        keep[:, :3] = x[:, :3]
+        return keep * 2 - 1
+
+
+@pytest.mark.parametrize("shape", [(2, 10), (-1, 10)])
+def test_traced_size_arithmetic_stays_a_size(tmp_path, shape):
+    path = tmp_path / "half.pt"
+    torch.jit.save(torch.jit.trace(HalfSpectrum(), torch.randn(2, 10)), path)
+    loaded = frontend.load(path, [shape])
+    scalar_reads = [node for node in loaded.program.graph.nodes
+                    if node.target is torch.ops.aten._local_scalar_dense.default]
+    assert scalar_reads == []
+    for batch in ((2,) if shape[0] > 0 else (1, 5)):
+        x = torch.randn(batch, 10)
+        torch.testing.assert_close(loaded.program.module()(x), HalfSpectrum()(x))
+
+
 def test_dtype_float64_converts_weights_and_inputs(tmp_path):
     path = tmp_path / "model.pt2"
     torch.manual_seed(0)

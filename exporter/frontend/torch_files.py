@@ -17,7 +17,6 @@ from .torch_program import (SHAPE_HINT, export_program, format_shape, input_spec
 
 def load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) -> LoadedModel:
     import torch
-    from torch._export.converter import TS2EPConverter
 
     if not input_shapes:
         raise ExportError(f"{path}: TorchScript files do not record input shapes; pass "
@@ -38,7 +37,7 @@ def load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) -> 
     try:
         with torch_errors(path, "could not convert TorchScript to torch.export"), \
                 quiet_torch():
-            program = TS2EPConverter(script, sample).convert()
+            program = _converter(script, sample).convert()
             # The converter marks every dimension Dim.AUTO; re-export to pin the given shapes
             # (dynamic ones stay dynamic).
             program = export_program(program.module(), sample, input_shapes)
@@ -50,6 +49,97 @@ def load_torchscript(path: Path, input_shapes: list[tuple[int, ...]] | None) -> 
                           "as the model takes it") from exc
     return LoadedModel(path=path, kind="torchscript", program=program,
                        inputs=input_specs(path, program), source_sha256="")
+
+
+def _converter(script, sample):
+    """torch's TorchScript -> torch.export converter, with the traced size arithmetic folded
+    back into integers (see _fold_size_arithmetic)."""
+    from torch._export.converter import TS2EPConverter
+
+    class Converter(TS2EPConverter):
+        def retrace_as_exported_program(self, gm, name_to_constant):
+            _fold_size_arithmetic(gm)
+            return super().retrace_as_exported_program(gm, name_to_constant)
+
+    return Converter(script, sample)
+
+
+def _fold_size_arithmetic(gm) -> None:
+    """torch.jit.trace records `x.size(-1) // 2 + 1` as arithmetic on 0-d tensors
+    (prim::NumToTensor, aten::floor_divide, aten::add) read back by aten::Int, which the
+    converter turns into `.item()`: a data-dependent size that torch.export cannot reason about
+    (an FNO's `out_ft[..., :modes]` then fails on "could not guard on u0 < 33"). Where such a
+    read-back is arithmetic on sizes and constants only, compute it on the sizes themselves."""
+    import operator
+
+    import torch
+
+    aten = torch.ops.aten
+    binary = {aten.add.Tensor: operator.add, aten.add.Scalar: operator.add,
+              aten.sub.Tensor: operator.sub, aten.sub.Scalar: operator.sub,
+              aten.mul.Tensor: operator.mul, aten.mul.Scalar: operator.mul,
+              aten.floor_divide.default: operator.floordiv,
+              aten.floor_divide.Scalar: operator.floordiv,
+              aten.remainder.Tensor: operator.mod, aten.remainder.Scalar: operator.mod}
+
+    def integer(node, build):
+        """The integer `node` holds, as an FX value built by `build`, or None."""
+        if not isinstance(node, torch.fx.Node):
+            return node if isinstance(node, int) and not isinstance(node, bool) else None
+        if node.op == "get_attr":
+            value = getattr(gm, node.target, None)
+            if (isinstance(value, torch.Tensor) and value.dim() == 0
+                    and not value.is_floating_point() and not value.is_complex()
+                    and value.dtype != torch.bool):
+                return int(value)
+            return None
+        if node.op != "call_function":
+            return None
+        if node.target is aten.scalar_tensor.default or node.target is aten.scalar_tensor:
+            source = node.args[0]
+            if isinstance(source, torch.fx.Node) and source.target in (
+                    aten.sym_size, aten.sym_size.int, aten.sym_numel, aten.sym_numel.default):
+                return source
+            return integer(source, build)
+        if node.target is aten._to_copy.default and set(node.kwargs) <= {"dtype"} and \
+                node.kwargs.get("dtype") in (torch.int32, torch.int64):
+            return integer(node.args[0], build)
+        if node.target in binary and node.kwargs.get("alpha", 1) == 1 and len(node.args) == 2:
+            left, right = (integer(a, build) for a in node.args)
+            if left is None or right is None:
+                return None
+            return build(binary[node.target], left, right)
+        if node.target is aten.neg.default:
+            value = integer(node.args[0], build)
+            return None if value is None else build(operator.neg, value)
+        return None
+
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target is not aten._local_scalar_dense.default:
+            continue
+        # A dry run first: fold only what folds entirely.
+        if integer(node.args[0], lambda op, a, b=None: 0) is None:
+            continue
+        with gm.graph.inserting_before(node):
+            value = integer(node.args[0], lambda op, *args: gm.graph.call_function(op, args))
+        node.replace_all_uses_with(value) if isinstance(value, torch.fx.Node) else \
+            _replace_with_constant(node, value)
+    gm.graph.eliminate_dead_code()
+    gm.recompile()
+
+
+def _replace_with_constant(node, value: int) -> None:
+    for user in list(node.users):
+        user.args = tuple(_substitute(a, node, value) for a in user.args)
+        user.kwargs = {k: _substitute(v, node, value) for k, v in user.kwargs.items()}
+
+
+def _substitute(argument, node, value):
+    if argument is node:
+        return value
+    if isinstance(argument, (list, tuple)):
+        return type(argument)(_substitute(a, node, value) for a in argument)
+    return argument
 
 
 # Storage classes in a pickle -> the dtype of the tensor they hold.
@@ -66,7 +156,6 @@ def _shape_misfit(script, names: list[str], shapes: list[tuple[int, ...]],
     shapes and run on inputs of the given ones until an op fails; the layer is the module
     whose weights that op reads."""
     import torch
-    from torch._export.converter import TS2EPConverter
 
     if not traced:
         return None
@@ -84,7 +173,7 @@ def _shape_misfit(script, names: list[str], shapes: list[tuple[int, ...]],
         with quiet_torch():
             sample = tuple(torch.zeros(shape, dtype=getattr(torch, dtype))
                            for dtype, shape in traced)
-            module = TS2EPConverter(script, sample).convert().module()
+            module = _converter(script, sample).convert().module()
             given_inputs = [torch.randn([d if d >= 0 else t for d, t in zip(wanted, shape)],
                                         generator=generator).to(getattr(torch, dtype))
                             for wanted, (dtype, shape) in zip(shapes, traced)]
