@@ -167,6 +167,23 @@ class SequenceModel(nn.Module):
         return self.head(out[:, -1])
 
 
+class CellSolve(nn.Module):
+    """A per-cell update around a batched 3x3 solve: a small MLP gives the right-hand side."""
+
+    def __init__(self, size: int = 3, hidden: int = 16):
+        super().__init__()
+        self.rhs = nn.Sequential(nn.Linear(size, hidden), nn.Tanh(), nn.Linear(hidden, size))
+
+    def forward(self, A, x):
+        return torch.linalg.solve(A, self.rhs(x)) + x
+
+
+def _cells(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Well-conditioned 3x3 matrices (a random one plus 3 I) and a state per cell."""
+    A = _randn(count, 3, 3, seed=seed) + 3 * torch.eye(3)
+    return A, _randn(count, 3, seed=seed + 1)
+
+
 def _graph(nodes: int, edges: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(nodes, 8, generator=generator)
@@ -229,15 +246,15 @@ ZOO = [
              dtype=torch.float64, file_reference=("onnx_dynamo",)),
     ZooModel("unet", UNet, lambda: (_randn(1, 2, 16, 16),)),
     ZooModel("unet_bilinear", lambda: UNet(bilinear=True), lambda: (_randn(1, 2, 16, 16),)),
-    # Not yet through the legacy ONNX exporter's file (a Reshape of unknown rank before a
-    # rank-5 Transpose that torch-mlir cannot lower).
-    ZooModel("encoder", Encoder, lambda: (_randn(2, 6, 32),),
-             formats=("pt2", "torchscript", "onnx_dynamo")),
+    ZooModel("encoder", Encoder, lambda: (_randn(2, 6, 32),)),
     ZooModel("encoder_masked", lambda: Encoder(masked=True),
-             lambda: (_randn(2, 6, 32), _padding_mask()),
-             formats=("pt2", "torchscript", "onnx_dynamo")),
+             lambda: (_randn(2, 6, 32), _padding_mask())),
     ZooModel("field3d", FieldModel3D, lambda: (_randn(1, 2, 6, 6, 6),)),
     ZooModel("lstm", SequenceModel, lambda: (_randn(2, 8, 4),)),
+    # torch.onnx writes no linalg.solve (neither exporter has a conversion for it).
+    ZooModel("cell_solve", CellSolve, lambda: _cells(8, seed=3),
+             formats=("pt2", "torchscript"), dynamic=({0: "cells"}, {0: "cells"}),
+             runs=lambda: [_cells(1, seed=4), _cells(100, seed=5), _cells(0, seed=6)]),
 ]
 
 
