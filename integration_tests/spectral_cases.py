@@ -174,6 +174,20 @@ class DftOnnx(nn.Module):
                      torch.view_as_real(torch.fft.ifft(torch.fft.fft(x, norm="forward")[..., :5])))
 
 
+class DftOnnxLong(nn.Module):
+    """ONNX DFTs long enough for the FFT kernel: a one-sided 512, a full 512 of a real signal,
+    its inverse (a complex input), a mixed-radix 96 along another axis, and a prime 61 that
+    stays a DFT product."""
+
+    def forward(self, x):                        # x [2, 3, 512]
+        fft = torch.fft
+        z = fft.fft(x, norm="forward")
+        return _flat(torch.view_as_real(fft.rfft(x, norm="ortho")),
+                     torch.view_as_real(fft.ifft(z)),
+                     torch.view_as_real(fft.fft(x[..., :96].transpose(1, 2), dim=1)),
+                     torch.view_as_real(fft.rfft(x[..., :61])))
+
+
 def build(name: str, seed: int = 0):
     """(module, input shape, dtype) of case `name`."""
     torch.manual_seed(seed)
@@ -189,6 +203,7 @@ def build(name: str, seed: int = 0):
         "complex_elementwise": (ComplexElementwise, (2, 3, 8, 2), torch.float32),
         "complex_matmul": (ComplexMatmul, (2, 4, 6, 2), torch.float32),
         "dft_onnx": (DftOnnx, (2, 3, 16), torch.float32),
+        "dft_onnx_long": (DftOnnxLong, (2, 3, 512), torch.float32),
         "fft_kernel": (FftKernel, (2, 3, 512), torch.float32),
         "fft_kernel_f64": (FftKernel, (2, 3, 512), double),
         "fft_lines": (FftLines, (4, 96), torch.float32),
@@ -204,5 +219,5 @@ def build(name: str, seed: int = 0):
 
 NAMES = ("rfft_norms", "irfft_norms", "fft_ifft", "complex_fft2", "rfft2_irfft2",
          "rfftn_irfftn", "truncated_spectrum", "complex_elementwise", "complex_matmul",
-         "dft_onnx", "rfft2_irfft2_f64", "irfft_norms_f64", "complex_elementwise_f64",
+         "dft_onnx", "dft_onnx_long", "rfft2_irfft2_f64", "irfft_norms_f64", "complex_elementwise_f64",
          "fft_kernel", "fft_kernel_f64", "fft_lines")

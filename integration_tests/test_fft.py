@@ -34,7 +34,7 @@ CASES = [
     ("complex_fft2", "pt2"), ("rfft2_irfft2", "pt2"), ("rfftn_irfftn", "pt2"),
     ("complex_elementwise", "pt2"), ("complex_matmul", "pt2"),
     ("rfft2_irfft2_f64", "pt2"), ("complex_elementwise_f64", "pt2"),
-    ("rfft_norms", "onnx"), ("dft_onnx", "onnx"),
+    ("rfft_norms", "onnx"), ("dft_onnx", "onnx"), ("dft_onnx_long", "onnx"),
     ("fft_kernel", "pt2"), ("fft_kernel_f64", "pt2"),
 ]
 # Cases whose full transforms take the FFT kernel (lapis/fft.hpp), and how many calls of it
@@ -123,6 +123,13 @@ def test_matches_pytorch(results, name, fmt):
 def test_full_transforms_take_the_kernel(results, name):
     record = results[key(name, "pt2")]
     assert (record.get("fft_calls"), record.get("dense_61")) == (KERNEL_CASES[name], True)
+
+
+def test_onnx_dfts_take_the_kernel(results):
+    """ONNX DFT nodes reach the same kernel by the same cost rule (onnx_rewrites.py): all five
+    of dft_onnx_long but the prime length 61, and dft_onnx's three (lengths 16, 16 and 5)."""
+    long, short = results[key("dft_onnx_long", "onnx")], results[key("dft_onnx", "onnx")]
+    assert (long.get("fft_calls"), short.get("fft_calls")) == (4, 3)
 
 
 # The kernel over a dynamic number of lines (none, one, a group of 8 and one more), built as

@@ -20,20 +20,31 @@ CALLEES = {callee for callee, _, _ in OPS.values()}
 _CONTRACT_CHECK = ",torch-verify-linalg-on-tensors-backend-contract"
 
 
+def _custom_name(op) -> str:
+    """The custom op a `torch.operator` stands for: "torch.lapis.fft" from the FX importer,
+    "onnx.lapis_fft" from the ONNX importer (a node of onnx_rewrites.FFT_DOMAIN) -> "lapis.fft"."""
+    from torch_mlir import ir
+
+    name = ir.StringAttr(op.attributes["name"]).value
+    if name.startswith("onnx.lapis_"):
+        return "lapis." + name.removeprefix("onnx.lapis_")
+    return name.removeprefix("torch.")
+
+
 def rewrite_custom_ops(module) -> int:
-    """Replace each `torch.operator "torch.lapis.*"` in `module` by a `func.call` of a
-    private declaration of the same types; returns how many."""
+    """Replace each `torch.operator "torch.lapis.*"` (or an ONNX node's "onnx.lapis_*") in
+    `module` by a `func.call` of a private declaration of the same types; returns how many."""
     from torch_mlir import ir
 
     found = [op for op in walk(module.operation) if op.name == "torch.operator"
-             and ir.StringAttr(op.attributes["name"]).value.removeprefix("torch.") in OPS]
+             and _custom_name(op) in OPS]
     if not found:
         return 0
     declared: dict[str, object] = {}
     with module.context:
         read_only = ir.DictAttr.get({"bufferization.access": ir.StringAttr.get("read")})
         for op in found:
-            custom = ir.StringAttr(op.attributes["name"]).value.removeprefix("torch.")
+            custom = _custom_name(op)
             base = OPS[custom][0]
             argument_types = [value.type for value in op.operands]
             result_types = [result.type for result in op.results]

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import ExportError
 from ..handoff import ImportedModel, LoadedModel, Weight
 from ..names import c_identifier
-from . import onnx_rewrites
+from . import custom_ops, onnx_rewrites
 
 # Float tensors with more elements than this are weights; smaller ones stay IR constants.
 LITERAL_MAX_ELEMENTS = 16
@@ -90,6 +90,9 @@ def _import_and_lower(proto, torch_pipeline: str):
     except Exception as exc:  # OnnxImportError, or an assertion on an odd graph
         raise ExportError(f"torch-mlir could not import the ONNX graph: "
                           f"{_first_line(exc)}") from exc
+    calls = custom_ops.rewrite_custom_ops(module)   # the FFT kernel's nodes (onnx_rewrites)
+    if calls:
+        _declare_opset(module)
     diagnostics: list[str] = []
 
     def collect(diagnostic) -> bool:    # handled: kept for the one-line message, not printed
@@ -97,7 +100,11 @@ def _import_and_lower(proto, torch_pipeline: str):
         diagnostics.append(f"{diagnostic.message} [at {diagnostic.location}]")
         return True
     context.attach_diagnostic_handler(collect)
-    for description, pipeline in ((PIPELINE[0][0], torch_pipeline), PIPELINE[1]):
+    to_linalg = PIPELINE[1][1]
+    if calls:
+        with context:
+            to_linalg = custom_ops.linalg_pipeline(to_linalg)
+    for description, pipeline in ((PIPELINE[0][0], torch_pipeline), (PIPELINE[1][0], to_linalg)):
         try:
             run_pipeline_with_repro_report(module, pipeline, f"lowering to {description}")
         except TorchMlirCompilerError as exc:
@@ -106,7 +113,24 @@ def _import_and_lower(proto, torch_pipeline: str):
                               f"{unsupported_op_summary(report)}",
                               hint="the op named above has no torch-mlir lowering to linalg"
                               ) from exc
+    if calls:
+        custom_ops.check_contract(module, "the ONNX graph")
     return module
+
+
+def _declare_opset(module) -> None:
+    """The ONNX -> torch pass wants every function to say its opset: the custom ops'
+    declarations say the graph's."""
+    from torch_mlir import ir
+
+    functions = [op.operation for op in module.body.operations if op.operation.name == "func.func"]
+    attributes = functions[0].attributes
+    meta = [(attributes[i].name, attributes[i].attr) for i in range(len(attributes))
+            if attributes[i].name.startswith("torch.onnx_meta.")]
+    for function in functions[1:]:
+        for name, value in meta:
+            if name not in function.attributes:
+                function.attributes[name] = value
 
 
 def _lift_weights(graph) -> list:

@@ -9,11 +9,13 @@ import math
 
 import numpy as np
 
+from .. import fft as _fft_kernel
+
 
 def rewrite(model) -> bool:
     """Apply every rewrite to `model` (a shape-inferred onnx.ModelProto) in place; True when a
     node was rewritten (the caller then infers the new intermediate shapes)."""
-    graph = _Graph(model.graph)
+    graph = _Graph(model.graph, model)
     for node in list(model.graph.node):
         for fix in REWRITES:
             replacement = fix(graph, node)
@@ -26,8 +28,8 @@ def rewrite(model) -> bool:
 class _Graph:
     """A graph with the element types and shapes of its tensors; counts the new names."""
 
-    def __init__(self, graph):
-        self.graph = graph
+    def __init__(self, graph, model=None):
+        self.graph, self.model = graph, model    # the model: for its opset imports
         self.changed = False
         self.types = {}
         for value in [*graph.input, *graph.value_info, *graph.output]:
@@ -499,8 +501,6 @@ def dft_as_matmul(graph: _Graph, node):
     outputs = range(n // 2 + 1 if attributes.get("onesided", 0) else n)
     inputs = range(min(size, n))
     dtype = np.float64 if graph.dtype(node.input[0]) == 11 else np.float32
-    matrix = dft_matrix(n, inputs, outputs, real_in, False, 1 if inverse else -1,
-                        1.0 / n if inverse else 1.0)
     b = _Builder(graph, node)
     signal = node.input[0]
     if size > n:
@@ -509,11 +509,63 @@ def dft_as_matmul(graph: _Graph, node):
     perm = [d for d in range(rank - 1) if d != axis] + [axis, rank - 1]
     moved = b.op("Transpose", signal, perm=perm)
     lead = [shape[d] for d in perm[:-2]]
+    if graph.model is not None and _fft_kernel.prefers_fft(n, len(inputs), len(outputs),
+                                                           real_in, False):
+        return _dft_on_fft_kernel(graph, node, b, moved, lead, perm, len(inputs), n, real_in,
+                                  inverse, len(outputs), dtype)
+    matrix = dft_matrix(n, inputs, outputs, real_in, False, 1 if inverse else -1,
+                        1.0 / n if inverse else 1.0)
     flat = b.op("Reshape", moved, b.const([-1, len(inputs) * shape[-1]], np.int64))
     product = b.op("MatMul", flat, b.const(matrix, dtype))
     spectrum = b.op("Reshape", product, b.const(lead + [len(outputs), 2], np.int64))
     b.op("Transpose", spectrum, perm=[perm.index(d) for d in range(rank)], out=node.output[0])
     return b.nodes
+
+
+# The FFT kernel's ops as ONNX nodes: importer/onnx_graph.py turns them into the same calls as
+# the PyTorch path's lapis::fft custom ops (importer/custom_ops.py).
+FFT_DOMAIN = "lapis"
+
+
+def _dft_on_fft_kernel(graph: _Graph, node, b: _Builder, moved: str, lead: list[int],
+                       perm: list[int], given: int, n: int, real_in: bool, inverse: bool,
+                       kept: int, dtype) -> list:
+    """A DFT long enough for the O(n log n) kernel (exporter/fft.py's cost rule): the signal,
+    moved to [..., given, 1 or 2], as [lines, given(, 2)] through lapis `rfft` (a real signal,
+    one-sided) or `fft` / `ifft` (a zero imaginary part appended to a real one), then back."""
+    from onnx import TensorProto, helper
+
+    lines = int(np.prod(lead, dtype=np.int64)) if lead else 1
+    one_sided = real_in and kept == n // 2 + 1
+    if one_sided:
+        signal, kind = b.op("Reshape", moved, b.const([lines, given], np.int64)), "rfft"
+    else:
+        signal = b.op("Reshape", moved, b.const([lines, given, -1], np.int64))
+        if real_in:
+            signal = b.op("Pad", signal, b.const([0, 0, 0, 0, 0, 1], np.int64))   # im = 0
+        kind = "ifft" if inverse else "fft"
+    twiddles = b.const(_fft_kernel.twiddles(n, torch_dtype(dtype)).numpy(), dtype)
+    scale = b.const([1.0 / n if inverse else 1.0], dtype)
+    spectrum = b._name()
+    b.nodes.append(helper.make_node(f"lapis_{kind}", [signal, twiddles, scale], [spectrum],
+                                    domain=FFT_DOMAIN))
+    rows = n // 2 + 1 if one_sided else n
+    elem = TensorProto.DOUBLE if dtype == np.float64 else TensorProto.FLOAT
+    graph.graph.value_info.append(helper.make_tensor_value_info(spectrum, elem, [lines, rows, 2]))
+    if not any(entry.domain == FFT_DOMAIN for entry in graph.model.opset_import):
+        graph.model.opset_import.append(helper.make_opsetid(FFT_DOMAIN, 1))
+    if rows != kept:
+        spectrum = b.op("Slice", spectrum, b.const([0], np.int64), b.const([kept], np.int64),
+                        b.const([1], np.int64))
+    spectrum = b.op("Reshape", spectrum, b.const(lead + [kept, 2], np.int64))
+    b.op("Transpose", spectrum, perm=[perm.index(d) for d in range(len(perm))],
+         out=node.output[0])
+    return b.nodes
+
+
+def torch_dtype(dtype):
+    import torch
+    return torch.float64 if dtype == np.float64 else torch.float32
 
 
 def _constant(graph: _Graph, name: str):
