@@ -18,14 +18,15 @@
 // activations between layers in two buffers of the thread: one parallel_for for the chain.
 // --precision bf16 (float): A and B rounded to bfloat16 (to nearest even) as they are packed,
 // float sums, the epilogue in float; a linear layer's weight packed at export in bfloat16, two
-// rows of K side by side (tuned_ops.pack_linear_weight_bf16). With AVX512_BF16, vdpbf16ps
-// (12 rows x 2 zmm, 32 multiply-adds an instruction); without, the same products on the
-// operands widened to float, by FMA: a product of two bfloat16 values is exact in float, and
+// rows of K side by side (tuned_ops.pack_linear_weight_bf16). With AVX512_BF16 and
+// LAPIS_GEMM_ISA=avx512_bf16, vdpbf16ps (12 rows x 2 zmm, 32 multiply-adds an instruction);
+// else the same products on the operands widened to float, by FMA: a product of two bfloat16 values is exact in float, and
 // each pair is added odd then even, as vdpbf16ps does, so the sums agree across instruction
-// sets up to their order (and vdpbf16ps' flushing of denormals).
+// sets up to their order (and vdpbf16ps' flushing of denormals). The FMA kernel is the
+// default: vdpbf16ps was the slower of the two where measured (see isa()).
 // The instruction set is picked once at run time (__builtin_cpu_supports); the environment
-// variable LAPIS_GEMM_ISA=avx512|avx2|baseline forces a lower one (for tests and comparisons;
-// avx512 is the bfloat16 fallback on a CPU with AVX512_BF16).
+// variable LAPIS_GEMM_ISA=avx2|baseline forces a lower one (for tests and comparisons),
+// LAPIS_GEMM_ISA=avx512_bf16 the vdpbf16ps kernel where the CPU has AVX512_BF16.
 // No fast-math: float SiLU and sigmoid take a vectorised exp (Cephes' expf, within 2 ulp);
 // GELU, tanh and double precision call std::erf / std::tanh / std::exp per element.
 #pragma once
@@ -359,13 +360,18 @@ inline Isa isa() {
 #if defined(LAPIS_GEMM_X86)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
     if (best == Isa::avx2 && __builtin_cpu_supports("avx512f")) best = Isa::avx512;
-    if (best == Isa::avx512 && __builtin_cpu_supports("avx512bf16")) best = Isa::avx512_bf16;
+    const bool dot = best == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+    const bool dot = false;
 #endif
     const char* forced = std::getenv("LAPIS_GEMM_ISA");
     if (forced && std::strcmp(forced, "baseline") == 0) return Isa::baseline;
-    if (forced && std::strcmp(forced, "avx2") == 0 && best >= Isa::avx512) return Isa::avx2;
-    if (forced && std::strcmp(forced, "avx512") == 0 && best == Isa::avx512_bf16)
-      return Isa::avx512;
+    if (forced && std::strcmp(forced, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+    // vdpbf16ps only when asked for: on the Xeon (Sapphire Rapids) it was measured on, it
+    // retires half a zmm a cycle, 32 flops, against 64 for float FMA on two ports
+    // (benchmarks/fma_peak.c), and the FMA kernel on widened bfloat16 ran faster
+    // (benchmarks/results_cpu.md).
+    if (forced && std::strcmp(forced, "avx512_bf16") == 0 && dot) return Isa::avx512_bf16;
     return best;
   }();
   return chosen;
@@ -498,10 +504,49 @@ inline __attribute__((always_inline)) float float_of_bits(const uint32_t w) {
   return f;
 }
 
+// Float lanes (as their bits) -> the bits of the nearest bfloat16 in each lane's low half, the
+// high half zero: lapis::to_bfloat16 on a vector.
+template <int Bytes>
+inline __attribute__((always_inline)) typename simd_int<Bytes>::type bfloat16_lanes(
+    const typename simd_int<Bytes>::type bits) {
+  using ivec = typename simd_int<Bytes>::type;
+  using uvec = typename simd<uint32_t, Bytes>::type;
+  const uvec u = (uvec)bits;
+  const uvec nan = (uvec)((u & 0x7fffffffu) > 0x7f800000u);
+  const uvec rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uvec quiet = (u >> 16) | 0x40u;
+  return (ivec)((rounded & ~nan) | (quiet & nan));
+}
+
+// to[j] = to_bfloat16(from[j]).bits for j < count, a vector at a time; or, to float, the
+// rounded values.
+template <int Bytes>
+inline __attribute__((always_inline)) void round_row(const float* from, uint16_t* to,
+                                                     const int64_t count) {
+  using ivec = typename simd_int<Bytes>::type;
+  constexpr int lanes = Bytes / 4;
+  using hvec = typename simd<uint16_t, Bytes / 2>::type;
+  int64_t j = 0;
+  for (; j + lanes <= count; j += lanes)
+    store<hvec>(to + j,
+                __builtin_convertvector(bfloat16_lanes<Bytes>(load<ivec>(from + j)), hvec));
+  for (; j < count; ++j) to[j] = to_bfloat16(from[j]).bits;
+}
+template <int Bytes>
+inline __attribute__((always_inline)) void round_row(const float* from, float* to,
+                                                     const int64_t count) {
+  using ivec = typename simd_int<Bytes>::type;
+  constexpr int lanes = Bytes / 4;
+  int64_t j = 0;
+  for (; j + lanes <= count; j += lanes)
+    store<ivec>(to + j, bfloat16_lanes<Bytes>(load<ivec>(from + j)) << 16);
+  for (; j < count; ++j) to[j] = to_float(to_bfloat16(from[j]));
+}
+
 // Rows x 2 vectors of sums over kpc pairs on float FMAs (multiply + add where the target has
-// no FMA: the same sums, the products being exact).
+// no FMA: the same sums, the products being exact); A's rows already rounded, as float.
 template <int Bytes, int Rows>
-inline __attribute__((always_inline)) void micro_bf16(const int64_t kpc, const uint16_t* a,
+inline __attribute__((always_inline)) void micro_bf16(const int64_t kpc, const float* a,
                                                       const int64_t lda, const uint32_t* panel,
                                                       float* tile) {
   using vec = typename simd<float, Bytes>::type;
@@ -518,8 +563,7 @@ inline __attribute__((always_inline)) void micro_bf16(const int64_t kpc, const u
     const vec odd1 = (vec)(w1 & high_half), even1 = (vec)(w1 << 16);
 #pragma GCC unroll 16
     for (int r = 0; r < Rows; ++r) {
-      const uint32_t x = word_at(a + r * lda + 2 * k);
-      const float odd = float_of_bits(x & 0xffff0000u), even = float_of_bits(x << 16);
+      const float even = a[r * lda + 2 * k], odd = a[r * lda + 2 * k + 1];
       acc[r][0] += odd * odd0;
       acc[r][1] += odd * odd1;
       acc[r][0] += even * even0;
@@ -562,9 +606,9 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) void micro_dot(
 }
 #endif
 
-template <int Bytes, int TileRows, bool Dot>
+template <int Bytes, int TileRows, bool Dot, class Rounded>
 inline __attribute__((always_inline)) void strip_bf16(const Product<float>& p, const int64_t kpc,
-                                                      const uint16_t* rounded,
+                                                      const Rounded* rounded,
                                                       const uint32_t* panel, const int64_t i0,
                                                       const int64_t i1, const int64_t n,
                                                       const int valid, const bool first,
@@ -573,7 +617,7 @@ inline __attribute__((always_inline)) void strip_bf16(const Product<float>& p, c
   alignas(64) float tile[TileRows * 2 * lanes];
   for (int64_t i = i0; i < i1; i += TileRows) {
     const int rows = i1 - i < TileRows ? int(i1 - i) : TileRows;
-    const uint16_t* a = rounded + (i - i0) * 2 * kpc;
+    const Rounded* a = rounded + (i - i0) * 2 * kpc;
     switch (rows) {
 #if defined(LAPIS_GEMM_X86)
 #define LAPIS_GEMM_DOT(R) micro_dot<R>(kpc, a, 2 * kpc, panel, tile);
@@ -583,9 +627,9 @@ inline __attribute__((always_inline)) void strip_bf16(const Product<float>& p, c
 #define LAPIS_GEMM_ROWS(R)                                                     \
   case R:                                                                      \
     if constexpr (R <= TileRows) {                                             \
-      if constexpr (Dot) {                                                     \
+      if constexpr (Dot && std::is_same<Rounded, uint16_t>::value) {           \
         LAPIS_GEMM_DOT(R)                                                      \
-      } else {                                                                 \
+      } else if constexpr (std::is_same<Rounded, float>::value) {              \
         micro_bf16<Bytes, R>(kpc, a, 2 * kpc, panel, tile);                    \
       }                                                                        \
     }                                                                          \
@@ -611,16 +655,18 @@ inline __attribute__((always_inline)) void task_bf16(const Product<float>& p, co
   constexpr int tile_rows = Bytes == 64 ? 12 : 6;
   const int64_t depth = p.depth, pairs = (depth + 1) / 2, whole = depth / 2;
   alignas(64) uint32_t packed[pair_block * P];
-  uint16_t* rounded = thread_scratch<uint16_t, 2>(size_t(row_block * 2 * pair_block));
+  // A's rows rounded: bfloat16 bits for vdpbf16ps, float values (rounded) for the FMAs.
+  using Rounded = typename std::conditional<Dot, uint16_t, float>::type;
+  Rounded* rounded = thread_scratch<Rounded, 2>(size_t(row_block * 2 * pair_block));
   for (int64_t kp0 = 0; kp0 == 0 || kp0 < pairs; kp0 += pair_block) {
     const int64_t kpc = pairs - kp0 < pair_block ? pairs - kp0 : pair_block;
     const bool first = kp0 == 0, last = kp0 + kpc >= pairs;
     const int64_t k0 = 2 * kp0, present = depth - k0 < 2 * kpc ? depth - k0 : 2 * kpc;
     for (int64_t i = i0; i < i1; ++i) {
       const float* from = p.a + i * p.lda + k0;
-      uint16_t* to = rounded + (i - i0) * 2 * kpc;
-      for (int64_t k = 0; k < present; ++k) to[k] = to_bfloat16(from[k]).bits;
-      for (int64_t k = present; k < 2 * kpc; ++k) to[k] = 0;
+      Rounded* to = rounded + (i - i0) * 2 * kpc;
+      round_row<Bytes>(from, to, present);
+      for (int64_t k = present; k < 2 * kpc; ++k) to[k] = Rounded(0);
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t n0 = q * P;
@@ -640,10 +686,17 @@ inline __attribute__((always_inline)) void task_bf16(const Product<float>& p, co
           const float* even = p.b + k * p.ldb + n0;
           const float* odd = k + 1 < depth ? even + p.ldb : nullptr;
           uint32_t* to = packed + kk * P;
-          for (int64_t j = 0; j < columns; ++j)
+          int64_t j = 0;
+          if (odd && columns == P) {
+            using ivec = typename simd_int<Bytes>::type;
+            for (; j < P; j += lanes)
+              store<ivec>(to + j, bfloat16_lanes<Bytes>(load<ivec>(even + j)) |
+                                      (bfloat16_lanes<Bytes>(load<ivec>(odd + j)) << 16));
+          }
+          for (; j < columns; ++j)
             to[j] = uint32_t(to_bfloat16(even[j]).bits) |
                     (odd ? uint32_t(to_bfloat16(odd[j]).bits) << 16 : 0u);
-          for (int64_t j = columns; j < P; ++j) to[j] = 0;
+          for (j = columns; j < P; ++j) to[j] = 0;
         }
       }
       for (int s = 0; s < P / width; ++s) {
