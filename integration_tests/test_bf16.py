@@ -1,11 +1,14 @@
 """--precision bf16 on host backends end to end: an MLP (one lapis::linear_chain, weights in
 bfloat16) and a matrix product of two inputs (lapis::matmul<..., Precision::bf16>), exported,
-built once and run on the default kernel (float FMA on operands rounded to bfloat16) and, where
-the CPU has AVX512_BF16, on vdpbf16ps (LAPIS_GEMM_ISA=avx512_bf16), against PyTorch in float32.
+built once and run on the default kernel (AMX tiles where the CPU has AMX-BF16, else float FMA
+on operands rounded to bfloat16) and on the others this CPU has (LAPIS_GEMM_ISA=avx512: FMA;
+avx512_bf16: vdpbf16ps), against PyTorch in float32.
 
 Tolerance: max |ours - PyTorch fp32| <= 2e-2 * max |PyTorch fp32| (--verify's for bf16), and
 within 3x of PyTorch's own bfloat16 error (torch.autocast on the CPU against float32) on the
-same inputs. The two kernels agree to summation order: 1e-5 of max |ours|."""
+same inputs. The kernels agree to summation order, which through layers of bfloat16-rounded
+activations (a float sum one ulp apart can round to the neighbouring bfloat16) leaves them
+within 1e-3 of max |ours| of each other."""
 from __future__ import annotations
 
 import sys
@@ -18,7 +21,9 @@ from .conftest import REPO, run
 from .functions import build, relative_error, run_cases
 from .test_gemm import available_isas
 
-KERNELS = ["default"] + (["avx512_bf16"] if "avx512_bf16" in available_isas() else [])
+# The default (AMX tiles where the CPU has AMX-BF16, else float FMA on widened operands), and
+# the other kernels this CPU has, forced.
+KERNELS = ["default"] + [isa for isa in ("avx512", "avx512_bf16") if isa in available_isas()]
 TOLERANCE = 2e-2
 
 
@@ -80,4 +85,4 @@ def test_bf16_matches_pytorch_as_its_own_bf16_does(packages, name):
         assert ours <= TOLERANCE, f"{name} {kernel}: {ours:.3g}"
         assert ours <= 3 * theirs, f"{name} {kernel}: {ours:.3g}, PyTorch bf16 {theirs:.3g}"
     for kernel in KERNELS[1:]:
-        assert relative_error(results[kernel], results["default"]) <= 1e-5, kernel
+        assert relative_error(results[kernel], results["default"]) <= 1e-3, kernel

@@ -89,6 +89,8 @@ def available_isas() -> list[str]:
         found.append("avx512")
     if " avx512f" in flags and " avx512_bf16" in flags:
         found.append("avx512_bf16")
+    if " avx512f" in flags and " amx_bf16" in flags and " amx_tile" in flags:
+        found.append("amx_bf16")
     return found
 
 
@@ -136,8 +138,8 @@ def gemm_host_check(tmp_path_factory, kokkos_root):
     return programs
 
 
-@pytest.mark.parametrize("version", [isa for isa in available_isas() if isa != "avx512_bf16"]
-                         + ["portable"])
+@pytest.mark.parametrize("version", [isa for isa in available_isas()
+                                     if isa not in ("avx512_bf16", "amx_bf16")] + ["portable"])
 def test_packed_kernel_matches_numpy(tmp_path, gemm_host_check, version):
     cases = kernel_cases(tmp_path)
     program = gemm_host_check["portable" if version == "portable" else "host"]
@@ -159,9 +161,9 @@ def test_packed_kernel_matches_numpy(tmp_path, gemm_host_check, version):
 @pytest.mark.parametrize("version", [*available_isas(), "portable"])
 def test_bf16_kernel_matches_numpy_on_rounded_operands(tmp_path, gemm_host_check, version):
     """--precision bf16 kernels (weight in bfloat16, the input rounded as it is packed, float
-    sums): vdpbf16ps where the CPU has AVX512_BF16 (LAPIS_GEMM_ISA=avx512_bf16), the float
-    FMA kernel on widened operands (AVX-512F, the default; AVX2; baseline) and the portable
-    loops, against NumPy in float64 on the operands rounded to bfloat16: only the order of the sums differs, so max error <= 1e-5 * max |numpy|, every edge of the
+    sums): AMX tiles where the CPU has AMX-BF16 (the default there), vdpbf16ps where it has
+    AVX512_BF16 (LAPIS_GEMM_ISA=avx512_bf16), the float FMA kernel on widened operands
+    (AVX-512F, AVX2, baseline) and the portable loops, against NumPy in float64 on the operands rounded to bfloat16: only the order of the sums differs, so max error <= 1e-5 * max |numpy|, every edge of the
     tiles and of the pairs along K (odd K, K over a block)."""
     cases = bf16_kernel_cases(tmp_path)
     program = gemm_host_check["portable" if version == "portable" else "host"]

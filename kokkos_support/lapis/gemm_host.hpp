@@ -95,7 +95,12 @@ KOKKOS_INLINE_FUNCTION float round_bf16(const float x) { return to_float(to_bflo
 #endif
 
 #if defined(LAPIS_GEMM_X86)
+#include <cpuid.h>
 #include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 #endif
 
 namespace lapis {
@@ -105,7 +110,7 @@ inline constexpr int64_t k_block = 256;
 inline constexpr int64_t row_block = 96;
 inline constexpr int64_t panels_per_task = 4;
 
-enum class Isa : int { baseline, avx2, avx512, avx512_bf16 };
+enum class Isa : int { baseline, avx2, avx512, avx512_bf16, amx_bf16 };
 
 template <class T>
 struct Product {
@@ -353,25 +358,46 @@ __attribute__((target("avx512f,fma"))) void task_avx512(const Product<T>& p, int
 }
 #endif
 
-// The widest instruction set this CPU has, lowered by LAPIS_GEMM_ISA; chosen once.
+#if defined(LAPIS_GEMM_X86)
+// AMX-BF16 usable: the CPU has AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22) and Linux
+// lets this process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+inline bool amx_usable() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  if (!(edx & (1u << 24)) || !(edx & (1u << 22))) return false;
+#if defined(__linux__)
+  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+  return false;
+#endif
+}
+#endif
+
+// The widest instruction set this CPU has, lowered by LAPIS_GEMM_ISA; chosen once. Float
+// and double products run the AVX-512F tiles on avx512_bf16 and amx_bf16 alike.
 inline Isa isa() {
   static const Isa chosen = [] {
     Isa best = Isa::baseline;
+    const char* forced = std::getenv("LAPIS_GEMM_ISA");
+    const auto asked = [forced](const char* name) {
+      return forced && std::strcmp(forced, name) == 0;
+    };
 #if defined(LAPIS_GEMM_X86)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
     if (best == Isa::avx2 && __builtin_cpu_supports("avx512f")) best = Isa::avx512;
-    const bool dot = best == Isa::avx512 && __builtin_cpu_supports("avx512bf16");
-#else
-    const bool dot = false;
-#endif
-    const char* forced = std::getenv("LAPIS_GEMM_ISA");
-    if (forced && std::strcmp(forced, "baseline") == 0) return Isa::baseline;
-    if (forced && std::strcmp(forced, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+    if (asked("baseline")) return Isa::baseline;
+    if (best != Isa::avx512) return best;
+    if (asked("avx2")) return Isa::avx2;
+    if (asked("avx512")) return Isa::avx512;
     // vdpbf16ps only when asked for: on the Xeon (Sapphire Rapids) it was measured on, it
     // retires half a zmm a cycle, 32 flops, against 64 for float FMA on two ports
-    // (benchmarks/fma_peak.c), and the FMA kernel on widened bfloat16 ran faster
-    // (benchmarks/results_cpu.md).
-    if (forced && std::strcmp(forced, "avx512_bf16") == 0 && dot) return Isa::avx512_bf16;
+    // (benchmarks/fma_peak.c), and the FMA kernel on widened bfloat16 ran faster.
+    if (asked("avx512_bf16"))
+      return __builtin_cpu_supports("avx512bf16") ? Isa::avx512_bf16 : Isa::avx512;
+    if (amx_usable()) return Isa::amx_bf16;
+#else
+    (void)asked;
+#endif
     return best;
   }();
   return chosen;
@@ -387,6 +413,7 @@ task_function<T> task_for(const bool bf16 = false) {
   }
 #if defined(LAPIS_GEMM_X86)
   switch (isa()) {
+    case Isa::amx_bf16:
     case Isa::avx512_bf16:
     case Isa::avx512: return task_avx512<T>;
     case Isa::avx2: return task_avx2<T>;
@@ -467,6 +494,7 @@ template <class T>
 narrow_function<T> narrow_for() {
 #if defined(LAPIS_GEMM_X86)
   switch (isa()) {
+    case Isa::amx_bf16:
     case Isa::avx512_bf16:
     case Isa::avx512: return narrow_avx512<T>;
     case Isa::avx2: return narrow_avx2<T>;
@@ -606,9 +634,68 @@ __attribute__((target("avx512f,avx512bf16"), noinline)) void micro_dot(
 }
 #endif
 
-template <int Bytes, int TileRows, bool Dot, class Rounded>
+#if defined(LAPIS_GEMM_X86)
+// AMX-BF16: tile registers of 16 rows x 64 bytes, all eight alike: C in tmm0-3 (32 rows x 32
+// columns of float sums), A in tmm4-5 (16 rows x 32 bfloat16 of K each), B in tmm6-7 (16 pairs
+// of K x 16 columns, the pairs layout of the packed panels, rows 128 bytes apart). The
+// configuration is the thread's: set at the start of every task (ldtilecfg, written out here:
+// GCC 12's _tile_loadconfig reads only 8 bytes as far as its optimiser knows).
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+};
+
+__attribute__((target("amx-tile"), noinline)) inline void configure_tiles() {
+  TileConfig config{};
+  config.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  __asm__ volatile("ldtilecfg %0" : : "m"(config) : "memory");
+}
+
+// Up to 32 rows (`rows`) x 32 columns of sums over kpad pairs (a multiple of 16): A's rows
+// 2 * lda bytes apart, zero-padded to kpad pairs (rows past `rows` are read, and ignored).
+__attribute__((target("amx-tile,amx-bf16"), noinline)) inline void micro_amx(
+    const int64_t kpad, const uint16_t* a, const int64_t lda, const uint32_t* panel,
+    float* tile, const int rows) {
+  constexpr int64_t P = panel_width<float>;
+  const int64_t stride = lda * 2;
+  _tile_zero(0);
+  _tile_zero(1);
+  if (rows > 16) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t k = 0; k < kpad; k += 16) {
+    _tile_loadd(6, panel + k * P, P * 4);
+    _tile_loadd(7, panel + k * P + 16, P * 4);
+    _tile_loadd(4, a + 2 * k, stride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (rows > 16) {
+      _tile_loadd(5, a + 16 * lda + 2 * k, stride);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, tile, 128);
+  _tile_stored(1, tile + 16, 128);
+  if (rows > 16) {
+    _tile_stored(2, tile + 16 * 32, 128);
+    _tile_stored(3, tile + 16 * 32 + 16, 128);
+  }
+}
+#endif
+
+// The bfloat16 kernels: float FMA on widened operands, vdpbf16ps, AMX tiles.
+enum class Bf16Kernel : int { fma, dot, amx };
+
+template <int Bytes, int TileRows, Bf16Kernel Kind, class Rounded>
 inline __attribute__((always_inline)) void strip_bf16(const Product<float>& p, const int64_t kpc,
-                                                      const Rounded* rounded,
+                                                      const int64_t lda, const Rounded* rounded,
                                                       const uint32_t* panel, const int64_t i0,
                                                       const int64_t i1, const int64_t n,
                                                       const int valid, const bool first,
@@ -617,67 +704,84 @@ inline __attribute__((always_inline)) void strip_bf16(const Product<float>& p, c
   alignas(64) float tile[TileRows * 2 * lanes];
   for (int64_t i = i0; i < i1; i += TileRows) {
     const int rows = i1 - i < TileRows ? int(i1 - i) : TileRows;
-    const Rounded* a = rounded + (i - i0) * 2 * kpc;
-    switch (rows) {
+    const Rounded* a = rounded + (i - i0) * lda;
+    if constexpr (Kind == Bf16Kernel::amx) {
 #if defined(LAPIS_GEMM_X86)
-#define LAPIS_GEMM_DOT(R) micro_dot<R>(kpc, a, 2 * kpc, panel, tile);
+      micro_amx(kpc, a, lda, panel, tile, rows);
+#endif
+    } else {
+      switch (rows) {
+#if defined(LAPIS_GEMM_X86)
+#define LAPIS_GEMM_DOT(R) micro_dot<R>(kpc, a, lda, panel, tile);
 #else
 #define LAPIS_GEMM_DOT(R)
 #endif
 #define LAPIS_GEMM_ROWS(R)                                                     \
   case R:                                                                      \
     if constexpr (R <= TileRows) {                                             \
-      if constexpr (Dot && std::is_same<Rounded, uint16_t>::value) {           \
+      if constexpr (Kind == Bf16Kernel::dot) {                                 \
         LAPIS_GEMM_DOT(R)                                                      \
       } else if constexpr (std::is_same<Rounded, float>::value) {              \
-        micro_bf16<Bytes, R>(kpc, a, 2 * kpc, panel, tile);                    \
+        micro_bf16<Bytes, R>(kpc, a, lda, panel, tile);                        \
       }                                                                        \
     }                                                                          \
     break;
-      LAPIS_GEMM_ROWS(12) LAPIS_GEMM_ROWS(11) LAPIS_GEMM_ROWS(10) LAPIS_GEMM_ROWS(9)
-      LAPIS_GEMM_ROWS(8) LAPIS_GEMM_ROWS(7) LAPIS_GEMM_ROWS(6) LAPIS_GEMM_ROWS(5)
-      LAPIS_GEMM_ROWS(4) LAPIS_GEMM_ROWS(3) LAPIS_GEMM_ROWS(2) LAPIS_GEMM_ROWS(1)
+        LAPIS_GEMM_ROWS(12) LAPIS_GEMM_ROWS(11) LAPIS_GEMM_ROWS(10) LAPIS_GEMM_ROWS(9)
+        LAPIS_GEMM_ROWS(8) LAPIS_GEMM_ROWS(7) LAPIS_GEMM_ROWS(6) LAPIS_GEMM_ROWS(5)
+        LAPIS_GEMM_ROWS(4) LAPIS_GEMM_ROWS(3) LAPIS_GEMM_ROWS(2) LAPIS_GEMM_ROWS(1)
 #undef LAPIS_GEMM_ROWS
 #undef LAPIS_GEMM_DOT
-      default: break;
+        default: break;
+      }
     }
     epilogue<float, Bytes>(p, tile, rows, i, n, valid, first, last);
   }
 }
 
-template <int Bytes, bool Dot>
+template <int Bytes, Bf16Kernel Kind>
 inline __attribute__((always_inline)) void task_bf16(const Product<float>& p, const int64_t i0,
                                                      const int64_t i1, const int64_t q0,
                                                      const int64_t q1) {
   constexpr int lanes = Bytes / 4;
   constexpr int width = 2 * lanes;
   constexpr int P = panel_width<float>;
-  constexpr int tile_rows = Bytes == 64 ? 12 : 6;
+  constexpr bool amx = Kind == Bf16Kernel::amx;
+  constexpr int tile_rows = amx ? 32 : Bytes == 64 ? 12 : 6;
+  // AMX steps through K 16 pairs at a time: blocks padded with zero pairs to a multiple of 16.
+  constexpr int64_t pair_step = amx ? 16 : 1;
   const int64_t depth = p.depth, pairs = (depth + 1) / 2, whole = depth / 2;
   alignas(64) uint32_t packed[pair_block * P];
-  // A's rows rounded: bfloat16 bits for vdpbf16ps, float values (rounded) for the FMAs.
-  using Rounded = typename std::conditional<Dot, uint16_t, float>::type;
+  // A's rows rounded: bfloat16 bits for vdpbf16ps and AMX, float values (rounded) for FMA.
+  using Rounded = typename std::conditional<Kind == Bf16Kernel::fma, float, uint16_t>::type;
   Rounded* rounded = thread_scratch<Rounded, 2>(size_t(row_block * 2 * pair_block));
+#if defined(LAPIS_GEMM_X86)
+  if constexpr (amx) configure_tiles();
+#endif
   for (int64_t kp0 = 0; kp0 == 0 || kp0 < pairs; kp0 += pair_block) {
     const int64_t kpc = pairs - kp0 < pair_block ? pairs - kp0 : pair_block;
+    const int64_t kpad = (kpc + pair_step - 1) / pair_step * pair_step;
+    const int64_t lda = 2 * kpad;   // A's rounded rows, in bfloat16 (or float) elements
     const bool first = kp0 == 0, last = kp0 + kpc >= pairs;
     const int64_t k0 = 2 * kp0, present = depth - k0 < 2 * kpc ? depth - k0 : 2 * kpc;
     for (int64_t i = i0; i < i1; ++i) {
       const float* from = p.a + i * p.lda + k0;
-      Rounded* to = rounded + (i - i0) * 2 * kpc;
+      Rounded* to = rounded + (i - i0) * lda;
       round_row<Bytes>(from, to, present);
-      for (int64_t k = present; k < 2 * kpc; ++k) to[k] = Rounded(0);
+      for (int64_t k = present; k < lda; ++k) to[k] = Rounded(0);
     }
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t n0 = q * P;
       const uint32_t* panel = packed;
       if (p.packed) {
         const uint16_t* weight = &p.b16[q * depth * P].bits;
-        if (kp0 + kpc <= whole) {
+        if (kp0 + kpad <= whole) {
           panel = reinterpret_cast<const uint32_t*>(weight + kp0 * 2 * P);   // read by memcpy
-        } else {   // the block with an odd K's last row, which is alone: its partner zero
-          __builtin_memcpy(packed, weight + kp0 * 2 * P, size_t((whole - kp0) * P) * 4);
-          for (int64_t j = 0; j < P; ++j) packed[(whole - kp0) * P + j] = weight[whole * 2 * P + j];
+        } else {   // the last block: an odd K's last row alone (its partner zero), padding
+          const int64_t paired = whole - kp0 < kpc ? whole - kp0 : kpc;
+          __builtin_memcpy(packed, weight + kp0 * 2 * P, size_t(paired * P) * 4);
+          for (int64_t j = 0; j < (kpad - paired) * P; ++j) packed[paired * P + j] = 0;
+          if (paired < kpc)
+            for (int64_t j = 0; j < P; ++j) packed[paired * P + j] = weight[whole * 2 * P + j];
         }
       } else {   // B[k][n0 + j] rounded, zero past K and N
         const int64_t columns = p.columns - n0 < P ? p.columns - n0 : P;
@@ -698,13 +802,14 @@ inline __attribute__((always_inline)) void task_bf16(const Product<float>& p, co
                     (odd ? uint32_t(to_bfloat16(odd[j]).bits) << 16 : 0u);
           for (j = columns; j < P; ++j) to[j] = 0;
         }
+        for (int64_t j = kpc * P; j < kpad * P; ++j) packed[j] = 0;
       }
       for (int s = 0; s < P / width; ++s) {
         const int64_t n = n0 + s * width;
         if (n >= p.columns) break;
         const int valid = p.columns - n < width ? int(p.columns - n) : width;
-        strip_bf16<Bytes, tile_rows, Dot>(p, kpc, rounded, panel + s * width, i0, i1, n, valid,
-                                          first, last);
+        strip_bf16<Bytes, tile_rows, Kind>(p, kpad, lda, rounded, panel + s * width, i0, i1,
+                                           n, valid, first, last);
       }
     }
   }
@@ -712,28 +817,33 @@ inline __attribute__((always_inline)) void task_bf16(const Product<float>& p, co
 
 inline void task_bf16_baseline(const Product<float>& p, int64_t i0, int64_t i1, int64_t q0,
                                int64_t q1) {
-  task_bf16<16, false>(p, i0, i1, q0, q1);
+  task_bf16<16, Bf16Kernel::fma>(p, i0, i1, q0, q1);
 }
 #if defined(LAPIS_GEMM_X86)
 __attribute__((target("avx2,fma"))) inline void task_bf16_avx2(const Product<float>& p,
                                                                int64_t i0, int64_t i1,
                                                                int64_t q0, int64_t q1) {
-  task_bf16<32, false>(p, i0, i1, q0, q1);
+  task_bf16<32, Bf16Kernel::fma>(p, i0, i1, q0, q1);
 }
 __attribute__((target("avx512f,fma"))) inline void task_bf16_avx512(const Product<float>& p,
                                                                     int64_t i0, int64_t i1,
                                                                     int64_t q0, int64_t q1) {
-  task_bf16<64, false>(p, i0, i1, q0, q1);
+  task_bf16<64, Bf16Kernel::fma>(p, i0, i1, q0, q1);
 }
 __attribute__((target("avx512f,avx512bf16,fma"))) inline void task_bf16_dot(
     const Product<float>& p, int64_t i0, int64_t i1, int64_t q0, int64_t q1) {
-  task_bf16<64, true>(p, i0, i1, q0, q1);
+  task_bf16<64, Bf16Kernel::dot>(p, i0, i1, q0, q1);
+}
+__attribute__((target("avx512f,fma"))) inline void task_bf16_amx(
+    const Product<float>& p, int64_t i0, int64_t i1, int64_t q0, int64_t q1) {
+  task_bf16<64, Bf16Kernel::amx>(p, i0, i1, q0, q1);
 }
 #endif
 
 inline task_function<float> task_bf16_for() {
 #if defined(LAPIS_GEMM_X86)
   switch (isa()) {
+    case Isa::amx_bf16: return task_bf16_amx;
     case Isa::avx512_bf16: return task_bf16_dot;
     case Isa::avx512: return task_bf16_avx512;
     case Isa::avx2: return task_bf16_avx2;
