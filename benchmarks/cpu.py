@@ -218,7 +218,7 @@ class GemmKernel:
 
     def round(self, runs: int) -> float:
         out = sh([self.program, self.option, GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, runs], self.env)
-        self.isa = ["baseline", "AVX2", "AVX-512F", "AVX512_BF16"][
+        self.isa = ["baseline", "AVX2", "AVX-512F", "AVX512_BF16", "AMX-BF16"][
             int(re.search(r"isa=(\d)", out).group(1))]
         return float(re.search(r"median_ms=([0-9.eE+-]+)", out).group(1))
 
