@@ -66,7 +66,9 @@ class _OneLineErrors(click.Command):
 @click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default="fp32",
               show_default=True,
               help="Products of float32 convolutions and matrix products: fp32 (float32 "
-                   "accuracy), tf32 (TF32 tensor cores; --backend cuda).")
+                   "accuracy), tf32 (TF32 tensor cores; --backend cuda), bf16 (bfloat16 "
+                   "operands of linear layers and matrix products, float32 sums; host "
+                   "backends).")
 @click.option("--grad", "grads", multiple=True, metavar="OUTPUT:INPUT",
               help="Also return the gradient of OUTPUT (summed if not a scalar) with respect "
                    "to INPUT, compiled at export: e.g. energy:positions (repeat for more).")
@@ -169,6 +171,7 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
 
     with steps.step(f"loading {model.name}"):
         loaded = frontend.load(model, shapes, dtype, [given for _, given in specs])
+    check_model_precision(precision, loaded)
     if grads:
         from exporter.frontend import gradients
         with steps.step("differentiating"):
@@ -260,22 +263,38 @@ def _summary(ops: int, imported, source, pkg_dir: Path) -> None:
 
 
 def check_precision(precision: str, backend: str, dtype: str | None) -> None:
-    """--precision other than fp32: TF32 products are the CUDA tensor cores'; bf16 tiles do
-    not exist yet; host backends (and HIP, SYCL) compute in float32 throughout."""
+    """--precision other than fp32: TF32 products are the CUDA tensor cores'; bfloat16 products
+    are the host backends' (the packed GEMM: vdpbf16ps where the CPU has AVX512_BF16); both
+    apply to float32 models."""
     from exporter.errors import ExportError
+    from exporter.tuned_ops import HOST_BACKENDS
 
     if precision == "fp32":
         return
-    if precision == "bf16":
-        raise ExportError("--precision bf16: not available yet (no bfloat16 kernels)",
-                          hint="use --precision tf32 (CUDA) or fp32")
-    if backend != "cuda":
-        raise ExportError(f"--precision {precision}: only --backend cuda has TF32 products; "
-                          f"{backend} computes in float32",
-                          hint="leave out --precision, or export with --backend cuda")
     if dtype == "float64":
         raise ExportError(f"--precision {precision}: applies to float32 models, not "
                           "--dtype float64")
+    if precision == "bf16" and backend == "cuda":
+        raise ExportError("--precision bf16: --backend cuda has no bfloat16 kernels yet",
+                          hint="use --precision tf32 on CUDA, or bf16 with --backend openmp, "
+                               "serial or threads")
+    if precision == "bf16" and backend not in HOST_BACKENDS:
+        raise ExportError(f"--precision bf16: only the host backends (openmp, serial, threads) "
+                          f"have bfloat16 products; {backend} computes in float32",
+                          hint="leave out --precision, or export for a host backend")
+    if precision == "tf32" and backend != "cuda":
+        raise ExportError(f"--precision {precision}: only --backend cuda has TF32 products; "
+                          f"{backend} computes in float32",
+                          hint="leave out --precision, or export with --backend cuda")
+
+
+def check_model_precision(precision: str, loaded) -> None:
+    """A model of float64 inputs computes in float64: no lower-precision products."""
+    from exporter.errors import ExportError
+
+    if precision != "fp32" and any(spec.dtype == "float64" for spec in loaded.inputs):
+        raise ExportError(f"--precision {precision}: applies to float32 models; this one "
+                          "computes in float64")
 
 
 def default_name(model: Path) -> str:

@@ -17,6 +17,11 @@ machine falls on all alike; each round gives a median of `--runs` steps, the tab
 of the rounds. Every contender's output is compared with PyTorch eager's (max error / max
 |PyTorch|). Ratios are against the faster of ONNX Runtime and OpenVINO. Needs the `bench`
 extra (pip install -e .[bench]).
+
+`--precision bf16`: ours exported with --precision bf16 (gemm512: lapis::matmul<..., bf16>)
+against PyTorch under torch.autocast(bfloat16) (gemm512: a bfloat16 product) and OpenVINO
+with INFERENCE_PRECISION_HINT bf16, each cell with its error against PyTorch eager in float32;
+the ratio against the faster of those two.
 """
 from __future__ import annotations
 
@@ -84,12 +89,13 @@ class Ours:
     """The exported package in sample_app; each round one process, timed in C++."""
     name = "ours"
 
-    def __init__(self, work: Path, model_name: str, example, threads: int, kokkos_root: Path):
+    def __init__(self, work: Path, model_name: str, example, threads: int, kokkos_root: Path,
+                 precision: str = "fp32"):
         model_file = work / f"{model_name}.pt2"
         package = work / f"{model_name}_openmp"
         self.app_build = work / f"{model_name}_app"
         sh([sys.executable, "-m", "cli", model_file, "--backend", "openmp", "--out", package,
-            "--name", model_name, "--force", "-q"])
+            "--name", model_name, "--force", "-q", "--precision", precision])
         sh(["cmake", "-S", REPO / "sample_app", "-B", self.app_build,
             "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}",
             f"-DLAPIS_PACKAGE_DIR={package}", f"-DLAPIS_MODEL={model_name}"])
@@ -147,6 +153,30 @@ def torch_contenders(model, example) -> list[Python]:
     return [Python("PyTorch eager", eager), Python("torch.compile", compiled_step)]
 
 
+def bf16_contenders(model, example, work: Path, model_name: str, threads: int) -> list[Python]:
+    """PyTorch eager in float32 (the reference), PyTorch under bfloat16 autocast, OpenVINO with
+    bfloat16 inference precision."""
+    import openvino
+    path = work / f"{model_name}.onnx"
+    torch.onnx.export(model, (example,), str(path), input_names=["x"], output_names=["y"],
+                      dynamo=False)
+    compiled = openvino.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "bf16"})
+    request = compiled.create_infer_request()
+    x = example.numpy()
+
+    def eager():
+        with torch.inference_mode():
+            return model(example).numpy()
+
+    def autocast():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(example).float().numpy()
+    return [Python("PyTorch eager", eager), Python("PyTorch bf16", autocast),
+            Python("OpenVINO bf16", lambda: request.infer({0: x})[0].copy())]
+
+
 def onnx_contenders(model, example, work: Path, model_name: str, threads: int) -> list[Python]:
     import onnxruntime
     import openvino
@@ -172,7 +202,8 @@ class GemmKernel:
     """lapis::matmul on 512^3 float32 (gemm_host_check --time, timed in C++)."""
     name = "ours"
 
-    def __init__(self, work: Path, threads: int, kokkos_root: Path):
+    def __init__(self, work: Path, threads: int, kokkos_root: Path, precision: str = "fp32"):
+        self.option = "--time-bf16" if precision == "bf16" else "--time"
         build_dir = work / "gemm_host_check"
         sh(["cmake", "-S", REPO / "integration_tests" / "gemm_host_check", "-B", build_dir,
             "-DCMAKE_BUILD_TYPE=Release", f"-DKokkos_ROOT={kokkos_root}"])
@@ -186,18 +217,23 @@ class GemmKernel:
         return our_env(self.threads, self.wait_policy)
 
     def round(self, runs: int) -> float:
-        out = sh([self.program, "--time", GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, runs], self.env)
-        self.isa = ["baseline", "AVX2", "AVX-512F"][int(re.search(r"isa=(\d)", out).group(1))]
+        out = sh([self.program, self.option, GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, runs], self.env)
+        self.isa = ["baseline", "AVX2", "AVX-512F", "AVX512_BF16", "AMX-BF16"][
+            int(re.search(r"isa=(\d)", out).group(1))]
         return float(re.search(r"median_ms=([0-9.eE+-]+)", out).group(1))
 
     def result(self) -> np.ndarray:   # all-ones A times all-halves B: every entry K / 2
         return np.full((GEMM_SIZE, GEMM_SIZE), GEMM_SIZE / 2, dtype=np.float32)
 
 
-def gemm_contenders() -> list[Python]:
+def gemm_contenders(precision: str = "fp32") -> list[Python]:
     a = np.ones((GEMM_SIZE, GEMM_SIZE), np.float32)
     b = np.full((GEMM_SIZE, GEMM_SIZE), 0.5, np.float32)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    if precision == "bf16":
+        ha, hb = ta.bfloat16(), tb.bfloat16()
+        return [Python("NumPy", lambda: a @ b),
+                Python("PyTorch bf16", lambda: (ha @ hb).float().numpy())]
     return [Python("NumPy", lambda: a @ b), Python("PyTorch eager", lambda: (ta @ tb).numpy())]
 
 
@@ -225,6 +261,8 @@ def main() -> None:
     parser.add_argument("--profile", default="wide_mlp:1024",
                         help="case whose per-kernel times are listed under the table")
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks" / "results_cpu.md")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                        help="ours in this precision, against contenders in it")
     args = parser.parse_args()
     from threadpoolctl import threadpool_limits
     kokkos_root = ensure_kokkos()
@@ -237,7 +275,7 @@ def main() -> None:
         for spec in args.cases:
             model = example = model_name = None
             if spec == "gemm512":
-                ours = GemmKernel(work, args.threads[0], kokkos_root)
+                ours = GemmKernel(work, args.threads[0], kokkos_root, args.precision)
                 shape = (GEMM_SIZE, GEMM_SIZE, GEMM_SIZE)
                 flops[spec] = 2 * GEMM_SIZE ** 3
             else:
@@ -249,14 +287,18 @@ def main() -> None:
                 model_name = f"{base}_b{batch or shape[0]}"
                 example = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
                 save_model(model, example, work / f"{model_name}.pt2", "export")
-                ours = Ours(work, model_name, example, args.threads[0], kokkos_root)
+                ours = Ours(work, model_name, example, args.threads[0], kokkos_root,
+                            args.precision)
                 flops[spec] = linear_flops(model, shape[0])
             ours.wait_policy = args.wait_policy
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 ours.threads = threads
                 if spec == "gemm512":
-                    contenders = [ours, *gemm_contenders()]
+                    contenders = [ours, *gemm_contenders(args.precision)]
+                elif args.precision == "bf16":
+                    contenders = [ours, *bf16_contenders(model, example, work, model_name,
+                                                         threads)]
                 else:
                     contenders = [ours, *torch_contenders(model, example),
                                   *onnx_contenders(model, example, work, model_name, threads)]
@@ -271,7 +313,8 @@ def main() -> None:
                     reference = contenders[1].result()   # PyTorch eager (gemm512: NumPy)
                     errors = {c.name: error(c.result(), reference) for c in contenders}
                 medians = {name: float(np.median(t)) for name, t in times.items()}
-                rivals = [medians[n] for n in ("ONNX Runtime", "OpenVINO") if n in medians]
+                rivals = [medians[n] for n in ("ONNX Runtime", "OpenVINO", "PyTorch bf16",
+                                               "OpenVINO bf16") if n in medians]
                 best = min(rivals) if rivals else \
                     min(v for n, v in medians.items() if n != "ours")
                 rows[threads].append((spec, "x".join(map(str, shape)), medians, errors, best))
@@ -286,13 +329,16 @@ def main() -> None:
                     gemm_isa = ours.isa
     commit = sh(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).strip()
     names = ["ours", "PyTorch eager", "torch.compile", "ONNX Runtime", "OpenVINO", "NumPy"]
+    if args.precision == "bf16":
+        names = ["ours", "PyTorch bf16", "OpenVINO bf16", "PyTorch eager", "NumPy"]
     threads_text = " ".join(map(str, args.threads))
     lines = [
         "# CPU benchmark: exported Kokkos package vs PyTorch, ONNX Runtime and OpenVINO",
         "",
         f"Commit {commit}. Machine: {machine()}; torch {torch.__version__}; Kokkos at "
         f"{kokkos_root.name} (OpenMP backend).",
-        f"Command: `python benchmarks/cpu.py --cases {' '.join(args.cases)} --threads "
+        f"Command: `python benchmarks/cpu.py --precision {args.precision} --cases "
+        f"{' '.join(args.cases)} --threads "
         f"{threads_text} --rounds {args.rounds} --runs {args.runs} --wait-policy "
         f"{args.wait_policy}`. Every contender at the table's thread count (NumPy's BLAS "
         "limited to it through threadpoolctl); our processes with OMP_PROC_BIND=false and "
@@ -312,7 +358,8 @@ def main() -> None:
                   "| case | shape | " + " | ".join(names) + " | ratio | max err | GFLOP/s |",
                   "|---|---|" + "---|" * (len(names) + 3)]
         for spec, shape, medians, errors, best in rows[threads]:
-            cells = [f"{medians[n]:.3f}" if n in medians else "" for n in names]
+            cells = [(f"{medians[n]:.3f}" + (f" ({errors[n]:.1e})" if args.precision == "bf16"
+                                              else "")) if n in medians else "" for n in names]
             lines.append(f"| {spec} | {shape} | " + " | ".join(cells) +
                          f" | {medians['ours'] / best:.2f} | {max(errors.values()):.1e} | "
                          f"{flops[spec] / medians['ours'] * 1e-6:.0f} |")

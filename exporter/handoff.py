@@ -116,5 +116,6 @@ class EmittedSource:
 PRECISIONS = {
     "fp32": "float32 accuracy",
     "tf32": "TF32 tensor-core products (10-bit mantissas), float32 accumulation",
-    "bf16": "bfloat16 products, float32 accumulation",
+    "bf16": "bfloat16 products of linear layers and matrix products (operands rounded to "
+            "nearest even), float32 accumulation; convolutions and other ops in float32",
 }

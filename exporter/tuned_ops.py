@@ -70,3 +70,30 @@ def pack_linear_weight(weight: np.ndarray) -> np.ndarray:
     padded = np.zeros((panels * width, depth), dtype=weight.dtype)
     padded[:columns] = weight.reshape(columns, depth)
     return np.ascontiguousarray(padded.reshape(panels, width, depth).transpose(0, 2, 1))
+
+
+def bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """float32 -> the bits of the nearest bfloat16 (ties to even) as uint16; NaN stays NaN.
+    Must match lapis::to_bfloat16 in kokkos_support/lapis/support.hpp."""
+    word = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounded = ((word + np.uint32(0x7fff) + ((word >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    nan = (word & np.uint32(0x7fffffff)) > np.uint32(0x7f800000)
+    return np.where(nan, ((word >> 16) | np.uint32(0x40)).astype(np.uint16), rounded)
+
+
+def pack_linear_weight_bf16(weight: np.ndarray) -> np.ndarray:
+    """--precision bf16: [N, K] float32 -> [ceil(N / P), K, P] bfloat16 bits (uint16), P = 32
+    columns (one zmm of float32 sums); in each panel the rows go in pairs along K, each column's
+    two values side by side ([K / 2][P][2], the operand order of vdpbf16ps), an odd K's last
+    row alone ([P]). Columns past N zero."""
+    columns, depth = weight.shape[:2]
+    width = LINEAR_PANEL_BYTES // 4
+    panels = -(-columns // width)
+    padded = np.zeros((panels * width, depth), dtype=np.uint16)
+    padded[:columns] = bfloat16_bits(weight.reshape(columns, depth))
+    by_panel = padded.reshape(panels, width, depth).transpose(0, 2, 1)   # [panels][K][P]
+    pairs = depth // 2
+    paired = by_panel[:, :2 * pairs].reshape(panels, pairs, 2, width).transpose(0, 1, 3, 2)
+    flat = np.concatenate([paired.reshape(panels, -1), by_panel[:, 2 * pairs:].reshape(panels, -1)],
+                          axis=1)
+    return np.ascontiguousarray(flat.reshape(panels, depth, width))

@@ -58,13 +58,15 @@ def build(root: Path, package: Path, cmake_flags: str = "") -> Path:
 
 
 def run_cases(root: Path, package: Path, library: Path,
-              cases: dict[str, list[np.ndarray]]) -> dict[str, list[np.ndarray]]:
-    """forward() of the built package on each case's inputs, in one fresh process."""
+              cases: dict[str, list[np.ndarray]],
+              env: dict[str, str] | None = None) -> dict[str, list[np.ndarray]]:
+    """forward() of the built package on each case's inputs, in one fresh process (with `env`
+    added to its environment)."""
     tag = library.parent.name
     inputs, outputs = root / f"{tag}_in.npz", root / f"{tag}_out.npz"
     np.savez(inputs, **{f"{case}__{i}": np.array(array, order="C")
                         for case, arrays in cases.items() for i, array in enumerate(arrays)})
-    run([sys.executable, "-c", RUNNER, package, library, inputs, outputs], cwd=REPO)
+    run([sys.executable, "-c", RUNNER, package, library, inputs, outputs], cwd=REPO, env=env)
     results = np.load(outputs)
     return {case: [results[key] for key in sorted(
         (k for k in results.files if k.rpartition("__")[0] == case),

@@ -87,7 +87,41 @@ def available_isas() -> list[str]:
         found.append("avx2")
     if " avx512f" in flags:
         found.append("avx512")
+    if " avx512f" in flags and " avx512_bf16" in flags:
+        found.append("avx512_bf16")
+    if " avx512f" in flags and " amx_bf16" in flags and " amx_tile" in flags:
+        found.append("amx_bf16")
     return found
+
+
+def bf16_kernel_cases(directory) -> dict[str, tuple]:
+    """kernel_cases for --precision bf16: float32 operands, the weight packed in bfloat16
+    (pack_linear_weight_bf16); the expected values from the operands rounded to bfloat16."""
+    rng = np.random.default_rng(11)
+    cases, lines = {}, []
+    for index, (m, n, k) in enumerate(KERNEL_SIZES + [(40, 70, 600), (25, 64, 511)]):
+        for a, activation in enumerate(("none", "silu", "gelu")):
+            init = INITS[(index + a) % 3]
+            residual = (index + a) % 3 if activation != "none" else 0
+            name = f"bf16_{m}x{n}x{k}_{activation}"
+            x, w, bias, y0, res = (rng.standard_normal(shape).astype("float32") for shape in
+                                   ((m, k), (n, k), (n,), (m, n), (m, n)))
+            for suffix, array in (("x", x), ("w", tuned_ops.pack_linear_weight_bf16(w)),
+                                  ("bt", np.ascontiguousarray(w.T)), ("bias", bias),
+                                  ("y0", y0), ("res", res)):
+                array.tofile(directory / f"{name}.{suffix}")
+            lines.append(f"{name} bfloat16 {m} {n} {k} {a + (a > 0)} {INITS.index(init)} "
+                         f"{residual}")
+            cases[name] = (round_bf16(x), round_bf16(w), bias, y0, res, activation, init,
+                           residual)
+    (directory / "cases.txt").write_text("\n".join(lines) + "\n")
+    return cases
+
+
+def round_bf16(array: np.ndarray) -> np.ndarray:
+    """float32 rounded to the nearest bfloat16 (ties to even), as float32."""
+    bits = tuned_ops.bfloat16_bits(array).astype(np.uint32) << 16
+    return bits.view(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +138,8 @@ def gemm_host_check(tmp_path_factory, kokkos_root):
     return programs
 
 
-@pytest.mark.parametrize("version", [*available_isas(), "portable"])
+@pytest.mark.parametrize("version", [isa for isa in available_isas()
+                                     if isa not in ("avx512_bf16", "amx_bf16")] + ["portable"])
 def test_packed_kernel_matches_numpy(tmp_path, gemm_host_check, version):
     cases = kernel_cases(tmp_path)
     program = gemm_host_check["portable" if version == "portable" else "host"]
@@ -121,6 +156,29 @@ def test_packed_kernel_matches_numpy(tmp_path, gemm_host_check, version):
         assert error <= tolerance, f"{version} linear {name} {init} residual {residual}: {error:.3g}"
         error = relative_error(product, x.astype(np.float64) @ w.T.astype(np.float64))
         assert error <= tolerance, f"{version} matmul {name}: {error:.3g}"
+
+
+@pytest.mark.parametrize("version", [*available_isas(), "portable"])
+def test_bf16_kernel_matches_numpy_on_rounded_operands(tmp_path, gemm_host_check, version):
+    """--precision bf16 kernels (weight in bfloat16, the input rounded as it is packed, float
+    sums): AMX tiles where the CPU has AMX-BF16 (the default there), vdpbf16ps where it has
+    AVX512_BF16 (LAPIS_GEMM_ISA=avx512_bf16), the float FMA kernel on widened operands
+    (AVX-512F, AVX2, baseline) and the portable loops, against NumPy in float64 on the operands rounded to bfloat16: only the order of the sums differs, so max error <= 1e-5 * max |numpy|, every edge of the
+    tiles and of the pairs along K (odd K, K over a block)."""
+    cases = bf16_kernel_cases(tmp_path)
+    program = gemm_host_check["portable" if version == "portable" else "host"]
+    env = {"OMP_NUM_THREADS": "2", "OMP_PROC_BIND": "false",
+           **({} if version == "portable" else {"LAPIS_GEMM_ISA": version})}
+    run([program, tmp_path], env=env)
+    for name, (x, w, bias, y0, res, activation, init, residual) in cases.items():
+        shape = (x.shape[0], w.shape[0])
+        linear = np.fromfile(tmp_path / f"{name}.linear", dtype="float32").reshape(shape)
+        product = np.fromfile(tmp_path / f"{name}.matmul", dtype="float32").reshape(shape)
+        error = relative_error(linear, expected(x, w, bias, y0, res, activation, init,
+                                                residual))
+        assert error <= 1e-5, f"{version} bf16 linear {name}: {error:.3g}"
+        error = relative_error(product, x.astype(np.float64) @ w.T.astype(np.float64))
+        assert error <= 1e-5, f"{version} bf16 matmul {name}: {error:.3g}"
 
 
 def test_isa_choice_can_be_forced(gemm_host_check, tmp_path):

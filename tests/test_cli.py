@@ -286,7 +286,12 @@ def test_module_entry_point_reports_errors(tmp_path):
 @pytest.mark.parametrize("arguments,message", [
     (("--precision", "tf32"), "--precision tf32: only --backend cuda has TF32 products"),
     (("--precision", "tf32", "--backend", "hip"), "--precision tf32: only --backend cuda"),
-    (("--precision", "bf16", "--backend", "cuda"), "--precision bf16: not available yet"),
+    (("--precision", "bf16", "--backend", "cuda"),
+     "--precision bf16: --backend cuda has no bfloat16 kernels yet"),
+    (("--precision", "bf16", "--backend", "hip"),
+     "--precision bf16: only the host backends (openmp, serial, threads)"),
+    (("--precision", "bf16", "--dtype", "float64"),
+     "--precision bf16: applies to float32 models, not --dtype float64"),
     (("--precision", "tf32", "--backend", "cuda", "--dtype", "float64"),
      "--precision tf32: applies to float32 models"),
 ])
@@ -294,5 +299,18 @@ def test_precision_that_the_backend_lacks_is_refused(models, tmp_path, arguments
     result = invoke(models["traced"], "--out", tmp_path / "pkg", "--input-shape", "1x4",
                     *arguments)
     assert_user_error(result, message)
+    assert result.exit_code == 2
+    assert not (tmp_path / "pkg").exists()
+
+
+def test_bf16_of_a_float64_model_is_refused(tmp_path):
+    """A model that computes in float64 has no bfloat16 products: one line, exit 2."""
+    model = nn.Linear(4, 2).double().eval()
+    path = tmp_path / "double.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 4, dtype=torch.float64),)),
+                      path)
+    result = invoke(path, "--out", tmp_path / "pkg", "--precision", "bf16")
+    assert_user_error(result, "--precision bf16: applies to float32 models; this one computes "
+                              "in float64")
     assert result.exit_code == 2
     assert not (tmp_path / "pkg").exists()

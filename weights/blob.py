@@ -28,9 +28,11 @@ MAX_RANK = 6
 NAME_BYTES = 55                          # the 56th byte stays NUL, for C readers
 
 # (numpy kind, item size) -> dtype code; bool and uint8 share a code (one byte, 0 or 1).
+# NumPy has no bfloat16: bfloat16 tensors are uint16 arrays of their bits (code 7).
 DTYPE_CODES = {("f", 4): 0, ("f", 8): 1, ("i", 8): 2, ("i", 4): 3, ("b", 1): 4, ("u", 1): 4,
-               ("i", 1): 5, ("f", 2): 6}
-CODE_DTYPES = {0: "<f4", 1: "<f8", 2: "<i8", 3: "<i4", 4: "|b1", 5: "|i1", 6: "<f2"}
+               ("i", 1): 5, ("f", 2): 6, ("u", 2): 7}
+CODE_DTYPES = {0: "<f4", 1: "<f8", 2: "<i8", 3: "<i4", 4: "|b1", 5: "|i1", 6: "<f2",
+               7: "<u2"}
 
 
 def write(path: Path, weights: Sequence) -> int:
@@ -76,7 +78,8 @@ def _little_endian(name: str, array: np.ndarray) -> np.ndarray:
     if (array.dtype.kind, array.dtype.itemsize) not in DTYPE_CODES:
         raise BlobError(f"weight '{name}' has element type {array.dtype}, which the weight "
                         "blob cannot hold",
-                        hint="supported: float16/32/64, int8/32/64, uint8, bool")
+                        hint="supported: float16/32/64, bfloat16 (as uint16 bits), int8/32/64, "
+                             "uint8, bool")
     if array.ndim > MAX_RANK:
         raise BlobError(f"weight '{name}' has rank {array.ndim}; Kokkos Views (and the "
                         f"weight blob) go up to rank {MAX_RANK}")

@@ -86,7 +86,8 @@ class KokkosEmitter:
         # CUDA: 3x3-and-larger float32 convolution weights also split into tf32 mma fragments
         # (lapis::split_tf32_weight); packed weight's name -> the split View's name.
         self.split_conv_weights = False
-        # The package's backend, and --precision: the products of the CUDA kernels.
+        # The package's backend, and --precision: the products of the CUDA kernels (tf32)
+        # and of the host backends' linear layers and matrix products (bf16).
         self.backend = "serial"
         self.precision = "fp32"
         self.split_weights: dict[str, str] = {}
@@ -94,10 +95,11 @@ class KokkosEmitter:
         # includes these and no others.
         self.support_headers: set[str] = set()
 
-    def tuned_kernel(self, call: str) -> str:
+    def tuned_kernel(self, call: str, precisions: tuple[str, ...] = ("tf32",)) -> str:
         """`lapis::call<execution_space>`, with the precision as the second template argument
-        when it is not fp32."""
-        precision = "" if self.precision == "fp32" else f", lapis::Precision::{self.precision}"
+        when it is one of the kernel's `precisions` (the others compute in float32)."""
+        precision = f", lapis::Precision::{self.precision}" \
+            if self.precision in precisions else ""
         return f"lapis::{call}<execution_space{precision}>"
 
     # ---- output --------------------------------------------------------------------------

@@ -34,7 +34,7 @@ BACKEND_SPACES = {
 def kokkos(lowered: ImportedModel, name: str, backend: str, precision: str = "fp32",
            row: ImportedModel | None = None) -> EmittedSource:
     """Generate Kokkos C++ for `lowered` (output of lowering.run) as package `name`, its
-    float32 products in `precision` (PRECISIONS; other than fp32 on CUDA only). With `row`
+    float32 products in `precision` (PRECISIONS: tf32 on CUDA, bf16 on host backends). With `row`
     (the same model at one row, lowered without tuned kernels), the header also gets the
     evaluator that a host's own kernels call per point (evaluator.py)."""
     if backend not in BACKEND_SPACES:
@@ -179,11 +179,17 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     if packed_conv:
         array = tuned_ops.pack_conv_weight(array)
         comment += f", packed for lapis::conv2d_nchw as {list(array.shape)}"
+    element = cxx_types.scalar(memref_type.element_type)
+    if layout == tuned_ops.LINEAR and emitter.precision == "bf16" and element == "float":
+        array = tuned_ops.pack_linear_weight_bf16(array)
+        element = "lapis::bfloat16"
+        comment += (f", in bfloat16 packed for lapis::linear_packed as {list(array.shape)} "
+                    "(rows in pairs)")
     elif layout == tuned_ops.LINEAR:
         array = tuned_ops.pack_linear_weight(array)
         comment += f", packed for lapis::linear_packed as {list(array.shape)}"
     emitter.state_views.append(StateView(
-        cname=cname, element=cxx_types.scalar(memref_type.element_type),
+        cname=cname, element=element,
         shape=tuple(array.shape), comment=comment,
         weight_index=len(blob), weight_name=weight.name))
     emitter.memrefs[argument] = MemrefHandle(cname, cname, const=True)

@@ -22,10 +22,11 @@ def _matmul(em: KokkosEmitter, op) -> None:
     em.kernel_count += 1
     what = "batched dense matrix product" if op.name == BATCH_MATMUL else "dense matrix product"
     start = ", zero fill folded in" if init == "zero" else ", adding to C"
-    where = "lapis/gemm_tf32.hpp, tensor cores" if tensor_cores else "lapis/gemm.hpp"
+    where = "lapis/gemm_tf32.hpp, tensor cores" if tensor_cores else "lapis/gemm.hpp" + (
+        ", bfloat16 operands" if em.precision == "bf16" else "")
     em.line(f"// {location_label(op) or op.name}: {what}{start} ({where})")
-    call = em.tuned_kernel(f"{short}_tensor_core") if tensor_cores \
-        else f"lapis::{short}<execution_space>"
+    call = em.tuned_kernel(f"{short}_tensor_core" if tensor_cores else short,
+                           ("tf32", "bf16"))
     em.line(f'{call}(exec, "{em.kernel_label(op, short)}", {a}, {b}, {c}, '
             f"lapis::MatmulInit::{init});")
 
@@ -47,6 +48,8 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
     where = "packed host kernel" if packed else "tensor cores"
+    if packed and em.precision == "bf16" and element == "float":
+        where += ", bfloat16 operands"
     em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"
             + (f" ({folded} folded in)" if folded else ""))
     call = "lapis::linear_packed<execution_space>" if packed else em.tuned_kernel("linear")
@@ -64,8 +67,9 @@ def _linear_chain(em: KokkosEmitter, op) -> None:
     activations = ir.StringAttr(op.attributes["activations"]).value.split(",")
     em.include("lapis/gemm.hpp")
     em.kernel_count += 1
+    operands = ", bfloat16 operands" if em.precision == "bf16" else ""
     em.line(f"// {location_label(op) or op.name}: {len(activations)} linear layers on the "
-            "packed host kernel, a block of rows through all of them at a time")
+            f"packed host kernel{operands}, a block of rows through all of them at a time")
     em.line(f'lapis::linear_chain<execution_space>(exec, "{em.kernel_label(op, "linear_chain")}"'
             f", {source.cname}, {target.cname},")
     for index, activation in enumerate(activations):

@@ -45,8 +45,10 @@ VERIFY_EXTENTS = (3, 5)
 # Tolerance by the outputs' element type: float32, or float64 throughout.
 TOLERANCES = {"float32": 1e-4, "float64": 1e-10}
 # float32 models exported with --precision tf32 (the manifest's "precision"): TF32 products
-# round each operand to 10 mantissa bits (2^-11 relative), about 1e-3 of a layer's output.
-PRECISION_TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 5e-2}
+# round each operand to 10 mantissa bits (2^-11 relative), about 1e-3 of a layer's output;
+# bf16 to 7 (2^-8 relative), a few 1e-3 of the largest output after a few layers (PyTorch's
+# own bfloat16 autocast errs as much).
+PRECISION_TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 2e-2}
 
 
 def tolerance_for(model: LoadedModel, outputs: list[dict] | None = None) -> float:

@@ -7,6 +7,9 @@
 // gemm_host.hpp (AVX-512F, AVX2+FMA or baseline x86-64, picked at run time). Other backends
 // (and views of other strides): one thread per element of C, the dot product in order over K.
 // LAPIS_GEMM_PORTABLE picks the portable version on host backends too (for tests).
+// --precision bf16 (float, host backends): matmul / batch_matmul<execution_space,
+// Precision::bf16> and linear layers whose packed weight is bfloat16 round both operands to
+// bfloat16 and sum in float (gemm_host.hpp); the epilogue stays float.
 // No fast-math: sums are reordered (blocks of K), contracted to FMA where the target has it.
 // Kokkos 3.4-4.x.
 #pragma once
@@ -36,6 +39,13 @@ namespace lapis {
 enum class MatmulInit : int { accumulate, zero };
 
 namespace gemm_detail {
+// A View's data as `const T*` where its elements are T, else nullptr.
+template <class T, class View>
+const T* data_if(const View& v) {
+  if constexpr (std::is_same<typename View::non_const_value_type, T>::value) return v.data();
+  else return nullptr;
+}
+
 // C[b] = A[b] B[b] (or +=) for `batch` products of `rows` x `depth` by `depth` x `columns`;
 // `at(view, b, i, j)` reads element (i, j) of product b, `strides` gives (batch, row, column)
 // strides of a View in elements.
@@ -44,7 +54,8 @@ template <class ExecutionSpace, class T, class AView, class BView, class CView, 
 void batched(const ExecutionSpace& space, const char* label,
              const AView& a, const BView& b, const CView& c,
              const int64_t batch, const int64_t rows, const int64_t columns,
-             const int64_t depth, const MatmulInit init, At at, Strides strides) {
+             const int64_t depth, const MatmulInit init, At at, Strides strides,
+             const bool bf16) {
   const bool accumulate = init == MatmulInit::accumulate;
   if (batch == 0 || rows == 0 || columns == 0) return;
 #if defined(LAPIS_GEMM_HOST_TILES)
@@ -55,7 +66,7 @@ void batched(const ExecutionSpace& space, const char* label,
       const gemm_host::Product<T> p{a.data(), sa[1], b.data(), sb[1], false, c.data(), sc[1],
                                     rows, columns, depth,
                                     accumulate ? ConvInit::accumulate : ConvInit::zero,
-                                    nullptr, nullptr, 0, false, Activation::none};
+                                    nullptr, nullptr, 0, false, Activation::none, bf16};
       gemm_host::run(space, label, p, batch, sa[0], sb[0], sc[0], 0);
       return;
     }
@@ -68,6 +79,15 @@ void batched(const ExecutionSpace& space, const char* label,
   Kokkos::parallel_for(label, range(space, 0, batch * per_product), KOKKOS_LAMBDA(const int64_t e) {
     const int64_t product = e / per_product, i = e % per_product / columns, j = e % columns;
     T sum = accumulate ? T(at(c, product, i, j)) : T(0);
+    if constexpr (std::is_same<T, float>::value) {
+      if (bf16) {
+        for (int64_t k = 0; k < depth; ++k)
+          sum += gemm_host::round_bf16(at(a, product, i, k)) *
+                 gemm_host::round_bf16(at(b, product, k, j));
+        at(c, product, i, j) = sum;
+        return;
+      }
+    }
     for (int64_t k = 0; k < depth; ++k) sum += at(a, product, i, k) * at(b, product, k, j);
     at(c, product, i, j) = sum;
   });
@@ -99,19 +119,23 @@ struct At3 {
 };
 }  // namespace gemm_detail
 
-// C = A B (init zero) or C += A B (init accumulate), for A [M, K], B [K, N], C [M, N].
-template <class ExecutionSpace, class AView, class BView, class CView>
+// C = A B (init zero) or C += A B (init accumulate), for A [M, K], B [K, N], C [M, N];
+// Precision::bf16: float operands rounded to bfloat16, float sums.
+template <class ExecutionSpace, Precision precision = Precision::fp32, class AView, class BView,
+          class CView>
 void matmul(const ExecutionSpace& space, const char* label,
             const AView& a, const BView& b, const CView& c,
             const MatmulInit init) {
   using T = typename CView::non_const_value_type;
   gemm_detail::batched<ExecutionSpace, T>(space, label, a, b, c, 1, int64_t(c.extent(0)),
                                           int64_t(c.extent(1)), int64_t(a.extent(1)), init,
-                                          gemm_detail::At2{}, gemm_detail::Strides2{});
+                                          gemm_detail::At2{}, gemm_detail::Strides2{},
+                                          precision == Precision::bf16);
 }
 
 // The same for each of a batch: C[b] = A[b] B[b] (or +=), A [L, M, K], B [L, K, N], C [L, M, N].
-template <class ExecutionSpace, class AView, class BView, class CView>
+template <class ExecutionSpace, Precision precision = Precision::fp32, class AView, class BView,
+          class CView>
 void batch_matmul(const ExecutionSpace& space, const char* label,
                   const AView& a, const BView& b, const CView& c,
                   const MatmulInit init) {
@@ -119,7 +143,7 @@ void batch_matmul(const ExecutionSpace& space, const char* label,
   gemm_detail::batched<ExecutionSpace, T>(space, label, a, b, c, int64_t(c.extent(0)),
                                           int64_t(c.extent(1)), int64_t(c.extent(2)),
                                           int64_t(a.extent(2)), init, gemm_detail::At3{},
-                                          gemm_detail::Strides3{});
+                                          gemm_detail::Strides3{}, precision == Precision::bf16);
 }
 
 // Where a linear layer's residual is added: to the sum before its activation (a residual
@@ -130,7 +154,8 @@ enum class ResidualAt : int { before_activation, after_activation };
 // (+ residual[m][n], before or after the activation), start = bias[n] (ConvInit::bias), 0
 // (zero) or y[m][n] (accumulate). `w` is the layer's weight packed at export
 // (tuned_ops.pack_linear_weight): [ceil(N / P)][K][P], P = gemm_host::panel_width<T>, columns
-// past N zero. x, y (and residual) rank 2, or rank 4 with trailing extents 1 (a linear layer
+// past N zero; or, --precision bf16, in bfloat16 (pack_linear_weight_bf16: the same extents,
+// rows in pairs), x then rounded to bfloat16 too. x, y (and residual) rank 2, or rank 4 with trailing extents 1 (a linear layer
 // run as a 1x1 convolution's operands); `residual` may be an empty View.
 template <class ExecutionSpace, class Input, class Weight, class Bias, class Residual,
           class Output>
@@ -139,6 +164,8 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
                    const Output& y, const ConvInit init, const Activation activation,
                    const ResidualAt residual_at = ResidualAt::before_activation) {
   using T = typename Output::non_const_value_type;
+  using W = typename Weight::non_const_value_type;
+  constexpr bool bf16 = std::is_same<W, bfloat16>::value;
   const int64_t rows = y.extent(0), columns = y.extent(1), depth = x.extent(1);
   if (rows == 0 || columns == 0) return;
   const bool with_residual = residual.data() != nullptr;
@@ -147,11 +174,12 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
                 (std::is_same<T, float>::value || std::is_same<T, double>::value)) {
     if (x.stride(1) == 1 && y.stride(1) == 1 && (!with_residual || residual.stride(1) == 1)) {
-      const gemm_host::Product<T> p{x.data(), int64_t(x.stride(0)), w.data(), 0, true,
+      const gemm_host::Product<T> p{x.data(), int64_t(x.stride(0)),
+                                    gemm_detail::data_if<T>(w), 0, true,
                                     y.data(), int64_t(y.stride(0)), rows, columns, depth,
                                     init, bias.data(), residual.data(),
                                     with_residual ? int64_t(residual.stride(0)) : 0, after,
-                                    activation};
+                                    activation, bf16, gemm_detail::data_if<bfloat16>(w)};
       gemm_host::run(space, label, p, 1, 0, 0, 0, 0);
       return;
     }
@@ -160,7 +188,7 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
   // One thread per output, the dot product in order over k.
   constexpr int64_t P = gemm_host::panel_width<T>;
   const T* const in = x.data();
-  const T* const weight = w.data();
+  const W* const weight = w.data();
   const T* const add = residual.data();
   T* const out = y.data();
   const int64_t ldx = x.stride(0), step_x = x.stride(1), ldy = y.stride(0), step_y = y.stride(1);
@@ -171,9 +199,15 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
       Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, rows * columns),
       KOKKOS_LAMBDA(const int64_t e) {
         const int64_t m = e / columns, n = e % columns;
-        const T* panel = weight + (n / P) * depth * P + n % P;
         T sum = 0;
-        for (int64_t k = 0; k < depth; ++k) sum += in[m * ldx + k * step_x] * panel[k * P];
+        if constexpr (bf16) {
+          for (int64_t k = 0; k < depth; ++k)
+            sum += gemm_host::round_bf16(in[m * ldx + k * step_x]) *
+                   gemm_host::packed_bf16_at(weight, depth, k, n);
+        } else {
+          const W* panel = weight + (n / P) * depth * P + n % P;
+          for (int64_t k = 0; k < depth; ++k) sum += in[m * ldx + k * step_x] * panel[k * P];
+        }
         T& target = out[m * ldy + n * step_y];
         T value = init == ConvInit::bias         ? T(bias(n)) + sum
                   : init == ConvInit::accumulate ? target + sum
@@ -252,8 +286,9 @@ void linear_chain(const ExecutionSpace& space, const char* label, const Input& x
       const std::array<int64_t, count + 1> depths{int64_t(layers.weight.extent(1))...,
                                                   int64_t(y.extent(1))};
       std::array<gemm_host::ChainLayer<T>, count> host{
-          gemm_host::ChainLayer<T>{layers.weight.data(), layers.bias.data(), 0,
-                                   layers.activation}...};
+          gemm_host::ChainLayer<T>{gemm_detail::data_if<T>(layers.weight), layers.bias.data(),
+                                   0, layers.activation,
+                                   gemm_detail::data_if<bfloat16>(layers.weight)}...};
       for (size_t l = 0; l < count; ++l) host[l].columns = depths[l + 1];
       gemm_host::chain(space, label, x.data(), int64_t(x.stride(0)), rows, depths[0], host,
                        y.data(), int64_t(y.stride(0)));

@@ -16,8 +16,17 @@
 // Products of at most 4 columns (a regression head) are dot products along K instead. A chain
 // of linear layers (chain()) takes a block of rows through every layer in one task, the
 // activations between layers in two buffers of the thread: one parallel_for for the chain.
+// --precision bf16 (float): A and B rounded to bfloat16 (to nearest even) as they are packed,
+// float sums, the epilogue in float; a linear layer's weight packed at export in bfloat16, two
+// rows of K side by side (tuned_ops.pack_linear_weight_bf16). With AVX512_BF16 and
+// LAPIS_GEMM_ISA=avx512_bf16, vdpbf16ps (12 rows x 2 zmm, 32 multiply-adds an instruction);
+// else the same products on the operands widened to float, by FMA: a product of two bfloat16 values is exact in float, and
+// each pair is added odd then even, as vdpbf16ps does, so the sums agree across instruction
+// sets up to their order (and vdpbf16ps' flushing of denormals). The FMA kernel is the
+// default: vdpbf16ps was the slower of the two where measured (see isa()).
 // The instruction set is picked once at run time (__builtin_cpu_supports); the environment
-// variable LAPIS_GEMM_ISA=avx2|baseline forces a lower one (for tests and comparisons).
+// variable LAPIS_GEMM_ISA=avx2|baseline forces a lower one (for tests and comparisons),
+// LAPIS_GEMM_ISA=avx512_bf16 the vdpbf16ps kernel where the CPU has AVX512_BF16.
 // No fast-math: float SiLU and sigmoid take a vectorised exp (Cephes' expf, within 2 ulp);
 // GELU, tanh and double precision call std::erf / std::tanh / std::exp per element.
 #pragma once
@@ -58,6 +67,20 @@ namespace gemm_host {
 // LINEAR_PANEL_BYTES in exporter/tuned_ops.py.
 template <class T>
 inline constexpr int panel_width = int(128 / sizeof(T));
+
+// Element (k, n) of a weight packed in bfloat16 (tuned_ops.pack_linear_weight_bf16), as float:
+// panels of P = 32 columns, [K / 2][P][2] in pairs of rows, an odd K's last row alone.
+KOKKOS_INLINE_FUNCTION float packed_bf16_at(const bfloat16* w, const int64_t depth,
+                                            const int64_t k, const int64_t n) {
+  constexpr int64_t P = panel_width<float>;
+  const int64_t paired = depth / 2 * 2;
+  const bfloat16* panel = w + (n / P) * depth * P;
+  return to_float(k < paired ? panel[(k / 2) * 2 * P + (n % P) * 2 + (k % 2)]
+                             : panel[paired * P + n % P]);
+}
+
+// x rounded to the nearest bfloat16, as float.
+KOKKOS_INLINE_FUNCTION float round_bf16(const float x) { return to_float(to_bfloat16(x)); }
 }  // namespace gemm_host
 
 }  // namespace lapis
@@ -71,6 +94,15 @@ inline constexpr int panel_width = int(128 / sizeof(T));
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+#if defined(LAPIS_GEMM_X86)
+#include <cpuid.h>
+#include <immintrin.h>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+#endif
+
 namespace lapis {
 namespace gemm_host {
 
@@ -78,7 +110,7 @@ inline constexpr int64_t k_block = 256;
 inline constexpr int64_t row_block = 96;
 inline constexpr int64_t panels_per_task = 4;
 
-enum class Isa : int { baseline, avx2, avx512 };
+enum class Isa : int { baseline, avx2, avx512, avx512_bf16, amx_bf16 };
 
 template <class T>
 struct Product {
@@ -96,6 +128,10 @@ struct Product {
   int64_t ldr;
   bool residual_after;           // added after the activation (else before)
   Activation activation;
+  // --precision bf16 (float only): A and B rounded to bfloat16, float sums; a packed B is then
+  // `b16` (tuned_ops.pack_linear_weight_bf16), not `b`.
+  bool bf16 = false;
+  const bfloat16* b16 = nullptr;
 };
 
 template <class T, int Bytes>
@@ -322,26 +358,63 @@ __attribute__((target("avx512f,fma"))) void task_avx512(const Product<T>& p, int
 }
 #endif
 
-// The widest instruction set this CPU has, lowered by LAPIS_GEMM_ISA; chosen once.
+#if defined(LAPIS_GEMM_X86)
+// AMX-BF16 usable: the CPU has AMX-TILE and AMX-BF16 (CPUID 7.0 EDX bits 24, 22) and Linux
+// lets this process use the tile data (arch_prctl ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA).
+inline bool amx_usable() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx)) return false;
+  if (!(edx & (1u << 24)) || !(edx & (1u << 22))) return false;
+#if defined(__linux__)
+  return syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#else
+  return false;
+#endif
+}
+#endif
+
+// The widest instruction set this CPU has, lowered by LAPIS_GEMM_ISA; chosen once. Float
+// and double products run the AVX-512F tiles on avx512_bf16 and amx_bf16 alike.
 inline Isa isa() {
   static const Isa chosen = [] {
     Isa best = Isa::baseline;
+    const char* forced = std::getenv("LAPIS_GEMM_ISA");
+    const auto asked = [forced](const char* name) {
+      return forced && std::strcmp(forced, name) == 0;
+    };
 #if defined(LAPIS_GEMM_X86)
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
     if (best == Isa::avx2 && __builtin_cpu_supports("avx512f")) best = Isa::avx512;
+    if (asked("baseline")) return Isa::baseline;
+    if (best != Isa::avx512) return best;
+    if (asked("avx2")) return Isa::avx2;
+    if (asked("avx512")) return Isa::avx512;
+    // vdpbf16ps only when asked for: on the Xeon (Sapphire Rapids) it was measured on, it
+    // retires half a zmm a cycle, 32 flops, against 64 for float FMA on two ports
+    // (benchmarks/fma_peak.c), and the FMA kernel on widened bfloat16 ran faster.
+    if (asked("avx512_bf16"))
+      return __builtin_cpu_supports("avx512bf16") ? Isa::avx512_bf16 : Isa::avx512;
+    if (amx_usable()) return Isa::amx_bf16;
+#else
+    (void)asked;
 #endif
-    const char* forced = std::getenv("LAPIS_GEMM_ISA");
-    if (forced && std::strcmp(forced, "baseline") == 0) return Isa::baseline;
-    if (forced && std::strcmp(forced, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
     return best;
   }();
   return chosen;
 }
 
+inline task_function<float> task_bf16_for();
+
+// The tiles for this CPU; with `bf16` (float only), those of bfloat16 operands.
 template <class T>
-task_function<T> task_for() {
+task_function<T> task_for(const bool bf16 = false) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (bf16) return task_bf16_for();
+  }
 #if defined(LAPIS_GEMM_X86)
   switch (isa()) {
+    case Isa::amx_bf16:
+    case Isa::avx512_bf16:
     case Isa::avx512: return task_avx512<T>;
     case Isa::avx2: return task_avx2<T>;
     default: break;
@@ -358,6 +431,10 @@ inline constexpr int64_t narrow_columns = 4;
 template <class T>
 inline T element_of_b(const Product<T>& p, const int64_t k, const int64_t n) {
   constexpr int64_t P = panel_width<T>;
+  if constexpr (std::is_same<T, float>::value) {
+    if (p.bf16)
+      return p.packed ? packed_bf16_at(p.b16, p.depth, k, n) : round_bf16(p.b[k * p.ldb + n]);
+  }
   return p.packed ? p.b[((n / P) * p.depth + k) * P + n % P] : p.b[k * p.ldb + n];
 }
 
@@ -417,6 +494,8 @@ template <class T>
 narrow_function<T> narrow_for() {
 #if defined(LAPIS_GEMM_X86)
   switch (isa()) {
+    case Isa::amx_bf16:
+    case Isa::avx512_bf16:
     case Isa::avx512: return narrow_avx512<T>;
     case Isa::avx2: return narrow_avx2<T>;
     default: break;
@@ -434,6 +513,346 @@ T* thread_scratch(const size_t count) {
   return scratch.data();
 }
 
+// ---- bfloat16 operands (--precision bf16) ---------------------------------------------------
+// A task as task(), in pairs of K: A's rows of the task rounded to bfloat16 once a K block (a
+// thread's buffer, the rows 2 * kpc halves apart), B's panel block the weight's own or packed
+// here (a plain float B, or the block that holds an odd K's last row); 32-bit words, each two
+// bfloat16 of consecutive k (the even one in the low half).
+inline constexpr int64_t pair_block = k_block / 2;
+
+template <class V>
+inline __attribute__((always_inline)) uint32_t word_at(const V* p) {
+  uint32_t w;
+  __builtin_memcpy(&w, p, sizeof(w));
+  return w;
+}
+inline __attribute__((always_inline)) float float_of_bits(const uint32_t w) {
+  float f;
+  __builtin_memcpy(&f, &w, sizeof(f));
+  return f;
+}
+
+// Float lanes (as their bits) -> the bits of the nearest bfloat16 in each lane's low half, the
+// high half zero: lapis::to_bfloat16 on a vector.
+template <int Bytes>
+inline __attribute__((always_inline)) typename simd_int<Bytes>::type bfloat16_lanes(
+    const typename simd_int<Bytes>::type bits) {
+  using ivec = typename simd_int<Bytes>::type;
+  using uvec = typename simd<uint32_t, Bytes>::type;
+  const uvec u = (uvec)bits;
+  const uvec nan = (uvec)((u & 0x7fffffffu) > 0x7f800000u);
+  const uvec rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  const uvec quiet = (u >> 16) | 0x40u;
+  return (ivec)((rounded & ~nan) | (quiet & nan));
+}
+
+// to[j] = to_bfloat16(from[j]).bits for j < count, a vector at a time; or, to float, the
+// rounded values.
+template <int Bytes>
+inline __attribute__((always_inline)) void round_row(const float* from, uint16_t* to,
+                                                     const int64_t count) {
+  using ivec = typename simd_int<Bytes>::type;
+  constexpr int lanes = Bytes / 4;
+  using hvec = typename simd<uint16_t, Bytes / 2>::type;
+  int64_t j = 0;
+  for (; j + lanes <= count; j += lanes)
+    store<hvec>(to + j,
+                __builtin_convertvector(bfloat16_lanes<Bytes>(load<ivec>(from + j)), hvec));
+  for (; j < count; ++j) to[j] = to_bfloat16(from[j]).bits;
+}
+template <int Bytes>
+inline __attribute__((always_inline)) void round_row(const float* from, float* to,
+                                                     const int64_t count) {
+  using ivec = typename simd_int<Bytes>::type;
+  constexpr int lanes = Bytes / 4;
+  int64_t j = 0;
+  for (; j + lanes <= count; j += lanes)
+    store<ivec>(to + j, bfloat16_lanes<Bytes>(load<ivec>(from + j)) << 16);
+  for (; j < count; ++j) to[j] = to_float(to_bfloat16(from[j]));
+}
+
+// Rows x 2 vectors of sums over kpc pairs on float FMAs (multiply + add where the target has
+// no FMA: the same sums, the products being exact); A's rows already rounded, as float.
+template <int Bytes, int Rows>
+inline __attribute__((always_inline)) void micro_bf16(const int64_t kpc, const float* a,
+                                                      const int64_t lda, const uint32_t* panel,
+                                                      float* tile) {
+  using vec = typename simd<float, Bytes>::type;
+  using ivec = typename simd_int<Bytes>::type;
+  constexpr int lanes = Bytes / 4;
+  constexpr int P = panel_width<float>;
+  const ivec high_half = ivec{} + int32_t(0xffff0000u);
+  vec acc[Rows][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = vec{};
+  for (int64_t k = 0; k < kpc; ++k) {
+    const ivec w0 = load<ivec>(panel + k * P), w1 = load<ivec>(panel + k * P + lanes);
+    const vec odd0 = (vec)(w0 & high_half), even0 = (vec)(w0 << 16);
+    const vec odd1 = (vec)(w1 & high_half), even1 = (vec)(w1 << 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < Rows; ++r) {
+      const float even = a[r * lda + 2 * k], odd = a[r * lda + 2 * k + 1];
+      acc[r][0] += odd * odd0;
+      acc[r][1] += odd * odd1;
+      acc[r][0] += even * even0;
+      acc[r][1] += even * even1;
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+    store(tile + r * 2 * lanes, acc[r][0]);
+    store(tile + r * 2 * lanes + lanes, acc[r][1]);
+  }
+}
+
+#if defined(LAPIS_GEMM_X86)
+// The same on vdpbf16ps. A function of its own, not inlined (a call a tile of up to 3072
+// instructions): the intrinsic is only inlined into callers compiled for AVX512_BF16.
+template <int Rows>
+__attribute__((target("avx512f,avx512bf16"), noinline)) void micro_dot(
+    const int64_t kpc, const uint16_t* a, const int64_t lda, const uint32_t* panel,
+    float* tile) {
+  constexpr int P = panel_width<float>;
+  __m512 acc[Rows][2];
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kpc; ++k) {
+    const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + k * P);
+    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + k * P + 16);
+#pragma GCC unroll 16
+    for (int r = 0; r < Rows; ++r) {
+      const __m512bh x = (__m512bh)_mm512_set1_epi32(int(word_at(a + r * lda + 2 * k)));
+      acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, b0);
+      acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, b1);
+    }
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < Rows; ++r) {
+    _mm512_storeu_ps(tile + r * 32, acc[r][0]);
+    _mm512_storeu_ps(tile + r * 32 + 16, acc[r][1]);
+  }
+}
+#endif
+
+#if defined(LAPIS_GEMM_X86)
+// AMX-BF16: tile registers of 16 rows x 64 bytes, all eight alike: C in tmm0-3 (32 rows x 32
+// columns of float sums), A in tmm4-5 (16 rows x 32 bfloat16 of K each), B in tmm6-7 (16 pairs
+// of K x 16 columns, the pairs layout of the packed panels, rows 128 bytes apart). The
+// configuration is the thread's: set at the start of every task (ldtilecfg, written out here:
+// GCC 12's _tile_loadconfig reads only 8 bytes as far as its optimiser knows).
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t bytes_per_row[16];
+  uint8_t rows[16];
+};
+
+__attribute__((target("amx-tile"), noinline)) inline void configure_tiles() {
+  TileConfig config{};
+  config.palette = 1;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  __asm__ volatile("ldtilecfg %0" : : "m"(config) : "memory");
+}
+
+// Up to 32 rows (`rows`) x 32 columns of sums over kpad pairs (a multiple of 16): A's rows
+// 2 * lda bytes apart, zero-padded to kpad pairs (rows past `rows` are read, and ignored).
+__attribute__((target("amx-tile,amx-bf16"), noinline)) inline void micro_amx(
+    const int64_t kpad, const uint16_t* a, const int64_t lda, const uint32_t* panel,
+    float* tile, const int rows) {
+  constexpr int64_t P = panel_width<float>;
+  const int64_t stride = lda * 2;
+  _tile_zero(0);
+  _tile_zero(1);
+  if (rows > 16) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t k = 0; k < kpad; k += 16) {
+    _tile_loadd(6, panel + k * P, P * 4);
+    _tile_loadd(7, panel + k * P + 16, P * 4);
+    _tile_loadd(4, a + 2 * k, stride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    if (rows > 16) {
+      _tile_loadd(5, a + 16 * lda + 2 * k, stride);
+      _tile_dpbf16ps(2, 5, 6);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, tile, 128);
+  _tile_stored(1, tile + 16, 128);
+  if (rows > 16) {
+    _tile_stored(2, tile + 16 * 32, 128);
+    _tile_stored(3, tile + 16 * 32 + 16, 128);
+  }
+}
+#endif
+
+// The bfloat16 kernels: float FMA on widened operands, vdpbf16ps, AMX tiles.
+enum class Bf16Kernel : int { fma, dot, amx };
+
+template <int Bytes, int TileRows, Bf16Kernel Kind, class Rounded>
+inline __attribute__((always_inline)) void strip_bf16(const Product<float>& p, const int64_t kpc,
+                                                      const int64_t lda, const Rounded* rounded,
+                                                      const uint32_t* panel, const int64_t i0,
+                                                      const int64_t i1, const int64_t n,
+                                                      const int valid, const bool first,
+                                                      const bool last) {
+  constexpr int lanes = Bytes / 4;
+  alignas(64) float tile[TileRows * 2 * lanes];
+  for (int64_t i = i0; i < i1; i += TileRows) {
+    const int rows = i1 - i < TileRows ? int(i1 - i) : TileRows;
+    const Rounded* a = rounded + (i - i0) * lda;
+    if constexpr (Kind == Bf16Kernel::amx) {
+#if defined(LAPIS_GEMM_X86)
+      micro_amx(kpc, a, lda, panel, tile, rows);
+#endif
+    } else {
+      switch (rows) {
+#if defined(LAPIS_GEMM_X86)
+#define LAPIS_GEMM_DOT(R) micro_dot<R>(kpc, a, lda, panel, tile);
+#else
+#define LAPIS_GEMM_DOT(R)
+#endif
+#define LAPIS_GEMM_ROWS(R)                                                     \
+  case R:                                                                      \
+    if constexpr (R <= TileRows) {                                             \
+      if constexpr (Kind == Bf16Kernel::dot) {                                 \
+        LAPIS_GEMM_DOT(R)                                                      \
+      } else if constexpr (std::is_same<Rounded, float>::value) {              \
+        micro_bf16<Bytes, R>(kpc, a, lda, panel, tile);                        \
+      }                                                                        \
+    }                                                                          \
+    break;
+        LAPIS_GEMM_ROWS(12) LAPIS_GEMM_ROWS(11) LAPIS_GEMM_ROWS(10) LAPIS_GEMM_ROWS(9)
+        LAPIS_GEMM_ROWS(8) LAPIS_GEMM_ROWS(7) LAPIS_GEMM_ROWS(6) LAPIS_GEMM_ROWS(5)
+        LAPIS_GEMM_ROWS(4) LAPIS_GEMM_ROWS(3) LAPIS_GEMM_ROWS(2) LAPIS_GEMM_ROWS(1)
+#undef LAPIS_GEMM_ROWS
+#undef LAPIS_GEMM_DOT
+        default: break;
+      }
+    }
+    epilogue<float, Bytes>(p, tile, rows, i, n, valid, first, last);
+  }
+}
+
+template <int Bytes, Bf16Kernel Kind>
+inline __attribute__((always_inline)) void task_bf16(const Product<float>& p, const int64_t i0,
+                                                     const int64_t i1, const int64_t q0,
+                                                     const int64_t q1) {
+  constexpr int lanes = Bytes / 4;
+  constexpr int width = 2 * lanes;
+  constexpr int P = panel_width<float>;
+  constexpr bool amx = Kind == Bf16Kernel::amx;
+  constexpr int tile_rows = amx ? 32 : Bytes == 64 ? 12 : 6;
+  // AMX steps through K 16 pairs at a time: blocks padded with zero pairs to a multiple of 16.
+  constexpr int64_t pair_step = amx ? 16 : 1;
+  const int64_t depth = p.depth, pairs = (depth + 1) / 2, whole = depth / 2;
+  alignas(64) uint32_t packed[pair_block * P];
+  // A's rows rounded: bfloat16 bits for vdpbf16ps and AMX, float values (rounded) for FMA.
+  using Rounded = typename std::conditional<Kind == Bf16Kernel::fma, float, uint16_t>::type;
+  Rounded* rounded = thread_scratch<Rounded, 2>(size_t(row_block * 2 * pair_block));
+#if defined(LAPIS_GEMM_X86)
+  if constexpr (amx) configure_tiles();
+#endif
+  for (int64_t kp0 = 0; kp0 == 0 || kp0 < pairs; kp0 += pair_block) {
+    const int64_t kpc = pairs - kp0 < pair_block ? pairs - kp0 : pair_block;
+    const int64_t kpad = (kpc + pair_step - 1) / pair_step * pair_step;
+    const int64_t lda = 2 * kpad;   // A's rounded rows, in bfloat16 (or float) elements
+    const bool first = kp0 == 0, last = kp0 + kpc >= pairs;
+    const int64_t k0 = 2 * kp0, present = depth - k0 < 2 * kpc ? depth - k0 : 2 * kpc;
+    for (int64_t i = i0; i < i1; ++i) {
+      const float* from = p.a + i * p.lda + k0;
+      Rounded* to = rounded + (i - i0) * lda;
+      round_row<Bytes>(from, to, present);
+      for (int64_t k = present; k < lda; ++k) to[k] = Rounded(0);
+    }
+    for (int64_t q = q0; q < q1; ++q) {
+      const int64_t n0 = q * P;
+      const uint32_t* panel = packed;
+      if (p.packed) {
+        const uint16_t* weight = &p.b16[q * depth * P].bits;
+        if (kp0 + kpad <= whole) {
+          panel = reinterpret_cast<const uint32_t*>(weight + kp0 * 2 * P);   // read by memcpy
+        } else {   // the last block: an odd K's last row alone (its partner zero), padding
+          const int64_t paired = whole - kp0 < kpc ? whole - kp0 : kpc;
+          __builtin_memcpy(packed, weight + kp0 * 2 * P, size_t(paired * P) * 4);
+          for (int64_t j = 0; j < (kpad - paired) * P; ++j) packed[paired * P + j] = 0;
+          if (paired < kpc)
+            for (int64_t j = 0; j < P; ++j) packed[paired * P + j] = weight[whole * 2 * P + j];
+        }
+      } else {   // B[k][n0 + j] rounded, zero past K and N
+        const int64_t columns = p.columns - n0 < P ? p.columns - n0 : P;
+        for (int64_t kk = 0; kk < kpc; ++kk) {
+          const int64_t k = k0 + 2 * kk;
+          const float* even = p.b + k * p.ldb + n0;
+          const float* odd = k + 1 < depth ? even + p.ldb : nullptr;
+          uint32_t* to = packed + kk * P;
+          int64_t j = 0;
+          if (odd && columns == P) {
+            using ivec = typename simd_int<Bytes>::type;
+            for (; j < P; j += lanes)
+              store<ivec>(to + j, bfloat16_lanes<Bytes>(load<ivec>(even + j)) |
+                                      (bfloat16_lanes<Bytes>(load<ivec>(odd + j)) << 16));
+          }
+          for (; j < columns; ++j)
+            to[j] = uint32_t(to_bfloat16(even[j]).bits) |
+                    (odd ? uint32_t(to_bfloat16(odd[j]).bits) << 16 : 0u);
+          for (j = columns; j < P; ++j) to[j] = 0;
+        }
+        for (int64_t j = kpc * P; j < kpad * P; ++j) packed[j] = 0;
+      }
+      for (int s = 0; s < P / width; ++s) {
+        const int64_t n = n0 + s * width;
+        if (n >= p.columns) break;
+        const int valid = p.columns - n < width ? int(p.columns - n) : width;
+        strip_bf16<Bytes, tile_rows, Kind>(p, kpad, lda, rounded, panel + s * width, i0, i1,
+                                           n, valid, first, last);
+      }
+    }
+  }
+}
+
+inline void task_bf16_baseline(const Product<float>& p, int64_t i0, int64_t i1, int64_t q0,
+                               int64_t q1) {
+  task_bf16<16, Bf16Kernel::fma>(p, i0, i1, q0, q1);
+}
+#if defined(LAPIS_GEMM_X86)
+__attribute__((target("avx2,fma"))) inline void task_bf16_avx2(const Product<float>& p,
+                                                               int64_t i0, int64_t i1,
+                                                               int64_t q0, int64_t q1) {
+  task_bf16<32, Bf16Kernel::fma>(p, i0, i1, q0, q1);
+}
+__attribute__((target("avx512f,fma"))) inline void task_bf16_avx512(const Product<float>& p,
+                                                                    int64_t i0, int64_t i1,
+                                                                    int64_t q0, int64_t q1) {
+  task_bf16<64, Bf16Kernel::fma>(p, i0, i1, q0, q1);
+}
+__attribute__((target("avx512f,avx512bf16,fma"))) inline void task_bf16_dot(
+    const Product<float>& p, int64_t i0, int64_t i1, int64_t q0, int64_t q1) {
+  task_bf16<64, Bf16Kernel::dot>(p, i0, i1, q0, q1);
+}
+__attribute__((target("avx512f,fma"))) inline void task_bf16_amx(
+    const Product<float>& p, int64_t i0, int64_t i1, int64_t q0, int64_t q1) {
+  task_bf16<64, Bf16Kernel::amx>(p, i0, i1, q0, q1);
+}
+#endif
+
+inline task_function<float> task_bf16_for() {
+#if defined(LAPIS_GEMM_X86)
+  switch (isa()) {
+    case Isa::amx_bf16: return task_bf16_amx;
+    case Isa::avx512_bf16: return task_bf16_dot;
+    case Isa::avx512: return task_bf16_avx512;
+    case Isa::avx2: return task_bf16_avx2;
+    default: break;
+  }
+#endif
+  return task_bf16_baseline;
+}
+
 // Rows [i0, i1) of product `p`: the tiles, or dot products where N is narrow.
 template <class T>
 void rows_of(const Product<T>& p, const task_function<T> tiles, const narrow_function<T> dots,
@@ -442,6 +861,20 @@ void rows_of(const Product<T>& p, const task_function<T> tiles, const narrow_fun
     T* columns = thread_scratch<T, 0>(size_t(p.columns * p.depth));
     for (int64_t n = 0; n < p.columns; ++n)
       for (int64_t k = 0; k < p.depth; ++k) columns[n * p.depth + k] = element_of_b(p, k, n);
+    if constexpr (std::is_same<T, float>::value) {
+      if (p.bf16) {   // a row of A rounded at a time
+        float* row = thread_scratch<float, 3>(size_t(p.depth));
+        for (int64_t i = i0; i < i1; ++i) {
+          for (int64_t k = 0; k < p.depth; ++k) row[k] = round_bf16(p.a[i * p.lda + k]);
+          Product<float> q = p;
+          q.a = row;
+          q.c += i * p.ldc;
+          if (q.residual) q.residual += i * p.ldr;
+          dots(q, columns, 0, 1);
+        }
+        return;
+      }
+    }
     dots(p, columns, i0, i1);
     return;
   }
@@ -454,7 +887,7 @@ template <class ExecutionSpace, class T>
 void run(const ExecutionSpace& space, const char* label, const Product<T>& p,
          const int64_t batch, const int64_t stride_a, const int64_t stride_b,
          const int64_t stride_c, const int64_t stride_r) {
-  const task_function<T> run_task = task_for<T>();
+  const task_function<T> run_task = task_for<T>(p.bf16);
   const int64_t panels = (p.columns + panel_width<T> - 1) / panel_width<T>;
   const int64_t row_tasks = (p.rows + row_block - 1) / row_block;
   if (p.columns <= narrow_columns) {   // one task a row block, each its dot products
@@ -502,6 +935,7 @@ struct ChainLayer {
   const T* bias;       // or nullptr: the sums start from zero
   int64_t columns;     // N, the next layer's K
   Activation activation;
+  const bfloat16* weight16 = nullptr;   // --precision bf16: the weight, instead of `weight`
 };
 
 // Consecutive linear layers, a block of rows through all of them in turn, one parallel_for for
@@ -514,7 +948,7 @@ void chain(const ExecutionSpace& space, const char* label, const T* x, const int
            const int64_t rows, const int64_t depth, const std::array<ChainLayer<T>, L>& layers,
            T* y, const int64_t ldy) {
   static_assert(L > 0, "a chain has layers");
-  const task_function<T> tiles = task_for<T>();
+  const task_function<T> tiles = task_for<T>(layers[0].weight16 != nullptr);
   const narrow_function<T> dots = narrow_for<T>();
   constexpr int64_t align = 64 / int64_t(sizeof(T));
   int64_t ld = align;   // row stride of the buffers between layers
@@ -539,7 +973,7 @@ void chain(const ExecutionSpace& space, const char* label, const T* x, const int
       const ChainLayer<T>& layer = layers[l];
       const Product<T> q{in, ld_in, layer.weight, 0, true, out, ld_out, count, layer.columns, k,
                          layer.bias ? ConvInit::bias : ConvInit::zero, layer.bias, nullptr, 0,
-                         false, layer.activation};
+                         false, layer.activation, layer.weight16 != nullptr, layer.weight16};
       rows_of(q, tiles, dots, 0, count);
       in = out;
       ld_in = ld_out;

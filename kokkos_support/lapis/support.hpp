@@ -23,6 +23,27 @@ namespace lapis {
 // accumulation. Host backends and other element types compute in their own type throughout.
 enum class Precision : int { fp32, tf32, bf16 };
 
+// A bfloat16 as stored: the top 16 bits of a float32. Linear-layer weights exported with
+// --precision bf16 for host backends (exporter/tuned_ops.py, gemm_host.hpp) hold these.
+struct bfloat16 {
+  uint16_t bits;
+};
+
+KOKKOS_INLINE_FUNCTION float to_float(const bfloat16 v) {
+  const uint32_t word = uint32_t(v.bits) << 16;
+  float f;
+  std::memcpy(&f, &word, sizeof(f));
+  return f;
+}
+
+// float32 -> bfloat16, rounded to nearest even; NaN stays NaN (quiet).
+KOKKOS_INLINE_FUNCTION bfloat16 to_bfloat16(const float f) {
+  uint32_t word;
+  std::memcpy(&word, &f, sizeof(word));
+  if ((word & 0x7fffffffu) > 0x7f800000u) return bfloat16{uint16_t((word >> 16) | 0x40u)};
+  return bfloat16{uint16_t((word + 0x7fffu + ((word >> 16) & 1u)) >> 16)};
+}
+
 // A View's extents, for messages: "[1, 3, 224, 224]".
 template <class View>
 std::string extents_string(const View& view) {

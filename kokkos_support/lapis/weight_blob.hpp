@@ -16,6 +16,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "support.hpp"   // lapis::bfloat16
+
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "lapis weight blobs are little-endian; this reader does not byte-swap"
 #endif
@@ -64,9 +66,10 @@ class WeightBlob {
 
   uint32_t count() const { return count_; }
 
-  // Bytes per element of a dtype code (0 f32, 1 f64, 2 i64, 3 i32, 4 bool/u8, 5 i8, 6 f16).
+  // Bytes per element of a dtype code (0 f32, 1 f64, 2 i64, 3 i32, 4 bool/u8, 5 i8, 6 f16,
+  // 7 bf16).
   static size_t element_bytes(uint32_t dtype) {
-    static const size_t bytes[] = {4, 8, 8, 4, 1, 1, 2};
+    static const size_t bytes[] = {4, 8, 8, 4, 1, 1, 2, 2};
     return dtype < sizeof(bytes) / sizeof(bytes[0]) ? bytes[dtype] : 0;
   }
 
@@ -141,12 +144,13 @@ constexpr int dtype_code() {
          : std::is_same<U, int32_t>::value                              ? 3
          : std::is_same<U, bool>::value || std::is_same<U, uint8_t>::value ? 4
          : std::is_same<U, int8_t>::value                               ? 5
+         : std::is_same<U, bfloat16>::value                             ? 7
                                                                         : -1;
 }
 
 inline const char* dtype_name(uint32_t code) {
   static const char* names[] = {"float32", "float64", "int64", "int32", "bool/uint8", "int8",
-                                "float16"};
+                                "float16", "bfloat16"};
   return code < sizeof(names) / sizeof(names[0]) ? names[code] : "unknown";
 }
 
