@@ -69,14 +69,22 @@ inline Isa isa() {
   return chosen;
 }
 
-// What one block of output channels of one output row starts from, and what is applied to its
-// sums before they are stored.
-struct RowEpilogue {
+// What one block of output channels starts from, and what is applied to its sums before they
+// are stored.
+struct BlockEpilogue {
   ConvInit init;
   const float* bias;        // conv_host_channel_block values (ConvInit::bias)
-  const float* residual;    // residual(n, first channel of the block, oh, 0), or nullptr
-  int64_t residual_c, residual_w;  // its strides
+  const float* residual;    // residual(n, first channel of the block, 0, 0), or nullptr
+  int64_t residual_c, residual_h, residual_w;  // its strides
   bool relu;
+};
+
+// The rows of a task and the input channels of one pass over them: the weights of a pass
+// (chunk_channels of them) stay in L1 while every tile of the rows reads them, and the tiles'
+// sums between passes wait in `partial` ([rows][width][channels of the tile], floats).
+struct RowGroup {
+  int64_t first_row, rows, width, chunk_channels;
+  float* partial;
 };
 
 template <int Bytes>
@@ -84,23 +92,20 @@ struct simd {
   typedef float type __attribute__((vector_size(Bytes)));
 };
 
-// The sums of one tile: `Columns` output columns x `Vectors` vectors of output channels, over
-// every input channel and tap. `origin`: the input at the tile's first column and the row of
-// its first filter row; `weights`: the block's weights at the tile's first channel.
+// Adds to one tile's sums (`Columns` output columns x `Vectors` vectors of output channels)
+// input channels [ic_begin, ic_end), every tap. `origin`: the input at the tile's first column
+// and the row of its first filter row; `weights`: the block's weights at the tile's first
+// channel.
 template <int Bytes, int Vectors, int Columns, int StrideW, int KernelW>
 inline __attribute__((always_inline)) void tile_sums(
-    const ConvShape& s, const float* origin, const float* weights,
-    typename simd<Bytes>::type (&acc)[Columns][Vectors]) {
+    const ConvShape& s, const float* origin, const float* weights, const int64_t ic_begin,
+    const int64_t ic_end, typename simd<Bytes>::type (&acc)[Columns][Vectors]) {
   using vec = typename simd<Bytes>::type;
   constexpr int lanes = Bytes / int(sizeof(float));
   constexpr int B = conv_host_channel_block;
-#pragma GCC unroll 16
-  for (int j = 0; j < Columns; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < Vectors; ++v) acc[j][v] = vec{};
   const int64_t kernel_h = s.kernel_h, kernel_w = KernelW ? KernelW : s.kernel_w;
   const int64_t row_step = s.dilation_h * s.in_h;
-  for (int64_t ic = 0; ic < s.channels_in; ++ic) {
+  for (int64_t ic = ic_begin; ic < ic_end; ++ic) {
     for (int64_t kh = 0; kh < kernel_h; ++kh) {
       const float* row = origin + ic * s.in_c + kh * row_step;
       const float* tap = weights + (ic * kernel_h + kh) * kernel_w * B;
@@ -120,79 +125,111 @@ inline __attribute__((always_inline)) void tile_sums(
   }
 }
 
-// One output row of one block of channels: tiles of `Columns` from the left; where `Columns`
-// does not divide the width, the last tile overlaps the one before and stores only the
-// columns not yet stored (so `accumulate` and residuals are added once). width >= Columns.
-// `out`: out(n, first channel of the block, 0, 0).
+// Rows of one block of output channels, in passes over chunks of input channels: tiles of
+// `Columns` from the left of each row; where `Columns` does not divide the width, the last
+// tile overlaps the one before and stores only the columns not yet stored (so `accumulate` and
+// residuals are added once). width >= Columns. `out`: out(n, first channel of the block, 0, 0).
 template <int Bytes, int Vectors, int Columns, int StrideW, int KernelW>
-inline __attribute__((always_inline)) void row_tiles(const ConvShape& s, const float* image,
-                                                     const float* weights, float* out,
-                                                     const int64_t oh, const int64_t width,
-                                                     const int64_t valid,
-                                                     const RowEpilogue& e) {
+inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const float* image,
+                                                      const float* weights, float* out,
+                                                      const RowGroup& g, const int64_t valid,
+                                                      const BlockEpilogue& e) {
   using vec = typename simd<Bytes>::type;
-  constexpr int channels = Vectors * Bytes / int(sizeof(float));
-  const float* origin = image + oh * s.stride_h * s.in_h;
+  constexpr int lanes = Bytes / int(sizeof(float));
+  constexpr int channels = Vectors * lanes;
+  const int64_t width = g.width;
   for (int64_t c = 0; c < valid; c += channels) {
-    for (int64_t done = 0; done < width;) {
-      const int64_t ow0 = done + Columns <= width ? done : width - Columns;
-      vec acc[Columns][Vectors];
-      tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(s, origin + ow0 * StrideW,
-                                                            weights + c, acc);
-      float sums[Columns][channels];
-      __builtin_memcpy(sums, acc, sizeof(sums));
-      const int64_t last = valid - c < channels ? valid - c : channels;
-      for (int64_t o = 0; o < last; ++o) {
-        float* target = out + (c + o) * s.out_c + oh * s.out_h;
-        const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
-        const float* residual = e.residual ? e.residual + (c + o) * e.residual_c : nullptr;
-        for (int64_t j = done - ow0; j < Columns; ++j) {
-          const int64_t ow = ow0 + j;
-          float v = (e.init == ConvInit::accumulate ? target[ow] : start) + sums[j][o];
-          if (residual) v += residual[ow * e.residual_w];
-          target[ow] = e.relu ? detail::relu(v) : v;
+    for (int64_t ic0 = 0; ic0 < s.channels_in; ic0 += g.chunk_channels) {
+      const int64_t ic1 = ic0 + g.chunk_channels < s.channels_in ? ic0 + g.chunk_channels
+                                                                 : s.channels_in;
+      const bool first = ic0 == 0, last_pass = ic1 == s.channels_in;
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const int64_t oh = g.first_row + r;
+        const float* origin = image + oh * s.stride_h * s.in_h;
+        float* partial_row = g.partial + r * width * channels;
+        for (int64_t done = 0; done < width;) {
+          const int64_t ow0 = done + Columns <= width ? done : width - Columns;
+          vec acc[Columns][Vectors];
+#pragma GCC unroll 16
+          for (int j = 0; j < Columns; ++j)
+#pragma GCC unroll 4
+            for (int v = 0; v < Vectors; ++v)
+              if (first)
+                acc[j][v] = vec{};
+              else
+                __builtin_memcpy(&acc[j][v], partial_row + (ow0 + j) * channels + v * lanes,
+                                 sizeof(vec));
+          tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(s, origin + ow0 * StrideW,
+                                                                weights + c, ic0, ic1, acc);
+          if (!last_pass) {
+#pragma GCC unroll 16
+            for (int j = 0; j < Columns; ++j)
+              if (ow0 + j >= done)
+#pragma GCC unroll 4
+                for (int v = 0; v < Vectors; ++v)
+                  __builtin_memcpy(partial_row + (ow0 + j) * channels + v * lanes,
+                                   &acc[j][v], sizeof(vec));
+            done = ow0 + Columns;
+            continue;
+          }
+          float sums[Columns][channels];
+          __builtin_memcpy(sums, acc, sizeof(sums));
+          const int64_t stored = valid - c < channels ? valid - c : channels;
+          for (int64_t o = 0; o < stored; ++o) {
+            float* target = out + (c + o) * s.out_c + oh * s.out_h;
+            const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
+            const float* residual =
+                e.residual ? e.residual + (c + o) * e.residual_c + oh * e.residual_h : nullptr;
+            for (int64_t j = done - ow0; j < Columns; ++j) {
+              const int64_t ow = ow0 + j;
+              float v = (e.init == ConvInit::accumulate ? target[ow] : start) + sums[j][o];
+              if (residual) v += residual[ow * e.residual_w];
+              target[ow] = e.relu ? detail::relu(v) : v;
+            }
+          }
+          done = ow0 + Columns;
         }
       }
-      done = ow0 + Columns;
     }
   }
 }
 
-using row_function = void (*)(const ConvShape&, const float*, const float*, float*, int64_t,
-                              int64_t, int64_t, const RowEpilogue&);
+using rows_function = void (*)(const ConvShape&, const float*, const float*, float*,
+                               const RowGroup&, int64_t, const BlockEpilogue&);
 
 template <int Columns, int StrideW, int KernelW>
 __attribute__((target("avx512f,fma"))) void row_avx512(
-    const ConvShape& s, const float* image, const float* weights, float* out, int64_t oh,
-    int64_t width, int64_t valid, const RowEpilogue& e) {
-  row_tiles<64, 2, Columns, StrideW, KernelW>(s, image, weights, out, oh, width, valid, e);
+    const ConvShape& s, const float* image, const float* weights, float* out,
+    const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
+  block_rows<64, 2, Columns, StrideW, KernelW>(s, image, weights, out, g, valid, e);
 }
 
 template <int Columns, int StrideW>
 __attribute__((target("avx2,fma"))) void row_avx2(
-    const ConvShape& s, const float* image, const float* weights, float* out, int64_t oh,
-    int64_t width, int64_t valid, const RowEpilogue& e) {
-  row_tiles<32, 2, Columns, StrideW, 0>(s, image, weights, out, oh, width, valid, e);
+    const ConvShape& s, const float* image, const float* weights, float* out,
+    const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
+  block_rows<32, 2, Columns, StrideW, 0>(s, image, weights, out, g, valid, e);
 }
 
 template <int Columns, int StrideW>
 void row_baseline(const ConvShape& s, const float* image, const float* weights, float* out,
-                  int64_t oh, int64_t width, int64_t valid, const RowEpilogue& e) {
-  row_tiles<16, 2, Columns, StrideW, 0>(s, image, weights, out, oh, width, valid, e);
+                  const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
+  block_rows<16, 2, Columns, StrideW, 0>(s, image, weights, out, g, valid, e);
 }
 
 template <int Columns, int StrideW>
-row_function avx512_row_for(const int64_t kernel_w) {
+rows_function avx512_row_for(const int64_t kernel_w) {
   switch (kernel_w) {  // a known filter width unrolls the tap loop
     case 1: return row_avx512<Columns, StrideW, 1>;
     case 3: return row_avx512<Columns, StrideW, 3>;
+    case 7: return row_avx512<Columns, StrideW, 7>;
     default: return row_avx512<Columns, StrideW, 0>;
   }
 }
 
 // AVX-512F: 7 columns where 7 divides the width (every ResNet width), else 8, 4 or 1.
 template <int StrideW>
-row_function row_for(const int64_t kernel_w, const int64_t width) {
+rows_function row_for(const int64_t kernel_w, const int64_t width) {
   switch (isa()) {
     case Isa::avx512:
       if (width % 7 == 0) return avx512_row_for<7, StrideW>(kernel_w);
@@ -215,7 +252,10 @@ bool x86_tiles_take(const Input& in, const PackedWeight& packed, const ConvGeome
          in.stride(3) == 1 && g.dilation_w == 1 && (g.stride_w == 1 || g.stride_w == 2);
 }
 
-// conv2d_nchw on the host tiles: one task per (image, channel block, output row).
+// conv2d_nchw on the host tiles: one task per (image, channel block, group of output rows).
+// A group takes as many rows as its partial sums fit in partial_floats, fewer where that would
+// leave under 4 tasks a thread; a pass over its rows takes the input channels whose weights
+// fill chunk_floats (16 KiB: they stay in L1 while every tile of the group reads them).
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
           class Output>
 void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
@@ -223,6 +263,7 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
                      const Output& out, const ConvGeometry g, const ConvInit init,
                      const Bias& bias, const Residual& residual, const bool with_relu) {
   constexpr int B = conv_host_channel_block;
+  constexpr int64_t partial_floats = 16384, chunk_floats = 4096;
   const ConvShape s{int64_t(in.extent(1)), int64_t(packed.extent(2)),
                     int64_t(packed.extent(3)), g.stride_h, g.stride_w, g.dilation_h,
                     g.dilation_w, int64_t(in.stride(1)), int64_t(in.stride(2)),
@@ -230,27 +271,44 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
   const int64_t batch = out.extent(0), channels_out = out.extent(1);
   const int64_t height_out = out.extent(2), width_out = out.extent(3);
   const int64_t blocks = packed.extent(0);
+  const int64_t tap_floats = s.kernel_h * s.kernel_w * B;
+  int64_t chunk = chunk_floats / tap_floats > 0 ? chunk_floats / tap_floats : 1;
+  int64_t rows = 1;
+  if (width_out * B > partial_floats)
+    chunk = s.channels_in;   // no room for a row's partial sums: one pass
+  else
+    rows = partial_floats / (width_out * B) < height_out ? partial_floats / (width_out * B)
+                                                         : height_out;
+  const int64_t enough_tasks = space.concurrency() > 1 ? 4 * space.concurrency() : 1;
+  while (rows > 1 && batch * blocks * ((height_out + rows - 1) / rows) < enough_tasks)
+    rows = (rows + 1) / 2;
+  const int64_t groups = (height_out + rows - 1) / rows;
   using policy3 = Kokkos::MDRangePolicy<
       ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
       Kokkos::IndexType<int64_t>>;
-  const conv_host::row_function row = g.stride_w == 1
-                                          ? conv_host::row_for<1>(s.kernel_w, width_out)
-                                          : conv_host::row_for<2>(s.kernel_w, width_out);
+  const conv_host::rows_function block_rows =
+      g.stride_w == 1 ? conv_host::row_for<1>(s.kernel_w, width_out)
+                      : conv_host::row_for<2>(s.kernel_w, width_out);
   const bool with_residual = residual.data() != nullptr;
   Kokkos::parallel_for(
-      label, policy3(space, {0, 0, 0}, {batch, blocks, height_out}),
-      [=](const int64_t n, const int64_t block, const int64_t oh) {
+      label, policy3(space, {0, 0, 0}, {batch, blocks, groups}),
+      [=](const int64_t n, const int64_t block, const int64_t group) {
         const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
         float bias_block[B] = {};
         if (init == ConvInit::bias)
           for (int64_t o = 0; o < valid; ++o) bias_block[o] = float(bias(block * B + o));
-        const conv_host::RowEpilogue e{
-            init, bias_block,
-            with_residual ? &residual(n, block * B, oh, 0) : nullptr,
+        const conv_host::BlockEpilogue e{
+            init, bias_block, with_residual ? &residual(n, block * B, 0, 0) : nullptr,
             with_residual ? int64_t(residual.stride(1)) : 0,
+            with_residual ? int64_t(residual.stride(2)) : 0,
             with_residual ? int64_t(residual.stride(3)) : 0, with_relu};
-        row(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), &out(n, block * B, 0, 0), oh,
-            width_out, valid, e);
+        alignas(64) float partial[partial_floats];
+        const int64_t first_row = group * rows;
+        const conv_host::RowGroup row_group{
+            first_row, height_out - first_row < rows ? height_out - first_row : rows, width_out,
+            chunk, partial};
+        block_rows(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), &out(n, block * B, 0, 0),
+                   row_group, valid, e);
       });
 }
 }  // namespace detail
