@@ -5,10 +5,11 @@
 // stride 1 or 2 along them. conv2d_nchw (conv.hpp) hands such calls to conv2d_nchw_x86.
 //
 // Register tiles of 32 output channels (two zmm) x 7 or 8 output columns (AVX-512F), 16
-// channels x 6 columns (AVX2+FMA) or 8 x 6 (baseline x86-64), summed over every input channel
-// and tap with the input values read straight from the rows of the image; the epilogue (start
-// value, residual, ReLU) runs on the sums before their one store. The instruction set is picked
-// once at run time (__builtin_cpu_supports); LAPIS_CONV_ISA=avx2|baseline forces a lower one.
+// channels x 4 or 6 columns (AVX2+FMA) or 8 x 6 (baseline x86-64), summed over every input
+// channel and tap with the input values read straight from the rows of the image; the epilogue
+// (start value, residual, ReLU) runs on the sums before their one store. The instruction set
+// is picked once at run time (__builtin_cpu_supports); LAPIS_CONV_ISA=avx2|baseline forces a
+// lower one.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -204,11 +205,11 @@ __attribute__((target("avx512f,fma"))) void row_avx512(
   block_rows<64, 2, Columns, StrideW, KernelW>(s, image, weights, out, g, valid, e);
 }
 
-template <int Columns, int StrideW>
+template <int Columns, int StrideW, int KernelW>
 __attribute__((target("avx2,fma"))) void row_avx2(
     const ConvShape& s, const float* image, const float* weights, float* out,
     const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
-  block_rows<32, 2, Columns, StrideW, 0>(s, image, weights, out, g, valid, e);
+  block_rows<32, 2, Columns, StrideW, KernelW>(s, image, weights, out, g, valid, e);
 }
 
 template <int Columns, int StrideW>
@@ -227,7 +228,17 @@ rows_function avx512_row_for(const int64_t kernel_w) {
   }
 }
 
-// AVX-512F: 7 columns where 7 divides the width (every ResNet width), else 8, 4 or 1.
+template <int Columns, int StrideW>
+rows_function avx2_row_for(const int64_t kernel_w) {
+  switch (kernel_w) {
+    case 1: return row_avx2<Columns, StrideW, 1>;
+    case 3: return row_avx2<Columns, StrideW, 3>;
+    default: return row_avx2<Columns, StrideW, 0>;
+  }
+}
+
+// AVX-512F: 7 columns where 7 divides the width (every ResNet width), else 8, 4 or 1. AVX2:
+// 4 columns where 7 divides the width (6 would compute 12 columns for a row of 7), else 6 or 1.
 template <int StrideW>
 rows_function row_for(const int64_t kernel_w, const int64_t width) {
   switch (isa()) {
@@ -235,7 +246,9 @@ rows_function row_for(const int64_t kernel_w, const int64_t width) {
       if (width % 7 == 0) return avx512_row_for<7, StrideW>(kernel_w);
       if (width >= 8) return avx512_row_for<8, StrideW>(kernel_w);
       return width >= 4 ? row_avx512<4, StrideW, 0> : row_avx512<1, StrideW, 0>;
-    case Isa::avx2: return width >= 6 ? row_avx2<6, StrideW> : row_avx2<1, StrideW>;
+    case Isa::avx2:
+      if (width % 7 == 0 && width >= 4) return avx2_row_for<4, StrideW>(kernel_w);
+      return width >= 6 ? avx2_row_for<6, StrideW>(kernel_w) : row_avx2<1, StrideW, 0>;
     default: return width >= 6 ? row_baseline<6, StrideW> : row_baseline<1, StrideW>;
   }
 }
