@@ -8,6 +8,9 @@ import numpy as np
 
 # Must match lapis::conv_channel_block in kokkos_support/lapis/conv_common.hpp.
 CONV_CHANNEL_BLOCK = 8
+# float32 convolutions on host backends: the x86 tiles' 32 output channels (two zmm). Must match
+# lapis::conv_host_channel_block in kokkos_support/lapis/conv_host.hpp.
+HOST_CONV_CHANNEL_BLOCK = 32
 
 CONV2D = "lapis.conv2d_nchw"
 MAX_POOL = "lapis.max_pool2d_nchw"
@@ -51,13 +54,20 @@ def packed_layout(argument) -> str | None:
     return None
 
 
-def pack_conv_weight(weight: np.ndarray) -> np.ndarray:
+def conv_channel_block(backend: str, dtype: np.dtype) -> int:
+    """Output channels per packed block of a convolution weight for this backend and type."""
+    if backend in HOST_BACKENDS and np.dtype(dtype) == np.float32:
+        return HOST_CONV_CHANNEL_BLOCK
+    return CONV_CHANNEL_BLOCK
+
+
+def pack_conv_weight(weight: np.ndarray, block: int = CONV_CHANNEL_BLOCK) -> np.ndarray:
     """[OC, IC, KH, KW] -> [ceil(OC / B), IC, KH, KW, B], zero-padded output channels."""
     channels, *rest = weight.shape
-    blocks = -(-channels // CONV_CHANNEL_BLOCK)
-    padded = np.zeros((blocks * CONV_CHANNEL_BLOCK, *rest), dtype=weight.dtype)
+    blocks = -(-channels // block)
+    padded = np.zeros((blocks * block, *rest), dtype=weight.dtype)
     padded[:channels] = weight
-    packed = padded.reshape(blocks, CONV_CHANNEL_BLOCK, *rest).transpose(0, 2, 3, 4, 1)
+    packed = padded.reshape(blocks, block, *rest).transpose(0, 2, 3, 4, 1)
     return np.ascontiguousarray(packed)
 
 

@@ -177,7 +177,8 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     layout = tuned_ops.packed_layout(argument)
     packed_conv = layout == tuned_ops.CONV2D
     if packed_conv:
-        array = tuned_ops.pack_conv_weight(array)
+        array = tuned_ops.pack_conv_weight(
+            array, tuned_ops.conv_channel_block(emitter.backend, array.dtype))
         comment += f", packed for lapis::conv2d_nchw as {list(array.shape)}"
     element = cxx_types.scalar(memref_type.element_type)
     if layout == tuned_ops.LINEAR and emitter.precision == "bf16" and element == "float":

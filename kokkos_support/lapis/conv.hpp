@@ -1,7 +1,7 @@
 // lapis-export convolution, shipped into every exported package (src/lapis/): conv2d_nchw, the
 // call the generated code makes for a convolution, and its dispatch by backend: the x86 host
-// tiles (conv_host.hpp), the portable kernel (any backend; host backends elsewhere, padded
-// calls), the GPU tiles (device backends: conv_tiles.hpp; CUDA float32: conv_tf32.hpp).
+// tiles (conv_host.hpp), the portable kernel (any backend; host backends elsewhere, float64,
+// padded calls), the GPU tiles (device backends: conv_tiles.hpp; CUDA float32: conv_tf32.hpp).
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -55,8 +55,9 @@ KOKKOS_FORCEINLINE_FUNCTION void load_tap(const float* tap, float (&w)[conv_chan
 }
 #endif
 
-// Any backend, any padding (host backends without the x86 tiles): one thread per (n, channel
-// block, oh, ow), with the block's 8 output channels in registers.
+// Any backend, any padding (host backends without the x86 tiles): one thread per (n, 8 output
+// channels, oh, ow), those channels in registers. The weights' blocks may be wider (host
+// float32 packages pack 32 channels a block): any multiple of 8.
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
           class Output>
 void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
@@ -69,7 +70,8 @@ void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
   const int64_t height_out = out.extent(2), width_out = out.extent(3);
   const int64_t channels_in = in.extent(1), height_in = in.extent(2), width_in = in.extent(3);
   const int64_t kernel_h = packed.extent(2), kernel_w = packed.extent(3);
-  const int64_t blocks = packed.extent(0);
+  const int64_t packed_block = packed.extent(4);
+  const int64_t blocks = (channels_out + B - 1) / B;
   const bool with_residual = residual.data() != nullptr;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   Kokkos::parallel_for(label, range(space, 0, batch * blocks * height_out * width_out),
@@ -80,6 +82,8 @@ void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
     i /= height_out;
     const int64_t block = i % blocks;
     const int64_t n = i / blocks;
+    const int64_t first = block * B, packed_index = first / packed_block;
+    const int64_t packed_offset = first % packed_block;
     T acc[B] = {};
     for (int64_t ic = 0; ic < channels_in; ++ic) {
       for (int64_t kh = 0; kh < kernel_h; ++kh) {
@@ -90,7 +94,7 @@ void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
           if (iw < 0 || iw >= width_in) continue;
           const T x = in(n, ic, ih, iw);
           T w[B];
-          load_tap(&packed(block, ic, kh, kw, 0), w);
+          load_tap(&packed(packed_index, ic, kh, kw, packed_offset), w);
           for (int o = 0; o < B; ++o) acc[o] += x * w[o];
         }
       }
@@ -112,8 +116,9 @@ void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
 //     in[n][ic][oh * stride_h - pad_h + kh * dilation_h][ow * stride_w - pad_w + kw * dilation_w]
 //     * weight[oc][ic][kh][kw])
 // with zeros read outside `in` (any layout), `out` LayoutRight, and `packed` the weight in
-// blocks of conv_channel_block output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond
-// the last channel (done at export). `bias` is read only with ConvInit::bias. The epilogue
+// blocks of B output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond the last channel
+// (done at export); B = conv_channel_block, or conv_host_channel_block for float32 on host
+// backends (the x86 tiles take only those). `bias` is read only with ConvInit::bias. The epilogue
 // adds `residual` (the shape of `out`; none when it holds no data) before the ReLU.
 // `split` (CUDA float32 packages) is `packed` split by split_tf32_weight at initialize(), for
 // the tensor-core tiles; other backends and element types do not read it.
@@ -131,8 +136,9 @@ void conv2d_nchw(const ExecutionSpace& space, const char* label,
 #if defined(LAPIS_X86_KERNELS)
   using T = typename Output::non_const_value_type;
   if constexpr (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible &&
-                std::is_same<T, float>::value) {
-    if (g.pad_h == 0 && g.pad_w == 0) {  // the lowering pads the input on host backends
+                std::is_same<T, float>::value &&
+                std::is_same<typename Residual::non_const_value_type, float>::value) {
+    if (detail::x86_tiles_take(in, packed, g)) {
       detail::conv2d_nchw_x86<ExecutionSpace>(space, label,
                                               in, packed, out, g, init, bias, residual,
                                               with_relu);

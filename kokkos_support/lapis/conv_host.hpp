@@ -1,13 +1,22 @@
 // lapis-export host convolution tiles, shipped into every exported package (src/lapis/).
-// x86-64 host backends (Serial, OpenMP, Threads) built with GCC or Clang, float32, no padding
-// to read around: register tiles of output columns x 8 channels, compiled for AVX2+FMA and for
-// baseline x86-64 and picked at run time (LAPIS_X86_KERNELS; other hosts and compilers get
-// only ConvShape). conv2d_nchw (conv.hpp) hands such calls to conv2d_nchw_x86.
+// x86-64 host backends (Serial, OpenMP, Threads) built with GCC or Clang, float32, weights in
+// blocks of 32 output channels (packed so at export, exporter/tuned_ops.py), no padding to read
+// around (the lowering pads the input on host backends), contiguous undilated input columns,
+// stride 1 or 2 along them. conv2d_nchw (conv.hpp) hands such calls to conv2d_nchw_x86.
+//
+// Register tiles of 32 output channels (two zmm) x 7 or 8 output columns (AVX-512F), 16
+// channels x 4 or 6 columns (AVX2+FMA) or 8 x 6 (baseline x86-64), summed over every input
+// channel and tap with the input values read straight from the rows of the image; the epilogue
+// (start value, residual, ReLU) runs on the sums before their one store. The instruction set
+// is picked once at run time (__builtin_cpu_supports); LAPIS_CONV_ISA=avx2|baseline forces a
+// lower one.
 #pragma once
 
 #include <Kokkos_Core.hpp>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 #include "conv_common.hpp"
 
@@ -19,6 +28,10 @@
 
 namespace lapis {
 
+// Output channels per packed weight block of float32 convolutions on host backends: two zmm.
+// Must match HOST_CONV_CHANNEL_BLOCK in exporter/tuned_ops.py.
+inline constexpr int conv_host_channel_block = 32;
+
 // Geometry of one convolution, in elements (strides of the input View included).
 struct ConvShape {
   int64_t channels_in, kernel_h, kernel_w;
@@ -27,156 +40,243 @@ struct ConvShape {
   int64_t out_c, out_h;                      // output strides (LayoutRight, unit last stride)
 };
 
+}  // namespace lapis
+
 #if defined(LAPIS_X86_KERNELS)
-namespace detail {
-typedef float float8 __attribute__((vector_size(32)));
+// The wide vectors stay inside the target functions; GCC and Clang warn about their ABI where
+// a template is instantiated (the end of the including file), so this is not popped.
+#if defined(__clang__)
+#pragma clang diagnostic ignored "-Wpsabi"
+#elif defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 
-// One output tile: `Columns` output columns x 8 output channels, accumulated in registers
-// over every input channel and filter tap, then added to `out`.
-template <int Columns>
-inline __attribute__((always_inline)) void conv_tile(const ConvShape& s, const float* image,
-                                                     const float* weights, float* out,
-                                                     int64_t oh, int64_t ow0, int64_t columns,
-                                                     int64_t valid_channels) {
-  int64_t column_offset[Columns];
-  for (int j = 0; j < Columns; ++j)   // past the edge, repeat the last column (discarded)
-    column_offset[j] = ((j < columns ? j : columns - 1) + ow0) * s.stride_w * s.in_w;
-  float8 acc[Columns];
-  for (int j = 0; j < Columns; ++j) acc[j] = float8{};
-  for (int64_t ic = 0; ic < s.channels_in; ++ic) {
-    for (int64_t kh = 0; kh < s.kernel_h; ++kh) {
-      const float* row = image + ic * s.in_c + (oh * s.stride_h + kh * s.dilation_h) * s.in_h;
-      const float* tap = weights + (ic * s.kernel_h + kh) * s.kernel_w * conv_channel_block;
-      for (int64_t kw = 0; kw < s.kernel_w; ++kw) {
-        const float* x = row + kw * s.dilation_w * s.in_w;
-        float8 w;
-        __builtin_memcpy(&w, tap + kw * conv_channel_block, sizeof(w));
-#pragma GCC unroll 8
-        for (int j = 0; j < Columns; ++j) acc[j] += w * x[column_offset[j]];
-      }
-    }
-  }
-  for (int o = 0; o < valid_channels; ++o)
-    for (int j = 0; j < Columns; ++j)
-      if (j < columns) out[o * s.out_c + oh * s.out_h + ow0 + j] += acc[j][o];
+namespace lapis {
+namespace conv_host {
+
+enum class Isa : int { baseline, avx2, avx512 };
+
+// The widest instruction set this CPU has, lowered by LAPIS_CONV_ISA; chosen once.
+inline Isa isa() {
+  static const Isa chosen = [] {
+    Isa best = Isa::baseline;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = Isa::avx2;
+    if (best == Isa::avx2 && __builtin_cpu_supports("avx512f")) best = Isa::avx512;
+    const char* forced = std::getenv("LAPIS_CONV_ISA");
+    if (forced && std::strcmp(forced, "baseline") == 0) return Isa::baseline;
+    if (forced && std::strcmp(forced, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+    return best;
+  }();
+  return chosen;
 }
 
-// The same tile when the input's columns are contiguous and undilated (the common case):
-// the `Columns` input values of a tap sit at constant offsets from one pointer, so the loop
-// needs no offset table and the accumulators keep the vector registers to themselves.
-template <int Columns, int StrideW, int KernelW>
-inline __attribute__((always_inline)) void conv_tile_dense(const ConvShape& s,
-                                                           const float* image,
-                                                           const float* weights, float* out,
-                                                           int64_t oh, int64_t ow0,
-                                                           int64_t valid_channels) {
-  float8 acc[Columns];
-  for (int j = 0; j < Columns; ++j) acc[j] = float8{};
-  const int64_t kernel_h = s.kernel_h, in_c = s.in_c, in_h = s.in_h;
-  const int64_t kernel_w = KernelW ? KernelW : s.kernel_w;
-  const float* origin = image + ow0 * StrideW;
-  for (int64_t ic = 0; ic < s.channels_in; ++ic) {
+// What one block of output channels starts from, and what is applied to its sums before they
+// are stored.
+struct BlockEpilogue {
+  ConvInit init;
+  const float* bias;        // conv_host_channel_block values (ConvInit::bias)
+  const float* residual;    // residual(n, first channel of the block, 0, 0), or nullptr
+  int64_t residual_c, residual_h, residual_w;  // its strides
+  bool relu;
+};
+
+// The rows of a task and the input channels of one pass over them: the weights of a pass
+// (chunk_channels of them) stay in L1 while every tile of the rows reads them, and the tiles'
+// sums between passes wait in `partial` ([rows][width][channels of the tile], floats).
+struct RowGroup {
+  int64_t first_row, rows, width, chunk_channels;
+  float* partial;
+};
+
+template <int Bytes>
+struct simd {
+  typedef float type __attribute__((vector_size(Bytes)));
+};
+
+// Adds to one tile's sums (`Columns` output columns x `Vectors` vectors of output channels)
+// input channels [ic_begin, ic_end), every tap. `origin`: the input at the tile's first column
+// and the row of its first filter row; `weights`: the block's weights at the tile's first
+// channel.
+template <int Bytes, int Vectors, int Columns, int StrideW, int KernelW>
+inline __attribute__((always_inline)) void tile_sums(
+    const ConvShape& s, const float* origin, const float* weights, const int64_t ic_begin,
+    const int64_t ic_end, typename simd<Bytes>::type (&acc)[Columns][Vectors]) {
+  using vec = typename simd<Bytes>::type;
+  constexpr int lanes = Bytes / int(sizeof(float));
+  constexpr int B = conv_host_channel_block;
+  const int64_t kernel_h = s.kernel_h, kernel_w = KernelW ? KernelW : s.kernel_w;
+  const int64_t row_step = s.dilation_h * s.in_h;
+  for (int64_t ic = ic_begin; ic < ic_end; ++ic) {
     for (int64_t kh = 0; kh < kernel_h; ++kh) {
-      const float* row = origin + ic * in_c + (oh * s.stride_h + kh * s.dilation_h) * in_h;
-      const float* tap = weights + (ic * kernel_h + kh) * kernel_w * conv_channel_block;
+      const float* row = origin + ic * s.in_c + kh * row_step;
+      const float* tap = weights + (ic * kernel_h + kh) * kernel_w * B;
       for (int64_t kw = 0; kw < kernel_w; ++kw) {
-        float8 w;
-        __builtin_memcpy(&w, tap + kw * conv_channel_block, sizeof(w));
+        vec w[Vectors];
+#pragma GCC unroll 4
+        for (int v = 0; v < Vectors; ++v)
+          __builtin_memcpy(&w[v], tap + kw * B + v * lanes, sizeof(vec));
 #pragma GCC unroll 16
-        for (int j = 0; j < Columns; ++j) acc[j] += w * row[kw + j * StrideW];
+        for (int j = 0; j < Columns; ++j) {
+          const float x = row[kw + j * StrideW];
+#pragma GCC unroll 4
+          for (int v = 0; v < Vectors; ++v) acc[j][v] += x * w[v];
+        }
       }
     }
   }
-  for (int o = 0; o < conv_channel_block; ++o)
-    for (int j = 0; j < Columns; ++j)
-      if (o < valid_channels) out[o * s.out_c + oh * s.out_h + ow0 + j] += acc[j][o];
 }
 
-// One output row: full tiles of `Columns`, then single columns for the rest.
-template <int Columns, int StrideW, int KernelW>
-inline __attribute__((always_inline)) void conv_row_dense(const ConvShape& s, const float* image,
-                                                          const float* weights, float* out,
-                                                          int64_t oh, int64_t width,
-                                                          int64_t valid_channels) {
-  int64_t ow0 = 0;
-  for (; ow0 + Columns <= width; ow0 += Columns)
-    conv_tile_dense<Columns, StrideW, KernelW>(s, image, weights, out, oh, ow0, valid_channels);
-  for (; ow0 < width; ++ow0)
-    conv_tile_dense<1, StrideW, KernelW>(s, image, weights, out, oh, ow0, valid_channels);
-}
-
-template <int Columns, int StrideW, int KernelW>
-__attribute__((target("avx2,fma"))) void conv_row_dense_avx2(const ConvShape& s,
-                                                            const float* image,
-                                                            const float* weights, float* out,
-                                                            int64_t oh, int64_t width,
-                                                            int64_t valid_channels) {
-  conv_row_dense<Columns, StrideW, KernelW>(s, image, weights, out, oh, width, valid_channels);
-}
-
-// One output row in tiles of `Columns` with an offset table (any input layout).
-template <int Columns>
-inline __attribute__((always_inline)) void conv_row(const ConvShape& s, const float* image,
-                                                    const float* weights, float* out,
-                                                    int64_t oh, int64_t width,
-                                                    int64_t valid_channels) {
-  for (int64_t ow0 = 0; ow0 < width; ow0 += Columns)
-    conv_tile<Columns>(s, image, weights, out, oh, ow0,
-                       width - ow0 < Columns ? width - ow0 : Columns, valid_channels);
-}
-
-template <int Columns>
-__attribute__((target("avx2,fma"))) void conv_row_avx2(const ConvShape& s, const float* image,
+// Rows of one block of output channels, in passes over chunks of input channels: tiles of
+// `Columns` from the left of each row; where `Columns` does not divide the width, the last
+// tile overlaps the one before and stores only the columns not yet stored (so `accumulate` and
+// residuals are added once). width >= Columns. `out`: out(n, first channel of the block, 0, 0).
+template <int Bytes, int Vectors, int Columns, int StrideW, int KernelW>
+inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const float* image,
                                                       const float* weights, float* out,
-                                                      int64_t oh, int64_t width,
-                                                      int64_t valid_channels) {
-  conv_row<Columns>(s, image, weights, out, oh, width, valid_channels);
+                                                      const RowGroup& g, const int64_t valid,
+                                                      const BlockEpilogue& e) {
+  using vec = typename simd<Bytes>::type;
+  constexpr int lanes = Bytes / int(sizeof(float));
+  constexpr int channels = Vectors * lanes;
+  const int64_t width = g.width;
+  for (int64_t c = 0; c < valid; c += channels) {
+    for (int64_t ic0 = 0; ic0 < s.channels_in; ic0 += g.chunk_channels) {
+      const int64_t ic1 = ic0 + g.chunk_channels < s.channels_in ? ic0 + g.chunk_channels
+                                                                 : s.channels_in;
+      const bool first = ic0 == 0, last_pass = ic1 == s.channels_in;
+      for (int64_t r = 0; r < g.rows; ++r) {
+        const int64_t oh = g.first_row + r;
+        const float* origin = image + oh * s.stride_h * s.in_h;
+        float* partial_row = g.partial + r * width * channels;
+        for (int64_t done = 0; done < width;) {
+          const int64_t ow0 = done + Columns <= width ? done : width - Columns;
+          vec acc[Columns][Vectors];
+#pragma GCC unroll 16
+          for (int j = 0; j < Columns; ++j)
+#pragma GCC unroll 4
+            for (int v = 0; v < Vectors; ++v)
+              if (first)
+                acc[j][v] = vec{};
+              else
+                __builtin_memcpy(&acc[j][v], partial_row + (ow0 + j) * channels + v * lanes,
+                                 sizeof(vec));
+          tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(s, origin + ow0 * StrideW,
+                                                                weights + c, ic0, ic1, acc);
+          if (!last_pass) {
+#pragma GCC unroll 16
+            for (int j = 0; j < Columns; ++j)
+              if (ow0 + j >= done)
+#pragma GCC unroll 4
+                for (int v = 0; v < Vectors; ++v)
+                  __builtin_memcpy(partial_row + (ow0 + j) * channels + v * lanes,
+                                   &acc[j][v], sizeof(vec));
+            done = ow0 + Columns;
+            continue;
+          }
+          float sums[Columns][channels];
+          __builtin_memcpy(sums, acc, sizeof(sums));
+          const int64_t stored = valid - c < channels ? valid - c : channels;
+          for (int64_t o = 0; o < stored; ++o) {
+            float* target = out + (c + o) * s.out_c + oh * s.out_h;
+            const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
+            const float* residual =
+                e.residual ? e.residual + (c + o) * e.residual_c + oh * e.residual_h : nullptr;
+            for (int64_t j = done - ow0; j < Columns; ++j) {
+              const int64_t ow = ow0 + j;
+              float v = (e.init == ConvInit::accumulate ? target[ow] : start) + sums[j][o];
+              if (residual) v += residual[ow * e.residual_w];
+              target[ow] = e.relu ? detail::relu(v) : v;
+            }
+          }
+          done = ow0 + Columns;
+        }
+      }
+    }
+  }
 }
 
-template <int Columns>
-void conv_row_baseline(const ConvShape& s, const float* image, const float* weights,
-                       float* out, int64_t oh, int64_t width, int64_t valid_channels) {
-  conv_row<Columns>(s, image, weights, out, oh, width, valid_channels);
+using rows_function = void (*)(const ConvShape&, const float*, const float*, float*,
+                               const RowGroup&, int64_t, const BlockEpilogue&);
+
+template <int Columns, int StrideW, int KernelW>
+__attribute__((target("avx512f,fma"))) void row_avx512(
+    const ConvShape& s, const float* image, const float* weights, float* out,
+    const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
+  block_rows<64, 2, Columns, StrideW, KernelW>(s, image, weights, out, g, valid, e);
 }
 
-using conv_row_function = void (*)(const ConvShape&, const float*, const float*, float*,
-                                   int64_t, int64_t, int64_t);
+template <int Columns, int StrideW, int KernelW>
+__attribute__((target("avx2,fma"))) void row_avx2(
+    const ConvShape& s, const float* image, const float* weights, float* out,
+    const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
+  block_rows<32, 2, Columns, StrideW, KernelW>(s, image, weights, out, g, valid, e);
+}
 
 template <int Columns, int StrideW>
-conv_row_function dense_row_for(int64_t kernel_w) {
-  switch (kernel_w) {   // a known filter width unrolls the tap loop
-    case 1: return conv_row_dense_avx2<Columns, StrideW, 1>;
-    case 3: return conv_row_dense_avx2<Columns, StrideW, 3>;
-    case 7: return conv_row_dense_avx2<Columns, StrideW, 7>;
-    default: return conv_row_dense_avx2<Columns, StrideW, 0>;
+void row_baseline(const ConvShape& s, const float* image, const float* weights, float* out,
+                  const RowGroup& g, int64_t valid, const BlockEpilogue& e) {
+  block_rows<16, 2, Columns, StrideW, 0>(s, image, weights, out, g, valid, e);
+}
+
+template <int Columns, int StrideW>
+rows_function avx512_row_for(const int64_t kernel_w) {
+  switch (kernel_w) {  // a known filter width unrolls the tap loop
+    case 1: return row_avx512<Columns, StrideW, 1>;
+    case 3: return row_avx512<Columns, StrideW, 3>;
+    case 7: return row_avx512<Columns, StrideW, 7>;
+    default: return row_avx512<Columns, StrideW, 0>;
   }
 }
 
-template <int Columns>
-conv_row_function dense_row_for(const ConvShape& s) {
-  return s.stride_w == 1 ? dense_row_for<Columns, 1>(s.kernel_w)
-                         : dense_row_for<Columns, 2>(s.kernel_w);
+template <int Columns, int StrideW>
+rows_function avx2_row_for(const int64_t kernel_w) {
+  switch (kernel_w) {
+    case 1: return row_avx2<Columns, StrideW, 1>;
+    case 3: return row_avx2<Columns, StrideW, 3>;
+    default: return row_avx2<Columns, StrideW, 0>;
+  }
 }
 
-// AVX2+FMA with contiguous, undilated input columns and stride 1 or 2: tiles of 7 columns x 8
-// channels when 7 divides the width (every ResNet width), else 8. Otherwise 8 columns with an
-// offset table; without AVX2, 4 columns (the accumulators fit in 16 SSE registers).
-inline conv_row_function conv_row_for(const ConvShape& s, int64_t width) {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (!avx2) return conv_row_baseline<4>;
-  if (s.in_w == 1 && s.dilation_w == 1 && (s.stride_w == 1 || s.stride_w == 2))
-    return width % 7 == 0 ? dense_row_for<7>(s) : dense_row_for<8>(s);
-  return conv_row_avx2<8>;
+// AVX-512F: 7 columns where 7 divides the width (every ResNet width), else 8, 4 or 1. AVX2:
+// 4 columns where 7 divides the width (6 would compute 12 columns for a row of 7), else 6 or 1.
+template <int StrideW>
+rows_function row_for(const int64_t kernel_w, const int64_t width) {
+  switch (isa()) {
+    case Isa::avx512:
+      if (width % 7 == 0) return avx512_row_for<7, StrideW>(kernel_w);
+      if (width >= 8) return avx512_row_for<8, StrideW>(kernel_w);
+      return width >= 4 ? row_avx512<4, StrideW, 0> : row_avx512<1, StrideW, 0>;
+    case Isa::avx2:
+      if (width % 7 == 0 && width >= 4) return avx2_row_for<4, StrideW>(kernel_w);
+      return width >= 6 ? avx2_row_for<6, StrideW>(kernel_w) : row_avx2<1, StrideW, 0>;
+    default: return width >= 6 ? row_baseline<6, StrideW> : row_baseline<1, StrideW>;
+  }
 }
 
-// conv2d_nchw on these tiles: one task per (image, channel block, output row).
+}  // namespace conv_host
+
+namespace detail {
+
+// Whether conv2d_nchw_x86 takes a call: float32 weights packed in host blocks, no padding,
+// contiguous undilated input columns read with stride 1 or 2, a float residual if any.
+template <class Input, class PackedWeight>
+bool x86_tiles_take(const Input& in, const PackedWeight& packed, const ConvGeometry g) {
+  return packed.extent(4) == size_t(conv_host_channel_block) && g.pad_h == 0 && g.pad_w == 0 &&
+         in.stride(3) == 1 && g.dilation_w == 1 && (g.stride_w == 1 || g.stride_w == 2);
+}
+
+// conv2d_nchw on the host tiles: one task per (image, channel block, group of output rows).
+// A group takes as many rows as its partial sums fit in partial_floats, fewer where that would
+// leave under 4 tasks a thread; a pass over its rows takes the input channels whose weights
+// fill chunk_floats (16 KiB: they stay in L1 while every tile of the group reads them).
 template <class ExecutionSpace, class Input, class PackedWeight, class Bias, class Residual,
           class Output>
 void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
                      const Input& in, const PackedWeight& packed,
                      const Output& out, const ConvGeometry g, const ConvInit init,
                      const Bias& bias, const Residual& residual, const bool with_relu) {
-  constexpr int B = conv_channel_block;
+  constexpr int B = conv_host_channel_block;
+  constexpr int64_t partial_floats = 16384, chunk_floats = 4096;
   const ConvShape s{int64_t(in.extent(1)), int64_t(packed.extent(2)),
                     int64_t(packed.extent(3)), g.stride_h, g.stride_w, g.dilation_h,
                     g.dilation_w, int64_t(in.stride(1)), int64_t(in.stride(2)),
@@ -184,38 +284,46 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
   const int64_t batch = out.extent(0), channels_out = out.extent(1);
   const int64_t height_out = out.extent(2), width_out = out.extent(3);
   const int64_t blocks = packed.extent(0);
+  const int64_t tap_floats = s.kernel_h * s.kernel_w * B;
+  int64_t chunk = chunk_floats / tap_floats > 0 ? chunk_floats / tap_floats : 1;
+  int64_t rows = 1;
+  if (width_out * B > partial_floats)
+    chunk = s.channels_in;   // no room for a row's partial sums: one pass
+  else
+    rows = partial_floats / (width_out * B) < height_out ? partial_floats / (width_out * B)
+                                                         : height_out;
+  const int64_t enough_tasks = space.concurrency() > 1 ? 4 * space.concurrency() : 1;
+  while (rows > 1 && batch * blocks * ((height_out + rows - 1) / rows) < enough_tasks)
+    rows = (rows + 1) / 2;
+  const int64_t groups = (height_out + rows - 1) / rows;
   using policy3 = Kokkos::MDRangePolicy<
       ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
       Kokkos::IndexType<int64_t>>;
-  const conv_row_function row = conv_row_for(s, width_out);
+  const conv_host::rows_function block_rows =
+      g.stride_w == 1 ? conv_host::row_for<1>(s.kernel_w, width_out)
+                      : conv_host::row_for<2>(s.kernel_w, width_out);
   const bool with_residual = residual.data() != nullptr;
   Kokkos::parallel_for(
-      label, policy3(space, {0, 0, 0}, {batch, blocks, height_out}),
-      [=](const int64_t n, const int64_t block, const int64_t oh) {
+      label, policy3(space, {0, 0, 0}, {batch, blocks, groups}),
+      [=](const int64_t n, const int64_t block, const int64_t group) {
         const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
-        float* target = &out(n, block * B, 0, 0);
-        // The tiles add to `out`: set the initial value of this row first, apply the
-        // epilogue after, while the row is still in cache.
-        if (init != ConvInit::accumulate)
-          for (int64_t o = 0; o < valid; ++o)
-            for (int64_t ow = 0; ow < width_out; ++ow)
-              target[o * s.out_c + oh * s.out_h + ow] =
-                  init == ConvInit::bias ? float(bias(block * B + o)) : 0.0f;
-        row(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), target, oh, width_out, valid);
-        if (with_residual)
-          for (int64_t o = 0; o < valid; ++o)
-            for (int64_t ow = 0; ow < width_out; ++ow)
-              target[o * s.out_c + oh * s.out_h + ow] +=
-                  float(residual(n, block * B + o, oh, ow));
-        if (with_relu)
-          for (int64_t o = 0; o < valid; ++o)
-            for (int64_t ow = 0; ow < width_out; ++ow) {
-              float& v = target[o * s.out_c + oh * s.out_h + ow];
-              v = relu(v);
-            }
+        float bias_block[B] = {};
+        if (init == ConvInit::bias)
+          for (int64_t o = 0; o < valid; ++o) bias_block[o] = float(bias(block * B + o));
+        const conv_host::BlockEpilogue e{
+            init, bias_block, with_residual ? &residual(n, block * B, 0, 0) : nullptr,
+            with_residual ? int64_t(residual.stride(1)) : 0,
+            with_residual ? int64_t(residual.stride(2)) : 0,
+            with_residual ? int64_t(residual.stride(3)) : 0, with_relu};
+        alignas(64) float partial[partial_floats];
+        const int64_t first_row = group * rows;
+        const conv_host::RowGroup row_group{
+            first_row, height_out - first_row < rows ? height_out - first_row : rows, width_out,
+            chunk, partial};
+        block_rows(s, &in(n, 0, 0, 0), &packed(block, 0, 0, 0, 0), &out(n, block * B, 0, 0),
+                   row_group, valid, e);
       });
 }
 }  // namespace detail
-#endif
-
 }  // namespace lapis
+#endif
