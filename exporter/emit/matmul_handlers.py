@@ -46,7 +46,9 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.include("lapis/gemm.hpp" if packed else "lapis/gemm_tf32.hpp")
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
-    where = "packed host kernel" if packed else "tensor cores"
+    head = em.backend == "cuda" and ir.MemRefType(op.operands[1].type).shape[0] < 16
+    where = "packed host kernel" if packed else \
+        "CUDA cores, a warp a row" if head else "tensor cores"  # lapis::linear's rule
     em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"
             + (f" ({folded} folded in)" if folded else ""))
     call = "lapis::linear_packed<execution_space>" if packed else em.tuned_kernel("linear")

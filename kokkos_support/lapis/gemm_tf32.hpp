@@ -433,7 +433,7 @@ void launch_tiles(const Kokkos::Cuda& space, const char* label, const GemmProble
 // (37 KiB); 3, 128 x 64 (4 warps of 64 x 32), k steps of 16 three deep (46 KiB); the deep tiles
 // of run_cuda: 4, k steps of 32 three deep (108 KiB, two blocks a multiprocessor); 5, k steps
 // of 16 four deep (80 KiB); 6, k steps of 32 four deep (144 KiB, one block); 7, k steps of 16
-// three deep (60 KiB). It runs where it makes at least two waves of an H200's 132
+// three deep (60 KiB); 8, 9 and 10: 4, 5 and 1 with the staged store (1: 68 KiB). It runs where it makes at least two waves of an H200's 132
 // multiprocessors, else 64 x 64 tiles (4 warps of 32 x 32).
 #if !defined(LAPIS_GEMM_TILES)
 #define LAPIS_GEMM_TILES 1
@@ -452,6 +452,12 @@ using LargeTiles =
     GemmTiles<128, 128, 64, 32, 32, 4, 1, WeightRows, P>;
 #elif LAPIS_GEMM_TILES == 7
     GemmTiles<128, 128, 64, 32, 16, 3, 2, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 8
+    GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>;
+#elif LAPIS_GEMM_TILES == 9
+    GemmTiles<128, 128, 64, 32, 16, 4, 2, WeightRows, P, true>;
+#elif LAPIS_GEMM_TILES == 10
+    GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P, true>;
 #else
     GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
 #endif
