@@ -312,6 +312,8 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("linear", "small", "tf32", 33, 20, 12, "relu", "zero"),
     ("matmul", "small", "fp32", 67, 36, 40, "none", "accumulate"),
     ("matmul", "large", "tf32", 129, 132, 20, "none", "zero"),
+    ("linear", "narrow", "fp32", 260, 70, 100, "silu", "bias"),
+    ("matmul", "narrow", "fp32", 129, 68, 52, "none", "accumulate"),
     ("linear", "deep", "fp32", 260, 140, 100, "silu", "bias"),  # k steps of 32, three deep
     ("linear", "deep", "tf32", 130, 136, 72, "none", "accumulate"),
     ("matmul", "deep", "fp32", 131, 132, 44, "none", "zero"),

@@ -11,19 +11,12 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
   const char* label = "gemm_bench";
   switch (v) {
     case 0: return launch_tiles<GemmTiles<128, 128, 64, 32, 16, 2, 2, true, P>>(space, label, p);
-    case 1: return launch_tiles<GemmTiles<128, 128, 64, 32, 8, 3, 2, true, P>>(space, label, p);
-    case 2: return launch_tiles<GemmTiles<128, 64, 64, 32, 16, 3, 4, true, P>>(space, label, p);
-    case 3: return launch_tiles<GemmTiles<128, 128, 64, 32, 32, 3, 2, true, P>>(space, label, p);
-    case 4: return launch_tiles<GemmTiles<128, 128, 64, 32, 16, 4, 2, true, P>>(space, label, p);
-    case 5: return launch_tiles<GemmTiles<128, 128, 64, 32, 32, 4, 1, true, P>>(space, label, p);
-    case 6: return launch_tiles<GemmTiles<128, 128, 64, 32, 16, 3, 2, true, P>>(space, label, p);
-    case 7: return launch_tiles<GemmTiles<64, 64, 32, 32, 16, 2, 4, true, P>>(space, label, p);
-    case 8:
-      return launch_tiles<GemmTiles<128, 128, 64, 32, 32, 3, 2, true, P, true>>(space, label, p);
-    case 9:
+    case 1: return launch_tiles<GemmTiles<128, 64, 64, 32, 16, 3, 4, true, P>>(space, label, p);
+    case 2: return launch_tiles<GemmTiles<64, 64, 32, 32, 16, 2, 4, true, P>>(space, label, p);
+    case 3:
       return launch_tiles<GemmTiles<128, 128, 64, 32, 16, 4, 2, true, P, true>>(space, label, p);
     default:
-      return launch_tiles<GemmTiles<128, 128, 64, 32, 16, 2, 2, true, P, true>>(space, label, p);
+      return launch_tiles<GemmTiles<128, 64, 64, 32, 16, 3, 4, true, P, true>>(space, label, p);
   }
 }
 

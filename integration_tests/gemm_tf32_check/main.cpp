@@ -49,6 +49,8 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
   using namespace lapis::detail;
   if (shape == "large")
     run<GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>>(p);
+  else if (shape == "narrow")  // the fp32 large tile: 128 x 64, k steps of 16 three deep
+    run<GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>>(p);
   else if (shape == "deep")  // run_cuda's k steps of 32, three deep
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>>(p);
   else if (shape == "staged")  // the same, the outputs written through shared memory
@@ -73,7 +75,7 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|matmul|rows large|deep|staged|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|matmul|rows large|narrow|deep|staged|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }

@@ -428,16 +428,20 @@ void launch_tiles(const Kokkos::Cuda& space, const char* label, const GemmProble
     Tiles::template run<Kokkos::Cuda>(space, label, p);
 }
 
-// LAPIS_GEMM_TILES picks the large tile, 128 x 128 (8 warps of 64 x 32) unless said: 1, k steps
-// of 16 two deep (40 KiB, a Kokkos team; two teams a multiprocessor); 2, k steps of 8 three deep
-// (37 KiB); 3, 128 x 64 (4 warps of 64 x 32), k steps of 16 three deep (46 KiB); the deep tiles
-// of run_cuda: 4, k steps of 32 three deep (108 KiB, two blocks a multiprocessor); 5, k steps
-// of 16 four deep (80 KiB); 6, k steps of 32 four deep (144 KiB, one block); 7, k steps of 16
-// three deep (60 KiB); 8, 9 and 10: 4, 5 and 1 with the staged store (1: 68 KiB). It runs where it makes at least two waves of an H200's 132
-// multiprocessors, else 64 x 64 tiles (4 warps of 32 x 32).
-#if !defined(LAPIS_GEMM_TILES)
-#define LAPIS_GEMM_TILES 1
-#endif
+// The large tile where it makes at least two waves of an H200's 132 multiprocessors, by
+// precision (gemm_bench on the H200, the wide MLP's 512 x 512 layers with SiLU at batch 65536,
+// benchmarks/results_gpu.md): fp32 (three tf32 products), 128 x 64 (4 warps of 64 x 32) with k
+// steps of 16 three deep (46 KiB, four teams a multiprocessor), 0.654 ms against 0.688 for
+// 128 x 128; tf32, 128 x 128 (8 warps of 64 x 32), k steps of 16 two deep (40 KiB, two teams),
+// 0.489 ms against 0.504. Else, and for products of at most 16 terms (the first layer of an
+// MLP: all epilogue, 0.155 ms against 0.216 for 16 -> 512), 64 x 64 tiles (4 warps of 32 x 32).
+// LAPIS_GEMM_TILES picks another large tile for every precision: 1, the tf32 one; 2, 128 x 128
+// with k steps of 8 three deep (37 KiB); 3, the fp32 one; the deep tiles of run_cuda (none
+// faster on the H200): 4, 128 x 128 with k steps of 32 three deep (108 KiB, two blocks a
+// multiprocessor); 5, k steps of 16 four deep (80 KiB); 6, k steps of 32 four deep (144 KiB,
+// one block); 7, k steps of 16 three deep (60 KiB); 8, 9 and 10: 4, 5 and 1 with the staged
+// store (1: 68 KiB).
+#if defined(LAPIS_GEMM_TILES)
 template <bool WeightRows, Precision P>
 using LargeTiles =
 #if LAPIS_GEMM_TILES == 2
@@ -461,13 +465,19 @@ using LargeTiles =
 #else
     GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
 #endif
+#else
+template <bool WeightRows, Precision P>
+using LargeTiles = std::conditional_t<P == Precision::fp32,
+                                      GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>,
+                                      GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>>;
+#endif
 template <bool WeightRows, Precision P>
 using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
 
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
   using Large = LargeTiles<WeightRows, P>;
-  if (Large::teams(p) >= 2 * 264)
+  if (p.k > 16 && Large::teams(p) >= 2 * 264)
     launch_tiles<Large>(space, label, p);
   else
     launch_tiles<SmallTiles<WeightRows, P>>(space, label, p);
