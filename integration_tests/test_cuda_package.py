@@ -312,16 +312,27 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("linear", "small", "tf32", 33, 20, 12, "relu", "zero"),
     ("matmul", "small", "fp32", 67, 36, 40, "none", "accumulate"),
     ("matmul", "large", "tf32", 129, 132, 20, "none", "zero"),
+    ("linear", "narrow", "fp32", 260, 70, 100, "silu", "bias"),
+    ("matmul", "narrow", "fp32", 129, 68, 52, "none", "accumulate"),
+    ("linear", "deep", "fp32", 260, 140, 100, "silu", "bias"),  # k steps of 32, three deep
+    ("linear", "deep", "tf32", 130, 136, 72, "none", "accumulate"),
+    ("matmul", "deep", "fp32", 131, 132, 44, "none", "zero"),
+    ("linear", "staged", "fp32", 200, 132, 40, "silu", "bias"),  # 16-byte output pieces
+    ("linear", "staged", "tf32", 130, 70, 36, "gelu", "accumulate"),  # n % 4 != 0: scalar
+    ("matmul", "staged", "fp32", 129, 256, 64, "none", "accumulate"),
+    ("rows", "small", "fp32", 37, 1, 512, "none", "bias"),      # linear_rows, 16-byte loads
+    ("rows", "small", "fp32", 20, 3, 30, "silu", "accumulate"),  # its scalar loads
 ])
 def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape, precision, m,
                                           n, k, activation, init):
     """The tensor-core matrix tiles, run thread by thread on the host with the mma emulated
-    (their staging, fragment indexing, rounding and epilogue; every output written): fp32
+    (their staging, fragment indexing, rounding and epilogue; every output written), and the
+    few-column kernel linear_rows on the host's execution space: fp32
     within 1e-6 of float64; tf32 within 1e-5 of the float64 product of the operands rounded to
     tf32, and so a few 1e-4 off the unrounded one."""
     rng = np.random.default_rng(m * n + k)
     a = rng.standard_normal((m, k)).astype(np.float32)
-    b = rng.standard_normal((n, k) if kind == "linear" else (k, n)).astype(np.float32)
+    b = rng.standard_normal((k, n) if kind == "matmul" else (n, k)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     c = rng.standard_normal((m, n)).astype(np.float32)
     for name, array in (("a", a), ("b", b), ("bias", bias), ("c", c)):
@@ -330,7 +341,7 @@ def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape
          INIT_CODES[init], tmp_path])
     ours = np.fromfile(tmp_path / "out.bin", np.float32).reshape(m, n)
     assert not np.isnan(ours).any()
-    product = b.T if kind == "linear" else b
+    product = b if kind == "matmul" else b.T
     start = {"bias": bias[None, :], "zero": 0.0, "accumulate": c}[init]
 
     def reference(x, y):

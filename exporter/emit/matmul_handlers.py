@@ -47,7 +47,9 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.include("lapis/gemm.hpp" if packed else "lapis/gemm_tf32.hpp")
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
-    where = "packed host kernel" if packed else "tensor cores"
+    head = em.backend == "cuda" and ir.MemRefType(op.operands[1].type).shape[0] < 16
+    where = "packed host kernel" if packed else \
+        "CUDA cores, a warp a row" if head else "tensor cores"  # lapis::linear's rule
     if packed and em.precision == "bf16" and element == "float":
         where += ", bfloat16 operands"
     em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"

@@ -4,6 +4,7 @@
 // and the output start as NaN, so a value read before it is staged or an output left unwritten
 // shows. DIR holds a.bin ([M][K]), b.bin ([N][K] for linear, [K][N] for matmul), bias.bin
 // ([N]) and c.bin ([M][N], C's start for INIT accumulate); the result goes to DIR/out.bin.
+// Kind `rows` runs lapis::detail::linear_rows (few output columns) on the host instead.
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
@@ -48,6 +49,12 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
   using namespace lapis::detail;
   if (shape == "large")
     run<GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>>(p);
+  else if (shape == "narrow")  // the fp32 large tile: 128 x 64, k steps of 16 three deep
+    run<GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>>(p);
+  else if (shape == "deep")  // run_cuda's k steps of 32, three deep
+    run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>>(p);
+  else if (shape == "staged")  // the same, the outputs written through shared memory
+    run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>>(p);
   else
     run<GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>>(p);
 }
@@ -68,7 +75,7 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|matmul large|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|matmul|rows large|narrow|deep|staged|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }
@@ -77,7 +84,7 @@ int main(int argc, char** argv) {
   const int m = std::atoi(argv[4]), n = std::atoi(argv[5]), k = std::atoi(argv[6]);
   const auto activation = lapis::Activation(std::atoi(argv[7]));
   const auto init = lapis::ConvInit(std::atoi(argv[8]));
-  const bool linear = kind == "linear";
+  const bool linear = kind != "matmul";
   const std::vector<float> a = read(dir + "/a.bin", size_t(m) * k);
   const std::vector<float> b = read(dir + "/b.bin", size_t(n) * k);
   const std::vector<float> bias = read(dir + "/bias.bin", n);
@@ -86,7 +93,17 @@ int main(int argc, char** argv) {
     for (float& v : c) v = std::nanf("");
   const GemmProblem p{a.data(), b.data(), c.data(), bias.data(), k, linear ? k : n, n, 0, 0, 0,
                       m, n, k, 1, init, activation};
-  if (linear && precision == "fp32")
+  if (kind == "rows") {  // linear_rows (a regression head) on the host's execution space
+    using Matrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace,
+                                Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+    const Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>
+        bias_view(bias.data(), n);
+    lapis::detail::linear_rows(Kokkos::DefaultHostExecutionSpace(), "rows",
+                               Matrix(const_cast<float*>(a.data()), m, k),
+                               Matrix(const_cast<float*>(b.data()), n, k), bias_view,
+                               Matrix(c.data(), m, n), init, activation);
+    Kokkos::fence();
+  } else if (linear && precision == "fp32")
     dispatch<true, lapis::Precision::fp32>(shape, p);
   else if (linear)
     dispatch<true, lapis::Precision::tf32>(shape, p);

@@ -54,7 +54,11 @@ template <class T>
 KOKKOS_INLINE_FUNCTION T activate(const Activation f, const T v) {
   switch (f) {
     case Activation::relu: return !(v <= T(0)) ? v : T(0);  // NaN stays NaN
-    case Activation::silu: return v * (T(1) / (math::exp(-v) + T(1)));
+    case Activation::silu:
+#if defined(LAPIS_FAST_SILU) && defined(__CUDA_ARCH__)
+      if constexpr (std::is_same<T, float>::value) return __fdividef(v, __expf(-v) + 1.0f);
+#endif
+      return v * (T(1) / (math::exp(-v) + T(1)));
     case Activation::gelu: return v * ((math::erf(v / T(1.4142135623730951)) + T(1)) * T(0.5));
     case Activation::tanh: return math::tanh(v);
     case Activation::sigmoid: return T(1) / (math::exp(-v) + T(1));

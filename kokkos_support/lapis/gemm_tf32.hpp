@@ -37,6 +37,23 @@ struct GemmProblem {
   Activation activation;
 };
 
+// Four floats as one 16-byte load or store.
+struct alignas(16) Float4 {
+  float v[4];
+};
+
+// The kernel of GemmTiles::run_cuda: one block a team, the staging in dynamic shared memory.
+#if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
+template <class Tiles>
+__global__ void __launch_bounds__(Tiles::threads, Tiles::min_teams)
+    gemm_tiles_kernel(const GemmProblem p) {
+  extern __shared__ __align__(16) float gemm_tiles_shared[];
+  const typename Tiles::CudaBlock block{};
+  typename Tiles::template OneThread<typename Tiles::CudaBlock> me{block, int(threadIdx.x), {}};
+  Tiles::pipeline(p, Tiles::tile(p, int(blockIdx.x)), gemm_tiles_shared, me);
+}
+#endif
+
 // Host emulation of a tensor-core multiply-add of two float32 values: what the mma computes
 // from the parts the device code makes (CUTLASS's fast split: big rounded to tf32, half an ulp
 // added then truncated; small = x - big, of which the mma reads the top 19 bits).
@@ -55,16 +72,22 @@ inline float emulated_product(const float a, const float b) {
 // Staged A is [BM][BK + 4] and B [BN][BK + 4] (or [BK][BN + 8]): the 32 lanes' fragment reads
 // (8 rows x 4 k, or 4 k x 8 columns) land in 32 banks. P = fp32 makes three tf32 products of
 // the operands' (big, small) parts (the small * small term left out), tf32 one of the bigs.
+// StagedStore: the epilogue passes the outputs through shared memory (after the last k step),
+// so that each thread writes whole 16-byte pieces of rows instead of the mma accumulators'
+// pairs of columns 8 rows apart.
 template <int BM, int BN, int WM, int WN, int BK, int Stages, int MinTeams, bool WeightRows,
-          Precision P>
+          Precision P, bool StagedStore = false>
 struct GemmTiles {
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
-  static constexpr int threads = 32 * warps_m * warps_n;
+  static constexpr int threads = 32 * warps_m * warps_n, min_teams = MinTeams;
   static constexpr int MT = WM / 16, NT = WN / 8;
   static constexpr int LDA = BK + 4, LDB = WeightRows ? BK + 4 : BN + 8;
   static constexpr int a_floats = BM * LDA, b_floats = WeightRows ? BN * LDB : BK * LDB;
   static constexpr int stage_floats = a_floats + b_floats;
-  static constexpr size_t scratch = size_t(Stages) * stage_floats * sizeof(float);
+  static constexpr int LDC = BN + 8;  // staged outputs: a half warp's pairs in 32 banks
+  static constexpr size_t staging = size_t(Stages) * stage_floats * sizeof(float);
+  static constexpr size_t staged_outputs = StagedStore ? size_t(BM) * LDC * sizeof(float) : 0;
+  static constexpr size_t scratch = staging > staged_outputs ? staging : staged_outputs;
   static constexpr int a_copies = BM * BK / 4, b_copies = BN * BK / 4;  // 16 bytes each
   static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0 && BK % 8 == 0,
                 "tile shape");
@@ -222,6 +245,59 @@ struct GemmTiles {
       }
   }
 
+  // StagedStore, first half: the thread's sums (plus the bias) into the tile's rows in shared
+  // memory.
+  KOKKOS_INLINE_FUNCTION static void stage_outputs(const GemmProblem& p, const Tile& t,
+                                                   float* smem, const int rank,
+                                                   const Acc& acc) {
+    const int lane = rank % 32, warp = rank / 32;
+    const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
+    LAPIS_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      LAPIS_UNROLL
+      for (int c = 0; c < 2; ++c) {
+        const int column = wn0 + nt * 8 + 2 * (lane % 4) + c;
+        const float start =
+            p.init == ConvInit::bias && t.n0 + column < p.n ? p.bias[t.n0 + column] : 0.0f;
+        LAPIS_UNROLL
+        for (int mt = 0; mt < MT; ++mt)
+          LAPIS_UNROLL
+          for (int half = 0; half < 2; ++half)
+            smem[(wm0 + mt * 16 + lane / 4 + 8 * half) * LDC + column] =
+                acc.v[mt][nt][2 * half + c] + start;
+      }
+  }
+
+  // StagedStore, second half: 16-byte pieces of the staged rows to C, C's own values added
+  // (ConvInit::accumulate), then the activation.
+  KOKKOS_INLINE_FUNCTION static void write_outputs(const GemmProblem& p, const Tile& t,
+                                                   const float* smem, const int rank) {
+    const bool whole = p.ldc % 4 == 0 && p.n % 4 == 0 &&
+                       reinterpret_cast<uintptr_t>(t.c) % 16 == 0;
+    constexpr int pieces = BM * BN / 4;
+    LAPIS_UNROLL
+    for (int r = 0; r < (pieces + threads - 1) / threads; ++r) {
+      const int piece = rank + r * threads;
+      if (pieces % threads != 0 && piece >= pieces) break;
+      const int row = piece / (BN / 4), column = piece % (BN / 4) * 4;
+      if (t.m0 + row >= p.m || t.n0 + column >= p.n) continue;
+      float* const out = t.c + (t.m0 + row) * p.ldc + t.n0 + column;
+      Float4 v = *reinterpret_cast<const Float4*>(smem + row * LDC + column);
+      if (whole) {
+        if (p.init == ConvInit::accumulate) {
+          const Float4 before = *reinterpret_cast<const Float4*>(out);
+          for (int i = 0; i < 4; ++i) v.v[i] += before.v[i];
+        }
+        for (int i = 0; i < 4; ++i) v.v[i] = activate(p.activation, v.v[i]);
+        *reinterpret_cast<Float4*>(out) = v;
+      } else {
+        for (int i = 0; i < 4 && t.n0 + column + i < p.n; ++i)
+          out[i] = activate(p.activation,
+                            v.v[i] + (p.init == ConvInit::accumulate ? out[i] : 0.0f));
+      }
+    }
+  }
+
   // One team's tile, written once for both callers: `team.each(f)` runs f(rank, acc) for the
   // calling thread on the device, for every thread in turn in the host check; barrier, commit
   // and wait are the team's and cp.async's (nothing on the host, where copies are done when
@@ -256,7 +332,14 @@ struct GemmTiles {
       team.each([&](int rank, Acc& acc) { compute(smem, step % Stages, rank, acc); });
     }
     team.template wait<0>();
-    team.each([&](int rank, Acc& acc) { store(p, t, rank, acc); });
+    if (StagedStore) {
+      team.barrier();  // the last step's reads of the staged operands are done
+      team.each([&](int rank, Acc& acc) { stage_outputs(p, t, smem, rank, acc); });
+      team.barrier();
+      team.each([&](int rank, Acc&) { write_outputs(p, t, smem, rank); });
+    } else {
+      team.each([&](int rank, Acc& acc) { store(p, t, rank, acc); });
+    }
   }
 
   // The device's `team`: the calling thread and its accumulators.
@@ -283,6 +366,38 @@ struct GemmTiles {
     }
   };
 
+  // A CUDA thread block as the team of OneThread.
+  struct CudaBlock {
+    KOKKOS_FORCEINLINE_FUNCTION void team_barrier() const {
+#if defined(__CUDA_ARCH__)
+      __syncthreads();
+#endif
+    }
+  };
+
+#if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
+  // The same tiles launched by CUDA itself, one block a team: Kokkos gives a team at most the
+  // 48 KiB of shared memory that a block gets by default (scratch_size_max, Kokkos 4.6 too),
+  // this takes up to the multiprocessor's 227 KiB (deeper k staging). The launch shows in
+  // Kokkos Tools under `label`, and is captured with the stream like Kokkos' own.
+  static void run_cuda(const Kokkos::Cuda& space, const char* label, const GemmProblem& p) {
+    static const cudaError_t configured = cudaFuncSetAttribute(
+        gemm_tiles_kernel<GemmTiles>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(scratch));
+    if (configured != cudaSuccess)
+      Kokkos::abort("lapis::linear: the tiles' shared memory is more than this GPU has");
+    uint64_t kernel_id = 0;
+    const bool profiled = Kokkos::Tools::profileLibraryLoaded();
+    if (profiled) Kokkos::Tools::beginParallelFor(label, 0, &kernel_id);
+    gemm_tiles_kernel<GemmTiles><<<teams(p), threads, scratch, space.cuda_stream()>>>(p);
+    const cudaError_t launched = cudaGetLastError();
+    if (launched != cudaSuccess) Kokkos::abort(cudaGetErrorString(launched));
+    if (profiled) {
+      space.fence();  // the tool times the launch to its end, as Kokkos' fenced launches
+      Kokkos::Tools::endParallelFor(kernel_id);
+    }
+  }
+#endif
+
   template <class ExecutionSpace>
   static void run(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
     using policy = Kokkos::TeamPolicy<ExecutionSpace, Kokkos::LaunchBounds<threads, MinTeams>>;
@@ -300,28 +415,72 @@ struct GemmTiles {
 };
 
 #if defined(KOKKOS_ENABLE_CUDA)
-// LAPIS_GEMM_TILES picks the large tile: 1 (the default), 128 x 128 (8 warps of 64 x 32, two
-// teams a multiprocessor), k steps of 16 two deep; 2, the same with k steps of 8 three deep;
-// 3, 128 x 64 (4 warps of 64 x 32), k steps of 16 three deep. It runs where it makes at least
-// two waves of an H200's 132 multiprocessors, else 64 x 64 tiles (4 warps of 32 x 32). Kokkos
-// launches at most 48 KiB of shared memory a team: 40, 37 and 46 KiB.
-#if !defined(LAPIS_GEMM_TILES)
-#define LAPIS_GEMM_TILES 1
+// Tiles whose staging needs more than a Kokkos team's 48 KiB run through run_cuda.
+template <class Tiles>
+void launch_tiles(const Kokkos::Cuda& space, const char* label, const GemmProblem& p) {
+#if defined(__CUDACC__)
+  if constexpr (Tiles::scratch > 48 * 1024)
+    Tiles::run_cuda(space, label, p);
+  else
+#else
+  static_assert(Tiles::scratch <= 48 * 1024, "a CUDA compiler launches the deep tiles");
 #endif
+    Tiles::template run<Kokkos::Cuda>(space, label, p);
+}
+
+// The large tile where it makes at least two waves of an H200's 132 multiprocessors, by
+// precision (gemm_bench on the H200, the wide MLP's 512 x 512 layers with SiLU at batch 65536,
+// benchmarks/results_gpu.md): fp32 (three tf32 products), 128 x 64 (4 warps of 64 x 32) with k
+// steps of 16 three deep (46 KiB, four teams a multiprocessor), 0.654 ms against 0.688 for
+// 128 x 128; tf32, 128 x 128 (8 warps of 64 x 32), k steps of 16 two deep (40 KiB, two teams),
+// 0.489 ms against 0.504. Else, and for products of at most 16 terms (the first layer of an
+// MLP: all epilogue, 0.155 ms against 0.216 for 16 -> 512), 64 x 64 tiles (4 warps of 32 x 32).
+// LAPIS_GEMM_TILES picks another large tile for every precision: 1, the tf32 one; 2, 128 x 128
+// with k steps of 8 three deep (37 KiB); 3, the fp32 one; the deep tiles of run_cuda (none
+// faster on the H200): 4, 128 x 128 with k steps of 32 three deep (108 KiB, two blocks a
+// multiprocessor); 5, k steps of 16 four deep (80 KiB); 6, k steps of 32 four deep (144 KiB,
+// one block); 7, k steps of 16 three deep (60 KiB); 8, 9 and 10: 4, 5 and 1 with the staged
+// store (1: 68 KiB).
+#if defined(LAPIS_GEMM_TILES)
+template <bool WeightRows, Precision P>
+using LargeTiles =
+#if LAPIS_GEMM_TILES == 2
+    GemmTiles<128, 128, 64, 32, 8, 3, 2, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 3
+    GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 4
+    GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 5
+    GemmTiles<128, 128, 64, 32, 16, 4, 2, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 6
+    GemmTiles<128, 128, 64, 32, 32, 4, 1, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 7
+    GemmTiles<128, 128, 64, 32, 16, 3, 2, WeightRows, P>;
+#elif LAPIS_GEMM_TILES == 8
+    GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>;
+#elif LAPIS_GEMM_TILES == 9
+    GemmTiles<128, 128, 64, 32, 16, 4, 2, WeightRows, P, true>;
+#elif LAPIS_GEMM_TILES == 10
+    GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P, true>;
+#else
+    GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
+#endif
+#else
+template <bool WeightRows, Precision P>
+using LargeTiles = std::conditional_t<P == Precision::fp32,
+                                      GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>,
+                                      GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>>;
+#endif
+template <bool WeightRows, Precision P>
+using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
+
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
-#if LAPIS_GEMM_TILES == 2
-  using Large = GemmTiles<128, 128, 64, 32, 8, 3, 2, WeightRows, P>;
-#elif LAPIS_GEMM_TILES == 3
-  using Large = GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>;
-#else
-  using Large = GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
-#endif
-  using Small = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
-  if (Large::teams(p) >= 2 * 264)
-    Large::template run<ExecutionSpace>(space, label, p);
+  using Large = LargeTiles<WeightRows, P>;
+  if (p.k > 16 && Large::teams(p) >= 2 * 264)
+    launch_tiles<Large>(space, label, p);
   else
-    Small::template run<ExecutionSpace>(space, label, p);
+    launch_tiles<SmallTiles<WeightRows, P>>(space, label, p);
 }
 #endif
 
@@ -343,13 +502,75 @@ inline bool gemm_rows_fit(const void* a, int64_t lda, int64_t inner_a, const voi
          lda % 4 == 0 && ldb % 4 == 0 && aligned(a) && aligned(b);
 }
 
+// A linear layer of few output columns (a regression head, 512 -> 1): a row is one Kokkos
+// thread whose vector lanes (32 on CUDA, a warp) split its dot products over k, 16-byte loads
+// where the rows allow, so a warp reads a row as whole 128-byte lines; 8 rows a team. One
+// thread an output read each row a column at a time, 2 KiB apart across the warp (0.158 ms for
+// the wide MLP's 65536 x 512 head on an H200, where reading x once takes about 0.03 ms).
+template <class ExecutionSpace, class Input, class Weight, class Bias, class Output>
+void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
+                 const Weight& w, const Bias& bias, const Output& y, const ConvInit init,
+                 const Activation activation) {
+  using T = typename Output::non_const_value_type;
+  using policy = Kokkos::TeamPolicy<ExecutionSpace>;
+  using member = typename policy::member_type;
+  constexpr int rows_per_team = 8;
+  const int lanes =
+      Kokkos::SpaceAccessibility<Kokkos::HostSpace, typename ExecutionSpace::memory_space>::
+              accessible
+          ? 1
+          : 32;
+  const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
+  const T* const in = x.data();
+  const T* const weight = w.data();
+  T* const out = y.data();
+  const int64_t ldx = x.stride(0), ldw = w.stride(0), ldy = y.stride(0);
+  const int64_t step_x = x.stride(1), step_w = w.stride(1), step_y = y.stride(1);
+  const bool vectors = std::is_same<T, float>::value && step_x == 1 && step_w == 1 &&
+                       gemm_rows_fit(in, ldx, step_x, weight, ldw, step_w, depth, depth);
+  const int64_t chunks = vectors ? depth / 4 : depth;
+  // On the host a team is one thread that takes the team's rows in turn.
+  const policy launch(space, int((rows + rows_per_team - 1) / rows_per_team),
+                      lanes == 1 ? 1 : rows_per_team, lanes);
+  Kokkos::parallel_for(label, launch, KOKKOS_LAMBDA(const member& team) {
+    Kokkos::parallel_for(Kokkos::TeamThreadRange(team, rows_per_team), [&](const int r) {
+      const int64_t m = int64_t(team.league_rank()) * rows_per_team + r;
+      if (m >= rows) return;
+      for (int64_t n = 0; n < columns; ++n) {
+        T sum = T(0);
+        Kokkos::parallel_reduce(
+            Kokkos::ThreadVectorRange(team, chunks),
+            [&](const int64_t c, T& partial) {
+              if (vectors) {
+                const Float4 a = reinterpret_cast<const Float4*>(in + m * ldx)[c];
+                const Float4 b = reinterpret_cast<const Float4*>(weight + n * ldw)[c];
+                partial += (a.v[0] * b.v[0] + a.v[1] * b.v[1]) +
+                           (a.v[2] * b.v[2] + a.v[3] * b.v[3]);
+              } else {
+                partial += in[m * ldx + c * step_x] * weight[n * ldw + c * step_w];
+              }
+            },
+            sum);
+        Kokkos::single(Kokkos::PerThread(team), [&]() {
+          T& target = out[m * ldy + n * step_y];
+          T v = sum + (init == ConvInit::bias         ? T(bias(n))
+                       : init == ConvInit::accumulate ? target
+                                                      : T(0));
+          target = activation == Activation::none ? v : T(activate(activation, float(v)));
+        });
+      }
+    });
+  });
+}
+
 }  // namespace detail
 
 // y[m][n] = activation(start + sum over k of x[m][k] w[n][k]), start = bias[n] (ConvInit::bias),
 // 0 (zero) or y[m][n] (accumulate); x, w and y rank 2, or rank 4 with trailing extents 1 (a
 // linear layer run as a 1x1 convolution's operands). On the tiles with P's products; fewer than
-// 16 output columns (a regression head), other backends and element types: one thread per
-// output, the dot product in order over k, in the element type.
+// 16 output columns (a regression head) on CUDA: linear_rows, float32 products; other backends
+// and element types: one thread per output, the dot product in order over k, in the element
+// type.
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
           class Bias, class Output>
 void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
@@ -368,6 +589,10 @@ void linear(const ExecutionSpace& space, const char* label, const Input& x, cons
                                   int64_t(y.stride(0)), 0, 0, 0, int(rows), int(columns),
                                   int(depth), 1, init, activation};
       detail::gemm_tiled<true, P, ExecutionSpace>(space, label, p);
+      return;
+    }
+    if (columns < 16) {
+      detail::linear_rows(space, label, x, w, bias, y, init, activation);
       return;
     }
   }

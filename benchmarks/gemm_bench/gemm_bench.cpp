@@ -1,0 +1,174 @@
+// The wide MLP's layers (integration_tests/models.py wide_mlp at batch 65536) through
+// gemm_tf32.hpp, one tile variant at a time: max |out - ref| / max |ref| against float64 on
+// sampled rows (NaN-poisoned output first), and the median time of a launch (launches back to
+// back, as in a CUDA graph, 5 a sample). See CMakeLists.txt.
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "variants.hpp"
+
+namespace {
+
+using lapis::Activation;
+using lapis::ConvInit;
+using lapis::Precision;
+using lapis::detail::GemmProblem;
+using Matrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::CudaSpace>;
+using Vector = Kokkos::View<float*, Kokkos::CudaSpace>;
+
+constexpr int sampled_rows = 256;
+
+Matrix random_matrix(const char* name, int rows, int columns, float scale, unsigned seed) {
+  Matrix m(std::string(name), rows, columns);
+  auto host = Kokkos::create_mirror_view(m);
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> uniform(-scale, scale);
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < columns; ++j) host(i, j) = uniform(rng);
+  Kokkos::deep_copy(m, host);
+  return m;
+}
+
+double silu(double v) { return v / (1.0 + std::exp(-v)); }
+
+// max |y - ref| / max |ref| over the sampled rows, ref = activation(x W^T + b) in float64; NaN
+// (an unwritten output) gives infinity.
+double sampled_error(const Matrix& x, const Matrix& w, const Vector& b, const Matrix& y,
+                     Activation activation) {
+  auto hx = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), x);
+  auto hw = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), w);
+  auto hb = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), b);
+  auto hy = Kokkos::create_mirror_view_and_copy(Kokkos::HostSpace(), y);
+  const int rows = int(x.extent(0)), depth = int(x.extent(1)), columns = int(w.extent(0));
+  double worst = 0, largest = 0;
+  for (int s = 0; s < sampled_rows; ++s) {
+    const int m = int((int64_t(s) * 7919 + 13) % rows);
+    for (int n = 0; n < columns; ++n) {
+      double sum = hb(n);
+      for (int k = 0; k < depth; ++k) sum += double(hx(m, k)) * double(hw(n, k));
+      if (activation == Activation::silu) sum = silu(sum);
+      const double got = hy(m, n);
+      if (std::isnan(got)) return INFINITY;
+      worst = std::max(worst, std::fabs(got - sum));
+      largest = std::max(largest, std::fabs(sum));
+    }
+  }
+  return worst / largest;
+}
+
+template <class F>
+double median_ms(F&& launch, int samples) {
+  std::vector<double> times;
+  launch();
+  Kokkos::fence();
+  for (int s = 0; s < samples; ++s) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int r = 0; r < 5; ++r) launch();
+    Kokkos::fence();
+    times.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+            .count() / 5);
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+void poison(const Matrix& y) { Kokkos::deep_copy(y, std::nanf("")); }
+
+void layer_table(const char* layer, const Matrix& x, const Matrix& w, const Vector& b,
+                 const Matrix& y, Activation activation, int samples) {
+  const Kokkos::Cuda space;
+  const double gflop = 2.0 * x.extent(0) * x.extent(1) * w.extent(0) * 1e-9;
+  const GemmProblem p{x.data(), w.data(), y.data(), b.data(), int64_t(x.stride(0)),
+                      int64_t(w.stride(0)), int64_t(y.stride(0)), 0, 0, 0,
+                      int(x.extent(0)), int(w.extent(0)), int(x.extent(1)), 1,
+                      ConvInit::bias, activation};
+  for (int v = 0; gemm_bench::variant_name(v); ++v) {
+    double ms[2], error[2];
+    for (int precision = 0; precision < 2; ++precision) {
+      const auto launch = [&] {
+        if (precision == 0)
+          gemm_bench::run_variant<Precision::fp32>(v, space, p);
+        else
+          gemm_bench::run_variant<Precision::tf32>(v, space, p);
+      };
+      poison(y);
+      launch();
+      Kokkos::fence();
+      error[precision] = sampled_error(x, w, b, y, activation);
+      ms[precision] = median_ms(launch, samples);
+    }
+    std::printf("| %s | %s | %.3f | %.1f | %.1e | %.3f | %.1f | %.1e |\n", layer,
+                gemm_bench::variant_name(v), ms[0], gflop / ms[0], error[0], ms[1],
+                gflop / ms[1], error[1]);
+    std::fflush(stdout);
+  }
+}
+
+// The head as it ran before linear_rows: one thread an output, the dot product in order.
+void head_one_thread(const Matrix& x, const Matrix& w, const Vector& b, const Matrix& y) {
+  const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
+  Kokkos::parallel_for(
+      "head_one_thread", Kokkos::RangePolicy<Kokkos::Cuda>(0, rows * columns),
+      KOKKOS_LAMBDA(const int64_t i) {
+        const int64_t m = i / columns, n = i % columns;
+        float sum = b(n);
+        for (int64_t k = 0; k < depth; ++k) sum += x(m, k) * w(n, k);
+        y(m, n) = sum;
+      });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Kokkos::ScopeGuard guard(argc, argv);
+  const int rows = argc > 1 ? std::atoi(argv[1]) : 65536;
+  const int samples = argc > 2 ? std::atoi(argv[2]) : 20;
+  const Matrix x0 = random_matrix("x0", rows, 16, 1.0f, 1);
+  const Matrix w0 = random_matrix("w0", 512, 16, 0.25f, 2);
+  const Matrix w1 = random_matrix("w1", 512, 512, 0.044f, 3);
+  const Matrix w2 = random_matrix("w2", 1, 512, 0.044f, 4);
+  const Matrix b0m = random_matrix("b0", 1, 512, 0.1f, 5);
+  const Vector b0(b0m.data(), 512), b2(std::string("b2"), 1);
+  const Matrix h1("h1", rows, 512), h2("h2", rows, 512), out("out", rows, 1);
+  std::printf("rows %d; ms a launch (median of %d samples of 5 back to back); error "
+              "against float64 on %d rows\n\n",
+              rows, samples, sampled_rows);
+  std::printf("| layer | tiles | fp32 ms | fp32 TFLOP/s | fp32 error | tf32 ms | tf32 TFLOP/s | "
+              "tf32 error |\n|---|---|---|---|---|---|---|---|\n");
+  layer_table("16 -> 512 SiLU", x0, w0, b0, h1, Activation::silu, samples);
+  layer_table("16 -> 512 none", x0, w0, b0, h1, Activation::none, samples);
+  layer_table("512 -> 512 SiLU", h1, w1, b0, h2, Activation::silu, samples);
+  layer_table("512 -> 512 none", h1, w1, b0, h2, Activation::none, samples);
+
+  const Kokkos::Cuda space;
+  const double gflop = 2.0 * rows * 512 * 1e-9;
+  poison(out);
+  head_one_thread(h2, w2, b2, out);
+  const double e_old = sampled_error(h2, w2, b2, out, Activation::none);
+  const double ms_old = median_ms([&] { head_one_thread(h2, w2, b2, out); }, samples);
+  poison(out);
+  const auto rows_launch = [&] {
+    lapis::detail::linear_rows(space, "head_rows", h2, w2, b2, out, ConvInit::bias,
+                               Activation::none);
+  };
+  rows_launch();
+  Kokkos::fence();
+  const double e_new = sampled_error(h2, w2, b2, out, Activation::none);
+  const double ms_new = median_ms(rows_launch, samples);
+  std::printf("\n| head 512 -> 1 | ms | GFLOP/s | GB/s reading x | error |\n|---|---|---|---|---|\n");
+  std::printf("| one thread an output | %.4f | %.0f | %.0f | %.1e |\n", ms_old, gflop / ms_old * 1e3,
+              rows * 512 * 4e-6 / ms_old, e_old);
+  std::printf("| linear_rows (a warp a row) | %.4f | %.0f | %.0f | %.1e |\n", ms_new,
+              gflop / ms_new * 1e3, rows * 512 * 4e-6 / ms_new, e_new);
+  return 0;
+}
