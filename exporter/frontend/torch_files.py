@@ -122,7 +122,9 @@ def _fold_size_arithmetic(gm) -> None:
             continue
         with gm.graph.inserting_before(node):
             value = integer(node.args[0], lambda op, *args: gm.graph.call_function(op, args))
-        node.replace_all_uses_with(value) if isinstance(value, torch.fx.Node) else \
+        if isinstance(value, torch.fx.Node):
+            node.replace_all_uses_with(value)
+        else:                 # a size that folded to a number
             _replace_with_constant(node, value)
     gm.graph.eliminate_dead_code()
     gm.recompile()
