@@ -110,6 +110,8 @@ class EmittedSource:
     precision: str = "fp32"
     # The header has NAME::Evaluator (--evaluator): the model inside a host's own kernels.
     evaluator: bool = False
+    # Intermediate buffers' bytes with and without sharing by liveness (memory_plan.Plan.summary)
+    memory: dict = field(default_factory=dict)
 
 
 # --precision: what each mode's float32 matrix products are, as the header says it.

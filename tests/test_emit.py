@@ -171,8 +171,11 @@ def test_dynamic_buffers_are_planned_in_forward():
     emitted = emit_ir((GOLDEN / "dynamic_batch.mlir").read_text(), inputs, outputs)
     initialize = emitted.source[emitted.source.index("void initialize()"):
                                 emitted.source.index("void finalize()")]
-    assert "buffer<float**> pad;" in emitted.source
-    assert "pad" not in initialize and "sum" not in initialize
+    # pad and sum take turns in blocks of storage that forward() grows to the batch.
+    assert "buffer<unsigned char*> dynamic_storage_0;" in emitted.source
+    assert "const unmanaged<float**> pad(reinterpret_cast<float*>(" \
+        "state->dynamic_storage_0.data()), input0_extent0, 8);" in emitted.source
+    assert "storage" not in initialize and "pad" not in initialize and "sum" not in initialize
     assert "int golden_forward_host(int64_t input0_extent0, const float* input0, " \
            "float* output0);" in emitted.header
     assert "inline constexpr int64_t input0_extents[2] = {-1, 4};" in emitted.header
@@ -312,8 +315,10 @@ def test_buffers_and_loops_sized_by_tensor_data_stay_in_forward():
     assert "serial_scalar() = v1;" in kernel and "buffer" not in kernel, kernel
     assert "Kokkos::deep_copy(exec, serial_scalar_on_host, serial_scalar);\n" \
         "  exec.fence();   // read on the host next" in body
-    assert 'Kokkos::view_alloc(exec, "golden::buffer_1", Kokkos::WithoutInitializing), 1, ' \
-        "serial_scalar_on_host);" in body, body
+    assert 'lapis::grow_storage(exec, "golden::dynamic_storage_0", ' \
+        "state->dynamic_storage_0, sizeof(float) * size_t(serial_scalar_on_host));" in body, body
+    assert "const unmanaged<float**> buffer_1(reinterpret_cast<float*>(state->" \
+        "dynamic_storage_0.data()), 1, serial_scalar_on_host);" in body, body
     assert "const unmanaged<float**> buffer_1_view(buffer_1.data(), " \
         "int64_t(buffer_1.extent(0)), int64_t(buffer_1.extent(1)));" in body, body
     assert 'Kokkos::parallel_for("golden::lengths_copy", range(exec, 0, serial_scalar_on_host)' in body

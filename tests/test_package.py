@@ -233,7 +233,7 @@ def test_layout_and_manifest(tmp_path):
                     "mode": "embed", "file": "src/scale2.weights"},
         "source": {"file": "scale2.pt2", "sha256": "ab" * 32},
         "tool": {"name": "lapis-export", "version": package.__version__},
-        "kernels": 1, "evaluator": False}
+        "kernels": 1, "evaluator": False, "memory": {}}
     cmake = (out / "CMakeLists.txt").read_text()
     assert "project(scale2 LANGUAGES CXX)" in cmake
     assert "add_library(scale2::scale2 ALIAS scale2)" in cmake

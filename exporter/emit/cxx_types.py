@@ -68,3 +68,9 @@ def int_literal(value: int, cxx_type: str) -> str:
     if cxx_type == "int64_t" and not -2**31 <= value < 2**31:
         return f"int64_t({value}LL)" if value != -2**63 else "INT64_MIN"
     return str(value) if cxx_type in ("int64_t", "int32_t") else f"{cxx_type}({value})"
+
+
+def scalar_bytes(cxx_type: str) -> int:
+    """Bytes of one element of a C++ scalar type that scalar() spells."""
+    return {"float": 4, "double": 8, "int64_t": 8, "int32_t": 4, "int16_t": 2, "int8_t": 1,
+            "uint64_t": 8, "uint32_t": 4, "uint16_t": 2, "uint8_t": 1, "bool": 1}[cxx_type]

@@ -49,6 +49,9 @@ class StateView:
     planned_in_forward: bool = False   # dynamic extents: (re)allocated by forward() on change
     split_of: str = ""                 # filled in initialize() from this weight's View
                                        # by lapis::split_tf32_weight
+    storage: str = ""                  # a View of this block of storage (memory_plan.py)
+    storage_offset: int = 0            # at this byte in it
+    is_storage: bool = False           # a block of storage that buffers view
 
 
 def location_label(op) -> str:
@@ -94,6 +97,8 @@ class KokkosEmitter:
         # The support headers the emitted code calls into ("lapis/conv.hpp"): the source
         # includes these and no others.
         self.support_headers: set[str] = set()
+        # Buffers sharing blocks of storage by liveness (memory_plan.plan; None: each its own).
+        self.memory_plan = None
 
     def tuned_kernel(self, call: str, precisions: tuple[str, ...] = ("tf32",)) -> str:
         """`lapis::call<execution_space>`, with the precision as the second template argument

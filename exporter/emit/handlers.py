@@ -307,14 +307,31 @@ def _alloc(em: KokkosEmitter, op) -> None:
                   for d, e in enumerate(memref_type.shape))
     shown = ", ".join("?" if e < 0 else str(e) for e in shape)
     zeroed = ZEROED_ATTRIBUTE in op.attributes
+    block = em.memory_plan.block_of.get(op.results[0]) if em.memory_plan else None
+    offset = em.memory_plan.offset_of.get(op.results[0], 0) if em.memory_plan else 0
+    data_type = element + "*" * len(shape)
+    em.memrefs[op.results[0]] = MemrefHandle(name, name, const=False)
+    if block is not None and block.dynamic:
+        # In a block of storage that grows to the largest buffer asked of it: no State member.
+        constant = math.prod(e for e in shape if e >= 0)
+        size = " * ".join([f"sizeof({element})", *([str(constant)] if constant != 1 else []),
+                           *(f"size_t({e})" for e, d in zip(extents, shape) if d < 0)])
+        em.line(f"// {label or 'buffer'} [{', '.join(extents)}]: in {block.cname}")
+        em.line(f'lapis::grow_storage(exec, "{em.model_name}::{block.cname}", '
+                f"state->{block.cname}, {size});")
+        em.line(f"const unmanaged<{data_type}> {name}(reinterpret_cast<{element}*>("
+                f"state->{block.cname}.data()), {', '.join(extents)});")
+        return
     em.state_views.append(StateView(cname=name, element=element, shape=shape, zeroed=zeroed,
                                     comment=f"{label or 'buffer'} [{shown}]"
-                                    + (", zero border" if zeroed else ""),
-                                    planned_in_forward=dynamic))
-    em.memrefs[op.results[0]] = MemrefHandle(name, name, const=False)
+                                    + (", zero border" if zeroed else "")
+                                    + (f", in {block.cname}" if block else "")
+                                    + (f" at byte {offset}" if offset else ""),
+                                    planned_in_forward=dynamic,
+                                    storage=block.cname if block else "",
+                                    storage_offset=offset))
     if not dynamic:
         return
-    data_type = element + "*" * len(shape)
     changed = " || ".join(f"state->{name}.extent({d}) != size_t({e})"
                           for d, e in enumerate(extents) if shape[d] < 0)
     em.line(f"// {label or 'buffer'} [{', '.join(extents)}]: re-planned when its extents change")

@@ -13,7 +13,7 @@ from .. import __version__, templates, tuned_ops
 from ..errors import ExportError
 from ..handoff import (C_API_TYPES, CXX_TYPES, PRECISIONS, EmittedSource, ImportedModel,
                        TensorSpec, Weight, dynamic_extents)
-from . import cxx_types
+from . import cxx_types, memory_plan
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
 from . import matmul_handlers  # noqa: F401  (registers the dense matrix product handler)
@@ -68,7 +68,15 @@ def kokkos(lowered: ImportedModel, name: str, backend: str, precision: str = "fp
         is_input = spec in lowered.inputs
         emitter.memrefs[argument] = MemrefHandle(spec.cname, spec.cname, const=is_input)
 
+    plan = emitter.memory_plan = memory_plan.plan(function.regions[0].blocks[0])
+    for block in plan.blocks:
+        emitter.taken.add(block.cname)
+        emitter.state_views.append(StateView(
+            cname=block.cname, element="unsigned char",
+            shape=(-1,) if block.dynamic else (block.nbytes,), comment="",
+            planned_in_forward=block.dynamic, zeroed=bool(block.kind), is_storage=True))
     emit_host_block(emitter, function.regions[0].blocks[0])
+    _describe_storage(emitter)
     forward_body = "\n".join(emitter.lines)
     graph = not emitter.reads_back   # see _forward_graph_call
     if graph:
@@ -112,7 +120,24 @@ def kokkos(lowered: ImportedModel, name: str, backend: str, precision: str = "fp
     return EmittedSource(name=name, backend=backend, header=header, source=source,
                          weights=blob, inputs=lowered.inputs, outputs=lowered.outputs,
                          op_counts=emitter.op_counts, kernel_count=emitter.kernel_count,
-                         precision=precision, evaluator=row is not None)
+                         precision=precision, evaluator=row is not None,
+                         memory=plan.summary())
+
+
+def _describe_storage(emitter: KokkosEmitter) -> None:
+    """Each block of storage's comment: the buffers that take turns in it."""
+    for block in (v for v in emitter.state_views if v.is_storage):
+        users = [v.cname for v in emitter.state_views if v.storage == block.cname]
+        if block.planned_in_forward:
+            block.comment = "storage grown to the largest of the buffers with dynamic " \
+                            "extents that take turns in it"
+        elif block.zeroed:
+            block.comment = (f"{block.shape[0]} bytes, taken in turn by " + ", ".join(users)
+                             if len(users) > 1 else f"{block.shape[0]} bytes, for "
+                             + "".join(users)) + ", zero border"
+        else:
+            block.comment = (f"{block.shape[0]} bytes: the {len(users)} buffers below "
+                             "that name it, each at its offset, planned by liveness")
 
 
 def _evaluator_fields(emitter: KokkosEmitter, blob: list[Weight], row: ImportedModel | None,
@@ -359,6 +384,12 @@ def _initialize_body(name: str, views: list[StateView]) -> str:
         if view.planned_in_forward:
             continue
         extents = "".join(f", {e}" for e in view.shape)
+        if view.storage:
+            lines.append(f"    fresh->{view.cname} = buffer<{view.element}{'*' * len(view.shape)}>("
+                         f"reinterpret_cast<{view.element}*>(fresh->{view.storage}.data()"
+                         + (f" + {view.storage_offset}" if view.storage_offset else "")
+                         + f"){extents});")
+            continue
         initializing = "" if view.zeroed else ", Kokkos::WithoutInitializing"
         lines.append(f"    fresh->{view.cname} = buffer<{view.element}{'*' * len(view.shape)}>("
                      f'Kokkos::view_alloc("{name}::{view.cname}"{initializing}){extents});')
@@ -398,7 +429,8 @@ def _forward_graph_call(fields: dict[str, str], reads_back: bool) -> str:
 
 
 def _forward_handles(views: list[StateView]) -> str:
-    views = [v for v in views if not v.planned_in_forward]   # those get theirs where planned
+    # Dynamic buffers get theirs where planned; blocks of storage are reached through theirs.
+    views = [v for v in views if not v.planned_in_forward and not v.is_storage]
     if not views:
         return ""
     lines = ["  // Local handles, so that kernels capture the Views by value."]

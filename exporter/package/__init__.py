@@ -198,6 +198,10 @@ def _manifest(source: EmittedSource, options: PackageOptions, weight_bytes: int)
                    "sha256": options.source_sha256},
         "tool": {"name": "lapis-export", "version": __version__},
         "kernels": source.kernel_count,
+        # Bytes of forward()'s intermediate buffers that initialize() allocates, shared by
+        # liveness, and what they would take each on its own; buffers with dynamic extents
+        # come on top, in blocks forward() grows.
+        "memory": source.memory,
         # NAME::Evaluator in the header (lapis-export --evaluator; row-independent models).
         "evaluator": source.evaluator,
     }

@@ -221,6 +221,18 @@ void plan_buffer(const ExecutionSpace& space, const char* label, const Like& lik
                   layout_like<typename Buffer::array_layout>(like));
 }
 
+// A block of storage that buffers with dynamic extents share (their lifetimes do not meet):
+// grown to `bytes` when smaller. The kernels that used the old block are waited for first.
+template <class ExecutionSpace, class Storage>
+void grow_storage(const ExecutionSpace& space, const char* label, Storage& storage,
+                  size_t bytes) {
+  if (storage.extent(0) >= bytes && storage.data() != nullptr) return;
+  space.fence();
+  storage = Storage();  // release before allocating anew
+  storage = Storage(Kokkos::view_alloc(space, std::string(label), Kokkos::WithoutInitializing),
+                    bytes > 0 ? bytes : 1);
+}
+
 // An input of forward(): `given` itself when row-major, else its copy in `staged`.
 template <class ExecutionSpace, class Given, class Staged>
 row_major_view<Given> row_major_input(const ExecutionSpace& space, const char* label,

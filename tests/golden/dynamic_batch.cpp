@@ -9,12 +9,9 @@ void forward(const execution_space& exec, input0_arg input0_given, output0_arg o
   const auto output0 = lapis::row_major_output(exec, "golden::output0_staged", output0_given, state->output0_staged);
 
   const int64_t input0_extent0 = int64_t(input0.extent(0));
-  // pad [input0_extent0, 8]: re-planned when its extents change
-  if (state->pad.extent(0) != size_t(input0_extent0)) {
-    state->pad = buffer<float**>();   // release before allocating anew
-    state->pad = buffer<float**>(Kokkos::view_alloc(exec, "golden::pad", Kokkos::WithoutInitializing), input0_extent0, 8);
-  }
-  const auto pad = state->pad;
+  // pad [input0_extent0, 8]: in dynamic_storage_0
+  lapis::grow_storage(exec, "golden::dynamic_storage_0", state->dynamic_storage_0, sizeof(float) * 8 * size_t(input0_extent0));
+  const unmanaged<float**> pad(reinterpret_cast<float*>(state->dynamic_storage_0.data()), input0_extent0, 8);
   // pad/fill
   Kokkos::parallel_for("golden::pad_fill", mdrange<2>(exec, {0, 0}, {input0_extent0, 8}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1) {
     pad(i0, i1) = 0.0f;
@@ -25,12 +22,9 @@ void forward(const execution_space& exec, input0_arg input0_given, output0_arg o
     pad_view(i0, i1) = input0(i0, i1);
   });
   const unmanaged<float***> pad_view_1(pad.data(), input0_extent0, 2, 4);
-  // sum [input0_extent0, 2, 4]: re-planned when its extents change
-  if (state->sum.extent(0) != size_t(input0_extent0)) {
-    state->sum = buffer<float***>();   // release before allocating anew
-    state->sum = buffer<float***>(Kokkos::view_alloc(exec, "golden::sum", Kokkos::WithoutInitializing), input0_extent0, 2, 4);
-  }
-  const auto sum = state->sum;
+  // sum [input0_extent0, 2, 4]: in dynamic_storage_1
+  lapis::grow_storage(exec, "golden::dynamic_storage_1", state->dynamic_storage_1, sizeof(float) * 8 * size_t(input0_extent0));
+  const unmanaged<float***> sum(reinterpret_cast<float*>(state->dynamic_storage_1.data()), input0_extent0, 2, 4);
   // sum/add
   Kokkos::parallel_for("golden::sum_add", mdrange<3>(exec, {0, 0, 0}, {input0_extent0, 2, 4}), KOKKOS_LAMBDA(const int64_t i0, const int64_t i1, const int64_t i2) {
     const float v3 = pad_view_1(i0, i1, i2);
