@@ -81,6 +81,8 @@ def _convolutions(module, name: str = "lapis.conv2d_nchw") -> dict[str, str]:
     """location -> each lapis.conv2d_nchw (or op `name`), as printed."""
     found = {}
     for function in module.body.operations:
+        if not len(function.regions) or not len(function.regions[0].blocks):
+            continue                      # declarations
         for op in function.regions[0].blocks[0].operations:
             if op.operation.name == name:
                 found[str(op.location).split('"')[1]] = str(op)
@@ -115,6 +117,19 @@ def test_consecutive_linear_layers_become_one_chain_on_host_backends():
     assert 'activations = "silu,silu,silu,silu,none"' in chain
     device = op_names(lowering.run(importer.to_linalg(loaded("wide_mlp")), "cuda").module)
     assert device.count("lapis.linear") == 5 and "lapis.linear_chain" not in device
+
+
+def test_gelu_read_through_a_reshape_folds_into_the_linear_layer():
+    """A transformer's feed-forward: linear1 writes [B*S, F] rows that GELU reads as [B, S, F]
+    (and the second layer's GELU through the same view, merged by CSE); both GELUs go into
+    linear1's epilogue, on host backends and CUDA alike, and no GELU loop is left."""
+    for backend in ("openmp", "cuda"):
+        module = lowering.run(importer.to_linalg(loaded("transformer")), backend).module
+        linear1 = {k: v for k, v in _convolutions(module, "lapis.linear").items()
+                   if "linear1" in k}
+        assert len(linear1) == 2, backend
+        assert all('activation = "gelu"' in op for op in linear1.values()), (backend, linear1)
+        assert "math.erf" not in op_names(module), backend
 
 
 def test_inputs_are_never_written_in_place():

@@ -7,11 +7,12 @@ gemm_tf32.hpp, float32, the weight kept as [out][in]); on host backends the pack
 AVX2 kernel of gemm_host.hpp (float32 and float64, the op marked `packed`: the emitter packs
 the weight into the kernel's panels, tuned_ops.pack_linear_weight). The elementwise activation
 after it (SiLU, GELU, tanh, ReLU, sigmoid) goes into its epilogue when the layer's own output
-is read by nothing else. On host backends, consecutive such layers (each one's output read
-only by the next) become one `lapis.linear_chain` (chain_linear_layers): gemm.hpp's
-lapis::linear_chain takes a block of rows through all of them while its activations are in
-cache, in one parallel_for; where the last layer's output is only copied into the function's
-result, the chain writes the result itself.
+is read by nothing else, also where the activation reads the layer's rows through a reshape
+(a transformer's feed-forward: [B*S, C] read as [B, S, C]). On host backends, consecutive such
+layers (each one's output read only by the next) become one `lapis.linear_chain`
+(chain_linear_layers): gemm.hpp's lapis::linear_chain takes a block of rows through all of
+them while its activations are in cache, in one parallel_for; where the last layer's output is
+only copied into the function's result, the chain writes the result itself.
 """
 from __future__ import annotations
 
@@ -159,20 +160,33 @@ def _replace(conv, packed: bool) -> None:
     operands = list(conv.operands)
     init = ir.StringAttr(conv.attributes["init"]).value
     activation = "relu" if ir.BoolAttr(conv.attributes["relu"]).value else "none"
-    at, folded = conv, None
+    at, folded, view = conv, None, None
     if activation == "none":
         after = _next_past_allocs(conv)
-        found = _activation(after, operands[-1])
+        source = operands[-1]
+        # The activation may read the layer's rows through a reshape ([B*S, C, 1, 1] as
+        # [B, S, C, 1, 1]: a transformer's feed-forward); the layer then writes the
+        # activation's buffer through the inverse reshape.
+        if _reshapes_into_next(after, source):
+            after = _next_past_allocs(after)
+        if after is not None and len(after.operands) and _is_expand_of(after.operands[0], source):
+            view, source = after.operands[0].owner, after.operands[0]
+        found = _activation(after, source)
         # In place, or into a buffer of its own while the layer's own output is read by
         # nothing else (its start is the bias or zero, not what the buffer held) -- and never
         # into a buffer the layer reads (bufferization reuses the input's buffer for the
         # activation's result when the input dies at the layer).
         reads = {root(value) for value in operands[:-1]}
-        if found and root(after.operands[1]) not in reads and (
-                after.operands[1] == operands[-1] or (
-                    init != "accumulate" and _dead_after(after, operands[-1]))):
+        in_place = found and after.operands[1] == source
+        if found and root(after.operands[1]) not in reads and (in_place or (
+                init != "accumulate" and _dead_after(after, operands[-1]))):
             activation, at, folded = found, after, after
-            operands[-1] = after.operands[1]
+            if not in_place:
+                operands[-1] = after.operands[1] if view is None else \
+                    _reshaped_back(view, after.operands[1], after)
+                if operands[-1] is None:
+                    activation, at, folded = "none", conv, None
+                    operands[-1] = conv.operands[-1]
     with ir.InsertionPoint(at), conv.location:
         ir.Operation.create(LINEAR, operands=operands, attributes={
             "init": ir.StringAttr.get(init), "activation": ir.StringAttr.get(activation),
@@ -180,6 +194,36 @@ def _replace(conv, packed: bool) -> None:
     conv.erase()
     if folded is not None:
         folded.erase()
+        if view is not None and not list(view.results[0].uses):
+            view.erase()
+
+
+def _reshapes_into_next(op, buffer) -> bool:
+    """`op` is an expand_shape of `buffer` (identity layouts) that the op after it reads (the
+    same view may serve later ops too: bufferization reuses buffers, CSE merges their views)."""
+    if op is None or op.name != "memref.expand_shape" or op.operands[0] != buffer:
+        return False
+    after = _next_past_allocs(op)
+    return after is not None and op.results[0] in list(after.operands) and \
+        "strided" not in str(op.results[0].type) and "strided" not in str(buffer.type)
+
+
+def _is_expand_of(value, buffer) -> bool:
+    from torch_mlir import ir
+    return isinstance(value, ir.OpResult) and value.owner.name == "memref.expand_shape" and \
+        value.owner.operands[0] == buffer
+
+
+def _reshaped_back(expand, target, before):
+    """`target` (shaped as `expand`'s result) collapsed to the shape `expand` read, by a view
+    made just before `before`; None when `target` is not a plain row-major buffer."""
+    from torch_mlir import ir
+    if str(target.type) != str(expand.results[0].type):
+        return None
+    with ir.InsertionPoint(before), before.location:
+        return ir.Operation.create(
+            "memref.collapse_shape", results=[expand.operands[0].type], operands=[target],
+            attributes={"reassociation": expand.attributes["reassociation"]}).results[0]
 
 
 def _activation(op, buffer) -> str | None:
