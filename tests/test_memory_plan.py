@@ -179,6 +179,29 @@ def test_zero_borders_share_only_the_same_interior():
     assert all(block.kind for block in plan.blocks)
 
 
+# Padded inputs of other channel counts with the same rows, columns and interior: the border
+# of every channel plane lies at the same bytes, so the smaller takes the larger's block.
+CHANNELS = """
+func.func @forward(%x: memref<1x4x3x3xf32>, %y: memref<1x2x3x3xf32>, %o4: memref<1x4x5x5xf32>, %o2: memref<1x2x5x5xf32>) {
+  %wide = memref.alloc() {lapis.zeroed} : memref<1x4x5x5xf32> loc("wide")
+  %win = memref.subview %wide[0, 0, 1, 1] [1, 4, 3, 3] [1, 1, 1, 1] : memref<1x4x5x5xf32> to memref<1x4x3x3xf32, strided<[100, 25, 5, 1], offset: 6>>
+  memref.copy %x, %win : memref<1x4x3x3xf32> to memref<1x4x3x3xf32, strided<[100, 25, 5, 1], offset: 6>>
+  memref.copy %wide, %o4 : memref<1x4x5x5xf32> to memref<1x4x5x5xf32>
+  %narrow = memref.alloc() {lapis.zeroed} : memref<1x2x5x5xf32> loc("narrow")
+  %nin = memref.subview %narrow[0, 0, 1, 1] [1, 2, 3, 3] [1, 1, 1, 1] : memref<1x2x5x5xf32> to memref<1x2x3x3xf32, strided<[50, 25, 5, 1], offset: 6>>
+  memref.copy %y, %nin : memref<1x2x3x3xf32> to memref<1x2x3x3xf32, strided<[50, 25, 5, 1], offset: 6>>
+  memref.copy %narrow, %o2 : memref<1x2x5x5xf32> to memref<1x2x5x5xf32>
+  return
+}
+"""
+
+
+def test_fewer_channels_take_a_wider_padded_block():
+    plan, groups = _plan(CHANNELS)
+    assert groups == [["narrow", "wide"]]
+    assert plan.planned_bytes == 4 * 25 * 4
+
+
 def test_dynamic_buffers_share_grown_blocks():
     plan, groups = _plan(DYNAMIC)
     assert groups == [["a", "c"], ["b"]]

@@ -9,8 +9,9 @@ the largest first, each at the lowest offset where it meets no buffer live at th
 (greedy by size, as inference runtimes plan their arenas).
 
 A buffer whose border initialize() zeroes (a convolution's padded input) takes turns, whole,
-in a block of its own kind (`zeroed_storage_N`) only with buffers of its type whose interior,
-the part forward() writes, is the same: the border stays zero for all of them. Buffers with
+in a block of its kind (`zeroed_storage_N`) only with buffers whose border lies where its
+own does (the same rows, columns and interior; as many or fewer images and channels): the
+border stays zero for all of them. Buffers with
 dynamic extents take turns, whole, in blocks that forward() grows to the largest size asked of
 them (`dynamic_storage_N`, lapis::grow_storage). Kept out of the plan, each with memory of its
 own as before: buffers allocated inside loops, and buffers that escape what the IR shows
@@ -157,7 +158,14 @@ def plan(block) -> Plan:
         is_dynamic = value in dynamic
         free = [b for b in blocks if b.free_after < first and b.dynamic == is_dynamic
                 and b.kind == kinds[value]]
-        chosen = free[0] if free else None   # zero-bordered of one kind: all the same size
+        chosen = None
+        if free and not is_dynamic:          # the best fit, else the largest (grown)
+            size = buffer_bytes(ir.MemRefType(value.type))
+            fitting = [b for b in free if b.nbytes >= size]
+            chosen = min(fitting, key=lambda b: b.nbytes) if fitting else \
+                max(free, key=lambda b: b.nbytes)
+        elif free:
+            chosen = free[0]
         if chosen is None:
             prefix = "dynamic_storage" if is_dynamic else "zeroed_storage"
             chosen = Block(cname=f"{prefix}_{sum(b.cname.startswith(prefix) for b in blocks)}",
@@ -205,16 +213,34 @@ def _aligned(offset: int) -> int:
 
 def _zero_border(alloc) -> str | None:
     """What a buffer whose border initialize() zeroes shares with those that may take turns
-    in its block: its type and the views of it (the interior forward() writes, whose border
-    stays zero), when all of those are static; else None (a block of its own)."""
-    views = []
+    in its block (None: a block of its own). An NCHW buffer written through subviews that
+    cover every image and channel: its element type, rows and columns and the window of them
+    written -- a buffer of fewer images or channels lies in the first bytes of a larger one of
+    the same kind with its border where that one's is. Otherwise its type and the views of it
+    exactly, when all of those are static."""
+    from torch_mlir import ir
+    memref_type = ir.MemRefType(alloc.results[0].type)
+    views, windows = [], set()
     for use in alloc.results[0].uses:
         user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
-        if user.name in _VIEW_OPS:
-            if len(user.operands) > 1:        # dynamic offsets or sizes
-                return None
-            attributes = user.attributes
-            views.append(" ".join(f"{name}={attributes[name]}" for name in sorted(
-                str(getattr(a, "name", a)) for a in attributes)))
-    return str(alloc.results[0].type) + "|" + "|".join(sorted(set(views)))
+        if user.name not in _VIEW_OPS:
+            continue
+        if len(user.operands) > 1:        # dynamic offsets or sizes
+            return None
+        attributes = user.attributes
+        views.append(" ".join(f"{name}={attributes[name]}" for name in sorted(
+            str(getattr(a, "name", a)) for a in attributes)))
+        if user.name == "memref.subview" and memref_type.rank == 4:
+            offsets, sizes, strides = (list(ir.DenseI64ArrayAttr(attributes[name])) for name in
+                                       ("static_offsets", "static_sizes", "static_strides"))
+            if offsets[:2] == [0, 0] and sizes[:2] == memref_type.shape[:2] and \
+                    strides == [1, 1, 1, 1]:
+                windows.add(f"{offsets[2:]}{sizes[2:]}")
+                continue
+        windows.add(None)
+    if windows and None not in windows:
+        return f"{memref_type.element_type} {memref_type.shape[2:]} " + \
+            "|".join(sorted(windows))
+    return str(memref_type) + "|" + "|".join(sorted(set(views)))
+
 
