@@ -19,9 +19,9 @@ def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> in
     """Swap `linalg.conv_2d_nchw_fchw` on buffers whose filter is a weight argument used only
     there for `lapis.conv2d_nchw`, folding in the ops around it that the kernel does as well:
     the bias broadcast (or zero fill) before it, an in-place ReLU or a residual add (+ ReLU)
-    after it and, off the host backends, the zero padding of its input; off the host backends
-    too, a max pool's -inf padding (`lapis.max_pool2d_nchw`). Returns how many convolutions
-    were replaced."""
+    after it and, off the host backends, the zero padding of its input; and a max pool with
+    its -inf padding (`lapis.max_pool2d_nchw`). Returns how many convolutions were
+    replaced."""
     module.context.allow_unregistered_dialects = True
     replaced = 0
     for function in module.body.operations:
@@ -34,9 +34,7 @@ def replace_linalg_ops(module, weight_count: int, backend: str = "serial") -> in
                     op.operands[1], weight_count):
                 _replace_conv(op, fold_padding=backend not in HOST_BACKENDS)
                 replaced += 1
-            elif op.name == "linalg.pooling_nchw_max" and backend not in HOST_BACKENDS:
-                # On CPUs the emitted loop over the padded copy is faster (0.5 ms + 0.9 ms for
-                # the padding in ResNet18 against about 10 ms for the kernel, one thread).
+            elif op.name == "linalg.pooling_nchw_max":
                 _replace_max_pool(op)
     return replaced
 

@@ -1,5 +1,6 @@
 // lapis-export pooling, shipped into every exported package (src/lapis/): max_pool2d_nchw, the
-// call the generated code makes for a max pooling. One thread per output element; any backend.
+// call the generated code makes for a max pooling. On GPUs one thread per output element; on
+// host backends one per output row.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -26,6 +27,50 @@ void max_pool2d_nchw(const ExecutionSpace& space, const char* label,
   const int64_t height_in = in.extent(2), width_in = in.extent(3);
   const int64_t total = int64_t(out.extent(0)) * channels * height_out * width_out;
   using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
+  // LAPIS_POOLING_PER_ELEMENT runs the GPUs' one thread per output on host backends too:
+  // the tests check it there.
+#if defined(LAPIS_POOLING_PER_ELEMENT)
+  constexpr bool host = false;
+#else
+  constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
+#endif
+  if constexpr (host) {
+    // A thread per output row: the row starts from -inf (or what it holds), then each tap
+    // (kh, kw) inside the input is folded into the run of columns it reaches, a loop without
+    // bounds checks or index arithmetic that the compiler vectorises.
+    const int64_t rows = int64_t(out.extent(0)) * channels * height_out;
+    if (rows == 0 || width_out == 0) return;
+    Kokkos::parallel_for(label, range(space, 0, rows), [=](const int64_t r) {
+      const int64_t oh = r % height_out, c = (r / height_out) % channels,
+                    n = r / (height_out * channels);
+      T* const row = &out(n, c, oh, 0);
+      const int64_t step = int64_t(out.stride(3)), in_step = int64_t(in.stride(3));
+      if (from_lowest)
+        for (int64_t ow = 0; ow < width_out; ++ow) row[ow * step] = -infinity<T>();
+      for (int64_t kh = 0; kh < g.kernel_h; ++kh) {
+        const int64_t ih = oh * g.stride_h - g.pad_h + kh * g.dilation_h;
+        if (ih < 0 || ih >= height_in) continue;
+        const auto* const line = &in(n, c, ih, 0);
+        for (int64_t kw = 0; kw < g.kernel_w; ++kw) {
+          // Columns ow whose tap iw = ow * stride - pad + kw * dilation lies in [0, width_in).
+          const int64_t shift = kw * g.dilation_w - g.pad_w;
+          int64_t first = shift >= 0 ? 0 : (-shift + g.stride_w - 1) / g.stride_w;
+          int64_t end = width_in - 1 - shift < 0 ? 0 : (width_in - 1 - shift) / g.stride_w + 1;
+          if (end > width_out) end = width_out;
+          const auto* const taps = line + shift * in_step;
+          const int64_t stride = g.stride_w * in_step;
+          if (step == 1) {
+            for (int64_t ow = first; ow < end; ++ow)
+              row[ow] = maximumf(row[ow], T(taps[ow * stride]));
+          } else {
+            for (int64_t ow = first; ow < end; ++ow)
+              row[ow * step] = maximumf(row[ow * step], T(taps[ow * stride]));
+          }
+        }
+      }
+    });
+    return;
+  }
   Kokkos::parallel_for(label, range(space, 0, total), KOKKOS_LAMBDA(int64_t i) {
     const int64_t ow = i % width_out;
     i /= width_out;
