@@ -27,8 +27,9 @@
 // The instruction set is picked once at run time (__builtin_cpu_supports); the environment
 // variable LAPIS_GEMM_ISA=avx2|baseline forces a lower one (for tests and comparisons),
 // LAPIS_GEMM_ISA=avx512_bf16 the vdpbf16ps kernel where the CPU has AVX512_BF16.
-// No fast-math: float SiLU and sigmoid take a vectorised exp (Cephes' expf, within 2 ulp);
-// GELU, tanh and double precision call std::erf / std::tanh / std::exp per element.
+// No fast-math: float SiLU and sigmoid take a vectorised exp (Cephes' expf, within 2 ulp),
+// float GELU a vectorised erf (lapis::erf's, within 1.2 ulp); tanh and double precision call
+// std::tanh / std::erf / std::exp per element.
 #pragma once
 
 #include <Kokkos_Core.hpp>
@@ -59,7 +60,7 @@ KOKKOS_INLINE_FUNCTION T activate(const Activation f, const T v) {
       if constexpr (std::is_same<T, float>::value) return __fdividef(v, __expf(-v) + 1.0f);
 #endif
       return v * (T(1) / (math::exp(-v) + T(1)));
-    case Activation::gelu: return v * ((math::erf(v / T(1.4142135623730951)) + T(1)) * T(0.5));
+    case Activation::gelu: return v * ((lapis::erf(v / T(1.4142135623730951)) + T(1)) * T(0.5));
     case Activation::tanh: return math::tanh(v);
     case Activation::sigmoid: return T(1) / (math::exp(-v) + T(1));
     default: return v;
@@ -186,8 +187,47 @@ inline __attribute__((always_inline)) typename simd<float, Bytes>::type exp_lane
   return y * (vec)exponent;
 }
 
-// The activation on one vector of outputs: vectorised for ReLU and float SiLU / sigmoid, per
-// element (activate()) otherwise.
+// erf(x) for float lanes: lapis::erf (scalar.hpp: N. Juffa's erff, within 1.2 ulp) on
+// vectors, the two sides computed and one selected by masks.
+template <int Bytes>
+inline __attribute__((always_inline)) typename simd<float, Bytes>::type erf_lanes(
+    const typename simd<float, Bytes>::type a) {
+  using vec = typename simd<float, Bytes>::type;
+  using ivec = typename simd_int<Bytes>::type;
+  const ivec sign = (ivec)a & int32_t(0x80000000u);
+  const ivec bits_t = (ivec)a ^ sign;
+  const vec t = (vec)bits_t, s = a * a;
+  // |a| > 0.927734375: 1 - exp(r), r <= 0 (0 below -87.3)
+  vec r = t * -1.72853470e-5f + 3.83197126e-4f;
+  const vec u = t * -3.88396438e-3f + 2.42546219e-2f;
+  r = r * s + u;
+  r = r * t + -1.06777877e-1f;
+  r = r * t + -6.34846687e-1f;
+  r = r * t + -1.28717512e-1f;
+  r = r * t + -t;
+  const ivec tiny = r < -87.3f;
+  const vec clamped = (vec)((tiny & (ivec)(vec{} - 87.3f)) | (~tiny & (ivec)r));
+  vec n;
+  const vec exp_f = exp_reduced(clamped, n);
+  const ivec power = (__builtin_convertvector(n, ivec) + 127) << 23;
+  const vec exp_r = (vec)((ivec)(exp_f * (vec)power) & ~tiny);
+  const vec far = (vec)((ivec)(1.0f - exp_r) | sign);
+  // |a| <= 0.927734375 (and NaN, which the polynomial keeps)
+  vec q = vec{} - 5.96761703e-4f;
+  q = q * s + 4.99119423e-3f;
+  q = q * s + -2.67681349e-2f;
+  q = q * s + 1.12819925e-1f;
+  q = q * s + -3.76125336e-1f;
+  q = q * s + 1.28379166e-1f;
+  const vec near = q * a + a;
+  // |a| > 0.927734375, NaN excluded: a float compare (integer ones on 512-bit vectors need
+  // AVX512DQ to become vectors again, and GCC goes lane by lane without it).
+  const ivec far_side = t > 0.927734375f;
+  return (vec)((far_side & (ivec)far) | (~far_side & (ivec)near));
+}
+
+// The activation on one vector of outputs: vectorised for ReLU and float SiLU / sigmoid /
+// GELU, per element (activate()) otherwise.
 template <class T, int Bytes>
 inline __attribute__((always_inline)) typename simd<T, Bytes>::type activate_lanes(
     const Activation f, typename simd<T, Bytes>::type v) {
@@ -202,6 +242,8 @@ inline __attribute__((always_inline)) typename simd<T, Bytes>::type activate_lan
   if constexpr (std::is_same<T, float>::value) {
     if (f == Activation::silu) return v * (1.0f / (exp_lanes<Bytes>(-v) + 1.0f));
     if (f == Activation::sigmoid) return 1.0f / (exp_lanes<Bytes>(-v) + 1.0f);
+    if (f == Activation::gelu)
+      return v * ((erf_lanes<Bytes>(v / 1.4142135623730951f) + 1.0f) * 0.5f);
   }
   T lane[lanes];
   store(lane, v);
