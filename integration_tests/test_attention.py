@@ -1,8 +1,8 @@
 """Fused attention end to end (exporter/attention.py -> lapis/attention.hpp) against PyTorch's
 scaled_dot_product_attention: no mask with queries and keys of different lengths and a value
 width unlike the key width, causal, a boolean key-padding mask, an additive float mask,
-[B, L, D] inputs, an explicit scale, nn.MultiheadAttention with a key-padding mask, and a
-dynamic batch and sequence run at several sizes. float32 at 1e-5 and float64 at 1e-12
+[B, L, D] inputs, an explicit scale, nn.MultiheadAttention with a key-padding mask, keys over
+several blocks at head widths 16 to 128, and a dynamic batch and sequence run at several sizes. float32 at 1e-5 and float64 at 1e-12
 relative to the largest reference value. All packages are built twice in one CMake build
 each: as shipped (the host path, query rows per thread) and with LAPIS_ATTENTION_TEAMS (the
 GPU path of teams staging keys in scratch memory, run on the host threads). The host path's
@@ -78,6 +78,20 @@ def _cases():
         cases[f"bool_mask_{tag}"] = (Masked(), (q, k, v, keep[:, None, None, :]), None, [])
         cases[f"float_mask_{tag}"] = (Masked(), (q, k, v, randn(37, 50, dtype=dtype, seed=8)),
                                       None, [])
+        # Keys over several host blocks (lapis::attention_detail::host_keys: 128 keys a block
+        # for heads up to 32 wide, 64 up to 64, 32 above), the last one partial, so that rows
+        # are rescaled from block to block; causal across blocks too.
+        cases[f"long_{tag}"] = (Plain(), (randn(1, 2, 21, 16, dtype=dtype, seed=23),
+                                          randn(1, 2, 300, 16, dtype=dtype, seed=24),
+                                          randn(1, 2, 300, 16, dtype=dtype, seed=25)), None, [])
+        cases[f"long_causal_{tag}"] = (Causal(), tuple(
+            randn(1, 1, 260, 32, dtype=dtype, seed=26 + i) for i in range(3)), None, [])
+    cases["wide_heads_f32"] = (Plain(), (randn(1, 2, 9, 64, seed=29), randn(1, 2, 150, 64, seed=30),
+                                         randn(1, 2, 150, 64, seed=31)), None, [])
+    cases["widest_heads_f32"] = (Masked(), (randn(1, 1, 5, 128, seed=32),
+                                            randn(1, 1, 70, 128, seed=33),
+                                            randn(1, 1, 70, 128, seed=34),
+                                            randn(5, 70, seed=35)), None, [])
     cases["rank3_scaled_f32"] = (Scaled(), (randn(4, 33, 32, seed=9), randn(4, 20, 32, seed=10),
                                             randn(4, 20, 32, seed=11)), None, [])
     cases["multihead_f32"] = (HeadAttention().eval(), (randn(3, 40, 48, seed=12),

@@ -29,7 +29,13 @@
 namespace lapis {
 namespace attention_detail {
 
-constexpr int kKeyBlock = 32;     // keys folded in per rescaling of the output row
+constexpr int kKeyBlock = 32;     // keys folded in per rescaling of the output row (GPUs)
+// Host: keys per block (the copies of keys and values a thread folds its query rows over, each
+// row rescaled once a block): 128, fewer for wide heads, so that the copies stay in cache.
+template <int D, int DV>
+constexpr int host_keys() {
+  return (D > DV ? D : DV) <= 32 ? 128 : (D > DV ? D : DV) <= 64 ? 64 : 32;
+}
 constexpr int kQueryRows = 64;    // GPU: query rows per team, one per thread
 // Host: query rows per thread, over which each copied block of keys and values is shared (64,
 // fewer for wide heads: the rows' state lives on the thread's stack).
@@ -106,12 +112,12 @@ KOKKOS_INLINE_FUNCTION T softmax_exp(const T x) {
 // Folds scores 0..count-1 of a block into the running (maximum, sum, output row): the row is
 // rescaled once per block, by exp(old maximum - new maximum). The loops run over the whole
 // block (count guards them), so that on GPUs the scores stay in registers.
-template <int DV, class T, class AddValue>
-KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T& maximum,
+template <int DV, class T, int KB, class AddValue>
+KOKKOS_INLINE_FUNCTION void fold(const T (&score)[KB], const int count, T& maximum,
                                  T& sum, T (&row)[DV], const AddValue& add_value) {
   T block_maximum = maximum;
   LAPIS_ATTENTION_UNROLL
-  for (int j = 0; j < kKeyBlock; ++j)
+  for (int j = 0; j < KB; ++j)
     if (j < count && score[j] > block_maximum) block_maximum = score[j];
   if (block_maximum == -lapis::infinity<T>()) return;   // all masked so far
   const T rescale = lapis::math::exp(maximum - block_maximum);
@@ -119,11 +125,11 @@ KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T
   LAPIS_ATTENTION_UNROLL
   for (int d = 0; d < DV; ++d) row[d] *= rescale;
   maximum = block_maximum;
-  T weight[kKeyBlock];
+  T weight[KB];
   LAPIS_ATTENTION_UNROLL
-  for (int j = 0; j < kKeyBlock; ++j) weight[j] = softmax_exp(score[j] - maximum);
+  for (int j = 0; j < KB; ++j) weight[j] = softmax_exp(score[j] - maximum);
   LAPIS_ATTENTION_UNROLL
-  for (int j = 0; j < kKeyBlock; ++j) {
+  for (int j = 0; j < KB; ++j) {
     if (j < count) {
       sum += weight[j];
       add_value(row, weight[j], j);      // row += weight * value row j
@@ -132,7 +138,7 @@ KOKKOS_INLINE_FUNCTION void fold(const T (&score)[kKeyBlock], const int count, T
 }
 
 // Host backends. A task is up to host_rows() query rows of one (batch, head): per block of
-// keys it copies the keys transposed, [D][kKeyBlock], and the values, [kKeyBlock][DV], into
+// keys (host_keys) it copies the keys transposed, [D][KB], and the values, [KB][DV], into
 // arrays of its own (the Views' strides are those of the model's layout), then folds the
 // block into each row's running maximum, sum and output row. In float32 on GCC and Clang the
 // fold is written on explicit vectors (block_row), compiled once per instruction set and
@@ -215,16 +221,16 @@ LAPIS_ATTENTION_HOST_INLINE float lanes_sum(const typename host_vectors<Bytes>::
   }
 }
 
-// Folds scores q.k of one query row over a block of kKeyBlock keys (those past `mine` get
+// Folds scores q.k of one query row over a block of KB keys (those past `mine` get
 // weight 0) into (maximum, sum, row): fold() on vectors of Bytes.
-template <int Bytes, int D, int DV, class Mask>
-LAPIS_ATTENTION_HOST_INLINE void block_row(const float* query, const float (&keys_t)[D][kKeyBlock],
-                                           const float (&values)[kKeyBlock][DV], const int mine,
+template <int Bytes, int D, int DV, int KB, class Mask>
+LAPIS_ATTENTION_HOST_INLINE void block_row(const float* query, const float (&keys_t)[D][KB],
+                                           const float (&values)[KB][DV], const int mine,
                                            const Mask& mask, const int64_t b, const int64_t h,
                                            const int64_t i, const int64_t j0, float& maximum,
                                            float& sum, float* row) {
   using F = typename host_vectors<Bytes>::f;
-  constexpr int W = host_vectors<Bytes>::lanes, NJ = kKeyBlock / W, NC = DV / W;
+  constexpr int W = host_vectors<Bytes>::lanes, NJ = KB / W, NC = DV / W;
   const float lowest = -lapis::infinity<float>();
   // Independent partial sums (over d, and below over keys) so that the chains of dependent
   // multiply-adds are short: at one vector of keys or values they would set the pace.
@@ -242,14 +248,14 @@ LAPIS_ATTENTION_HOST_INLINE void block_row(const float* query, const float (&key
     s[n] = partial[0][n];
     for (int p = 1; p < PS; ++p) s[n] += partial[p][n];
   }
-  alignas(64) float score[kKeyBlock];
+  alignas(64) float score[KB];
   constexpr bool masks_scores =
       !std::is_same<Mask, NoMask>::value && !std::is_same<Mask, CausalMask>::value;
-  if (mine < kKeyBlock || masks_scores) {
+  if (mine < KB || masks_scores) {
     for (int n = 0; n < NJ; ++n) store_vector(&score[n * W], s[n]);
     if constexpr (masks_scores)
       for (int j = 0; j < mine; ++j) score[j] = mask(b, h, i, j0 + j, score[j]);
-    for (int j = mine; j < kKeyBlock; ++j) score[j] = lowest;
+    for (int j = mine; j < KB; ++j) score[j] = lowest;
     for (int n = 0; n < NJ; ++n) s[n] = load_vector<F>(&score[n * W]);
   }
   F top = s[0];
@@ -272,7 +278,7 @@ LAPIS_ATTENTION_HOST_INLINE void block_row(const float* query, const float (&key
     accumulated[0][c] = load_vector<F>(row + c * W) * rescale;
     for (int p = 1; p < PV; ++p) accumulated[p][c] = F{};
   }
-  for (int j0 = 0; j0 < kKeyBlock; j0 += PV) {
+  for (int j0 = 0; j0 < KB; j0 += PV) {
     for (int p = 0; p < PV; ++p) {
       const F weight = F{} + score[j0 + p];
       for (int c = 0; c < NC; ++c)
@@ -298,14 +304,14 @@ struct HostRows {
   // Bytes: the widest vectors of the instruction set the task is compiled for (16, 32, 64).
   template <int Bytes>
   LAPIS_ATTENTION_HOST_INLINE void run(const int64_t task) const {
-    constexpr int R = host_rows<D, DV>();
+    constexpr int R = host_rows<D, DV>(), KB = host_keys<D, DV>();
     const T lowest = -lapis::infinity<T>();
     const int64_t block = task % row_blocks, h = (task / row_blocks) % heads,
                   b = task / (row_blocks * heads);
     const int64_t first = block * R;
     const int rows = int(queries - first < R ? queries - first : R);
-    alignas(64) T keys_t[D][kKeyBlock] = {};
-    alignas(64) T values[kKeyBlock][DV] = {};
+    alignas(64) T keys_t[D][KB] = {};
+    alignas(64) T values[KB][DV] = {};
     alignas(64) T query[R][D];
     alignas(64) T row[R][DV] = {};
     T maximum[R], sum[R];
@@ -315,8 +321,8 @@ struct HostRows {
       sum[r] = 0;
     }
     const int64_t block_end = mask.keys(first + rows - 1, keys);
-    for (int64_t j0 = 0; j0 < block_end; j0 += kKeyBlock) {
-      const int count = int(block_end - j0 < kKeyBlock ? block_end - j0 : kKeyBlock);
+    for (int64_t j0 = 0; j0 < block_end; j0 += KB) {
+      const int count = int(block_end - j0 < KB ? block_end - j0 : KB);
       for (int j = 0; j < count; ++j) {
         for (int d = 0; d < D; ++d) keys_t[d][j] = k(b, h, j0 + j, d);
         for (int d = 0; d < DV; ++d) values[j][d] = v(b, h, j0 + j, d);
@@ -335,10 +341,10 @@ struct HostRows {
           continue;
         }
 #endif
-        T score[kKeyBlock] = {};
+        T score[KB] = {};
         for (int d = 0; d < D; ++d) {
           const T qd = query[r][d];
-          for (int j = 0; j < kKeyBlock; ++j) score[j] += qd * keys_t[d][j];
+          for (int j = 0; j < KB; ++j) score[j] += qd * keys_t[d][j];
         }
         for (int j = 0; j < mine; ++j) score[j] = mask(b, h, i, j0 + j, score[j]);
         fold<DV>(score, mine, maximum[r], sum[r], row[r],
