@@ -18,6 +18,7 @@
 
 #include <Kokkos_Core.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -792,9 +793,14 @@ struct MmaAttention {
   }
 };
 
-// Whether MmaAttention takes these heads: float32 on CUDA (unless LAPIS_ATTENTION_CUDA_CORES)
-// or, with LAPIS_ATTENTION_MMA, on host backends; D and DV multiples of 8, at most 64 (the
-// query fragments and output accumulators stay in registers).
+// Whether MmaAttention takes these heads: float32 on CUDA (unless LAPIS_ATTENTION_CUDA_CORES,
+// or a Kokkos built for GPUs older than sm_80, which have no tf32 mma) or, with
+// LAPIS_ATTENTION_MMA, on host backends; D and DV multiples of 8, at most 64 (the query
+// fragments and output accumulators stay in registers).
+#if defined(KOKKOS_ARCH_KEPLER) || defined(KOKKOS_ARCH_MAXWELL) || defined(KOKKOS_ARCH_PASCAL) || \
+    defined(KOKKOS_ARCH_VOLTA) || defined(KOKKOS_ARCH_TURING75)
+#define LAPIS_ATTENTION_NO_TF32_MMA
+#endif
 template <class ExecutionSpace, class T, int D, int DV>
 constexpr bool mma_applies() {
   if (!std::is_same<T, float>::value || D % 8 != 0 || DV % 8 != 0 || D > 64 || DV > 64)
@@ -802,7 +808,8 @@ constexpr bool mma_applies() {
 #if defined(LAPIS_ATTENTION_MMA)
   if (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible) return true;
 #endif
-#if defined(KOKKOS_ENABLE_CUDA) && !defined(LAPIS_ATTENTION_CUDA_CORES)
+#if defined(KOKKOS_ENABLE_CUDA) && !defined(LAPIS_ATTENTION_CUDA_CORES) && \
+    !defined(LAPIS_ATTENTION_NO_TF32_MMA)
   return std::is_same<ExecutionSpace, Kokkos::Cuda>::value;
 #else
   return false;
