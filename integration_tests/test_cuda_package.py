@@ -278,6 +278,16 @@ def test_precision_tf32_is_stated_and_reaches_every_kernel(workspace):
                          for _, args in calls), calls
 
 
+def test_precision_tf32_reaches_the_attention(workspace):
+    """The fused attention takes the precision after its head sizes (attention.hpp runs its
+    tensor-core products in tf32 then); at fp32 the argument is left out."""
+    for options, suffix in (((), ""), (("--precision", "tf32"), ", lapis::Precision::tf32")):
+        package = workspace.package("transformer", "cuda", options=options)
+        source = (package / "src" / "transformer.cpp").read_text()
+        calls = re.findall(r"lapis::attention<([^>]*)>\(", source)
+        assert calls and all(args == f"16, 16, execution_space{suffix}" for args in calls), calls
+
+
 ACTIVATION_CODES = {"none": 0, "relu": 1, "silu": 2, "gelu": 3, "tanh": 4}
 INIT_CODES = {"accumulate": 0, "bias": 1, "zero": 2}
 

@@ -9,16 +9,25 @@
 // are all masked gives zeros, as PyTorch's scaled_dot_product_attention does. Kokkos 3.4-4.x.
 // Defining LAPIS_ATTENTION_TEAMS runs the GPU path on host backends too (teams of up to two
 // threads): the tests check its indexing there.
+// On CUDA, float32 heads of 8 to 64 (multiples of 8) run both products on the tensor cores
+// instead (MmaAttention: mma.sync m16n8k8 tf32, three products of split operands at fp32, one
+// at tf32); the softmax stays float32. LAPIS_ATTENTION_CUDA_CORES keeps them on the CUDA
+// cores; LAPIS_ATTENTION_MMA runs MmaAttention on host backends, thread by thread with the
+// mma emulated, for the tests.
 #pragma once
 
 #include <Kokkos_Core.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <vector>
 
+#include "gemm_tf32.hpp"
 #include "scalar.hpp"
+#include "support.hpp"
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define LAPIS_ATTENTION_UNROLL _Pragma("unroll")
@@ -393,7 +402,428 @@ host_task_function<Task> host_task_for() {
   return host_task_baseline<Task>;
 }
 
-template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out, class Mask>
+// The tensor-core path: a team of 4 warps takes 64 query rows of one (batch, head), 16 a warp
+// (one m16 tile), and folds in BN keys at a time. Per block the team stages the keys
+// [BN][D + 4] and values [BN][DV + 4] in shared memory (the padding puts a fragment's 32 reads
+// in 32 banks for D and DV multiples of 32); each warp computes its 16 x BN scores s = q k^T
+// as D / 8 k-steps of BN / 8 mma tiles, the query fragments held in registers since the
+// start, masks them, takes each row's maximum across the 4 lanes that hold the row, and
+// folds p = exp(s - maximum) into its 16 x DV outputs as a second product p v. That product
+// reads p straight from the score accumulators: in k-step t, fragment element k of A is key
+// 8 t + 2 (k % 4) + k / 4 (accumulator columns 2 tk and 2 tk + 1 of lane tk), and B's rows
+// are the values of the same keys, so no lane exchanges scores. Lane (gr = lane / 4,
+// tk = lane % 4) holds rows gr and gr + 8 of the warp's 16 and, of each 8-column tile,
+// columns 2 tk and 2 tk + 1 (mma.sync m16n8k8's accumulator layout); its running maximum and
+// partial sum are those two rows'. Each thread fetches its share of the next block into
+// registers before working on the staged one: staged straight from memory, each block waited
+// for its loads (benchmarks/attention_bench, heads of 32 at fp32, one team a multiprocessor:
+// 0.965 ms on an H200, against 0.288 ms with the fetch ahead on an H100, a slower card). The
+// team is written once for both callers (as GemmTiles):
+// the device's team is the calling thread, the host check's every thread in turn, the mma
+// emulated from the lanes' fragment elements.
+// Keys a block and teams a multiprocessor the launch bounds ask for: benchmarks/attention_bench
+// on an H100, heads of 32 at fp32, 0.272 ms with 3 teams (168 registers), 0.284 with 2, 0.288
+// with 1, 0.310 with 4 (128 registers, spills); blocks of 64 keys 0.73 ms (0.32 with 2 teams).
+// Heads of 64 spill at more than one team (0.81 ms at 4, 0.36 at 1).
+#if defined(LAPIS_ATTENTION_MMA_KEYS)
+constexpr int kMmaKeys = LAPIS_ATTENTION_MMA_KEYS;
+#else
+constexpr int kMmaKeys = 32;
+#endif
+template <int D, int DV>
+constexpr int mma_teams() {
+#if defined(LAPIS_ATTENTION_MMA_TEAMS)
+  return LAPIS_ATTENTION_MMA_TEAMS;
+#else
+  return D <= 32 && DV <= 32 ? 3 : 1;   // heads of 32: 168 registers, no spills
+#endif
+}
+
+template <int D, int DV, Precision P, int BN = kMmaKeys>
+struct MmaAttention {
+  static constexpr int warps = 4, threads = 32 * warps, rows = 16 * warps;
+  static constexpr int KT = D / 8, NT = BN / 8, VT = DV / 8;
+  static constexpr int LDK = D + 4, LDV = DV + 4;
+  static constexpr size_t scratch = size_t(BN) * (LDK + LDV) * sizeof(float);
+  // Elements of a block of keys and of values that each thread fetches.
+  static constexpr int KF = (BN * D + threads - 1) / threads;
+  static constexpr int VF = (BN * DV + threads - 1) / threads;
+  static_assert(D % 8 == 0 && DV % 8 == 0 && BN % 8 == 0, "whole mma tiles");
+
+  // One lane's registers: its query fragments (k-step t, register r: row gr + 8 (r % 2),
+  // column 8 t + tk + 4 (r / 2)), scores (then weights) and outputs as accumulators, and per
+  // row (half 0: gr, 1: gr + 8) the running maximum, the block's maximum and the partial sum.
+  struct Lane {
+    float q[KT][4];
+    float s[NT][4];
+    float o[VT][4];
+    float maximum[2], top[2], sum[2];
+    float next_keys[KF], next_values[VF];   // the next block, on its way to shared memory
+  };
+
+  // Fragment element h of B for score tile `nt` at k-step `t`: key 8 nt + gr, column
+  // 8 t + tk + 4 h.
+  KOKKOS_FORCEINLINE_FUNCTION static float key_at(const float* keys, const int nt, const int t,
+                                                  const int lane, const int h) {
+    return keys[(nt * 8 + lane / 4) * LDK + t * 8 + lane % 4 + 4 * h];
+  }
+  // Fragment element h of B for output tile `vt` at k-step `t` (keys 8 t..): value row
+  // 8 t + 2 tk + h (the key of A's k = tk + 4 h, below), column 8 vt + gr.
+  KOKKOS_FORCEINLINE_FUNCTION static float value_at(const float* values, const int vt,
+                                                    const int t, const int lane, const int h) {
+    return values[(t * 8 + 2 * (lane % 4) + h) * LDV + vt * 8 + lane / 4];
+  }
+  // Fragment register r of A for the weights of k-step t: accumulator element 0 (row gr, key
+  // 2 tk), 2 (gr + 8, 2 tk), 1 (gr, 2 tk + 1), 3 (gr + 8, 2 tk + 1).
+  KOKKOS_FORCEINLINE_FUNCTION static float weight_at(const Lane& me, const int t, const int r) {
+    return me.s[t][r == 1 ? 2 : r == 2 ? 1 : r];
+  }
+
+#if !defined(__CUDA_ARCH__)
+  // The host's mma: the warp's fragments gathered by the m16n8k8 layout (A element (row m,
+  // k) in lane (m % 8) * 4 + k % 4, register m / 8 + 2 (k / 4); B element (k, column n) in
+  // lane n * 4 + k % 4, register k / 4), products rounded as the tensor cores' (P).
+  template <class A, class B>
+  static void emulated_mma(float (&d)[4], const int lane, const A& a, const B& b) {
+    for (int i = 0; i < 4; ++i) {
+      const int m = lane / 4 + 8 * (i / 2), n = 2 * (lane % 4) + i % 2;
+      for (int k = 0; k < 8; ++k)
+        d[i] += detail::emulated_product<P>(a((m % 8) * 4 + k % 4, m / 8 + 2 * (k / 4)),
+                                    b(n * 4 + k % 4, k / 4));
+    }
+  }
+#endif
+
+  // Scores of the staged block into me.s, masked (keys past the row's last, rows past the
+  // last query: -inf), and each row's largest into me.top.
+  template <class Mask>
+  KOKKOS_INLINE_FUNCTION static void scores(const float* keys, const int rank, Lane& me,
+                                            const Lane* warp_lanes, const Mask& mask,
+                                            const int64_t b, const int64_t h, const int64_t first,
+                                            const int64_t queries, const int64_t key_count,
+                                            const int64_t j0) {
+    const int lane = rank % 32, warp = rank / 32;
+    LAPIS_UNROLL
+    for (int nt = 0; nt < NT; ++nt)
+      LAPIS_UNROLL
+      for (int i = 0; i < 4; ++i) me.s[nt][i] = 0.0f;
+    LAPIS_UNROLL
+    for (int t = 0; t < KT; ++t) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      (void)warp_lanes;
+      uint32_t a_big[4], a_small[4];
+      LAPIS_UNROLL
+      for (int r = 0; r < 4; ++r) detail::tf32::split_fast(me.q[t][r], a_big[r], a_small[r]);
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt) {
+        uint32_t b_big[2], b_small[2];
+        LAPIS_UNROLL
+        for (int x = 0; x < 2; ++x)
+          detail::tf32::split_fast(key_at(keys, nt, t, lane, x), b_big[x], b_small[x]);
+        if (P == Precision::fp32)
+          detail::tf32::mma3(me.s[nt], a_big, a_small, b_big, b_small);
+        else
+          detail::tf32::mma(me.s[nt], a_big, b_big);
+      }
+#elif defined(__CUDA_ARCH__)
+      (void)keys, (void)warp_lanes;   // no tensor cores: not launched
+#else
+      for (int nt = 0; nt < NT; ++nt)
+        emulated_mma(me.s[nt], lane,
+                     [&](int owner, int r) { return warp_lanes[owner].q[t][r]; },
+                     [&](int owner, int x) { return key_at(keys, nt, t, owner, x); });
+#endif
+    }
+    const float lowest = -lapis::infinity<float>();
+    LAPIS_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const int64_t i = first + warp * 16 + lane / 4 + 8 * half;
+      const int64_t end = i < queries ? mask.keys(i, key_count) : 0;
+      float top = lowest;
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+        LAPIS_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          const int64_t j = j0 + nt * 8 + 2 * (lane % 4) + c;
+          float& s = me.s[nt][2 * half + c];
+          s = j < end ? mask(b, h, i, j, s) : lowest;
+          top = s > top ? s : top;
+        }
+      me.top[half] = top;
+    }
+  }
+
+  // With me.top each row's maximum over its 4 lanes: the new running maximum, the row
+  // rescaled, the scores turned into weights exp(s - maximum) (0 for masked keys; a row with
+  // every key so far masked keeps maximum -inf, weights 0), their sum added.
+  KOKKOS_INLINE_FUNCTION static void weights(Lane& me) {
+    const float lowest = -lapis::infinity<float>();
+    LAPIS_UNROLL
+    for (int half = 0; half < 2; ++half) {
+      const float maximum = me.maximum[half] > me.top[half] ? me.maximum[half] : me.top[half];
+      const float base = maximum == lowest ? 0.0f : maximum;
+      const float rescale = lapis::math::exp(me.maximum[half] - base);
+      me.maximum[half] = maximum;
+      float sum = me.sum[half] * rescale;
+      LAPIS_UNROLL
+      for (int vt = 0; vt < VT; ++vt)
+        LAPIS_UNROLL
+        for (int c = 0; c < 2; ++c) me.o[vt][2 * half + c] *= rescale;
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt)
+        LAPIS_UNROLL
+        for (int c = 0; c < 2; ++c) {
+          float& s = me.s[nt][2 * half + c];
+          s = lapis::math::exp(s - base);
+          sum += s;
+        }
+      me.sum[half] = sum;
+    }
+  }
+
+  // me.o += weights x the staged values.
+  KOKKOS_INLINE_FUNCTION static void accumulate(const float* values, const int rank, Lane& me,
+                                                const Lane* warp_lanes) {
+    const int lane = rank % 32;
+    LAPIS_UNROLL
+    for (int t = 0; t < NT; ++t) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      (void)warp_lanes;
+      uint32_t a_big[4], a_small[4];
+      LAPIS_UNROLL
+      for (int r = 0; r < 4; ++r)
+        detail::tf32::split_fast(weight_at(me, t, r), a_big[r], a_small[r]);
+      LAPIS_UNROLL
+      for (int vt = 0; vt < VT; ++vt) {
+        uint32_t b_big[2], b_small[2];
+        LAPIS_UNROLL
+        for (int x = 0; x < 2; ++x)
+          detail::tf32::split_fast(value_at(values, vt, t, lane, x), b_big[x], b_small[x]);
+        if (P == Precision::fp32)
+          detail::tf32::mma3(me.o[vt], a_big, a_small, b_big, b_small);
+        else
+          detail::tf32::mma(me.o[vt], a_big, b_big);
+      }
+#elif defined(__CUDA_ARCH__)
+      (void)values, (void)lane, (void)me, (void)warp_lanes;
+#else
+      for (int vt = 0; vt < VT; ++vt)
+        emulated_mma(me.o[vt], lane,
+                     [&](int owner, int r) { return weight_at(warp_lanes[owner], t, r); },
+                     [&](int owner, int x) { return value_at(values, vt, t, owner, x); });
+#endif
+    }
+  }
+
+  // One team's 64 query rows from `first` of (b, h).
+  template <class Team, class Q, class K, class V, class Out, class Mask>
+  KOKKOS_INLINE_FUNCTION static void rows_of(Team& team, float* smem, const Q& q, const K& k,
+                                             const V& v, const Out& out, const Mask& mask,
+                                             const int64_t b, const int64_t h,
+                                             const int64_t first, const int64_t queries,
+                                             const int64_t key_count) {
+    float* const keys = smem;
+    float* const values = smem + BN * LDK;
+    team.each([&](const int rank, Lane& me, const Lane*) {
+      const int lane = rank % 32, warp = rank / 32;
+      LAPIS_UNROLL
+      for (int t = 0; t < KT; ++t)
+        LAPIS_UNROLL
+        for (int r = 0; r < 4; ++r) {
+          const int64_t i = first + warp * 16 + lane / 4 + 8 * (r % 2);
+          me.q[t][r] = i < queries ? float(q(b, h, i, t * 8 + lane % 4 + 4 * (r / 2))) : 0.0f;
+        }
+      LAPIS_UNROLL
+      for (int vt = 0; vt < VT; ++vt)
+        LAPIS_UNROLL
+        for (int c = 0; c < 4; ++c) me.o[vt][c] = 0.0f;
+      for (int half = 0; half < 2; ++half) {
+        me.maximum[half] = -lapis::infinity<float>();
+        me.sum[half] = 0.0f;
+      }
+    });
+    // The team runs to the last key any of its rows needs (causal: its last row's). Each
+    // thread fetches its elements of the next block of keys and values into registers
+    // before it works on the staged block, so that their loads overlap the products.
+    const int64_t last_row = first + rows < queries ? first + rows - 1 : queries - 1;
+    const int64_t team_end = mask.keys(last_row, key_count);
+    const auto fetch = [&](const int rank, Lane& me, const int64_t j0) {
+      const int count = int(team_end - j0 < BN ? team_end - j0 : BN);
+      LAPIS_UNROLL
+      for (int r = 0; r < KF; ++r) {
+        const int e = rank + r * threads;
+        me.next_keys[r] = e < count * D ? float(k(b, h, j0 + e / D, e % D)) : 0.0f;
+      }
+      LAPIS_UNROLL
+      for (int r = 0; r < VF; ++r) {
+        const int e = rank + r * threads;
+        me.next_values[r] = e < count * DV ? float(v(b, h, j0 + e / DV, e % DV)) : 0.0f;
+      }
+    };
+    if (team_end > 0) team.each([&](const int rank, Lane& me, const Lane*) { fetch(rank, me, 0); });
+    for (int64_t j0 = 0; j0 < team_end; j0 += BN) {
+      team.barrier();   // the last block's reads are done
+      team.each([&](const int rank, Lane& me, const Lane*) {
+        LAPIS_UNROLL
+        for (int r = 0; r < KF; ++r) {
+          const int e = rank + r * threads;
+          if (BN * D % threads == 0 || e < BN * D) keys[e / D * LDK + e % D] = me.next_keys[r];
+        }
+        LAPIS_UNROLL
+        for (int r = 0; r < VF; ++r) {
+          const int e = rank + r * threads;
+          if (BN * DV % threads == 0 || e < BN * DV)
+            values[e / DV * LDV + e % DV] = me.next_values[r];
+        }
+      });
+      team.barrier();
+      if (j0 + BN < team_end)
+        team.each([&](const int rank, Lane& me, const Lane*) { fetch(rank, me, j0 + BN); });
+      team.each([&](const int rank, Lane& me, const Lane* warp_lanes) {
+        scores(keys, rank, me, warp_lanes, mask, b, h, first, queries, key_count, j0);
+      });
+      team.quad_max();
+      team.each([&](const int, Lane& me, const Lane*) { weights(me); });
+      team.each([&](const int rank, Lane& me, const Lane* warp_lanes) {
+        accumulate(values, rank, me, warp_lanes);
+      });
+    }
+    team.quad_sum();
+    team.each([&](const int rank, Lane& me, const Lane*) {
+      const int lane = rank % 32, warp = rank / 32;
+      LAPIS_UNROLL
+      for (int half = 0; half < 2; ++half) {
+        const int64_t i = first + warp * 16 + lane / 4 + 8 * half;
+        if (i >= queries) continue;
+        const float sum = me.sum[half];
+        LAPIS_UNROLL
+        for (int vt = 0; vt < VT; ++vt)
+          LAPIS_UNROLL
+          for (int c = 0; c < 2; ++c)
+            out(b, h, i, vt * 8 + 2 * (lane % 4) + c) =
+                sum > 0.0f ? me.o[vt][2 * half + c] / sum : 0.0f;
+      }
+    });
+  }
+
+  // The device's team: the calling thread, its registers, the quad's shuffles.
+  template <class Member>
+  struct OneThread {
+    const Member& member;
+    int rank;
+    Lane me;
+    template <class F>
+    KOKKOS_FORCEINLINE_FUNCTION void each(const F& f) {
+      f(rank, me, static_cast<const Lane*>(nullptr));
+    }
+    KOKKOS_FORCEINLINE_FUNCTION void barrier() const { member.team_barrier(); }
+    KOKKOS_FORCEINLINE_FUNCTION void quad_max() {
+#if defined(__CUDA_ARCH__)
+      for (int half = 0; half < 2; ++half)
+        for (int x = 1; x < 4; x *= 2)
+          me.top[half] = fmaxf(me.top[half], __shfl_xor_sync(0xffffffffu, me.top[half], x));
+#endif
+    }
+    KOKKOS_FORCEINLINE_FUNCTION void quad_sum() {
+#if defined(__CUDA_ARCH__)
+      for (int half = 0; half < 2; ++half)
+        for (int x = 1; x < 4; x *= 2)
+          me.sum[half] += __shfl_xor_sync(0xffffffffu, me.sum[half], x);
+#endif
+    }
+  };
+
+  // The host check's team: every thread in turn, between the barriers.
+  struct EveryThread {
+    std::vector<Lane> lanes = std::vector<Lane>(threads);
+    template <class F>
+    void each(const F& f) {
+      for (int rank = 0; rank < threads; ++rank)
+        f(rank, lanes[rank], lanes.data() + rank / 32 * 32);
+    }
+    void barrier() const {}
+    template <class Combine>
+    void across_quads(float (Lane::*field)[2], const Combine& combine) {
+      for (int quad = 0; quad < threads; quad += 4)
+        for (int half = 0; half < 2; ++half) {
+          // The shuffles' order: partners 1 apart, then 2.
+          float pair[4];
+          for (int x = 0; x < 4; ++x)
+            pair[x] = combine((lanes[quad + x].*field)[half], (lanes[quad + (x ^ 1)].*field)[half]);
+          for (int x = 0; x < 4; ++x)
+            (lanes[quad + x].*field)[half] = combine(pair[x], pair[x ^ 2]);
+        }
+    }
+    void quad_max() {
+      across_quads(&Lane::top, [](float a, float c) { return a > c ? a : c; });
+    }
+    void quad_sum() {
+      across_quads(&Lane::sum, [](float a, float c) { return a + c; });
+    }
+  };
+
+  template <class ExecutionSpace, class Q, class K, class V, class Out, class Mask>
+  static void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
+                  const V& v, const Out& out, const Mask mask) {
+    const int64_t batch = int64_t(q.extent(0)), heads = int64_t(q.extent(1)),
+                  queries = int64_t(q.extent(2)), key_count = int64_t(k.extent(2));
+    const int64_t row_blocks = (queries + rows - 1) / rows;
+    const int64_t teams = batch * heads * row_blocks;
+    constexpr bool host =
+        Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
+    if constexpr (host) {
+      Kokkos::parallel_for(
+          label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, teams),
+          [=](const int64_t t) {
+            std::vector<float> smem(scratch / sizeof(float), std::nanf(""));
+            EveryThread team;
+            rows_of(team, smem.data(), q, k, v, out, mask, t / (row_blocks * heads),
+                    t / row_blocks % heads, t % row_blocks * rows, queries, key_count);
+          });
+    } else {
+      using bounds = Kokkos::LaunchBounds<threads, mma_teams<D, DV>()>;
+      using policy = Kokkos::TeamPolicy<ExecutionSpace, bounds>;
+      using member = typename policy::member_type;
+      const size_t bytes = scratch;   // a local: the kernel cannot bind the static member
+      Kokkos::parallel_for(
+          label, policy(space, int(teams), threads).set_scratch_size(0, Kokkos::PerTeam(bytes)),
+          KOKKOS_LAMBDA(const member& team) {
+            float* const smem =
+                static_cast<float*>(team.team_scratch(0).get_shmem_aligned(bytes, 16));
+            const int64_t t = team.league_rank();
+            OneThread<member> me{team, team.team_rank(), {}};
+            rows_of(me, smem, q, k, v, out, mask, t / (row_blocks * heads),
+                    t / row_blocks % heads, t % row_blocks * rows, queries, key_count);
+          });
+    }
+  }
+};
+
+// Whether MmaAttention takes these heads: float32 on CUDA (unless LAPIS_ATTENTION_CUDA_CORES,
+// or a Kokkos built for GPUs older than sm_80, which have no tf32 mma) or, with
+// LAPIS_ATTENTION_MMA, on host backends; D and DV multiples of 8, at most 64 (the query
+// fragments and output accumulators stay in registers).
+#if defined(KOKKOS_ARCH_KEPLER) || defined(KOKKOS_ARCH_MAXWELL) || defined(KOKKOS_ARCH_PASCAL) || \
+    defined(KOKKOS_ARCH_VOLTA) || defined(KOKKOS_ARCH_TURING75)
+#define LAPIS_ATTENTION_NO_TF32_MMA
+#endif
+template <class ExecutionSpace, class T, int D, int DV>
+constexpr bool mma_applies() {
+  if (!std::is_same<T, float>::value || D % 8 != 0 || DV % 8 != 0 || D > 64 || DV > 64)
+    return false;
+#if defined(LAPIS_ATTENTION_MMA)
+  if (Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible) return true;
+#endif
+#if defined(KOKKOS_ENABLE_CUDA) && !defined(LAPIS_ATTENTION_CUDA_CORES) && \
+    !defined(LAPIS_ATTENTION_NO_TF32_MMA)
+  return std::is_same<ExecutionSpace, Kokkos::Cuda>::value;
+#else
+  return false;
+#endif
+}
+
+template <int D, int DV, Precision P, class ExecutionSpace, class Q, class K, class V, class Out,
+          class Mask>
 void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k, const V& v,
          const Out& out, const Mask mask) {
   using T = typename Out::non_const_value_type;
@@ -402,7 +832,9 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
   const T lowest = -lapis::infinity<T>();
   if (batch * heads * queries == 0) return;
   constexpr bool host = Kokkos::SpaceAccessibility<ExecutionSpace, Kokkos::HostSpace>::accessible;
-  if constexpr (host && !kTeamsOnHost) {
+  if constexpr (mma_applies<ExecutionSpace, T, D, DV>()) {
+    MmaAttention<D, DV, P>::run(space, label, q, k, v, out, mask);
+  } else if constexpr (host && !kTeamsOnHost) {
     // A thread takes host_rows() query rows of one head: HostRows, below.
     using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
     using Task = HostRows<D, DV, T, Q, K, V, Out, Mask>;
@@ -471,24 +903,27 @@ void run(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
 }  // namespace attention_detail
 
 // q [B, H, L, D] (scaled), k [B, H, S, D], v [B, H, S, DV] -> out [B, H, L, DV].
-template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out>
+template <int D, int DV, class ExecutionSpace, Precision P = Precision::fp32, class Q, class K,
+          class V, class Out>
 void attention(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
                const V& v, const Out& out) {
-  attention_detail::run<D, DV>(space, label, q, k, v, out, attention_detail::NoMask{});
+  attention_detail::run<D, DV, P>(space, label, q, k, v, out, attention_detail::NoMask{});
 }
 
 // The same with key j of query i kept only when j <= i (is_causal=True).
-template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Out>
+template <int D, int DV, class ExecutionSpace, Precision P = Precision::fp32, class Q, class K,
+          class V, class Out>
 void attention_causal(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
                       const V& v, const Out& out) {
-  attention_detail::run<D, DV>(space, label, q, k, v, out, attention_detail::CausalMask{});
+  attention_detail::run<D, DV, P>(space, label, q, k, v, out, attention_detail::CausalMask{});
 }
 
 // The same with mask [B|1, H|1, L|1, S]: boolean (true keeps the key) or added to the scores.
-template <int D, int DV, class ExecutionSpace, class Q, class K, class V, class Mask, class Out>
+template <int D, int DV, class ExecutionSpace, Precision P = Precision::fp32, class Q, class K,
+          class V, class Mask, class Out>
 void attention_masked(const ExecutionSpace& space, const char* label, const Q& q, const K& k,
                       const V& v, const Mask& mask, const Out& out) {
-  attention_detail::run<D, DV>(space, label, q, k, v, out,
+  attention_detail::run<D, DV, P>(space, label, q, k, v, out,
                                attention_detail::ViewMask<Mask>{mask});
 }
 

@@ -79,6 +79,7 @@ void batched(const ExecutionSpace& space, const char* label,
   Kokkos::parallel_for(label, range(space, 0, batch * per_product), KOKKOS_LAMBDA(const int64_t e) {
     const int64_t product = e / per_product, i = e % per_product / columns, j = e % columns;
     T sum = accumulate ? T(at(c, product, i, j)) : T(0);
+    (void)bf16, (void)depth, (void)a, (void)b;   // nvcc 13: no first capture in if constexpr
     if constexpr (std::is_same<T, float>::value) {
       if (bf16) {
         for (int64_t k = 0; k < depth; ++k)
@@ -186,7 +187,7 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
   }
 #endif
   // One thread per output, the dot product in order over k.
-  constexpr int64_t P = gemm_host::panel_width<T>;
+  (void)bf16;
   const T* const in = x.data();
   const W* const weight = w.data();
   const T* const add = residual.data();
@@ -200,13 +201,16 @@ void linear_packed(const ExecutionSpace& space, const char* label, const Input& 
       KOKKOS_LAMBDA(const int64_t e) {
         const int64_t m = e / columns, n = e % columns;
         T sum = 0;
-        if constexpr (bf16) {
+        // nvcc 13: no first capture in if constexpr (nor of the constexpr locals)
+        (void)depth, (void)in, (void)weight, (void)ldx, (void)step_x;
+        if constexpr (std::is_same<W, bfloat16>::value) {
           for (int64_t k = 0; k < depth; ++k)
             sum += gemm_host::round_bf16(in[m * ldx + k * step_x]) *
                    gemm_host::packed_bf16_at(weight, depth, k, n);
         } else {
-          const W* panel = weight + (n / P) * depth * P + n % P;
-          for (int64_t k = 0; k < depth; ++k) sum += in[m * ldx + k * step_x] * panel[k * P];
+          constexpr int64_t width = gemm_host::panel_width<T>;
+          const W* panel = weight + (n / width) * depth * width + n % width;
+          for (int64_t k = 0; k < depth; ++k) sum += in[m * ldx + k * step_x] * panel[k * width];
         }
         T& target = out[m * ldy + n * step_y];
         T value = init == ConvInit::bias         ? T(bias(n)) + sum
