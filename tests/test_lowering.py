@@ -132,6 +132,23 @@ def test_gelu_read_through_a_reshape_folds_into_the_linear_layer():
         assert "math.erf" not in op_names(module), backend
 
 
+def test_head_split_copies_become_strided_views():
+    """nn.MultiheadAttention's q, k and v head-split transposes are read in place: the
+    attention's k and v (and the loop scaling q) read strided views of the projection's
+    buffer, on host backends and CUDA alike; the copies and their buffers go."""
+    for backend in ("openmp", "cuda"):
+        module = lowering.run(importer.to_linalg(loaded("transformer")), backend).module
+        function = next(f for f in module.body.operations
+                        if len(f.regions) and len(f.regions[0].blocks))
+        attentions = [op.operation for op in function.regions[0].blocks[0].operations
+                      if op.operation.name == "lapis.attention"]
+        assert len(attentions) == 2, backend
+        for attention in attentions:
+            for operand in list(attention.operands)[1:3]:          # k, v
+                assert operand.owner.name == "memref.reinterpret_cast", (backend, operand)
+                assert "strided<[64, 16, 128, 1]" in str(operand.type), operand.type
+
+
 def test_inputs_are_never_written_in_place():
     """A tensor update of an input (a determinant's LU step does this) bufferizes into a copy:
     the inputs are the caller's const Views."""

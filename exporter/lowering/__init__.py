@@ -15,7 +15,7 @@ from .. import diagnostics
 from ..errors import ExportError
 from ..handoff import ImportedModel
 from ..tuned_ops import HOST_BACKENDS
-from . import conv, linear, matmul, sparse, tuned_calls
+from . import conv, linear, matmul, sparse, transposes, tuned_calls
 
 # Each step is (description, pass pipeline); None marks our own rewrites (conv.py, matmul.py,
 # sparse.py).
@@ -62,6 +62,7 @@ def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> Im
                 tuned_calls.replace_calls(module)
                 if not tuned_kernels:
                     continue
+                transposes.fold_transposes(module)
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
                 if backend == "cuda" or backend in HOST_BACKENDS:
                     linear.replace_linear_convs(module, backend)

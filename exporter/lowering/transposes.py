@@ -1,0 +1,182 @@
+"""Transposed copies that only feed readers become strided views of what they copy.
+
+A transformer splits its heads by `linalg.transpose` copies: q, k and v from the [L, B, 3, H,
+Dh] rows of the QKV projection into [B, H, L, Dh] buffers, which the attention (and q's
+scaling) then read. Where such a copy's buffer is written by nothing else and only read after
+it -- by `lapis.attention` operands or the inputs of linalg ops -- and what it copies is not
+written until the last of those reads, the readers read the source in place through a
+`memref.reinterpret_cast` with the permuted strides (a strided Kokkos View): the copy and its
+buffer go. The attention kernels read their operands through View indexing, whatever the
+strides.
+"""
+from __future__ import annotations
+
+from .buffers import VIEW_OPS, root
+
+# lapis ops that write their last operand and only read the others.
+_WRITE_LAST = ("lapis.attention", "lapis.attention_causal", "lapis.attention_masked",
+               "lapis.linear", "lapis.linear_chain", "lapis.conv2d_nchw", "lapis.layer_norm",
+               "lapis.max_pool2d_nchw")
+
+
+def fold_transposes(module) -> int:
+    """Replace each foldable `linalg.transpose` by a strided view; returns how many."""
+    folded = 0
+    for function in module.body.operations:
+        if function.operation.name != "func.func" or not len(function.regions[0].blocks):
+            continue
+        block = function.regions[0].blocks[0]
+        for op in [o.operation for o in block.operations]:
+            if op.name == "linalg.transpose" and _fold(op):
+                folded += 1
+    return folded
+
+
+def _fold(transpose) -> bool:
+    from torch_mlir import ir
+    source, target = transpose.operands[0], transpose.operands[1]
+    source_type, target_type = ir.MemRefType(source.type), ir.MemRefType(target.type)
+    if not source_type.has_static_shape or not _identity(target_type):
+        return False
+    strides, offset = source_type.get_strides_and_offset()
+    if any(source_type.is_dynamic_stride_or_offset(v) for v in [*strides, offset]):
+        return False
+    buffer = root(target)
+    if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
+        return False
+    ops = [o.operation for o in transpose.block.operations]
+    start = ops.index(transpose)
+    reads = _reads_until_rewritten(ops[start + 1:], buffer, target)
+    if not reads:
+        return False
+    last = max(ops.index(reader) for reader, _ in reads)
+    if not _not_written(ops[start + 1:last + 1], root(source)):
+        return False
+    permutation = list(ir.DenseI64ArrayAttr(transpose.attributes["permutation"]))
+    view_strides = [strides[p] for p in permutation]
+    shape = "x".join(str(e) for e in target_type.shape)
+    layout = f"strided<[{', '.join(map(str, view_strides))}], offset: {offset}>"
+    view_type = ir.Type.parse(f"memref<{shape}x{target_type.element_type}, {layout}>")
+    with ir.InsertionPoint(transpose), transpose.location:
+        view = ir.Operation.create(
+            "memref.reinterpret_cast", results=[view_type], operands=[root(source)],
+            attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 0, 0, 0]),
+                        "static_offsets": ir.DenseI64ArrayAttr.get([offset]),
+                        "static_sizes": ir.DenseI64ArrayAttr.get(list(target_type.shape)),
+                        "static_strides": ir.DenseI64ArrayAttr.get(view_strides)})
+    transpose.erase()
+    for reader, index in reads:
+        reader.operands[index] = view.results[0]
+    _erase_unused(target)
+    return True
+
+
+def _identity(memref_type) -> bool:
+    return "strided" not in str(memref_type) and "affine_map" not in str(memref_type)
+
+
+def _aliases(buffer) -> set:
+    """`buffer` and every view of it."""
+    found, pending = {buffer}, [buffer]
+    while pending:
+        for use in pending.pop().uses:
+            user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+            if user.name in VIEW_OPS and use.operand_number == 0:
+                found.update(user.results)
+                pending.extend(user.results)
+    return found
+
+
+def _reads_until_rewritten(ops, buffer, target):
+    """[(op, operand index)]: the reads of `target` among `ops` (those after the transpose that
+    fills it) up to the first op that writes `buffer` again (bufferization reuses buffers);
+    None when something in that range reads `buffer` through another view or writes part of
+    it, or does what this cannot tell."""
+    aliases = _aliases(buffer)
+    reads = []
+    for op in ops:
+        touching = [(i, v) for i, v in enumerate(op.operands) if v in aliases]
+        if not touching or op.name in VIEW_OPS:
+            continue
+        if op.name == "memref.dealloc":
+            break
+        writes = [i for i, _ in touching if not _only_reads(op, i)]
+        if writes:
+            # A whole new value in the buffer ends the range, if nothing of the old is read.
+            if len(writes) == len(touching) and \
+                    all(op.operands[i] == target and _overwrites(op, i) for i in writes):
+                break
+            return None
+        if any(v != target for _, v in touching):
+            return None
+        reads += [(op, i) for i, _ in touching]
+    return reads
+
+
+def _overwrites(op, operand: int) -> bool:
+    """The linalg op `op` writes every element of its output `operand` without reading it."""
+    if op.name in ("linalg.transpose", "linalg.fill", "linalg.broadcast", "linalg.copy"):
+        return True
+    if op.name not in ("linalg.generic", "linalg.map") or not len(op.regions):
+        return False
+    if op.name == "linalg.generic" and any("reduction" in str(t) for t in
+                                           op.attributes["iterator_types"]):
+        return False
+    block = op.regions[0].blocks[0]
+    arguments = list(block.arguments)
+    if op.name == "linalg.map":
+        return True                          # its body has no output argument
+    argument = arguments[operand] if operand < len(arguments) else None
+    return argument is not None and not list(argument.uses)
+
+
+def _only_reads(op, operand: int) -> bool:
+    """`op` reads operand `operand` and writes nothing through it."""
+    if op.name in _WRITE_LAST:
+        return operand < len(op.operands) - 1
+    if op.name.startswith("linalg."):
+        return operand < _inputs(op)
+    return False
+
+
+def _inputs(op) -> int:
+    """How many of a linalg op's operands are its inputs."""
+    from torch_mlir import ir
+    if "operandSegmentSizes" in op.attributes:
+        return list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[0]
+    return len(op.operands) - 1
+
+
+def _not_written(ops, buffer) -> bool:
+    """No op of `ops` writes `buffer` (or is one whose writes this cannot tell)."""
+    for op in ops:
+        if op.name in ("memref.alloc", "memref.dealloc") or op.name in VIEW_OPS:
+            continue
+        if op.name in _WRITE_LAST:
+            written = [op.operands[len(op.operands) - 1]]
+        elif op.name.startswith("linalg."):
+            written = list(op.operands)[_inputs(op):]
+        elif op.name in ("arith.constant",):
+            continue
+        else:
+            return False
+        if any(root(value) == buffer for value in written):
+            return False
+    return True
+
+
+def _erase_unused(value) -> None:
+    """Erase the view chain and alloc behind `value` once nothing but deallocs uses it."""
+    from torch_mlir import ir
+    while isinstance(value, ir.OpResult):
+        owner = value.owner
+        users = [u.owner for u in value.uses]
+        if any(u.name != "memref.dealloc" for u in users):
+            return
+        for user in users:
+            user.erase()
+        parent = owner.operands[0] if owner.name in VIEW_OPS else None
+        owner.erase()
+        if parent is None:
+            return
+        value = parent
