@@ -135,7 +135,8 @@ def test_gelu_read_through_a_reshape_folds_into_the_linear_layer():
 def test_head_split_copies_become_strided_views():
     """nn.MultiheadAttention's q, k and v head-split transposes are read in place: the
     attention's k and v (and the loop scaling q) read strided views of the projection's
-    buffer, on host backends and CUDA alike; the copies and their buffers go."""
+    buffer, and the attention writes a strided view of the head merge's buffer, on host
+    backends and CUDA alike; the copies and their buffers go."""
     for backend in ("openmp", "cuda"):
         module = lowering.run(importer.to_linalg(loaded("transformer")), backend).module
         function = next(f for f in module.body.operations
@@ -147,6 +148,9 @@ def test_head_split_copies_become_strided_views():
             for operand in list(attention.operands)[1:3]:          # k, v
                 assert operand.owner.name == "memref.reinterpret_cast", (backend, operand)
                 assert "strided<[64, 16, 128, 1]" in str(operand.type), operand.type
+            merged = attention.operands[3]
+            assert merged.owner.name == "memref.reinterpret_cast", (backend, merged)
+            assert "strided<[64, 16, 128, 1]>" in str(merged.type), merged.type
 
 
 def test_inputs_are_never_written_in_place():

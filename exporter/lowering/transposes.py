@@ -6,8 +6,10 @@ scaling) then read. Where such a copy's buffer is written by nothing else and on
 it -- by `lapis.attention` operands or the inputs of linalg ops -- and what it copies is not
 written until the last of those reads, the readers read the source in place through a
 `memref.reinterpret_cast` with the permuted strides (a strided Kokkos View): the copy and its
-buffer go. The attention kernels read their operands through View indexing, whatever the
-strides.
+buffer go. The other way round, the head merge: a transpose of the buffer an attention op
+wrote, which nothing else reads, becomes the attention writing a strided view of the
+transpose's target. The attention kernels read and write their operands through View
+indexing, whatever the strides.
 """
 from __future__ import annotations
 
@@ -27,9 +29,79 @@ def fold_transposes(module) -> int:
             continue
         block = function.regions[0].blocks[0]
         for op in [o.operation for o in block.operations]:
-            if op.name == "linalg.transpose" and _fold(op):
+            if op.name == "linalg.transpose" and (_fold(op) or _fold_into_writer(op)):
                 folded += 1
     return folded
+
+
+# Ops that write every element of their last operand, read it not at all, and write it through
+# View indexing: they may write a strided view of the transpose's target instead.
+_WRITERS = ("lapis.attention", "lapis.attention_causal", "lapis.attention_masked")
+
+
+def _fold_into_writer(transpose) -> bool:
+    """The transpose of a buffer that one attention op wrote and nothing else reads (a
+    transformer's head merge): the attention writes a strided view of the transpose's target
+    instead, and the buffer and the copy go."""
+    from torch_mlir import ir
+    source, target = transpose.operands[0], transpose.operands[1]
+    if not (isinstance(source, ir.OpResult) and source.owner.name == "memref.alloc"):
+        return False
+    target_type = ir.MemRefType(target.type)
+    strides, offset = target_type.get_strides_and_offset()
+    if not target_type.has_static_shape or any(
+            target_type.is_dynamic_stride_or_offset(v) for v in [*strides, offset]):
+        return False
+    users = [u.owner.operation if hasattr(u.owner, "operation") else u.owner
+             for u in source.uses]
+    writers = [u for u in users if u != transpose and u.name != "memref.dealloc"]
+    if len(writers) != 1 or writers[0].name not in _WRITERS or \
+            list(writers[0].operands).count(source) != 1 or \
+            writers[0].operands[len(writers[0].operands) - 1] != source:
+        return False
+    writer = writers[0]
+    destination = root(target)
+    if any(root(v) == destination for v in list(writer.operands)[:-1]):
+        return False
+    ops = [o.operation for o in transpose.block.operations]
+    first, last = ops.index(writer), ops.index(transpose)
+    if first > last:
+        return False
+    # Nothing between the two reads or writes the target's buffer (the write moves earlier).
+    for op in ops[first + 1:last]:
+        if op.name in ("memref.alloc",) or op.name in VIEW_OPS:
+            continue
+        if any(root(v) == destination for v in op.operands):
+            return False
+        if op.name not in _WRITE_LAST and not op.name.startswith("linalg."):
+            return False
+    if isinstance(destination, ir.OpResult):
+        owner = destination.owner
+        if owner.name != "memref.alloc" or len(owner.operands):
+            return False
+        if ops.index(owner) > first:
+            owner.move_before(writer)
+    elif not isinstance(destination, ir.BlockArgument):
+        return False
+    permutation = list(ir.DenseI64ArrayAttr(transpose.attributes["permutation"]))
+    source_type = ir.MemRefType(source.type)
+    view_strides = [0] * len(permutation)
+    for k, p in enumerate(permutation):
+        view_strides[p] = strides[k]
+    shape = "x".join(str(e) for e in source_type.shape)
+    layout = f"strided<[{', '.join(map(str, view_strides))}], offset: {offset}>"
+    view_type = ir.Type.parse(f"memref<{shape}x{source_type.element_type}, {layout}>")
+    with ir.InsertionPoint(writer), writer.location:
+        view = ir.Operation.create(
+            "memref.reinterpret_cast", results=[view_type], operands=[destination],
+            attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 0, 0, 0]),
+                        "static_offsets": ir.DenseI64ArrayAttr.get([offset]),
+                        "static_sizes": ir.DenseI64ArrayAttr.get(list(source_type.shape)),
+                        "static_strides": ir.DenseI64ArrayAttr.get(view_strides)})
+    writer.operands[len(writer.operands) - 1] = view.results[0]
+    transpose.erase()
+    _erase_unused(source)
+    return True
 
 
 def _fold(transpose) -> bool:
