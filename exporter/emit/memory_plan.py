@@ -22,11 +22,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..diagnostics import walk
+from ..lowering.buffers import VIEW_OPS, root
 from ..tuned_ops import ZEROED_ATTRIBUTE
 from .cxx_types import scalar, scalar_bytes
 
-_VIEW_OPS = ("memref.subview", "memref.expand_shape", "memref.collapse_shape", "memref.cast",
-             "memref.reinterpret_cast")
 _TERMINATORS = ("scf.yield", "scf.condition", "func.return", "scf.reduce.return")
 # Byte offsets of buffers in the shared block: whole cache lines, and what GPU vector loads
 # and TMA descriptors ask of an address (Kokkos aligns the block itself at least as much).
@@ -74,21 +74,6 @@ def _is_buffer(value) -> bool:
     return str(value.type).startswith("memref<")
 
 
-def _walk(op):
-    yield op
-    for region in op.regions:
-        for block in region.blocks:
-            for inner in block.operations:
-                yield from _walk(inner.operation)
-
-
-def _root(value):
-    from torch_mlir import ir
-    while isinstance(value, ir.OpResult) and value.owner.name in _VIEW_OPS:
-        value = value.owner.operands[0]
-    return value
-
-
 def live_ranges(ops: list, candidates: set) -> dict:
     """{alloc result: (first, last)}: the indices in `ops` (a block's top-level ops) of each
     candidate's alloc and of the last op that touches it, for the candidates whose uses the IR
@@ -99,19 +84,19 @@ def live_ranges(ops: list, candidates: set) -> dict:
         for result in op.results:
             if result in candidates:
                 ranges[result] = (index, index)
-        for inner in _walk(op):
+        for inner in (op, *walk(op)):
             passes_on = inner.name in _TERMINATORS or (
-                inner.name not in _VIEW_OPS and inner.name not in ("memref.alloc", "memref.alloca")
+                inner.name not in VIEW_OPS and inner.name not in ("memref.alloc", "memref.alloca")
                 and any(_is_buffer(r) for r in inner.results))
             for operand in inner.operands:
                 if not _is_buffer(operand):
                     continue
-                root = _root(operand)
-                if root not in candidates:
+                base = root(operand)
+                if base not in candidates:
                     continue
-                ranges[root] = (ranges[root][0], index)
+                ranges[base] = (ranges[base][0], index)
                 if passes_on:
-                    escaped.add(root)
+                    escaped.add(base)
     return {value: span for value, span in ranges.items() if value not in escaped}
 
 
@@ -223,7 +208,7 @@ def _zero_border(alloc) -> str | None:
     views, windows = [], set()
     for use in alloc.results[0].uses:
         user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
-        if user.name not in _VIEW_OPS:
+        if user.name not in VIEW_OPS:
             continue
         if len(user.operands) > 1:        # dynamic offsets or sizes
             return None
