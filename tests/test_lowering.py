@@ -133,10 +133,11 @@ def test_gelu_read_through_a_reshape_folds_into_the_linear_layer():
 
 
 def test_head_split_copies_become_strided_views():
-    """nn.MultiheadAttention's q, k and v head-split transposes are read in place: the
-    attention's k and v (and the loop scaling q) read strided views of the projection's
-    buffer, and the attention writes a strided view of the head merge's buffer, on host
-    backends and CUDA alike; the copies and their buffers go."""
+    """nn.MultiheadAttention's QKV split and q, k and v head-split transposes are read in
+    place: the attention's k and v (and the loop scaling q) read strided views of the
+    projection's own [L, B, 3 D] rows (k at offset D, v at 2 D), and the attention writes a
+    strided view of the head merge's buffer, on host backends and CUDA alike; the copies and
+    their buffers go."""
     for backend in ("openmp", "cuda"):
         module = lowering.run(importer.to_linalg(loaded("transformer")), backend).module
         function = next(f for f in module.body.operations
@@ -145,9 +146,12 @@ def test_head_split_copies_become_strided_views():
                       if op.operation.name == "lapis.attention"]
         assert len(attentions) == 2, backend
         for attention in attentions:
-            for operand in list(attention.operands)[1:3]:          # k, v
+            for offset, operand in zip((64, 128), list(attention.operands)[1:3]):  # k, v
                 assert operand.owner.name == "memref.reinterpret_cast", (backend, operand)
-                assert "strided<[64, 16, 128, 1]" in str(operand.type), operand.type
+                assert f"strided<[192, 16, 384, 1], offset: {offset}>" in str(operand.type), \
+                    operand.type
+                assert operand.owner.operands[0].owner.name == "memref.alloc"
+            assert "linalg.transpose" not in str(function), backend
             merged = attention.operands[3]
             assert merged.owner.name == "memref.reinterpret_cast", (backend, merged)
             assert "strided<[64, 16, 128, 1]>" in str(merged.type), merged.type

@@ -9,7 +9,9 @@ written until the last of those reads, the readers read the source in place thro
 buffer go. The other way round, the head merge: a transpose of the buffer an attention op
 wrote, which nothing else reads, becomes the attention writing a strided view of the
 transpose's target. The attention kernels read and write their operands through View
-indexing, whatever the strides.
+indexing, whatever the strides. A copy read only through such views (the QKV split into q, k
+and v, which the head splits then read) folds on a second round: each view becomes the same
+window of what the copy copied.
 """
 from __future__ import annotations
 
@@ -22,16 +24,23 @@ _WRITE_LAST = ("lapis.attention", "lapis.attention_causal", "lapis.attention_mas
 
 
 def fold_transposes(module) -> int:
-    """Replace each foldable `linalg.transpose` by a strided view; returns how many."""
-    folded = 0
-    for function in module.body.operations:
-        if function.operation.name != "func.func" or not len(function.regions[0].blocks):
-            continue
-        block = function.regions[0].blocks[0]
-        for op in [o.operation for o in block.operations]:
-            if op.name == "linalg.transpose" and (_fold(op) or _fold_into_writer(op)):
-                folded += 1
-    return folded
+    """Replace each foldable `linalg.transpose` by a strided view; returns how many. A copy
+    whose readers read it through the views an earlier fold made (the QKV split, read by the
+    head-split views) folds on the next round."""
+    folded, rounds = 0, 0
+    while True:
+        this_round = 0
+        for function in module.body.operations:
+            if function.operation.name != "func.func" or not len(function.regions[0].blocks):
+                continue
+            block = function.regions[0].blocks[0]
+            for op in [o.operation for o in block.operations]:
+                if op.name == "linalg.transpose" and (_fold(op) or _fold_into_writer(op)):
+                    this_round += 1
+        folded += this_round
+        rounds += 1
+        if not this_round or rounds == 4:
+            return folded
 
 
 # Ops that write every element of their last operand, read it not at all, and write it through
@@ -126,21 +135,86 @@ def _fold(transpose) -> bool:
         return False
     permutation = list(ir.DenseI64ArrayAttr(transpose.attributes["permutation"]))
     view_strides = [strides[p] for p in permutation]
-    shape = "x".join(str(e) for e in target_type.shape)
-    layout = f"strided<[{', '.join(map(str, view_strides))}], offset: {offset}>"
-    view_type = ir.Type.parse(f"memref<{shape}x{target_type.element_type}, {layout}>")
+    # Readers through reinterpret_casts of the copy: the same windows of the source.
+    windows = {}
+    for reader, index in reads:
+        value = reader.operands[index]
+        if value != target and value not in windows:
+            composed = _compose(value.owner, list(target_type.shape), view_strides, offset)
+            if composed is None:
+                return False
+            windows[value] = composed
     with ir.InsertionPoint(transpose), transpose.location:
-        view = ir.Operation.create(
-            "memref.reinterpret_cast", results=[view_type], operands=[root(source)],
-            attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 0, 0, 0]),
-                        "static_offsets": ir.DenseI64ArrayAttr.get([offset]),
-                        "static_sizes": ir.DenseI64ArrayAttr.get(list(target_type.shape)),
-                        "static_strides": ir.DenseI64ArrayAttr.get(view_strides)})
+        view = _reinterpret(root(source), list(target_type.shape), view_strides, offset,
+                            target_type.element_type)
+        replaced = {value: _reinterpret(root(source), *composed, target_type.element_type)
+                    for value, composed in windows.items()}
     transpose.erase()
     for reader, index in reads:
-        reader.operands[index] = view.results[0]
+        value = reader.operands[index]
+        reader.operands[index] = replaced[value] if value in replaced else view
+    for value in replaced:
+        if not any(u.owner.name != "memref.dealloc" for u in value.uses):
+            value.owner.erase()
     _erase_unused(target)
     return True
+
+
+def _reinterpret(base, sizes, strides, offset, element_type):
+    """A `memref.reinterpret_cast` of `base` with static sizes, strides and offset."""
+    from torch_mlir import ir
+    shape = "x".join(str(e) for e in sizes)
+    layout = f"strided<[{', '.join(map(str, strides))}], offset: {offset}>"
+    view_type = ir.Type.parse(f"memref<{shape}x{element_type}, {layout}>")
+    return ir.Operation.create(
+        "memref.reinterpret_cast", results=[view_type], operands=[base],
+        attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 0, 0, 0]),
+                    "static_offsets": ir.DenseI64ArrayAttr.get([offset]),
+                    "static_sizes": ir.DenseI64ArrayAttr.get(list(sizes)),
+                    "static_strides": ir.DenseI64ArrayAttr.get(list(strides))}).results[0]
+
+
+def _compose(cast, shape, dim_strides, offset):
+    """(sizes, strides, offset) of the window that `cast`, a static reinterpret_cast of a
+    row-major buffer of `shape`, reads, when that buffer is instead a view of another with
+    `dim_strides` a dimension and `offset`; None where the window is not such a view. Each of
+    the cast's dimensions steps along one dimension of `shape` (its stride a multiple of that
+    dimension's row-major stride), and the steps and the offset's digits stay inside each
+    dimension, so that no index carries into the next one."""
+    from torch_mlir import ir
+    if cast.name != "memref.reinterpret_cast" or len(cast.operands) != 1:
+        return None
+    sizes = list(ir.DenseI64ArrayAttr(cast.attributes["static_sizes"]))
+    strides = list(ir.DenseI64ArrayAttr(cast.attributes["static_strides"]))
+    start = list(ir.DenseI64ArrayAttr(cast.attributes["static_offsets"]))[0]
+    if any(v < 0 for v in [*sizes, *strides, start]):     # dynamic (negative sentinels)
+        return None
+    row_major = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        row_major[d] = row_major[d + 1] * shape[d + 1]
+    digits, rest = [], start
+    for d in range(len(shape)):
+        digits.append(rest // row_major[d])
+        rest %= row_major[d]
+    if start >= row_major[0] * shape[0]:
+        return None
+    reach = list(digits)
+    new_strides = []
+    for size, stride in zip(sizes, strides):
+        if size == 1 or stride == 0:                    # no step at all
+            new_strides.append(stride)
+            continue
+        dims = [d for d in range(len(shape)) if stride % row_major[d] == 0]
+        if not dims:
+            return None
+        d = dims[0]                                     # the outermost that divides it
+        step = stride // row_major[d]
+        reach[d] += step * (size - 1)
+        new_strides.append(step * dim_strides[d])
+    if any(r >= e for r, e in zip(reach, shape)):
+        return None
+    new_offset = offset + sum(digit * s for digit, s in zip(digits, dim_strides))
+    return sizes, new_strides, new_offset
 
 
 def _identity(memref_type) -> bool:
@@ -179,10 +253,17 @@ def _reads_until_rewritten(ops, buffer, target):
                     all(op.operands[i] == target and _overwrites(op, i) for i in writes):
                 break
             return None
-        if any(v != target for _, v in touching):
+        if any(v != target and not _window(v, target) for _, v in touching):
             return None
         reads += [(op, i) for i, _ in touching]
     return reads
+
+
+def _window(value, target) -> bool:
+    """`value` is a static reinterpret_cast of the copy's buffer `target` itself."""
+    from torch_mlir import ir
+    return isinstance(value, ir.OpResult) and value.owner.name == "memref.reinterpret_cast" \
+        and value.owner.operands[0] == target
 
 
 def _overwrites(op, operand: int) -> bool:
