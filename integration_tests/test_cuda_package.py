@@ -330,6 +330,13 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("linear", "staged", "fp32", 200, 132, 40, "silu", "bias"),  # 16-byte output pieces
     ("linear", "staged", "tf32", 130, 70, 36, "gelu", "accumulate"),  # n % 4 != 0: scalar
     ("matmul", "staged", "fp32", 129, 256, 64, "none", "accumulate"),
+    ("linear", "paired", "fp32", 130, 140, 52, "silu", "bias"),  # 16-byte fragment reads
+    ("linear", "paired", "tf32", 129, 136, 36, "gelu", "accumulate"),
+    ("linear", "paired_deep", "fp32", 200, 70, 100, "silu", "bias"),  # k 32, halves swapped
+    ("linear", "paired_deep", "tf32", 131, 68, 64, "none", "zero"),
+    ("residual", "paired", "fp32", 130, 140, 52, "none", "bias"),  # + C before the activation
+    ("residual", "small", "tf32", 70, 36, 20, "relu", "bias"),
+    ("residual", "staged", "fp32", 129, 70, 36, "none", "zero"),
     ("rows", "small", "fp32", 37, 1, 512, "none", "bias"),      # linear_rows, 16-byte loads
     ("rows", "small", "fp32", 20, 3, 30, "silu", "accumulate"),  # its scalar loads
 ])
@@ -352,7 +359,8 @@ def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape
     ours = np.fromfile(tmp_path / "out.bin", np.float32).reshape(m, n)
     assert not np.isnan(ours).any()
     product = b if kind == "matmul" else b.T
-    start = {"bias": bias[None, :], "zero": 0.0, "accumulate": c}[init]
+    start = {"bias": bias[None, :], "zero": 0.0, "accumulate": c}[init] + \
+        (c.astype(np.float64) if kind == "residual" else 0.0)
 
     def reference(x, y):
         return activation_of(activation, x.astype(np.float64) @ y.astype(np.float64) + start)

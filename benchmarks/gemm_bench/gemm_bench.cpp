@@ -56,6 +56,7 @@ double sampled_error(const Matrix& x, const Matrix& w, const Vector& b, const Ma
       double sum = hb(n);
       for (int k = 0; k < depth; ++k) sum += double(hx(m, k)) * double(hw(n, k));
       if (activation == Activation::silu) sum = silu(sum);
+      if (activation == Activation::gelu) sum = 0.5 * sum * (1.0 + std::erf(sum / std::sqrt(2.0)));
       const double got = hy(m, n);
       if (std::isnan(got)) return INFINITY;
       worst = std::max(worst, std::fabs(got - sum));
@@ -149,6 +150,25 @@ int main(int argc, char** argv) {
   layer_table("16 -> 512 none", x0, w0, b0, h1, Activation::none, samples);
   layer_table("512 -> 512 SiLU", h1, w1, b0, h2, Activation::silu, samples);
   layer_table("512 -> 512 none", h1, w1, b0, h2, Activation::none, samples);
+  {
+    // The transformer encoder's linear layers (d 256, feed-forward 1024; batch 32 x 512
+    // tokens): the QKV projection, linear1 with GELU, linear2, the output projection.
+    const int tokens = 16384;
+    const Matrix t0 = random_matrix("t0", tokens, 256, 1.0f, 6);
+    const Matrix t1 = random_matrix("t1", tokens, 1024, 1.0f, 7);
+    const Matrix wqkv = random_matrix("wqkv", 768, 256, 0.0625f, 8);
+    const Matrix wf1 = random_matrix("wf1", 1024, 256, 0.0625f, 9);
+    const Matrix wf2 = random_matrix("wf2", 256, 1024, 0.03125f, 10);
+    const Matrix bt = random_matrix("bt", 1, 1024, 0.1f, 11);
+    const Vector bias_t(bt.data(), 1024);
+    const Matrix o768("o768", tokens, 768), o1024("o1024", tokens, 1024), o256("o256", tokens, 256);
+    layer_table("16384 x 256 -> 768 (in projection)", t0, wqkv, bias_t, o768, Activation::none,
+                samples);
+    layer_table("16384 x 256 -> 1024 GELU (linear1)", t0, wf1, bias_t, o1024, Activation::gelu,
+                samples);
+    layer_table("16384 x 1024 -> 256 (linear2)", t1, wf2, bias_t, o256, Activation::none,
+                samples);
+  }
 
   const Kokkos::Cuda space;
   const double gflop = 2.0 * rows * 512 * 1e-9;

@@ -3,10 +3,12 @@
 namespace gemm_bench {
 
 const char* variant_name(const int v) {
-  static const char* const names[] = {"128x128 k16x2 (1)", "128x64 k16x3 (3)", "64x64 k16x2",
-                                      "128x128 k16x4 cuda, staged store (9)",
-                                      "128x64 k16x3, staged store"};
-  return v >= 0 && v < 5 ? names[v] : nullptr;
+  static const char* const names[] = {
+      "128x128 k16x2 (1)",        "128x64 k16x3 (3)",         "64x64 k16x2",
+      "paired 128x128 k16x2",     "paired 128x64 k16x3",      "paired 64x64 k16x2",
+      "paired 128x128 k32x2 cuda", "paired 128x128 k32x3 cuda", "paired 128x64 k32x3 cuda",
+      "paired 128x128 warps 64x64 k32x3 cuda", "paired 64x64 k16x2, 8 teams"};
+  return v >= 0 && v < 11 ? names[v] : nullptr;
 }
 
 template void run_variant<lapis::Precision::fp32>(int, const Kokkos::Cuda&,

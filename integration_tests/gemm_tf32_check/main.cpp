@@ -55,6 +55,17 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>>(p);
   else if (shape == "staged")  // the same, the outputs written through shared memory
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>>(p);
+  else if (shape == "paired" || shape == "paired_deep") {  // 16-byte fragment reads (linear)
+    if constexpr (WeightRows) {
+      if (shape == "paired")
+        run<GemmTiles<128, 128, 64, 32, 16, 2, 2, true, P, false, true>>(p);
+      else  // k steps of 32, odd rows' halves swapped
+        run<GemmTiles<128, 64, 64, 32, 32, 3, 2, true, P, false, true>>(p);
+    } else {
+      std::fprintf(stderr, "paired tiles take linear layers only\n");
+      std::exit(2);
+    }
+  }
   else
     run<GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>>(p);
 }
@@ -75,7 +86,7 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|matmul|rows large|narrow|deep|staged|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }
@@ -85,14 +96,17 @@ int main(int argc, char** argv) {
   const auto activation = lapis::Activation(std::atoi(argv[7]));
   const auto init = lapis::ConvInit(std::atoi(argv[8]));
   const bool linear = kind != "matmul";
+  const bool residual = kind == "residual";  // linear, c.bin added before the activation
   const std::vector<float> a = read(dir + "/a.bin", size_t(m) * k);
   const std::vector<float> b = read(dir + "/b.bin", size_t(n) * k);
   const std::vector<float> bias = read(dir + "/bias.bin", n);
   std::vector<float> c = read(dir + "/c.bin", size_t(m) * n);
+  const std::vector<float> added = c;
   if (init != lapis::ConvInit::accumulate)
     for (float& v : c) v = std::nanf("");
   const GemmProblem p{a.data(), b.data(), c.data(), bias.data(), k, linear ? k : n, n, 0, 0, 0,
-                      m, n, k, 1, init, activation};
+                      m, n, k, 1, init, activation, residual ? added.data() : nullptr,
+                      residual ? n : 0};
   if (kind == "rows") {  // linear_rows (a regression head) on the host's execution space
     using Matrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace,
                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>;

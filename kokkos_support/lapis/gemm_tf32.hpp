@@ -35,11 +35,17 @@ struct GemmProblem {
   int m, n, k, batches;
   ConvInit init;
   Activation activation;
+  const float* residual = nullptr;  // added before the activation, rows ldr apart (or none)
+  int64_t ldr = 0;
 };
 
 // Four floats as one 16-byte load or store.
 struct alignas(16) Float4 {
   float v[4];
+};
+// Two floats as one 8-byte load or store.
+struct alignas(8) Float2 {
+  float v[2];
 };
 
 // The kernel of GemmTiles::run_cuda: one block a team, the staging in dynamic shared memory.
@@ -75,13 +81,19 @@ inline float emulated_product(const float a, const float b) {
 // StagedStore: the epilogue passes the outputs through shared memory (after the last k step),
 // so that each thread writes whole 16-byte pieces of rows instead of the mma accumulators'
 // pairs of columns 8 rows apart.
+// Paired (linear layers, B = [n][k]; BK 16 or 32): a lane reads its rows' four consecutive k,
+// 4 tk .. 4 tk + 3 of each 16, as one 16-byte load, and two mma steps take them: step h puts
+// k 4 tk + 2 h in the fragment's k slot tk and 4 tk + 2 h + 1 in slot tk + 4. A and B use the
+// same order, so the two steps sum the 16 products once each; a warp reads a fragment with a
+// quarter of the loads. Rows are unpadded (a quarter warp's 8 loads, two rows of 64 bytes,
+// land in 32 banks); at BK 32 odd rows swap their halves so that the two rows still do.
 template <int BM, int BN, int WM, int WN, int BK, int Stages, int MinTeams, bool WeightRows,
-          Precision P, bool StagedStore = false>
+          Precision P, bool StagedStore = false, bool Paired = false>
 struct GemmTiles {
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n, min_teams = MinTeams;
   static constexpr int MT = WM / 16, NT = WN / 8;
-  static constexpr int LDA = BK + 4, LDB = WeightRows ? BK + 4 : BN + 8;
+  static constexpr int LDA = Paired ? BK : BK + 4, LDB = Paired ? BK : WeightRows ? BK + 4 : BN + 8;
   static constexpr int a_floats = BM * LDA, b_floats = WeightRows ? BN * LDB : BK * LDB;
   static constexpr int stage_floats = a_floats + b_floats;
   static constexpr int LDC = BN + 8;  // staged outputs: a half warp's pairs in 32 banks
@@ -92,6 +104,13 @@ struct GemmTiles {
   static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0 && WN % 8 == 0 && BK % 8 == 0,
                 "tile shape");
   static_assert(P != Precision::bf16, "bf16 products have tiles of their own");
+  static_assert(!Paired || (WeightRows && (BK == 16 || BK == 32)), "paired fragments");
+
+  // Where staged (row, k) of an operand with rows `ld` apart sits.
+  KOKKOS_FORCEINLINE_FUNCTION static int at(const int row, const int k, const int ld) {
+    if (!Paired || BK == 16) return row * ld + k;
+    return row * ld + (((k / 4) ^ (4 * (row & 1))) * 4 | (k % 4));
+  }
 
   struct Acc {
     float v[MT][NT][4];
@@ -143,7 +162,7 @@ struct GemmTiles {
       if (a_copies % threads != 0 && c >= a_copies) break;
       const int row = c / (BK / 4), col = c % (BK / 4) * 4;
       const bool valid = t.m0 + row < p.m && k0 + col < p.k;
-      copy16(a_tile + row * LDA + col, valid ? t.a + (t.m0 + row) * p.lda + k0 + col : p.a,
+      copy16(a_tile + at(row, col, LDA), valid ? t.a + (t.m0 + row) * p.lda + k0 + col : p.a,
              valid);
     }
     LAPIS_UNROLL
@@ -153,7 +172,7 @@ struct GemmTiles {
       if (WeightRows) {  // B[n][k]: BN rows of BK
         const int row = c / (BK / 4), col = c % (BK / 4) * 4;
         const bool valid = t.n0 + row < p.n && k0 + col < p.k;
-        copy16(b_tile + row * LDB + col, valid ? t.b + (t.n0 + row) * p.ldb + k0 + col : p.b,
+        copy16(b_tile + at(row, col, LDB), valid ? t.b + (t.n0 + row) * p.ldb + k0 + col : p.b,
                valid);
       } else {  // B[k][n]: BK rows of BN
         const int row = c / (BN / 4), col = c % (BN / 4) * 4;
@@ -175,6 +194,7 @@ struct GemmTiles {
   // 2 * tk + i % 2.
   KOKKOS_INLINE_FUNCTION static void compute(const float* smem, const int stage, const int rank,
                                              Acc& acc) {
+    if (Paired) return compute_paired(smem, stage, rank, acc);
     const float* const a = smem + stage * stage_floats;
     const float* const b = a + a_floats;
     const int lane = rank % 32, warp = rank / 32;
@@ -219,11 +239,74 @@ struct GemmTiles {
     }
   }
 
+  // Paired's compute: per 16 k, one 16-byte load a row of A (rows gr, gr + 8 of each 16) and
+  // of B (column gr of each 8), two mma steps.
+  KOKKOS_INLINE_FUNCTION static void compute_paired(const float* smem, const int stage,
+                                                    const int rank, Acc& acc) {
+    const float* const a = smem + stage * stage_floats;
+    const float* const b = a + a_floats;
+    const int lane = rank % 32, warp = rank / 32;
+    const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
+    const int gr = lane / 4, tk = lane % 4;
+    LAPIS_UNROLL
+    for (int kk = 0; kk < BK; kk += 16) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+      uint32_t b_big[NT][4], b_small[NT][4];
+      LAPIS_UNROLL
+      for (int nt = 0; nt < NT; ++nt) {
+        const Float4 v = *reinterpret_cast<const Float4*>(b + at(wn0 + nt * 8 + gr, kk + 4 * tk, LDB));
+        LAPIS_UNROLL
+        for (int j = 0; j < 4; ++j) tf32::split_fast(v.v[j], b_big[nt][j], b_small[nt][j]);
+      }
+      LAPIS_UNROLL
+      for (int mt = 0; mt < MT; ++mt) {
+        const int row = wm0 + mt * 16 + gr;
+        const Float4 lo = *reinterpret_cast<const Float4*>(a + at(row, kk + 4 * tk, LDA));
+        const Float4 hi = *reinterpret_cast<const Float4*>(a + at(row + 8, kk + 4 * tk, LDA));
+        LAPIS_UNROLL
+        for (int h = 0; h < 2; ++h) {
+          uint32_t a_big[4], a_small[4];
+          tf32::split_fast(lo.v[2 * h], a_big[0], a_small[0]);
+          tf32::split_fast(hi.v[2 * h], a_big[1], a_small[1]);
+          tf32::split_fast(lo.v[2 * h + 1], a_big[2], a_small[2]);
+          tf32::split_fast(hi.v[2 * h + 1], a_big[3], a_small[3]);
+          LAPIS_UNROLL
+          for (int nt = 0; nt < NT; ++nt) {
+            const uint32_t bb[2] = {b_big[nt][2 * h], b_big[nt][2 * h + 1]};
+            if (P == Precision::fp32) {
+              const uint32_t bs[2] = {b_small[nt][2 * h], b_small[nt][2 * h + 1]};
+              tf32::mma3(acc.v[mt][nt], a_big, a_small, bb, bs);
+            } else {
+              tf32::mma(acc.v[mt][nt], a_big, bb);
+            }
+          }
+        }
+      }
+#elif defined(__CUDA_ARCH__)
+      (void)a, (void)b, (void)wm0, (void)wn0, (void)gr, (void)tk, (void)acc;  // no tensor cores
+#else
+      // Accumulator i of lane (gr, tk) is row gr + 8 (i / 2), column 2 tk + i % 2 of its mma
+      // tile; the lanes holding that row and column give slot s the k of their tk = s % 4.
+      for (int mt = 0; mt < MT; ++mt)
+        for (int nt = 0; nt < NT; ++nt)
+          for (int i = 0; i < 4; ++i)
+            for (int h = 0; h < 2; ++h)
+              for (int slot = 0; slot < 8; ++slot) {
+                const int k = kk + 4 * (slot % 4) + 2 * h + slot / 4;
+                acc.v[mt][nt][i] += emulated_product<P>(
+                    a[at(wm0 + mt * 16 + gr + 8 * (i / 2), k, LDA)],
+                    b[at(wn0 + nt * 8 + 2 * tk + i % 2, k, LDB)]);
+              }
+#endif
+    }
+  }
+
   // The epilogue: start value (bias, zero or what C holds), then the activation.
   KOKKOS_INLINE_FUNCTION static void store(const GemmProblem& p, const Tile& t, const int rank,
                                            const Acc& acc) {
     const int lane = rank % 32, warp = rank / 32;
     const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
+    const bool pairs = p.ldc % 2 == 0 && reinterpret_cast<uintptr_t>(t.c) % 8 == 0;
     LAPIS_UNROLL
     for (int mt = 0; mt < MT; ++mt)
       LAPIS_UNROLL
@@ -232,7 +315,21 @@ struct GemmTiles {
         if (row >= p.m) continue;
         float* const out = t.c + row * p.ldc;
         LAPIS_UNROLL
-        for (int nt = 0; nt < NT; ++nt)
+        for (int nt = 0; nt < NT; ++nt) {
+          // The pair of columns as one 8-byte store where it can be.
+          const int first = t.n0 + wn0 + nt * 8 + 2 * (lane % 4);
+          if (pairs && first + 1 < p.n) {
+            Float2 v{{acc.v[mt][nt][2 * half], acc.v[mt][nt][2 * half + 1]}};
+            const Float2 start = p.init == ConvInit::bias ? Float2{{p.bias[first], p.bias[first + 1]}}
+                                 : p.init == ConvInit::accumulate
+                                     ? *reinterpret_cast<const Float2*>(out + first)
+                                     : Float2{{0.0f, 0.0f}};
+            const float* const add = p.residual ? p.residual + row * p.ldr + first : nullptr;
+            for (int c = 0; c < 2; ++c)
+              v.v[c] = activate(p.activation, v.v[c] + start.v[c] + (add ? add[c] : 0.0f));
+            *reinterpret_cast<Float2*>(out + first) = v;
+            continue;
+          }
           LAPIS_UNROLL
           for (int c = 0; c < 2; ++c) {
             const int column = t.n0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
@@ -240,8 +337,10 @@ struct GemmTiles {
             const float start = p.init == ConvInit::bias         ? p.bias[column]
                                 : p.init == ConvInit::accumulate ? out[column]
                                                                  : 0.0f;
-            out[column] = activate(p.activation, acc.v[mt][nt][2 * half + c] + start);
+            const float add = p.residual ? p.residual[row * p.ldr + column] : 0.0f;
+            out[column] = activate(p.activation, acc.v[mt][nt][2 * half + c] + start + add);
           }
+        }
       }
   }
 
@@ -283,6 +382,9 @@ struct GemmTiles {
       if (t.m0 + row >= p.m || t.n0 + column >= p.n) continue;
       float* const out = t.c + (t.m0 + row) * p.ldc + t.n0 + column;
       Float4 v = *reinterpret_cast<const Float4*>(smem + row * LDC + column);
+      if (p.residual)
+        for (int i = 0; i < 4 && t.n0 + column + i < p.n; ++i)
+          v.v[i] += p.residual[(t.m0 + row) * p.ldr + t.n0 + column + i];
       if (whole) {
         if (p.init == ConvInit::accumulate) {
           const Float4 before = *reinterpret_cast<const Float4*>(out);
@@ -440,7 +542,8 @@ void launch_tiles(const Kokkos::Cuda& space, const char* label, const GemmProble
 // faster on the H200): 4, 128 x 128 with k steps of 32 three deep (108 KiB, two blocks a
 // multiprocessor); 5, k steps of 16 four deep (80 KiB); 6, k steps of 32 four deep (144 KiB,
 // one block); 7, k steps of 16 three deep (60 KiB); 8, 9 and 10: 4, 5 and 1 with the staged
-// store (1: 68 KiB).
+// store (1: 68 KiB); 11, the default tiles with paired fragment reads for linear layers (the
+// 64 x 64 ones too); 12, paired 128 x 128 tiles with k steps of 32 three deep.
 #if defined(LAPIS_GEMM_TILES)
 template <bool WeightRows, Precision P>
 using LargeTiles =
@@ -462,6 +565,12 @@ using LargeTiles =
     GemmTiles<128, 128, 64, 32, 16, 4, 2, WeightRows, P, true>;
 #elif LAPIS_GEMM_TILES == 10
     GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P, true>;
+#elif LAPIS_GEMM_TILES == 11
+    std::conditional_t<P == Precision::fp32,
+                       GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P, false, WeightRows>,
+                       GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P, false, WeightRows>>;
+#elif LAPIS_GEMM_TILES == 12
+    GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, false, WeightRows>;
 #else
     GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>;
 #endif
@@ -471,8 +580,13 @@ using LargeTiles = std::conditional_t<P == Precision::fp32,
                                       GemmTiles<128, 64, 64, 32, 16, 3, 4, WeightRows, P>,
                                       GemmTiles<128, 128, 64, 32, 16, 2, 2, WeightRows, P>>;
 #endif
+#if defined(LAPIS_GEMM_TILES) && LAPIS_GEMM_TILES >= 11
+template <bool WeightRows, Precision P>
+using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P, false, WeightRows>;
+#else
 template <bool WeightRows, Precision P>
 using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
+#endif
 
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
@@ -571,27 +685,31 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
 // 16 output columns (a regression head) on CUDA: linear_rows, float32 products; other backends
 // and element types: one thread per output, the dot product in order over k, in the element
 // type.
+// With `residual` (same extents as y, or an empty View: none) added before the activation (a
+// residual connection folded into the layer).
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
-          class Bias, class Output>
+          class Bias, class Residual, class Output>
 void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
-            const Bias& bias, const Output& y, const ConvInit init,
+            const Bias& bias, const Residual& residual, const Output& y, const ConvInit init,
             const Activation activation) {
   using T = typename Output::non_const_value_type;
   const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
   if (rows == 0 || columns == 0) return;
+  const T* const add = residual.data();
+  const int64_t ldr = add ? residual.stride(0) : 0, step_r = add ? residual.stride(1) : 0;
 #if defined(KOKKOS_ENABLE_CUDA)
   if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
-    if (columns >= 16 && y.stride(1) == 1 &&
+    if (columns >= 16 && y.stride(1) == 1 && (!add || step_r == 1) &&
         detail::gemm_rows_fit(x.data(), x.stride(0), x.stride(1), w.data(), w.stride(0),
                               w.stride(1), depth, depth)) {
       const detail::GemmProblem p{x.data(), w.data(), y.data(), bias.data(),
                                   int64_t(x.stride(0)), int64_t(w.stride(0)),
                                   int64_t(y.stride(0)), 0, 0, 0, int(rows), int(columns),
-                                  int(depth), 1, init, activation};
+                                  int(depth), 1, init, activation, add, ldr};
       detail::gemm_tiled<true, P, ExecutionSpace>(space, label, p);
       return;
     }
-    if (columns < 16) {
+    if (columns < 16 && !add) {
       detail::linear_rows(space, label, x, w, bias, y, init, activation);
       return;
     }
@@ -612,8 +730,22 @@ void linear(const ExecutionSpace& space, const char* label, const Input& x, cons
           sum += in[m * ldx + k * step_x] * weight[n * ldw + k * step_w];
         T& target = out[m * ldy + n * step_y];
         if (init == ConvInit::accumulate) sum += target;
+        if (add) sum += add[m * ldr + n * step_r];
         target = activation == Activation::none ? sum : T(activate(activation, float(sum)));
       });
+}
+
+// The same without a residual.
+template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
+          class Bias, class Output>
+void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
+            const Bias& bias, const Output& y, const ConvInit init,
+            const Activation activation) {
+  using T = typename Output::non_const_value_type;
+  linear<ExecutionSpace, P>(
+      space, label, x, w, bias,
+      Kokkos::View<const T**, Kokkos::LayoutRight, typename Output::memory_space>(), y, init,
+      activation);
 }
 
 // linalg.matmul / linalg.batch_matmul on CUDA: C (+)= A B on the tiles where they apply, else
