@@ -132,6 +132,19 @@ def test_gelu_read_through_a_reshape_folds_into_the_linear_layer():
         assert "math.erf" not in op_names(module), backend
 
 
+def test_feed_forward_residual_add_folds_into_linear2():
+    """A transformer layer's `x + linear2(...)` (the sum read as [B, S, C], the layer's rows as
+    [B*S, C]) becomes linear2's epilogue, on host backends and CUDA alike; the add and
+    linear2's own buffer go. The attention's residual add reads the projection's rows in
+    another order and stays."""
+    for backend in ("openmp", "cuda"):
+        module = lowering.run(importer.to_linalg(loaded("transformer")), backend).module
+        found = _convolutions(module, "lapis.linear")
+        assert [k for k, v in found.items() if "residual" in v] == \
+            ["encoder.layers.0.linear2/convolution", "encoder.layers.1.linear2/convolution"], \
+            (backend, found)
+
+
 def test_head_split_copies_become_strided_views():
     """nn.MultiheadAttention's QKV split and q, k and v head-split transposes are read in
     place: the attention's k and v (and the loop scaling q) read strided views of the

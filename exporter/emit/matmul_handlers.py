@@ -36,6 +36,7 @@ def _linear(em: KokkosEmitter, op) -> None:
     """`lapis.linear(x, W, [bias], y) {init, activation[, packed]}`: y = activation(init + x W^T)."""
     from torch_mlir import ir
     source, weight, *bias, target = (em.memref(v) for v in op.operands)
+    residual = bias.pop() if "residual" in op.attributes else None
     init = ir.StringAttr(op.attributes["init"]).value
     activation = ir.StringAttr(op.attributes["activation"]).value
     packed = PACKED_ATTRIBUTE in op.attributes
@@ -43,7 +44,8 @@ def _linear(em: KokkosEmitter, op) -> None:
         else "float"
     bias_view = bias[0].cname if bias else f"lapis::no_bias<{element}, memory_space>()"
     folded = ", ".join(part for part, present in (
-        ("bias", init == "bias"), (activation, activation != "none")) if present)
+        ("bias", init == "bias"), (activation, activation != "none"),
+        ("residual add", residual is not None)) if present)
     em.include("lapis/gemm.hpp" if packed else "lapis/gemm_tf32.hpp")
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
@@ -56,8 +58,9 @@ def _linear(em: KokkosEmitter, op) -> None:
             + (f" ({folded} folded in)" if folded else ""))
     call = "lapis::linear_packed<execution_space>" if packed else em.tuned_kernel("linear")
     em.line(f'{call}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
-            f"{weight.cname}, {bias_view}, {target.cname}, lapis::ConvInit::{init}, "
-            f"lapis::Activation::{activation});")
+            f"{weight.cname}, {bias_view}, "
+            + (f"{residual.cname}, " if residual is not None else "")
+            + f"{target.cname}, lapis::ConvInit::{init}, lapis::Activation::{activation});")
 
 
 @handles(LINEAR_CHAIN)

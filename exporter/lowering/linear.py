@@ -8,7 +8,9 @@ AVX2 kernel of gemm_host.hpp (float32 and float64, the op marked `packed`: the e
 the weight into the kernel's panels, tuned_ops.pack_linear_weight). The elementwise activation
 after it (SiLU, GELU, tanh, ReLU, sigmoid) goes into its epilogue when the layer's own output
 is read by nothing else, also where the activation reads the layer's rows through a reshape
-(a transformer's feed-forward: [B*S, C] read as [B, S, C]). On host backends, consecutive such
+(a transformer's feed-forward: [B*S, C] read as [B, S, C]). A residual add right after a
+layer without an activation (a transformer's `x + linear2(...)`, read the same way) goes into
+the epilogue too. On host backends, consecutive such
 layers (each one's output read only by the next) become one `lapis.linear_chain`
 (chain_linear_layers): gemm.hpp's lapis::linear_chain takes a block of rows through all of
 them while its activations are in cache, in one parallel_for; where the last layer's output is
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from ..tuned_ops import CONV2D, HOST_BACKENDS, LINEAR, LINEAR_CHAIN, PACKED_ATTRIBUTE
 from .buffers import constant_value, root
-from .conv import _dead_after, _next_past_allocs
+from .conv import _dead_after, _next_past_allocs, neighbour
 
 # Body of the elementwise op after a linear layer (block argument x, constants by value), as
 # torch-mlir lowers each activation -> the epilogue's name for it.
@@ -187,15 +189,78 @@ def _replace(conv, packed: bool) -> None:
                 if operands[-1] is None:
                     activation, at, folded = "none", conv, None
                     operands[-1] = conv.operands[-1]
+    residual = None
+    if activation == "none" and init != "accumulate":
+        residual = _residual_after(conv, operands)
+        if residual is not None:
+            other, result, add, mine = residual
+            own = operands[-1]
+            operands[-1:] = [other, result]
+            at, folded = conv, add
     with ir.InsertionPoint(at), conv.location:
         ir.Operation.create(LINEAR, operands=operands, attributes={
             "init": ir.StringAttr.get(init), "activation": ir.StringAttr.get(activation),
-            **({PACKED_ATTRIBUTE: ir.UnitAttr.get()} if packed else {})})
+            **({PACKED_ATTRIBUTE: ir.UnitAttr.get()} if packed else {}),
+            **({"residual": ir.UnitAttr.get()} if residual is not None else {})})
     conv.erase()
     if folded is not None:
         folded.erase()
         if view is not None and not list(view.results[0].uses):
             view.erase()
+    if residual is not None:    # the layer's own buffer (and its view) now unused
+        from .transposes import _erase_unused
+        _erase_unused(mine if mine != own else own)
+
+
+def _residual_after(conv, operands):
+    """A residual connection after a linear layer: the first op after it
+    (past allocs and views) is `linalg.generic` adding the layer's rows (or a row-major reshape
+    of them, a transformer's [B*S, C] read as [B, S, C]) to another value of the same shape,
+    and nothing reads the layer's own buffer again. The allocs and views in between move
+    before the layer; returns (the other value, the sum's buffer, both shaped as the layer's
+    output, and the add) or None. The sum's buffer is neither the other value's (the host
+    kernel keeps partial sums in its output between blocks of k) nor one the layer reads."""
+    from torch_mlir import ir
+    from .buffers import VIEW_OPS
+    output = operands[-1]
+    between, step = [], 1
+    while (op := neighbour(conv, step)) is not None and (
+            op.name == "memref.alloc" or op.name in VIEW_OPS):
+        between.append(op)
+        step += 1
+    if op is None or op.name != "linalg.generic" or len(op.operands) != 3:
+        return None
+    first, second, result = op.operands
+    rank = ir.MemRefType(result.type).rank
+    if any(str(v.type) != str(result.type) or "strided" in str(v.type)
+           or "affine_map" in str(v.type) for v in (first, second)):
+        return None
+    maps = ir.ArrayAttr(op.attributes["indexing_maps"])
+    if any(str(ir.AffineMapAttr(m).value) != str(ir.AffineMap.get_identity(rank))
+           for m in maps) or any("parallel" not in str(t)
+                                 for t in ir.ArrayAttr(op.attributes["iterator_types"])):
+        return None
+    block = op.regions[0].blocks[0]
+    body = [o.operation for o in block.operations]
+    if [o.name for o in body] != ["arith.addf", "linalg.yield"] or \
+            set(body[0].operands) != set(block.arguments[:2]) or \
+            body[1].operands[0] != body[0].results[0]:
+        return None
+    mine = next((v for v in (first, second) if v == output or _is_expand_of(v, output)), None)
+    if mine is None or first == second:
+        return None
+    other = second if mine == first else first
+    reads = {root(v) for v in operands[:-1]}
+    if root(result) in reads or root(other) == root(result) or root(other) == root(output) \
+            or root(result) == root(output) or not _dead_after(op, output):
+        return None
+    for moved in between:
+        moved.move_before(conv)
+    if mine == output:
+        return other, result, op, mine
+    expand = mine.owner
+    other_rows, result_rows = (_reshaped_back(expand, v, conv) for v in (other, result))
+    return other_rows, result_rows, op, mine
 
 
 def _reshapes_into_next(op, buffer) -> bool:
