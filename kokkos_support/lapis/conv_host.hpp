@@ -96,11 +96,13 @@ struct simd {
 // Adds to one tile's sums (`Columns` output columns x `Vectors` vectors of output channels)
 // input channels [ic_begin, ic_end), every tap. `origin`: the input at the tile's first column
 // and the row of its first filter row; `weights`: the block's weights at the tile's first
-// channel.
+// channel. Each filter row of each input channel also fetches a cache line into L2: from
+// `ahead` on, a line further each (`ahead_step` 64; 0 keeps to the one line).
 template <int Bytes, int Vectors, int Columns, int StrideW, int KernelW>
 inline __attribute__((always_inline)) void tile_sums(
     const ConvShape& s, const float* origin, const float* weights, const int64_t ic_begin,
-    const int64_t ic_end, typename simd<Bytes>::type (&acc)[Columns][Vectors]) {
+    const int64_t ic_end, typename simd<Bytes>::type (&acc)[Columns][Vectors],
+    const char* ahead, const int64_t ahead_step) {
   using vec = typename simd<Bytes>::type;
   constexpr int lanes = Bytes / int(sizeof(float));
   constexpr int B = conv_host_channel_block;
@@ -108,6 +110,7 @@ inline __attribute__((always_inline)) void tile_sums(
   const int64_t row_step = s.dilation_h * s.in_h;
   for (int64_t ic = ic_begin; ic < ic_end; ++ic) {
     for (int64_t kh = 0; kh < kernel_h; ++kh) {
+      __builtin_prefetch(ahead + ((ic - ic_begin) * kernel_h + kh) * ahead_step, 0, 2);
       const float* row = origin + ic * s.in_c + kh * row_step;
       const float* tap = weights + (ic * kernel_h + kh) * kernel_w * B;
       for (int64_t kw = 0; kw < kernel_w; ++kw) {
@@ -139,17 +142,27 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
   constexpr int lanes = Bytes / int(sizeof(float));
   constexpr int channels = Vectors * lanes;
   const int64_t width = g.width;
+  // The weights of the next pass (past the last: the next block's first) are fetched into L2
+  // a line a filter row while the first tiles of this pass compute: deep layers stream
+  // megabytes of weights from memory that each serve few output pixels, and fetched only when
+  // first read they stall the pass.
+  const int64_t pass_lines = g.chunk_channels * s.kernel_h * s.kernel_w *
+                             conv_host_channel_block * int64_t(sizeof(float)) / 64;
   for (int64_t c = 0; c < valid; c += channels) {
     for (int64_t ic0 = 0; ic0 < s.channels_in; ic0 += g.chunk_channels) {
       const int64_t ic1 = ic0 + g.chunk_channels < s.channels_in ? ic0 + g.chunk_channels
                                                                  : s.channels_in;
       const bool first = ic0 == 0, last_pass = ic1 == s.channels_in;
+      const char* ahead = reinterpret_cast<const char*>(
+          weights + ic1 * s.kernel_h * s.kernel_w * conv_host_channel_block);
+      int64_t fetched = 0;
       for (int64_t r = 0; r < g.rows; ++r) {
         const int64_t oh = g.first_row + r;
         const float* origin = image + oh * s.stride_h * s.in_h;
         float* partial_row = g.partial + r * width * channels;
         for (int64_t done = 0; done < width;) {
           const int64_t ow0 = done + Columns <= width ? done : width - Columns;
+          const int64_t step = fetched < pass_lines ? 64 : 0;
           vec acc[Columns][Vectors];
 #pragma GCC unroll 16
           for (int j = 0; j < Columns; ++j)
@@ -160,8 +173,9 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
               else
                 __builtin_memcpy(&acc[j][v], partial_row + (ow0 + j) * channels + v * lanes,
                                  sizeof(vec));
-          tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(s, origin + ow0 * StrideW,
-                                                                weights + c, ic0, ic1, acc);
+          tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(
+              s, origin + ow0 * StrideW, weights + c, ic0, ic1, acc, ahead + fetched * 64, step);
+          if (step) fetched += (ic1 - ic0) * s.kernel_h;
           if (!last_pass) {
 #pragma GCC unroll 16
             for (int j = 0; j < Columns; ++j)
