@@ -310,16 +310,17 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
   while (rows > 1 && batch * blocks * ((height_out + rows - 1) / rows) < enough_tasks)
     rows = (rows + 1) / 2;
   const int64_t groups = (height_out + rows - 1) / rows;
-  using policy3 = Kokkos::MDRangePolicy<
-      ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
-      Kokkos::IndexType<int64_t>>;
+  // One flat range of tasks, split evenly among the threads: an MDRangePolicy's tiles put a
+  // convolution of two channel blocks (ResNet's first layers) on one thread.
+  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   const conv_host::rows_function block_rows =
       g.stride_w == 1 ? conv_host::row_for<1>(s.kernel_w, width_out)
                       : conv_host::row_for<2>(s.kernel_w, width_out);
   const bool with_residual = residual.data() != nullptr;
   Kokkos::parallel_for(
-      label, policy3(space, {0, 0, 0}, {batch, blocks, groups}),
-      [=](const int64_t n, const int64_t block, const int64_t group) {
+      label, range(space, 0, batch * blocks * groups), [=](const int64_t task) {
+        const int64_t group = task % groups, block = (task / groups) % blocks,
+                      n = task / (groups * blocks);
         const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
         float bias_block[B] = {};
         if (init == ConvInit::bias)
