@@ -129,6 +129,47 @@ inline __attribute__((always_inline)) void tile_sums(
   }
 }
 
+// Stores a tile none of whose columns is stored yet: `target` is out(n, block channel c, oh,
+// first column), `residual_at` the residual's offset of (oh, first column). The columns run in
+// fixed loops the compiler unrolls and vectorizes; each condition is tested once a tile.
+template <int Columns, int Channels>
+inline __attribute__((always_inline)) void tile_epilogue(
+    const float (&sums)[Columns][Channels], const int64_t stored, const int64_t c,
+    float* const target, const int64_t out_c, const int64_t residual_at,
+    const BlockEpilogue& e) {
+  float v[Channels][Columns];
+  for (int64_t o = 0; o < stored; ++o) {
+#pragma GCC unroll 16
+    for (int j = 0; j < Columns; ++j) v[o][j] = sums[j][o];
+  }
+  if (e.init == ConvInit::accumulate) {
+    for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j) v[o][j] = target[(c + o) * out_c + j] + v[o][j];
+  } else {
+    for (int64_t o = 0; o < stored; ++o) {
+      const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j) v[o][j] = start + v[o][j];
+    }
+  }
+  if (e.residual) {
+    const float* residual = e.residual + residual_at;
+    for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j)
+        v[o][j] += residual[(c + o) * e.residual_c + j * e.residual_w];
+  }
+  if (e.relu) {
+    for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j) v[o][j] = detail::relu(v[o][j]);
+  }
+  for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+    for (int j = 0; j < Columns; ++j) target[(c + o) * out_c + j] = v[o][j];
+}
+
 // Rows of one block of output channels, in passes over chunks of input channels: tiles of
 // `Columns` from the left of each row; where `Columns` does not divide the width, the last
 // tile overlaps the one before and stores only the columns not yet stored (so `accumulate` and
@@ -190,6 +231,12 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
           float sums[Columns][channels];
           __builtin_memcpy(sums, acc, sizeof(sums));
           const int64_t stored = valid - c < channels ? valid - c : channels;
+          if (done == ow0) {
+            tile_epilogue<Columns>(sums, stored, c, out + oh * s.out_h + ow0, s.out_c,
+                                   oh * e.residual_h + ow0 * e.residual_w, e);
+            done = ow0 + Columns;
+            continue;
+          }
           for (int64_t o = 0; o < stored; ++o) {
             float* target = out + (c + o) * s.out_c + oh * s.out_h;
             const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
