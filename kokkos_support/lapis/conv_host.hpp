@@ -51,6 +51,8 @@ struct ConvShape {
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+#include <immintrin.h>
+
 namespace lapis {
 namespace conv_host {
 
@@ -170,6 +172,73 @@ inline __attribute__((always_inline)) void tile_epilogue(
     for (int j = 0; j < Columns; ++j) target[(c + o) * out_c + j] = v[o][j];
 }
 
+// tile_epilogue on AVX-512F for tiles of 7 or 8 columns x 32 channels: an 8 x 16 transpose of
+// each vector of channels (three rounds of vpermt2ps) gives two channels' columns a vector,
+// which the epilogue finishes and stores with masks. A call, not inlined: GCC inlines no
+// AVX-512 code into block_rows, which is compiled for every instruction set.
+template <int Columns>
+__attribute__((target("avx512f"))) inline void tile_epilogue_avx512(
+    const typename simd<64>::type (&acc)[Columns][2], const int64_t stored, const int64_t c,
+    float* const target, const int64_t out_c, const float* const residual,
+    const BlockEpilogue& e) {
+  static_assert(Columns == 7 || Columns == 8, "tiles of 7 or 8 columns");
+  const __m512i pairs_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i pairs_hi =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i quads_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  const __m512i quads_hi =
+      _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  const __m512i rows_lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i rows_hi =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __mmask16 first = (1u << Columns) - 1, second = __mmask16(first << 8);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int v = 0; v < 2; ++v) {
+    __m512 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = j < Columns ? __m512(acc[j][v]) : zero;
+    __m512 a[4][2], b[2][4];   // a[column pair][channels 0-7 | 8-15]; b[columns 0-3 | 4-7][q]
+    for (int m = 0; m < 4; ++m) {
+      a[m][0] = _mm512_permutex2var_ps(r[2 * m], pairs_lo, r[2 * m + 1]);
+      a[m][1] = _mm512_permutex2var_ps(r[2 * m], pairs_hi, r[2 * m + 1]);
+    }
+    for (int half = 0; half < 2; ++half)
+      for (int h = 0; h < 2; ++h) {
+        b[half][2 * h] = _mm512_permutex2var_ps(a[2 * half][h], quads_lo, a[2 * half + 1][h]);
+        b[half][2 * h + 1] =
+            _mm512_permutex2var_ps(a[2 * half][h], quads_hi, a[2 * half + 1][h]);
+      }
+    // b[.][q] holds channels 4q..4q+3 of this vector; each output vector two of them.
+    for (int k = 0; k < 8; ++k) {
+      const int q = k / 2;
+      __m512 x = _mm512_permutex2var_ps(b[0][q], k % 2 ? rows_hi : rows_lo, b[1][q]);
+      const int64_t o = v * 16 + 2 * k;        // the channel of the first 8 lanes
+      if (o >= stored) break;
+      const __mmask16 mask = o + 1 < stored ? __mmask16(first | second) : first;
+      float* const row = target + (c + o) * out_c;
+      if (e.init == ConvInit::accumulate) {
+        const __m512 old = _mm512_mask_loadu_ps(zero, mask & first, row);
+        x = _mm512_add_ps(_mm512_mask_loadu_ps(old, mask & second, row + out_c - 8), x);
+      } else if (e.init == ConvInit::bias) {
+        const __m512 start = _mm512_mask_mov_ps(_mm512_set1_ps(e.bias[c + o]), second,
+                                                _mm512_set1_ps(o + 1 < stored ? e.bias[c + o + 1]
+                                                                              : 0.0f));
+        x = _mm512_add_ps(start, x);
+      } else {
+        x = _mm512_add_ps(zero, x);
+      }
+      if (residual) {
+        const float* const from = residual + (c + o) * e.residual_c;
+        const __m512 lower = _mm512_mask_loadu_ps(zero, mask & first, from);
+        x = _mm512_add_ps(x, _mm512_mask_loadu_ps(lower, mask & second,
+                                                  from + e.residual_c - 8));
+      }
+      if (e.relu) x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LE_OQ), zero);
+      _mm512_mask_storeu_ps(row, mask & first, x);
+      _mm512_mask_storeu_ps(row + out_c - 8, mask & second, x);
+    }
+  }
+}
+
 // Rows of one block of output channels, in passes over chunks of input channels: tiles of
 // `Columns` from the left of each row; where `Columns` does not divide the width, the last
 // tile overlaps the one before and stores only the columns not yet stored (so `accumulate` and
@@ -228,9 +297,18 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
             done = ow0 + Columns;
             continue;
           }
+          const int64_t stored = valid - c < channels ? valid - c : channels;
+          if constexpr (Bytes == 64 && Vectors == 2 && (Columns == 7 || Columns == 8)) {
+            if (done == ow0 && (!e.residual || e.residual_w == 1)) {
+              tile_epilogue_avx512<Columns>(
+                  acc, stored, c, out + oh * s.out_h + ow0, s.out_c,
+                  e.residual ? e.residual + oh * e.residual_h + ow0 : nullptr, e);
+              done = ow0 + Columns;
+              continue;
+            }
+          }
           float sums[Columns][channels];
           __builtin_memcpy(sums, acc, sizeof(sums));
-          const int64_t stored = valid - c < channels ? valid - c : channels;
           if (done == ow0) {
             tile_epilogue<Columns>(sums, stored, c, out + oh * s.out_h + ow0, s.out_c,
                                    oh * e.residual_h + ow0 * e.residual_w, e);
