@@ -425,6 +425,9 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
   const int64_t blocks = packed.extent(0);
   const int64_t tap_floats = s.kernel_h * s.kernel_w * B;
   int64_t chunk = chunk_floats / tap_floats > 0 ? chunk_floats / tap_floats : 1;
+  // Few input channels of a wide filter (a stem's 3 of 7 x 7): one pass, no partial sums to
+  // store and reload, while the weights still fit L1 twice over.
+  if (s.channels_in * tap_floats <= 2 * chunk_floats) chunk = s.channels_in;
   int64_t rows = 1;
   if (width_out * B > partial_floats)
     chunk = s.channels_in;   // no room for a row's partial sums: one pass
