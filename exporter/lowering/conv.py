@@ -269,15 +269,13 @@ def _is_packable_weight(value, weight_count: int) -> bool:
             and len(list(value.uses)) == 1)
 
 
-
-
 def write_into_padded(module) -> int:
     """Host backends keep a convolution's zero-bordered padded input as a buffer of its own
     (the tiles read no padding around), filled by a copy of what the op before wrote. Where
     that op (a tuned convolution or max pooling, or an elementwise linalg op) writes the whole
-    of its own buffer, it writes the padded buffer's interior instead, and the other readers of that value read
-    it there: the copy and, once nothing else uses it, the buffer go. Returns how many copies
-    went."""
+    of its own buffer, it writes the padded buffer's interior instead, and the other readers
+    of that value read it there: the copy and, once nothing else uses it, the buffer go.
+    Returns how many copies went."""
     folded = 0
     for function in module.body.operations:
         if function.operation.name != "func.func" or not len(function.regions[0].blocks):
@@ -305,12 +303,12 @@ def _fold_padding_copy(copy) -> bool:
         return False
     ops = [o.operation for o in copy.block.operations]
     at = ops.index(copy)
-    # The padded buffer: read by ops after the copy only, written by the copy only.
+    # The padded buffer: read by convolutions after the copy only, written by the copy only.
     for use in padded.uses:
         user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
         if user == view or user.name == "memref.dealloc":
             continue
-        if ops.index(user) < at or user.name != CONV2D or \
+        if user not in ops or ops.index(user) < at or user.name != CONV2D or \
                 list(user.operands).index(padded) == len(user.operands) - 1:
             return False
     if [use.owner for use in interior.uses] != [copy]:
