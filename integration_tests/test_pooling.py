@@ -1,5 +1,6 @@
 """Max pooling (kokkos_support/lapis/pooling.hpp): on host backends a thread per output row
-that folds one tap at a time into a run of columns; on GPUs a thread per output, checked here
+that folds one tap at a time into a run of columns (ResNet's 3x3/2 window on AVX-512: the
+maximum down the rows, then across in vectors); on GPUs a thread per output, checked here
 on the host with LAPIS_POOLING_PER_ELEMENT. Both against torch.nn.functional.max_pool2d on one
 package of every geometry the lowering hands the kernel: ResNet's 3x3/2 with padding 1 (and
 the U-Net's unpadded 2x2/2, which stays a loop), stride 1, a dilation, stride 3, ceil_mode, a
@@ -27,6 +28,7 @@ CASES = [
     ((3, 3), (3, 3), (0, 1), (1, 1), False, 2, 14, 11),     # stride 3
     ((3, 3), (2, 2), (1, 1), (1, 1), True, 3, 10, 12),      # ceil_mode: a partial last window
     ((2, 3), (1, 2), (1, 0), (1, 1), False, 2, 5, 15),      # rectangular window
+    ((3, 3), (2, 2), (1, 1), (1, 1), False, 2, 6, 35),      # ResNet's, odd and over 16 wide
 ]
 
 

@@ -224,6 +224,26 @@ def test_max_pool_reads_around_its_input():
         assert "kernel = array<i64: 3, 3>" in pool
 
 
+def test_padded_inputs_are_written_in_place_on_host_backends():
+    """On host backends a padded convolution input is a zero-bordered buffer of its own; the
+    convolution or max pooling before it writes the buffer's interior, and the residual and
+    downsample readers of that value read it there: only the model input is copied in."""
+    module = lowering.run(importer.to_linalg(loaded("residual_net")), "openmp").module
+    body = [op.operation for op in
+            module.body.operations[0].regions[0].blocks[0].operations]
+    zeroed = {op.results[0] for op in body if "lapis.zeroed" in op.attributes}
+    interiors = {op.results[0] for op in body
+                 if op.name == "memref.subview" and op.operands[0] in zeroed}
+    copies = [op for op in body if op.name == "memref.copy" and op.operands[1] in interiors]
+    assert len(copies) == 1 and "%arg" in copies[0].operands[0].get_name(), str(module)
+    written = [op for op in body if op.name == "lapis.conv2d_nchw"
+               and op.operands[len(op.operands) - 1] in interiors]
+    assert len(written) == 3, str(module)     # conv1, block1.conv1, block1.conv2 (+ residual)
+    block2_reads = [op for op in body if op.name == "lapis.conv2d_nchw"
+                    and "downsample" in str(op.location) and op.operands[0] in interiors]
+    assert len(block2_reads) == 1, str(module)
+
+
 class _ReadAgain(torch.nn.Module):
     """relu(conv1(x) + x), where conv1's output is read again afterwards."""
 

@@ -64,6 +64,8 @@ def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> Im
                     continue
                 transposes.fold_transposes(module)
                 conv.replace_linalg_ops(module, len(imported.weights), backend)
+                if backend in HOST_BACKENDS:
+                    conv.write_into_padded(module)
                 if backend == "cuda" or backend in HOST_BACKENDS:
                     linear.replace_linear_convs(module, backend)
                 if backend in HOST_BACKENDS:

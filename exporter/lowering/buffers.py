@@ -73,3 +73,20 @@ def constant_value(value) -> float | None:
         return ir.FloatAttr(owner.attributes["value"]).value
     except ValueError:                         # an integer or a dense constant
         return None
+
+
+def overwrites(op, operand: int) -> bool:
+    """The linalg op `op` writes every element of its output `operand` without reading it."""
+    if op.name in ("linalg.transpose", "linalg.fill", "linalg.broadcast", "linalg.copy"):
+        return True
+    if op.name not in ("linalg.generic", "linalg.map") or not len(op.regions):
+        return False
+    if op.name == "linalg.generic" and any("reduction" in str(t) for t in
+                                           op.attributes["iterator_types"]):
+        return False
+    block = op.regions[0].blocks[0]
+    arguments = list(block.arguments)
+    if op.name == "linalg.map":
+        return True                          # its body has no output argument
+    argument = arguments[operand] if operand < len(arguments) else None
+    return argument is not None and not list(argument.uses)

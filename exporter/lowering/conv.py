@@ -9,7 +9,7 @@ call of the C++ kernel and packs its weight as tuned_ops.pack_conv_weight says.
 from __future__ import annotations
 
 from ..tuned_ops import CONV2D, HOST_BACKENDS, MAX_POOL, ZEROED_ATTRIBUTE
-from .buffers import (VIEW_OPS, constant_value, fill_value, neighbour, root,
+from .buffers import (VIEW_OPS, constant_value, fill_value, neighbour, overwrites, root,
                       untouched_between, writes_only)
 
 CMPF_UGT = 9  # arith::CmpFPredicate::UGT
@@ -269,3 +269,138 @@ def _is_packable_weight(value, weight_count: int) -> bool:
             and len(list(value.uses)) == 1)
 
 
+def write_into_padded(module) -> int:
+    """Host backends keep a convolution's zero-bordered padded input as a buffer of its own
+    (the tiles read no padding around), filled by a copy of what the op before wrote. Where
+    that op (a tuned convolution or max pooling, or an elementwise linalg op) writes the whole
+    of its own buffer, it writes the padded buffer's interior instead, and the other readers
+    of that value read it there: the copy and, once nothing else uses it, the buffer go.
+    Returns how many copies went."""
+    folded = 0
+    for function in module.body.operations:
+        if function.operation.name != "func.func" or not len(function.regions[0].blocks):
+            continue
+        block = function.regions[0].blocks[0]
+        for op in [o.operation for o in block.operations]:
+            if op.name == "memref.copy" and _fold_padding_copy(op):
+                folded += 1
+    return folded
+
+
+def _fold_padding_copy(copy) -> bool:
+    from torch_mlir import ir
+    value, interior = copy.operands
+    padded = root(interior)
+    view = interior.owner if isinstance(interior, ir.OpResult) else None
+    if view is None or view.name != "memref.subview" or len(view.operands) != 1 or \
+            view.operands[0] != padded or not isinstance(padded, ir.OpResult) or \
+            padded.owner.name != "memref.alloc" or len(padded.owner.operands) or \
+            ZEROED_ATTRIBUTE not in padded.owner.attributes:
+        return False
+    if not (isinstance(value, ir.OpResult) and value.owner.name == "memref.alloc"
+            and not len(value.owner.operands)) or \
+            ir.MemRefType(value.type).shape != ir.MemRefType(interior.type).shape:
+        return False
+    ops = [o.operation for o in copy.block.operations]
+    at = ops.index(copy)
+    # The padded buffer: read by convolutions after the copy only, written by the copy only.
+    for use in padded.uses:
+        user = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+        if user == view or user.name == "memref.dealloc":
+            continue
+        if user not in ops or ops.index(user) < at or user.name != CONV2D or \
+                list(user.operands).index(padded) == len(user.operands) - 1:
+            return False
+    if [use.owner for use in interior.uses] != [copy]:
+        return False
+    # Back from the copy: readers of the value, then the op that wrote all of it.
+    readers = []
+    writer = None
+    for op in reversed(ops[:at]):
+        touching = _touching(op, value)
+        if not touching:
+            continue
+        if _writes_whole(op, value):
+            writer = op
+            break
+        if not _reads_only(op, value, touching):
+            return False
+        readers += [(op, i) for i in touching]
+    if writer is None or any(root(v) == padded for v in writer.operands):
+        return False
+    # On from the copy: readers of the value until something overwrites it.
+    for op in ops[at + 1:]:
+        touching = _touching(op, value)
+        if not touching:
+            continue
+        if op.name == "memref.dealloc" or _writes_whole(op, value):
+            break
+        if not _reads_only(op, value, touching):
+            return False
+        readers += [(op, i) for i in touching]
+    first = ops.index(writer)
+    for made in (padded.owner, view):          # the padded buffer exists before the write
+        if ops.index(made) > first:
+            made.move_before(writer)
+    writer.operands[len(writer.operands) - 1] = interior
+    for op, index in readers:
+        op.operands[index] = interior
+    copy.erase()
+    if all(use.owner.name == "memref.dealloc" for use in value.uses):
+        for use in list(value.uses):
+            use.owner.erase()
+        value.owner.erase()
+    return True
+
+
+def _touching(op, buffer) -> list[int]:
+    """Indices of `op`'s operands that are `buffer` or views of it; [-1] when an op nested in
+    `op` touches it (what this does not follow)."""
+    touching = [i for i, v in enumerate(op.operands)
+                if str(v.type).startswith("memref<") and root(v) == buffer]
+    for region in op.regions:
+        for inner_block in region.blocks:
+            for inner in inner_block.operations:
+                inner = inner.operation
+                if _touching(inner, buffer):
+                    return [-1]
+    return touching
+
+
+def _writes_whole(op, buffer) -> bool:
+    """`op` writes all of `buffer` (its last operand, the buffer itself) without reading it: a
+    tuned convolution or max pooling, or a linalg op with that one output (an activation)."""
+    from torch_mlir import ir
+    last = len(op.operands) - 1
+    if last < 0 or op.operands[last] != buffer or \
+            any(root(v) == buffer for v in list(op.operands)[:-1]):
+        return False
+    if op.name.startswith("linalg."):
+        return _linalg_inputs(op) == last and overwrites(op, last)
+    if op.name not in (CONV2D, MAX_POOL):
+        return False
+    init = ir.StringAttr(op.attributes["init"]).value
+    return init != "accumulate" if op.name == CONV2D else init == "lowest"
+
+
+def _reads_only(op, buffer, touching: list[int]) -> bool:
+    """`op` reads `buffer` itself (not a view of it) at the operands `touching`, as an input
+    that a strided View can stand for, and writes nothing of it."""
+    if -1 in touching or any(op.operands[i] != buffer for i in touching):
+        return False
+    last = len(op.operands) - 1
+    if op.name in (CONV2D, MAX_POOL):
+        return last not in touching
+    if op.name == "memref.copy":
+        return touching == [0]
+    if op.name.startswith("linalg.") and "operandSegmentSizes" in op.attributes:
+        return all(i < _linalg_inputs(op) for i in touching)
+    return False
+
+
+def _linalg_inputs(op) -> int:
+    """How many of a linalg op's operands are its inputs (-1: not told)."""
+    from torch_mlir import ir
+    if "operandSegmentSizes" not in op.attributes:
+        return -1
+    return list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[0]

@@ -15,7 +15,7 @@ window of what the copy copied.
 """
 from __future__ import annotations
 
-from .buffers import VIEW_OPS, root
+from .buffers import VIEW_OPS, overwrites, root
 
 # The lapis ops there are when this runs (right after tuned_calls) that write their last
 # operand and only read the others; any other op in the way stops a fold.
@@ -250,7 +250,7 @@ def _reads_until_rewritten(ops, buffer, target):
         if writes:
             # A whole new value in the buffer ends the range, if nothing of the old is read.
             if len(writes) == len(touching) and \
-                    all(op.operands[i] == target and _overwrites(op, i) for i in writes):
+                    all(op.operands[i] == target and overwrites(op, i) for i in writes):
                 break
             return None
         if any(v != target and not _window(v, target) for _, v in touching):
@@ -264,23 +264,6 @@ def _window(value, target) -> bool:
     from torch_mlir import ir
     return isinstance(value, ir.OpResult) and value.owner.name == "memref.reinterpret_cast" \
         and value.owner.operands[0] == target
-
-
-def _overwrites(op, operand: int) -> bool:
-    """The linalg op `op` writes every element of its output `operand` without reading it."""
-    if op.name in ("linalg.transpose", "linalg.fill", "linalg.broadcast", "linalg.copy"):
-        return True
-    if op.name not in ("linalg.generic", "linalg.map") or not len(op.regions):
-        return False
-    if op.name == "linalg.generic" and any("reduction" in str(t) for t in
-                                           op.attributes["iterator_types"]):
-        return False
-    block = op.regions[0].blocks[0]
-    arguments = list(block.arguments)
-    if op.name == "linalg.map":
-        return True                          # its body has no output argument
-    argument = arguments[operand] if operand < len(arguments) else None
-    return argument is not None and not list(argument.uses)
 
 
 def _only_reads(op, operand: int) -> bool:

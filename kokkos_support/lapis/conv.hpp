@@ -115,9 +115,10 @@ void conv2d_nchw_portable(const ExecutionSpace& space, const char* label,
 // out[n][oc][oh][ow] = epilogue(init + sum over ic, kh, kw of
 //     in[n][ic][oh * stride_h - pad_h + kh * dilation_h][ow * stride_w - pad_w + kw * dilation_w]
 //     * weight[oc][ic][kh][kw])
-// with zeros read outside `in` (any layout), `out` LayoutRight, and `packed` the weight in
-// blocks of B output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond the last channel
-// (done at export); B = conv_channel_block, or conv_host_channel_block for float32 on host
+// with zeros read outside `in` (any layout), `out` with unit column stride (LayoutRight, or on
+// host backends the interior of the next convolution's zero-bordered input), and `packed` the
+// weight in blocks of B output channels: packed[oc / B][ic][kh][kw][oc % B], zero beyond the
+// last channel (done at export); B = conv_channel_block, or conv_host_channel_block for float32 on host
 // backends (the x86 tiles take only those). `bias` is read only with ConvInit::bias. The epilogue
 // adds `residual` (the shape of `out`; none when it holds no data) before the ReLU.
 // `split` (CUDA float32 packages) is `packed` split by split_tf32_weight at initialize(), for

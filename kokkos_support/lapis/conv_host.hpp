@@ -51,6 +51,8 @@ struct ConvShape {
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 
+#include <immintrin.h>
+
 namespace lapis {
 namespace conv_host {
 
@@ -96,11 +98,13 @@ struct simd {
 // Adds to one tile's sums (`Columns` output columns x `Vectors` vectors of output channels)
 // input channels [ic_begin, ic_end), every tap. `origin`: the input at the tile's first column
 // and the row of its first filter row; `weights`: the block's weights at the tile's first
-// channel.
+// channel. Each filter row of each input channel also fetches a cache line into L2: from
+// `ahead` on, a line further each (`ahead_step` 64; 0 keeps to the one line).
 template <int Bytes, int Vectors, int Columns, int StrideW, int KernelW>
 inline __attribute__((always_inline)) void tile_sums(
     const ConvShape& s, const float* origin, const float* weights, const int64_t ic_begin,
-    const int64_t ic_end, typename simd<Bytes>::type (&acc)[Columns][Vectors]) {
+    const int64_t ic_end, typename simd<Bytes>::type (&acc)[Columns][Vectors],
+    const char* ahead, const int64_t ahead_step) {
   using vec = typename simd<Bytes>::type;
   constexpr int lanes = Bytes / int(sizeof(float));
   constexpr int B = conv_host_channel_block;
@@ -108,6 +112,7 @@ inline __attribute__((always_inline)) void tile_sums(
   const int64_t row_step = s.dilation_h * s.in_h;
   for (int64_t ic = ic_begin; ic < ic_end; ++ic) {
     for (int64_t kh = 0; kh < kernel_h; ++kh) {
+      __builtin_prefetch(ahead + ((ic - ic_begin) * kernel_h + kh) * ahead_step, 0, 2);
       const float* row = origin + ic * s.in_c + kh * row_step;
       const float* tap = weights + (ic * kernel_h + kh) * kernel_w * B;
       for (int64_t kw = 0; kw < kernel_w; ++kw) {
@@ -126,6 +131,114 @@ inline __attribute__((always_inline)) void tile_sums(
   }
 }
 
+// Stores a tile none of whose columns is stored yet: `target` is out(n, block channel c, oh,
+// first column), `residual_at` the residual's offset of (oh, first column). The columns run in
+// fixed loops the compiler unrolls and vectorizes; each condition is tested once a tile.
+template <int Columns, int Channels>
+inline __attribute__((always_inline)) void tile_epilogue(
+    const float (&sums)[Columns][Channels], const int64_t stored, const int64_t c,
+    float* const target, const int64_t out_c, const int64_t residual_at,
+    const BlockEpilogue& e) {
+  float v[Channels][Columns];
+  for (int64_t o = 0; o < stored; ++o) {
+#pragma GCC unroll 16
+    for (int j = 0; j < Columns; ++j) v[o][j] = sums[j][o];
+  }
+  if (e.init == ConvInit::accumulate) {
+    for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j) v[o][j] = target[(c + o) * out_c + j] + v[o][j];
+  } else {
+    for (int64_t o = 0; o < stored; ++o) {
+      const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j) v[o][j] = start + v[o][j];
+    }
+  }
+  if (e.residual) {
+    const float* residual = e.residual + residual_at;
+    for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j)
+        v[o][j] += residual[(c + o) * e.residual_c + j * e.residual_w];
+  }
+  if (e.relu) {
+    for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+      for (int j = 0; j < Columns; ++j) v[o][j] = detail::relu(v[o][j]);
+  }
+  for (int64_t o = 0; o < stored; ++o)
+#pragma GCC unroll 16
+    for (int j = 0; j < Columns; ++j) target[(c + o) * out_c + j] = v[o][j];
+}
+
+// tile_epilogue on AVX-512F for tiles of 7 or 8 columns x 32 channels: an 8 x 16 transpose of
+// each vector of channels (three rounds of vpermt2ps) gives two channels' columns a vector,
+// which the epilogue finishes and stores with masks. A call, not inlined: GCC inlines no
+// AVX-512 code into block_rows, which is compiled for every instruction set.
+template <int Columns>
+__attribute__((target("avx512f"))) inline void tile_epilogue_avx512(
+    const typename simd<64>::type (&acc)[Columns][2], const int64_t stored, const int64_t c,
+    float* const target, const int64_t out_c, const float* const residual,
+    const BlockEpilogue& e) {
+  static_assert(Columns == 7 || Columns == 8, "tiles of 7 or 8 columns");
+  const __m512i pairs_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i pairs_hi =
+      _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i quads_lo = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  const __m512i quads_hi =
+      _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+  const __m512i rows_lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+  const __m512i rows_hi =
+      _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __mmask16 first = (1u << Columns) - 1, second = __mmask16(first << 8);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int v = 0; v < 2; ++v) {
+    __m512 r[8];
+    for (int j = 0; j < 8; ++j) r[j] = j < Columns ? __m512(acc[j][v]) : zero;
+    __m512 a[4][2], b[2][4];   // a[column pair][channels 0-7 | 8-15]; b[columns 0-3 | 4-7][q]
+    for (int m = 0; m < 4; ++m) {
+      a[m][0] = _mm512_permutex2var_ps(r[2 * m], pairs_lo, r[2 * m + 1]);
+      a[m][1] = _mm512_permutex2var_ps(r[2 * m], pairs_hi, r[2 * m + 1]);
+    }
+    for (int half = 0; half < 2; ++half)
+      for (int h = 0; h < 2; ++h) {
+        b[half][2 * h] = _mm512_permutex2var_ps(a[2 * half][h], quads_lo, a[2 * half + 1][h]);
+        b[half][2 * h + 1] =
+            _mm512_permutex2var_ps(a[2 * half][h], quads_hi, a[2 * half + 1][h]);
+      }
+    // b[.][q] holds channels 4q..4q+3 of this vector; each output vector two of them.
+    for (int k = 0; k < 8; ++k) {
+      const int q = k / 2;
+      __m512 x = _mm512_permutex2var_ps(b[0][q], k % 2 ? rows_hi : rows_lo, b[1][q]);
+      const int64_t o = v * 16 + 2 * k;        // the channel of the first 8 lanes
+      if (o >= stored) break;
+      const __mmask16 mask = o + 1 < stored ? __mmask16(first | second) : first;
+      float* const row = target + (c + o) * out_c;
+      if (e.init == ConvInit::accumulate) {
+        const __m512 old = _mm512_mask_loadu_ps(zero, mask & first, row);
+        x = _mm512_add_ps(_mm512_mask_loadu_ps(old, mask & second, row + out_c - 8), x);
+      } else if (e.init == ConvInit::bias) {
+        const __m512 start = _mm512_mask_mov_ps(_mm512_set1_ps(e.bias[c + o]), second,
+                                                _mm512_set1_ps(o + 1 < stored ? e.bias[c + o + 1]
+                                                                              : 0.0f));
+        x = _mm512_add_ps(start, x);
+      } else {
+        x = _mm512_add_ps(zero, x);
+      }
+      if (residual) {
+        const float* const from = residual + (c + o) * e.residual_c;
+        const __m512 lower = _mm512_mask_loadu_ps(zero, mask & first, from);
+        x = _mm512_add_ps(x, _mm512_mask_loadu_ps(lower, mask & second,
+                                                  from + e.residual_c - 8));
+      }
+      if (e.relu) x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask(x, zero, _CMP_LE_OQ), zero);
+      _mm512_mask_storeu_ps(row, mask & first, x);
+      _mm512_mask_storeu_ps(row + out_c - 8, mask & second, x);
+    }
+  }
+}
+
 // Rows of one block of output channels, in passes over chunks of input channels: tiles of
 // `Columns` from the left of each row; where `Columns` does not divide the width, the last
 // tile overlaps the one before and stores only the columns not yet stored (so `accumulate` and
@@ -139,17 +252,27 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
   constexpr int lanes = Bytes / int(sizeof(float));
   constexpr int channels = Vectors * lanes;
   const int64_t width = g.width;
+  // The weights of the next pass (past the last: the next block's first) are fetched into L2
+  // a line a filter row while the first tiles of this pass compute: deep layers stream
+  // megabytes of weights from memory that each serve few output pixels, and fetched only when
+  // first read they stall the pass.
+  const int64_t pass_lines = g.chunk_channels * s.kernel_h * s.kernel_w *
+                             conv_host_channel_block * int64_t(sizeof(float)) / 64;
   for (int64_t c = 0; c < valid; c += channels) {
     for (int64_t ic0 = 0; ic0 < s.channels_in; ic0 += g.chunk_channels) {
       const int64_t ic1 = ic0 + g.chunk_channels < s.channels_in ? ic0 + g.chunk_channels
                                                                  : s.channels_in;
       const bool first = ic0 == 0, last_pass = ic1 == s.channels_in;
+      const char* ahead = reinterpret_cast<const char*>(
+          weights + ic1 * s.kernel_h * s.kernel_w * conv_host_channel_block);
+      int64_t fetched = 0;
       for (int64_t r = 0; r < g.rows; ++r) {
         const int64_t oh = g.first_row + r;
         const float* origin = image + oh * s.stride_h * s.in_h;
         float* partial_row = g.partial + r * width * channels;
         for (int64_t done = 0; done < width;) {
           const int64_t ow0 = done + Columns <= width ? done : width - Columns;
+          const int64_t step = fetched < pass_lines ? 64 : 0;
           vec acc[Columns][Vectors];
 #pragma GCC unroll 16
           for (int j = 0; j < Columns; ++j)
@@ -160,8 +283,9 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
               else
                 __builtin_memcpy(&acc[j][v], partial_row + (ow0 + j) * channels + v * lanes,
                                  sizeof(vec));
-          tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(s, origin + ow0 * StrideW,
-                                                                weights + c, ic0, ic1, acc);
+          tile_sums<Bytes, Vectors, Columns, StrideW, KernelW>(
+              s, origin + ow0 * StrideW, weights + c, ic0, ic1, acc, ahead + fetched * 64, step);
+          if (step) fetched += (ic1 - ic0) * s.kernel_h;
           if (!last_pass) {
 #pragma GCC unroll 16
             for (int j = 0; j < Columns; ++j)
@@ -173,9 +297,24 @@ inline __attribute__((always_inline)) void block_rows(const ConvShape& s, const 
             done = ow0 + Columns;
             continue;
           }
+          const int64_t stored = valid - c < channels ? valid - c : channels;
+          if constexpr (Bytes == 64 && Vectors == 2 && (Columns == 7 || Columns == 8)) {
+            if (done == ow0 && (!e.residual || e.residual_w == 1)) {
+              tile_epilogue_avx512<Columns>(
+                  acc, stored, c, out + oh * s.out_h + ow0, s.out_c,
+                  e.residual ? e.residual + oh * e.residual_h + ow0 : nullptr, e);
+              done = ow0 + Columns;
+              continue;
+            }
+          }
           float sums[Columns][channels];
           __builtin_memcpy(sums, acc, sizeof(sums));
-          const int64_t stored = valid - c < channels ? valid - c : channels;
+          if (done == ow0) {
+            tile_epilogue<Columns>(sums, stored, c, out + oh * s.out_h + ow0, s.out_c,
+                                   oh * e.residual_h + ow0 * e.residual_w, e);
+            done = ow0 + Columns;
+            continue;
+          }
           for (int64_t o = 0; o < stored; ++o) {
             float* target = out + (c + o) * s.out_c + oh * s.out_h;
             const float start = e.init == ConvInit::bias ? e.bias[c + o] : 0.0f;
@@ -286,6 +425,9 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
   const int64_t blocks = packed.extent(0);
   const int64_t tap_floats = s.kernel_h * s.kernel_w * B;
   int64_t chunk = chunk_floats / tap_floats > 0 ? chunk_floats / tap_floats : 1;
+  // Few input channels of a wide filter (a stem's 3 of 7 x 7): one pass, no partial sums to
+  // store and reload, while the weights still fit L1 twice over.
+  if (s.channels_in * tap_floats <= 2 * chunk_floats) chunk = s.channels_in;
   int64_t rows = 1;
   if (width_out * B > partial_floats)
     chunk = s.channels_in;   // no room for a row's partial sums: one pass
@@ -296,16 +438,17 @@ void conv2d_nchw_x86(const ExecutionSpace& space, const char* label,
   while (rows > 1 && batch * blocks * ((height_out + rows - 1) / rows) < enough_tasks)
     rows = (rows + 1) / 2;
   const int64_t groups = (height_out + rows - 1) / rows;
-  using policy3 = Kokkos::MDRangePolicy<
-      ExecutionSpace, Kokkos::Rank<3, Kokkos::Iterate::Right, Kokkos::Iterate::Right>,
-      Kokkos::IndexType<int64_t>>;
+  // One flat range of tasks, split evenly among the threads: an MDRangePolicy's tiles put a
+  // convolution of two channel blocks (ResNet's first layers) on one thread.
+  using range = Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>;
   const conv_host::rows_function block_rows =
       g.stride_w == 1 ? conv_host::row_for<1>(s.kernel_w, width_out)
                       : conv_host::row_for<2>(s.kernel_w, width_out);
   const bool with_residual = residual.data() != nullptr;
   Kokkos::parallel_for(
-      label, policy3(space, {0, 0, 0}, {batch, blocks, groups}),
-      [=](const int64_t n, const int64_t block, const int64_t group) {
+      label, range(space, 0, batch * blocks * groups), [=](const int64_t task) {
+        const int64_t group = task % groups, block = (task / groups) % blocks,
+                      n = task / (groups * blocks);
         const int64_t valid = channels_out - block * B < B ? channels_out - block * B : B;
         float bias_block[B] = {};
         if (init == ConvInit::bias)
