@@ -90,3 +90,11 @@ def overwrites(op, operand: int) -> bool:
         return True                          # its body has no output argument
     argument = arguments[operand] if operand < len(arguments) else None
     return argument is not None and not list(argument.uses)
+
+
+def linalg_inputs(op) -> int:
+    """How many of a linalg op's operands are its inputs (-1: the op does not say)."""
+    from torch_mlir import ir
+    if "operandSegmentSizes" not in op.attributes:
+        return -1
+    return list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[0]

@@ -9,8 +9,8 @@ call of the C++ kernel and packs its weight as tuned_ops.pack_conv_weight says.
 from __future__ import annotations
 
 from ..tuned_ops import CONV2D, HOST_BACKENDS, MAX_POOL, ZEROED_ATTRIBUTE
-from .buffers import (VIEW_OPS, constant_value, fill_value, neighbour, overwrites, root,
-                      untouched_between, writes_only)
+from .buffers import (VIEW_OPS, constant_value, fill_value, linalg_inputs, neighbour,
+                      overwrites, root, untouched_between, writes_only)
 
 CMPF_UGT = 9  # arith::CmpFPredicate::UGT
 
@@ -376,7 +376,7 @@ def _writes_whole(op, buffer) -> bool:
             any(root(v) == buffer for v in list(op.operands)[:-1]):
         return False
     if op.name.startswith("linalg."):
-        return _linalg_inputs(op) == last and overwrites(op, last)
+        return linalg_inputs(op) == last and overwrites(op, last)
     if op.name not in (CONV2D, MAX_POOL):
         return False
     init = ir.StringAttr(op.attributes["init"]).value
@@ -394,13 +394,5 @@ def _reads_only(op, buffer, touching: list[int]) -> bool:
     if op.name == "memref.copy":
         return touching == [0]
     if op.name.startswith("linalg.") and "operandSegmentSizes" in op.attributes:
-        return all(i < _linalg_inputs(op) for i in touching)
+        return all(i < linalg_inputs(op) for i in touching)
     return False
-
-
-def _linalg_inputs(op) -> int:
-    """How many of a linalg op's operands are its inputs (-1: not told)."""
-    from torch_mlir import ir
-    if "operandSegmentSizes" not in op.attributes:
-        return -1
-    return list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[0]

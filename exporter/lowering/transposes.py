@@ -15,7 +15,7 @@ window of what the copy copied.
 """
 from __future__ import annotations
 
-from .buffers import VIEW_OPS, overwrites, root
+from .buffers import VIEW_OPS, linalg_inputs, overwrites, root
 
 # The lapis ops there are when this runs (right after tuned_calls) that write their last
 # operand and only read the others; any other op in the way stops a fold.
@@ -97,17 +97,10 @@ def _fold_into_writer(transpose) -> bool:
     view_strides = [0] * len(permutation)
     for k, p in enumerate(permutation):
         view_strides[p] = strides[k]
-    shape = "x".join(str(e) for e in source_type.shape)
-    layout = f"strided<[{', '.join(map(str, view_strides))}], offset: {offset}>"
-    view_type = ir.Type.parse(f"memref<{shape}x{source_type.element_type}, {layout}>")
     with ir.InsertionPoint(writer), writer.location:
-        view = ir.Operation.create(
-            "memref.reinterpret_cast", results=[view_type], operands=[destination],
-            attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([1, 0, 0, 0]),
-                        "static_offsets": ir.DenseI64ArrayAttr.get([offset]),
-                        "static_sizes": ir.DenseI64ArrayAttr.get(list(source_type.shape)),
-                        "static_strides": ir.DenseI64ArrayAttr.get(view_strides)})
-    writer.operands[len(writer.operands) - 1] = view.results[0]
+        view = _reinterpret(destination, list(source_type.shape), view_strides, offset,
+                            source_type.element_type)
+    writer.operands[len(writer.operands) - 1] = view
     transpose.erase()
     _erase_unused(source)
     return True
@@ -276,11 +269,9 @@ def _only_reads(op, operand: int) -> bool:
 
 
 def _inputs(op) -> int:
-    """How many of a linalg op's operands are its inputs."""
-    from torch_mlir import ir
-    if "operandSegmentSizes" in op.attributes:
-        return list(ir.DenseI32ArrayAttr(op.attributes["operandSegmentSizes"]))[0]
-    return len(op.operands) - 1
+    """How many of a linalg op's operands are its inputs (all but the last where not told)."""
+    told = linalg_inputs(op)
+    return len(op.operands) - 1 if told < 0 else told
 
 
 def _not_written(ops, buffer) -> bool:
