@@ -485,14 +485,31 @@ inline T element_of_b(const Product<T>& p, const int64_t k, const int64_t n) {
   return p.packed ? p.b[((n / P) * p.depth + k) * P + n % P] : p.b[k * p.ldb + n];
 }
 
+template <class T, int Slot>
+T* thread_scratch(size_t count);
+template <int Bytes>
+inline __attribute__((always_inline)) void round_row(const float* from, float* to,
+                                                     int64_t count);
+
+// --precision bf16: each row of A rounded (to float values) in a buffer of the thread first;
+// `columns` holds B's rounded values.
 template <class T, int Bytes>
 inline __attribute__((always_inline)) void narrow_rows(const Product<T>& p, const T* columns,
                                                        const int64_t i0, const int64_t i1) {
   using vec = typename simd<T, Bytes>::type;
   constexpr int lanes = Bytes / int(sizeof(T));
   const int64_t depth = p.depth, whole = depth / (4 * lanes) * (4 * lanes);
+  T* rounded = nullptr;
+  if constexpr (std::is_same<T, float>::value)
+    if (p.bf16) rounded = thread_scratch<float, 3>(size_t(depth));
   for (int64_t i = i0; i < i1; ++i) {
     const T* a = p.a + i * p.lda;
+    if constexpr (std::is_same<T, float>::value) {
+      if (rounded) {
+        round_row<Bytes>(a, rounded, depth);
+        a = rounded;
+      }
+    }
     for (int64_t n = 0; n < p.columns; ++n) {
       const T* w = columns + n * depth;
       vec acc[4] = {vec{}, vec{}, vec{}, vec{}};
@@ -912,20 +929,6 @@ void rows_of(const Product<T>& p, const task_function<T> tiles, const narrow_fun
     T* columns = thread_scratch<T, 0>(size_t(p.columns * p.depth));
     for (int64_t n = 0; n < p.columns; ++n)
       for (int64_t k = 0; k < p.depth; ++k) columns[n * p.depth + k] = element_of_b(p, k, n);
-    if constexpr (std::is_same<T, float>::value) {
-      if (p.bf16) {   // a row of A rounded at a time
-        float* row = thread_scratch<float, 3>(size_t(p.depth));
-        for (int64_t i = i0; i < i1; ++i) {
-          for (int64_t k = 0; k < p.depth; ++k) row[k] = round_bf16(p.a[i * p.lda + k]);
-          Product<float> q = p;
-          q.a = row;
-          q.c += i * p.ldc;
-          if (q.residual) q.residual += i * p.ldr;
-          dots(q, columns, 0, 1);
-        }
-        return;
-      }
-    }
     dots(p, columns, i0, i1);
     return;
   }
