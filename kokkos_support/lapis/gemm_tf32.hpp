@@ -588,10 +588,24 @@ template <bool WeightRows, Precision P>
 using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P>;
 #endif
 
+// The large tiles pay where K is long and there are teams enough for two a multiprocessor
+// (264 on the H200's 132); up to small_tile_depth (tf32: 512, fp32: 256) the 64 x 64 ones are
+// faster even with many teams (gemm_bench on the H200, 16,384-65,536 rows: tf32 256 -> 1024
+// 0.185 against 0.226 ms, 512 -> 512 0.501 against 0.640; fp32 256 -> 1024 0.257 against 0.299;
+// the large ones ahead at K 1024, and for fp32 at K 512). LAPIS_GEMM_SMALL_K sets the depth
+// (16: the large tiles wherever K > 16, as before).
+#if defined(LAPIS_GEMM_SMALL_K)
+template <Precision P>
+inline constexpr int small_tile_depth = LAPIS_GEMM_SMALL_K;
+#else
+template <Precision P>
+inline constexpr int small_tile_depth = P == Precision::fp32 ? 256 : 512;
+#endif
+
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
   using Large = LargeTiles<WeightRows, P>;
-  if (p.k > 16 && Large::teams(p) >= 2 * 264)
+  if (p.k > small_tile_depth<P> && Large::teams(p) >= 2 * 264)
     launch_tiles<Large>(space, label, p);
   else
     launch_tiles<SmallTiles<WeightRows, P>>(space, label, p);
