@@ -161,10 +161,10 @@ inline __attribute__((always_inline)) void store(void* p, const V& v) {
 
 // exp(x) for float lanes: x clamped to [-87.34, 88], n = x / ln 2 rounded to nearest by the
 // 1.5 * 2^23 shift (its low mantissa bits are then n itself), r = x - n ln 2 in two parts,
-// Cephes' degree-6 polynomial (exp_reduced, scalar.hpp), 2^n put into the exponent bits:
-// within 1 ulp of std::exp inside the clamps (measured at every 1e-5 relative step); exp(-87.34) (the smallest normal float) below,
-// exp(88) above (SiLU's and sigmoid's denominators stay finite), NaN stays. About 16 vector
-// operations, no conversions.
+// Cephes' degree-6 polynomial (exp_reduced, scalar.hpp), 2^n put into the exponent bits.
+// Within 1 ulp of std::exp inside the clamps (measured at every 1e-5 relative step);
+// exp(-87.34), the smallest normal float, below; exp(88) above (SiLU's and sigmoid's
+// denominators stay finite); NaN stays. About 16 vector operations, no conversions.
 template <int Bytes>
 inline __attribute__((always_inline)) typename simd<float, Bytes>::type exp_lanes(
     typename simd<float, Bytes>::type x) {
