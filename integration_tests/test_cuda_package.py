@@ -337,6 +337,10 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("residual", "paired", "fp32", 130, 140, 52, "none", "bias"),  # + C before the activation
     ("residual", "small", "tf32", 70, 36, 20, "relu", "bias"),
     ("residual", "staged", "fp32", 129, 70, 36, "none", "zero"),
+    ("linear", "wgmma", "fp32", 200, 140, 100, "silu", "bias"),  # Hopper: swizzled staging
+    ("linear", "wgmma", "tf32", 130, 132, 36, "gelu", "accumulate"),
+    ("linear", "wgmma_wide", "fp32", 129, 260, 68, "none", "zero"),  # 128 x 256 blocks
+    ("residual", "wgmma", "tf32", 131, 70, 40, "tanh", "bias"),  # n % 4 != 0: scalar stores
     ("rows", "small", "fp32", 37, 1, 512, "none", "bias"),      # linear_rows, 16-byte loads
     ("rows", "small", "fp32", 20, 3, 30, "silu", "accumulate"),  # its scalar loads
 ])

@@ -1,4 +1,4 @@
-// Runs lapis::detail::GemmTiles (gemm_tf32.hpp) on the host: every team of the launch in turn,
+// Runs lapis::detail::GemmTiles (gemm_tf32.hpp) and WgmmaTiles (gemm_wgmma.hpp) on the host: every team of the launch in turn,
 // and in each team every thread in turn between the barriers (GemmTiles::pipeline with a team
 // that runs all threads), the mma emulated from the same fragments' elements. Shared memory
 // and the output start as NaN, so a value read before it is staged or an output left unwritten
@@ -32,6 +32,9 @@ struct EveryThread {
   void commit() const {}
   template <int Pending>
   void wait() const {}
+  void proxy_fence() const {}
+  template <int Pending>
+  void mma_wait() const {}
 };
 
 template <class Tiles>
@@ -55,6 +58,17 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>>(p);
   else if (shape == "staged")  // the same, the outputs written through shared memory
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>>(p);
+  else if (shape == "wgmma" || shape == "wgmma_wide") {  // Hopper's tiles (linear)
+    if constexpr (WeightRows) {
+      if (shape == "wgmma")
+        run<HopperTiles<P>>(p);
+      else  // 128 x 256 blocks
+        run<WgmmaTiles<256, 2, 2, P>>(p);
+    } else {
+      std::fprintf(stderr, "wgmma tiles take linear layers only\n");
+      std::exit(2);
+    }
+  }
   else if (shape == "paired" || shape == "paired_deep") {  // 16-byte fragment reads (linear)
     if constexpr (WeightRows) {
       if (shape == "paired")
@@ -86,7 +100,7 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }

@@ -516,6 +516,14 @@ struct GemmTiles {
   }
 };
 
+}  // namespace detail
+}  // namespace lapis
+
+#include "gemm_wgmma.hpp"
+
+namespace lapis {
+namespace detail {
+
 #if defined(KOKKOS_ENABLE_CUDA)
 // Tiles whose staging needs more than a Kokkos team's 48 KiB run through run_cuda.
 template <class Tiles>
@@ -602,8 +610,19 @@ template <Precision P>
 inline constexpr int small_tile_depth = P == Precision::fp32 ? 256 : 512;
 #endif
 
+
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
+  // Linear layers on Hopper (LAPIS_WGMMA: the package builds sm_90a code too): the wgmma
+  // tiles wherever K is more than one k step of the small tiles.
+#if defined(LAPIS_WGMMA) && defined(__CUDACC__)
+  if constexpr (WeightRows) {
+    if (p.batches == 1 && p.k > 16) {
+      HopperTiles<P>::run_cuda(space, label, p);
+      return;
+    }
+  }
+#endif
   using Large = LargeTiles<WeightRows, P>;
   if (p.k > small_tile_depth<P> && Large::teams(p) >= 2 * 264)
     launch_tiles<Large>(space, label, p);

@@ -1,0 +1,454 @@
+// lapis-export Hopper tensor-core tiles for linear layers (y = activation(x W^T + bias), W as
+// the model stores it, [out][in]): wgmma, the warpgroup matrix instruction of sm_90a, reading
+// both operands straight from shared memory. Part of gemm_tf32.hpp, which includes it after
+// GemmTiles (GemmProblem, Float2, copy16, the fallback tiles).
+//
+// Why: mma.sync (GemmTiles) makes every warp load its fragments from shared memory into
+// registers, a load instruction per two to four multiply-adds of a tile, and split or round
+// each one; wgmma's operands never pass through registers, and one instruction covers
+// 64 x 128 x 8. A package built for Hopper compiles this file twice (sm_90 and sm_90a, see
+// the package's CMakeLists.txt, which then defines LAPIS_WGMMA); whichever of the two the
+// driver loads runs the same launch: sm_90a the wgmma tiles, sm_90 the GemmTiles of the same
+// 128-row blocks.
+//
+// A block is two warpgroups (256 threads), 128 rows x BN columns of the output, each
+// warpgroup 64 rows. k advances 32 at a time (a 128-byte row of each operand). cp.async copies
+// each k step into a ring `Stages` deep, in the layout wgmma reads with its 128-byte swizzle:
+// rows of 128 bytes, the 16-byte chunk c of row r at chunk c ^ (r % 8), groups of 8 rows 1024
+// bytes apart. Once its copies have landed, each thread converts them into one of `Buffers`
+// buffers at the same place: rounded to tf32 (tf32), or split into big (rounded) and small
+// (the rest) parts (fp32: three products, small x big + big x small + big x big, as GemmTiles'
+// mma3). The ring slot takes the next copy at once, so Stages - 1 steps' copies are in flight
+// (at 1 block a multiprocessor, the latency of global memory needs them), and Buffers - 2
+// product groups run on while the next step is converted.
+#pragma once
+
+namespace lapis {
+namespace detail {
+
+namespace wgmma {
+
+// The shared-memory matrix descriptor of a K-major operand at `smem` (its first row, at the
+// k wanted): 128-byte swizzle, groups of 8 rows 1024 bytes apart (the leading offset is
+// unused for swizzled K-major operands; 1 by convention).
+KOKKOS_FORCEINLINE_FUNCTION uint64_t descriptor(const void* smem) {
+#if defined(__CUDA_ARCH__)
+  const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+#else
+  const uint32_t address = uint32_t(reinterpret_cast<uintptr_t>(smem));
+#endif
+  return uint64_t((address & 0x3ffffu) >> 4) | (uint64_t(1) << 16) |
+         (uint64_t(1024 >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+KOKKOS_FORCEINLINE_FUNCTION void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+KOKKOS_FORCEINLINE_FUNCTION void commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int Pending>
+KOKKOS_FORCEINLINE_FUNCTION void wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(Pending) : "memory");
+}
+// Orders this thread's ordinary shared-memory writes before the tensor cores' reads.
+KOKKOS_FORCEINLINE_FUNCTION void proxy_fence() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Keeps the compiler from moving the accumulators across the asynchronous products.
+KOKKOS_FORCEINLINE_FUNCTION void pin(float (&d)[64]) {
+  LAPIS_UNROLL
+  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d = A B^T + (accumulate ? d : 0) for 64 rows of A and 128 of B, 8 k (tf32 operands,
+// float32 accumulators).
+KOKKOS_FORCEINLINE_FUNCTION void mma_64x128x8(float (&d)[64], const uint64_t a,
+                                              const uint64_t b, const int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k8.f32.tf32.tf32 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, "
+      "%40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
+        "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),
+        "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),
+        "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),
+        "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),
+        "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
+        "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]),
+        "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+#endif
+
+}  // namespace wgmma
+
+template <int BN, int Stages, int Buffers, Precision P, int MinTeams = 1>
+struct WgmmaTiles {
+  static constexpr int BM = 128, BK = 32, threads = 256, min_teams = MinTeams;
+  static constexpr int NC = BN / 128;  // 128-column products a warpgroup issues per k8
+  static constexpr int parts = P == Precision::fp32 ? 2 : 1;  // big (and small)
+  static constexpr int a_bytes = BM * 128, b_bytes = BN * 128, part_bytes = a_bytes + b_bytes;
+  // Stages copies of k steps (`part_bytes` each) land in a ring; once landed, each is
+  // converted into one of Buffers buffers (parts x part_bytes) that the tensor cores read, so
+  // its ring slot takes the next copy at once: Stages - 1 steps' copies stay in flight.
+  // Buffers - 2 product groups stay in flight while the next step is converted.
+  static constexpr int in_flight = Buffers - 2, ahead = Stages - 1;
+  static constexpr int buffer_bytes = parts * part_bytes;
+  static constexpr int LDC = BN + 8;  // staged outputs' rows: a half warp's pairs in 32 banks
+  static constexpr size_t staging = size_t(Stages) * part_bytes + size_t(Buffers) * buffer_bytes,
+                          staged_outputs = size_t(BM) * LDC * sizeof(float);
+  static constexpr size_t scratch =
+      (staging > staged_outputs ? staging : staged_outputs) + 1024;  // + alignment
+  static constexpr int copies = (BM + BN) * 8, per_thread = copies / threads;
+  static_assert(BN % 128 == 0 && copies % threads == 0 && Stages >= 2 &&
+                    (Buffers == 2 || Buffers == 3),
+                "wgmma tile shape");
+  static_assert(P != Precision::bf16, "bf16 products have tiles of their own");
+  // The same blocks on mma.sync, for a device that runs the sm_90 build.
+  using Fallback = GemmTiles<128, BN, 64, 32 * NC, 16, 2, 1, true, P>;
+  static_assert(Fallback::threads == threads && Fallback::scratch <= scratch, "fallback");
+
+  struct Acc {
+    float v[NC][64];
+  };
+  struct Tile {
+    int m0, n0;
+  };
+
+  static int teams(const GemmProblem& p) {
+    return ((p.m + BM - 1) / BM) * ((p.n + BN - 1) / BN);
+  }
+  KOKKOS_INLINE_FUNCTION static Tile tile(const GemmProblem& p, const int league_rank) {
+    const int tiles_n = (p.n + BN - 1) / BN;
+    return Tile{league_rank / tiles_n * BM, league_rank % tiles_n * BN};
+  }
+
+  // The byte of chunk `chunk` (4 floats of k) of staged row `row` (wgmma's 128-byte swizzle).
+  KOKKOS_FORCEINLINE_FUNCTION static int at(const int row, const int chunk) {
+    return row * 128 + ((chunk ^ (row & 7)) << 4);
+  }
+  // The staging area's start, 1024-byte aligned in the shared window (the swizzle's period).
+  KOKKOS_FORCEINLINE_FUNCTION static unsigned char* aligned(float* raw) {
+#if defined(__CUDA_ARCH__)
+    const uint32_t address = static_cast<uint32_t>(__cvta_generic_to_shared(raw));
+#else
+    const uint32_t address = uint32_t(reinterpret_cast<uintptr_t>(raw));
+#endif
+    return reinterpret_cast<unsigned char*>(raw) + ((1024 - address % 1024) % 1024);
+  }
+
+  // Thread `rank`'s copy `i` of a stage: where it goes (bytes into the stage) and from where.
+  KOKKOS_FORCEINLINE_FUNCTION static int copy_at(const GemmProblem& p, const Tile& t,
+                                                 const int rank, const int i, const int k0,
+                                                 const float*& from, bool& valid) {
+    const int c = rank + i * threads;
+    const int chunk = c % 8, k = k0 + 4 * chunk;
+    if (c < BM * 8) {
+      const int row = c / 8;
+      valid = t.m0 + row < p.m && k < p.k;
+      from = valid ? p.a + int64_t(t.m0 + row) * p.lda + k : p.a;
+      return at(row, chunk);
+    }
+    const int row = c / 8 - BM;
+    valid = t.n0 + row < p.n && k < p.k;
+    from = valid ? p.b + int64_t(t.n0 + row) * p.ldb + k : p.b;
+    return a_bytes + at(row, chunk);
+  }
+
+  // Where ring slot `stage` and buffer `buffer` start.
+  KOKKOS_FORCEINLINE_FUNCTION static unsigned char* slot(unsigned char* base, const int stage) {
+    return base + size_t(Buffers) * buffer_bytes + stage * part_bytes;
+  }
+  KOKKOS_FORCEINLINE_FUNCTION static unsigned char* buffer(unsigned char* base, const int b) {
+    return base + b * buffer_bytes;
+  }
+
+  KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, const Tile& t,
+                                          unsigned char* base, const int rank, const int k0,
+                                          const int stage) {
+    unsigned char* const s = slot(base, stage);
+    LAPIS_UNROLL
+    for (int i = 0; i < per_thread; ++i) {
+      const float* from;
+      bool valid;
+      const int to = copy_at(p, t, rank, i, k0, from, valid);
+      float* const into = reinterpret_cast<float*>(s + to);
+#if defined(__CUDA_ARCH__)
+      tf32::copy16(into, from, valid);
+#else
+      for (int j = 0; j < 4; ++j) into[j] = valid ? from[j] : 0.0f;
+#endif
+    }
+  }
+
+  // The thread's own copies in ring slot `stage`, once landed, into buffer `b` at the same
+  // place: rounded to tf32, and (fp32) the rest part_bytes further on.
+  KOKKOS_INLINE_FUNCTION static void convert(const GemmProblem& p, const Tile& t,
+                                             unsigned char* base, const int rank,
+                                             const int stage, const int b) {
+    LAPIS_UNROLL
+    for (int i = 0; i < per_thread; ++i) {
+      const float* from;
+      bool valid;
+      const int at_copy = copy_at(p, t, rank, i, 0, from, valid);
+      Float4 v = *reinterpret_cast<const Float4*>(slot(base, stage) + at_copy), rest;
+      Float4* const big = reinterpret_cast<Float4*>(buffer(base, b) + at_copy);
+      LAPIS_UNROLL
+      for (int j = 0; j < 4; ++j) {
+        const float rounded = bit_cast<float>((bit_cast<uint32_t>(v.v[j]) + 0x1000u) & 0xffffe000u);
+        rest.v[j] = v.v[j] - rounded;
+        v.v[j] = rounded;
+      }
+      *big = v;
+      if (P == Precision::fp32)
+        *reinterpret_cast<Float4*>(reinterpret_cast<unsigned char*>(big) + part_bytes) = rest;
+    }
+  }
+
+  // Warpgroup rank / 128's products of stage `stage` into its accumulators: rows 64 wg .. of
+  // A against BN rows of B, four k8 steps.
+  // The first step's first product starts the sums (the accumulators are never zeroed: an
+  // ordinary instruction defining them made ptxas serialise the products, warning C7515).
+  KOKKOS_INLINE_FUNCTION static void compute(unsigned char* base, const int rank,
+                                             const int b, const bool first, Acc& acc) {
+    const unsigned char* const s = buffer(base, b);
+    const int wg = rank / 128;
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    wgmma::fence();
+    LAPIS_UNROLL
+    for (int kk = 0; kk < BK / 8; ++kk) {
+      const uint64_t a = wgmma::descriptor(s + wg * 64 * 128 + kk * 32);
+      LAPIS_UNROLL
+      for (int nc = 0; nc < NC; ++nc) {
+        const uint64_t b = wgmma::descriptor(s + a_bytes + nc * 128 * 128 + kk * 32);
+        const int accumulate = !first || kk > 0;
+        if (P == Precision::fp32) {
+          constexpr uint64_t small = uint64_t(part_bytes >> 4);
+          wgmma::mma_64x128x8(acc.v[nc], a + small, b, accumulate);
+          wgmma::mma_64x128x8(acc.v[nc], a, b + small, 1);
+          wgmma::mma_64x128x8(acc.v[nc], a, b, 1);
+        } else {
+          wgmma::mma_64x128x8(acc.v[nc], a, b, accumulate);
+        }
+      }
+    }
+    wgmma::commit();
+#elif defined(__CUDA_ARCH__)
+    (void)s, (void)wg, (void)acc;  // never launched: the sm_90 build runs Fallback
+#else
+    // The instruction emulated: accumulator (nc, 4 j + i) of lane l in warp w of the
+    // warpgroup is row 16 w + l / 4 + 8 (i / 2), column 128 nc + 8 j + 2 (l % 4) + i % 2;
+    // the tensor cores read the top 19 bits of each operand.
+    const int w = rank % 128 / 32, lane = rank % 32;
+    const auto value = [&](const int part, const int operand_at, const int row, const int k) {
+      const float x = *reinterpret_cast<const float*>(s + part * part_bytes + operand_at +
+                                                      at(row, k / 4) + 4 * (k % 4));
+      return bit_cast<float>(bit_cast<uint32_t>(x) & 0xffffe000u);
+    };
+    if (first)
+      for (int nc = 0; nc < NC; ++nc)
+        for (int i = 0; i < 64; ++i) acc.v[nc][i] = 0.0f;
+    for (int nc = 0; nc < NC; ++nc)
+      for (int j = 0; j < 16; ++j)
+        for (int i = 0; i < 4; ++i) {
+          const int row = 64 * wg + 16 * w + lane / 4 + 8 * (i / 2);
+          const int column = 128 * nc + 8 * j + 2 * (lane % 4) + i % 2;
+          for (int k = 0; k < BK; ++k) {
+            const float a_big = value(0, 0, row, k), b_big = value(0, a_bytes, column, k);
+            float sum = a_big * b_big;
+            if (P == Precision::fp32)
+              sum += value(1, 0, row, k) * b_big + a_big * value(1, a_bytes, column, k);
+            acc.v[nc][4 * j + i] += sum;
+          }
+        }
+#endif
+  }
+
+  // The epilogue, first half: the thread's sums into the tile's rows in shared memory, so
+  // that the second half writes whole 16-byte pieces of C's rows.
+  KOKKOS_INLINE_FUNCTION static void stage_outputs(unsigned char* base, const int rank,
+                                                   const Acc& acc) {
+    float* const staged = reinterpret_cast<float*>(base);
+    const int wg = rank / 128, w = rank % 128 / 32, lane = rank % 32;
+    const int row = 64 * wg + 16 * w + lane / 4;
+    LAPIS_UNROLL
+    for (int nc = 0; nc < NC; ++nc)
+      LAPIS_UNROLL
+      for (int j = 0; j < 16; ++j)
+        LAPIS_UNROLL
+        for (int half = 0; half < 2; ++half)
+          *reinterpret_cast<Float2*>(staged + (row + 8 * half) * LDC + 128 * nc + 8 * j +
+                                     2 * (lane % 4)) =
+              Float2{{acc.v[nc][4 * j + 2 * half], acc.v[nc][4 * j + 2 * half + 1]}};
+  }
+
+  // Second half: 16-byte pieces of the staged rows, plus the start value (bias, zero or C's
+  // own), the residual, then the activation, to C.
+  KOKKOS_INLINE_FUNCTION static void write_outputs(const GemmProblem& p, const Tile& t,
+                                                   unsigned char* base, const int rank) {
+    const float* const staged = reinterpret_cast<const float*>(base);
+    const bool whole = p.ldc % 4 == 0 && p.n % 4 == 0 &&
+                       reinterpret_cast<uintptr_t>(p.c) % 16 == 0;
+    constexpr int pieces = BM * BN / 4;
+    LAPIS_UNROLL
+    for (int r = 0; r < pieces / threads; ++r) {
+      const int piece = rank + r * threads;
+      const int row = piece / (BN / 4), column = piece % (BN / 4) * 4;
+      const int m = t.m0 + row, n = t.n0 + column;
+      if (m >= p.m || n >= p.n) continue;
+      float* const out = p.c + int64_t(m) * p.ldc + n;
+      const float* const add = p.residual ? p.residual + int64_t(m) * p.ldr + n : nullptr;
+      Float4 v = *reinterpret_cast<const Float4*>(staged + row * LDC + column);
+      const int count = whole ? 4 : (p.n - n < 4 ? p.n - n : 4);
+      LAPIS_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        if (i >= count) continue;
+        const float start = p.init == ConvInit::bias         ? p.bias[n + i]
+                            : p.init == ConvInit::accumulate ? out[i]
+                                                             : 0.0f;
+        v.v[i] = activate(p.activation, v.v[i] + start + (add ? add[i] : 0.0f));
+      }
+      if (whole)
+        *reinterpret_cast<Float4*>(out) = v;
+      else
+        LAPIS_UNROLL
+        for (int i = 0; i < 4; ++i)
+          if (i < count) out[i] = v.v[i];
+    }
+  }
+
+  // One block's tile; `team` as GemmTiles::pipeline's, plus proxy_fence (the thread's
+  // converted values before the tensor cores read them) and mma_wait<N> (at most N of the
+  // thread's warpgroup's product groups still running).
+  template <class Team>
+  KOKKOS_INLINE_FUNCTION static void pipeline(const GemmProblem& p, const Tile& t, float* raw,
+                                              Team& team) {
+    unsigned char* const base = aligned(raw);
+    const int steps = (p.k + BK - 1) / BK;
+    LAPIS_UNROLL
+    for (int s = 0; s < ahead; ++s) {
+      team.each([&](int rank, Acc&) {
+        if (s < steps) load(p, t, base, rank, s * BK, s);
+      });
+      team.commit();
+    }
+    for (int step = 0; step < steps; ++step) {
+      team.template wait<ahead - 1>();  // this thread's copies of `step` have landed
+      team.each([&](int rank, Acc&) {
+        convert(p, t, base, rank, step % Stages, step % Buffers);
+      });
+      team.proxy_fence();
+      // The products of step - in_flight - 1 are done, so buffer (step + 1) % Buffers is free
+      // for the next step once everyone is past the barrier.
+      team.template mma_wait<in_flight>();
+      team.barrier();
+      const int next = step + ahead;  // into the slot converted at step - 1
+      team.each([&](int rank, Acc&) {
+        if (next < steps) load(p, t, base, rank, next * BK, next % Stages);
+      });
+      team.commit();
+      team.each([&](int rank, Acc& acc) {
+        compute(base, rank, step % Buffers, step == 0, acc);
+      });
+    }
+    team.template mma_wait<0>();
+    team.barrier();  // every warpgroup's products are done with the staged operands
+    team.each([&](int rank, Acc& acc) { stage_outputs(base, rank, acc); });
+    team.barrier();
+    team.each([&](int rank, Acc&) { write_outputs(p, t, base, rank); });
+  }
+
+#if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
+  // The calling CUDA thread as pipeline's team.
+  struct OneThread {
+    int rank;
+    Acc acc;
+    template <class F>
+    __device__ void each(const F& f) {
+      f(rank, acc);
+    }
+    __device__ void barrier() const { __syncthreads(); }
+    __device__ void commit() const { tf32::commit(); }
+    template <int Pending>
+    __device__ void wait() const {
+      tf32::wait<Pending>();
+    }
+    __device__ void proxy_fence() const {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      wgmma::proxy_fence();
+#endif
+    }
+    template <int Pending>
+    __device__ void mma_wait() {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      wgmma::wait<Pending>();
+#endif
+    }
+  };
+
+  static void run_cuda(const Kokkos::Cuda& space, const char* label, const GemmProblem& p);
+#endif
+};
+
+// The tiles gemm_tiled (gemm_tf32.hpp) takes for linear layers on Hopper.
+template <Precision P>
+using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision::fp32 ? 2 : 3, P>;
+
+#if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
+template <class Tiles>
+__global__ void __launch_bounds__(Tiles::threads, Tiles::min_teams) gemm_wgmma_kernel(const GemmProblem p) {
+  extern __shared__ __align__(1024) float gemm_wgmma_shared[];
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+  typename Tiles::OneThread me;  // the accumulators uninitialised: the first product sets them
+  me.rank = int(threadIdx.x);
+  Tiles::pipeline(p, Tiles::tile(p, int(blockIdx.x)), gemm_wgmma_shared, me);
+#else
+  using Fallback = typename Tiles::Fallback;
+  const typename Fallback::CudaBlock block{};
+  typename Fallback::template OneThread<typename Fallback::CudaBlock> me{block, int(threadIdx.x),
+                                                                        {}};
+  Fallback::pipeline(p, Fallback::tile(p, int(blockIdx.x)), gemm_wgmma_shared, me);
+#endif
+}
+
+// Launched by CUDA itself (more shared memory than a Kokkos team gets), shown in Kokkos Tools
+// under `label` as GemmTiles::run_cuda.
+template <int BN, int Stages, int Buffers, Precision P, int MinTeams>
+void WgmmaTiles<BN, Stages, Buffers, P, MinTeams>::run_cuda(const Kokkos::Cuda& space,
+                                                             const char* label,
+                                                   const GemmProblem& p) {
+  using Self = WgmmaTiles<BN, Stages, Buffers, P, MinTeams>;
+  static const cudaError_t configured =
+      cudaFuncSetAttribute(gemm_wgmma_kernel<Self>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           int(scratch));
+  if (configured != cudaSuccess)
+    Kokkos::abort("lapis::linear: the wgmma tiles' shared memory is more than this GPU has");
+  uint64_t kernel_id = 0;
+  const bool profiled = Kokkos::Tools::profileLibraryLoaded();
+  if (profiled) Kokkos::Tools::beginParallelFor(label, 0, &kernel_id);
+  gemm_wgmma_kernel<Self><<<teams(p), threads, scratch, space.cuda_stream()>>>(p);
+  const cudaError_t launched = cudaGetLastError();
+  if (launched != cudaSuccess) Kokkos::abort(cudaGetErrorString(launched));
+  if (profiled) {
+    space.fence();
+    Kokkos::Tools::endParallelFor(kernel_id);
+  }
+}
+#endif
+
+}  // namespace detail
+}  // namespace lapis
