@@ -83,6 +83,14 @@ double median_ms(F&& launch, int samples) {
   return times[times.size() / 2];
 }
 
+// GEMM_BENCH_VARIANTS=0,2,11 times those variants only (default: all).
+bool chosen(const int v) {
+  const char* const list = std::getenv("GEMM_BENCH_VARIANTS");
+  if (!list) return true;
+  const std::string wanted = std::string(",") + list + ",";
+  return wanted.find("," + std::to_string(v) + ",") != std::string::npos;
+}
+
 void poison(const Matrix& y) { Kokkos::deep_copy(y, std::nanf("")); }
 
 void layer_table(const char* layer, const Matrix& x, const Matrix& w, const Vector& b,
@@ -94,6 +102,7 @@ void layer_table(const char* layer, const Matrix& x, const Matrix& w, const Vect
                       int(x.extent(0)), int(w.extent(0)), int(x.extent(1)), 1,
                       ConvInit::bias, activation};
   for (int v = 0; gemm_bench::variant_name(v); ++v) {
+    if (!chosen(v)) continue;
     double ms[2], error[2];
     for (int precision = 0; precision < 2; ++precision) {
       const auto launch = [&] {

@@ -8,6 +8,7 @@ namespace gemm_bench {
 template <lapis::Precision P>
 void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::GemmProblem& p) {
   using namespace lapis::detail;
+  using lapis::Precision;
   const char* label = "gemm_bench";
   switch (v) {
     case 0: return launch_tiles<GemmTiles<128, 128, 64, 32, 16, 2, 2, true, P>>(space, label, p);
@@ -35,9 +36,29 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
     case 9:
       return launch_tiles<GemmTiles<128, 128, 64, 64, 32, 3, 1, true, P, false, true>>(space,
                                                                                       label, p);
-    default:
+    case 10:
       return launch_tiles<GemmTiles<64, 64, 32, 32, 16, 2, 8, true, P, false, true>>(space, label,
                                                                                     p);
+#if defined(LAPIS_WGMMA)
+    // wgmma (sm_90a): the tiles linear layers take (ring 4 deep, 3 buffers; fp32: 3, 2);
+    // tf32: ring 5 deep, 2 buffers (fp32: 2, 2); 128 x 256 blocks, ring 2 deep, 2 buffers;
+    // ring 3 deep, 3 buffers (fp32: as the first).
+    case 11: return HopperTiles<P>::run_cuda(space, label, p);
+    case 12:
+      return WgmmaTiles<128, P == Precision::fp32 ? 2 : 5, 2, P>::run_cuda(space, label, p);
+    case 13:
+      if constexpr (P == Precision::fp32)
+        return HopperTiles<P>::run_cuda(space, label, p);
+      else
+        return WgmmaTiles<256, 2, 2, P>::run_cuda(space, label, p);
+    default:
+      if constexpr (P == Precision::fp32)
+        return HopperTiles<P>::run_cuda(space, label, p);
+      else
+        return WgmmaTiles<128, 3, 3, P>::run_cuda(space, label, p);
+#else
+    default: return;
+#endif
   }
 }
 
