@@ -6,10 +6,11 @@
 // Why: mma.sync (GemmTiles) makes every warp load its fragments from shared memory into
 // registers, a load instruction per two to four multiply-adds of a tile, and split or round
 // each one; wgmma's operands never pass through registers, and one instruction covers
-// 64 x 128 x 8. A package built for Hopper compiles this file twice (sm_90 and sm_90a, see
-// the package's CMakeLists.txt, which then defines LAPIS_WGMMA); whichever of the two the
-// driver loads runs the same launch: sm_90a the wgmma tiles, sm_90 the GemmTiles of the same
-// 128-row blocks.
+// 64 x 128 x 8. A package built for Hopper with -D<name>_WGMMA=ON compiles this file twice
+// (sm_90 and sm_90a, see the package's CMakeLists.txt, which then defines LAPIS_WGMMA);
+// whichever of the two the driver loads runs the same launch: sm_90a the wgmma tiles, sm_90
+// the GemmTiles of the same 128-row blocks. Opt-in: on an H100 these tiles are so far slower
+// than GemmTiles' 64 x 64 ones (benchmarks/results_gpu.md, "wgmma").
 //
 // A block is two warpgroups (256 threads), 128 rows x BN columns of the output, each
 // warpgroup 64 rows. k advances 32 at a time (a 128-byte row of each operand). cp.async copies
@@ -429,8 +430,8 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_teams) gemm_wgmma_k
 // under `label` as GemmTiles::run_cuda.
 template <int BN, int Stages, int Buffers, Precision P, int MinTeams>
 void WgmmaTiles<BN, Stages, Buffers, P, MinTeams>::run_cuda(const Kokkos::Cuda& space,
-                                                             const char* label,
-                                                   const GemmProblem& p) {
+                                                            const char* label,
+                                                            const GemmProblem& p) {
   using Self = WgmmaTiles<BN, Stages, Buffers, P, MinTeams>;
   static const cudaError_t configured =
       cudaFuncSetAttribute(gemm_wgmma_kernel<Self>, cudaFuncAttributeMaxDynamicSharedMemorySize,
