@@ -1,9 +1,10 @@
-// Runs lapis::detail::GemmTiles (gemm_tf32.hpp) and WgmmaTiles (gemm_wgmma.hpp) on the host: every team of the launch in turn,
-// and in each team every thread in turn between the barriers (GemmTiles::pipeline with a team
-// that runs all threads), the mma emulated from the same fragments' elements. Shared memory
-// and the output start as NaN, so a value read before it is staged or an output left unwritten
-// shows. DIR holds a.bin ([M][K]), b.bin ([N][K] for linear, [K][N] for matmul), bias.bin
-// ([N]) and c.bin ([M][N], C's start for INIT accumulate); the result goes to DIR/out.bin.
+// Runs lapis::detail::GemmTiles (gemm_tf32.hpp) and WgmmaTiles (gemm_wgmma.hpp) on the host:
+// every team of the launch in turn, and in each team every thread in turn between the barriers
+// (their pipeline with a team that runs all threads), the mma (wgmma) emulated from the same
+// fragments' elements. Shared memory and the output start as NaN, so a value read before it
+// is staged or an output left unwritten shows. DIR holds a.bin ([M][K]), b.bin ([N][K] for
+// linear, [K][N] for matmul), bias.bin ([N]) and c.bin ([M][N], C's start for INIT
+// accumulate); the result goes to DIR/out.bin.
 // Kind `rows` runs lapis::detail::linear_rows (few output columns) on the host instead.
 #include <Kokkos_Core.hpp>
 

@@ -610,7 +610,6 @@ template <Precision P>
 inline constexpr int small_tile_depth = P == Precision::fp32 ? 256 : 512;
 #endif
 
-
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
   // Linear layers on Hopper (LAPIS_WGMMA: the package builds sm_90a code too): the wgmma

@@ -43,7 +43,9 @@ KOKKOS_FORCEINLINE_FUNCTION uint64_t descriptor(const void* smem) {
 }
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-KOKKOS_FORCEINLINE_FUNCTION void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+KOKKOS_FORCEINLINE_FUNCTION void fence() {
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
 KOKKOS_FORCEINLINE_FUNCTION void commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
@@ -54,11 +56,6 @@ KOKKOS_FORCEINLINE_FUNCTION void wait() {
 // Orders this thread's ordinary shared-memory writes before the tensor cores' reads.
 KOKKOS_FORCEINLINE_FUNCTION void proxy_fence() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-// Keeps the compiler from moving the accumulators across the asynchronous products.
-KOKKOS_FORCEINLINE_FUNCTION void pin(float (&d)[64]) {
-  LAPIS_UNROLL
-  for (int i = 0; i < 64; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
 // d = A B^T + (accumulate ? d : 0) for 64 rows of A and 128 of B, 8 k (tf32 operands,
@@ -97,9 +94,9 @@ KOKKOS_FORCEINLINE_FUNCTION void mma_64x128x8(float (&d)[64], const uint64_t a,
 
 }  // namespace wgmma
 
-template <int BN, int Stages, int Buffers, Precision P, int MinTeams = 1>
+template <int BN, int Stages, int Buffers, Precision P>
 struct WgmmaTiles {
-  static constexpr int BM = 128, BK = 32, threads = 256, min_teams = MinTeams;
+  static constexpr int BM = 128, BK = 32, threads = 256;
   static constexpr int NC = BN / 128;  // 128-column products a warpgroup issues per k8
   static constexpr int parts = P == Precision::fp32 ? 2 : 1;  // big (and small)
   static constexpr int a_bytes = BM * 128, b_bytes = BN * 128, part_bytes = a_bytes + b_bytes;
@@ -411,7 +408,7 @@ using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
 template <class Tiles>
-__global__ void __launch_bounds__(Tiles::threads, Tiles::min_teams) gemm_wgmma_kernel(const GemmProblem p) {
+__global__ void __launch_bounds__(Tiles::threads, 1) gemm_wgmma_kernel(const GemmProblem p) {
   extern __shared__ __align__(1024) float gemm_wgmma_shared[];
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   typename Tiles::OneThread me;  // the accumulators uninitialised: the first product sets them
@@ -428,11 +425,10 @@ __global__ void __launch_bounds__(Tiles::threads, Tiles::min_teams) gemm_wgmma_k
 
 // Launched by CUDA itself (more shared memory than a Kokkos team gets), shown in Kokkos Tools
 // under `label` as GemmTiles::run_cuda.
-template <int BN, int Stages, int Buffers, Precision P, int MinTeams>
-void WgmmaTiles<BN, Stages, Buffers, P, MinTeams>::run_cuda(const Kokkos::Cuda& space,
-                                                            const char* label,
-                                                            const GemmProblem& p) {
-  using Self = WgmmaTiles<BN, Stages, Buffers, P, MinTeams>;
+template <int BN, int Stages, int Buffers, Precision P>
+void WgmmaTiles<BN, Stages, Buffers, P>::run_cuda(const Kokkos::Cuda& space, const char* label,
+                                                  const GemmProblem& p) {
+  using Self = WgmmaTiles<BN, Stages, Buffers, P>;
   static const cudaError_t configured =
       cudaFuncSetAttribute(gemm_wgmma_kernel<Self>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(scratch));
