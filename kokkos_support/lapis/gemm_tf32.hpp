@@ -112,8 +112,20 @@ struct GemmTiles {
     return row * ld + (((k / 4) ^ (4 * (row & 1))) * 4 | (k % 4));
   }
 
+  static constexpr int a_per_thread = (a_copies + threads - 1) / threads,
+                       b_per_thread = (b_copies + threads - 1) / threads;
+  static_assert(a_per_thread + b_per_thread <= 32, "a thread's copies in one mask");
+  // A thread's state: its accumulators, and where its copies come from and go (worked out
+  // once a tile: redone every k step, the address arithmetic was half the instructions of a
+  // step of the 64 x 64 tiles, which issue-bound them).
   struct Acc {
     float v[MT][NT][4];
+    // The sources at k 0 of the thread's first copy of A and of B (the others are `rows`
+    // rows further each, see copy_of), and whether copy r's row (A, B[n][k]) or column (B[k][n])
+    // is inside the operand (bit r).
+    const float* a_from;
+    const float* b_from;
+    uint32_t inside;
   };
   // A team's outputs: rows m0.., columns n0.. of one batch entry.
   struct Tile {
@@ -150,36 +162,75 @@ struct GemmTiles {
 #endif
   }
 
+  // Thread `rank`'s copy r of A (r < a_per_thread) or of B: its row and column in the staged
+  // operand (B[k][n]: k and column), or false past the operand's count.
+  KOKKOS_FORCEINLINE_FUNCTION static bool copy_of(const int rank, const int r, int& row,
+                                                  int& col) {
+    const bool of_a = r < a_per_thread;
+    const int c = rank + (of_a ? r : r - a_per_thread) * threads;
+    const int count = of_a ? a_copies : b_copies;
+    if (count % threads != 0 && c >= count) return false;
+    const int per_row = of_a || WeightRows ? BK / 4 : BN / 4;
+    row = c / per_row;
+    col = c % per_row * 4;
+    return true;
+  }
+
+  // Where copy r (row, col of copy_of) lands in a stage.
+  KOKKOS_FORCEINLINE_FUNCTION static int copy_to(const int r, const int row, const int col) {
+    if (r < a_per_thread) return at(row, col, LDA);
+    return a_floats + (WeightRows ? at(row, col, LDB) : row * LDB + col);
+  }
+
+  // Copy r + 1 of an operand is `rows` rows after copy r (whole rows of copies a round).
+  static constexpr int a_rows = threads / (BK / 4),
+                       b_rows = threads / (WeightRows ? BK / 4 : BN / 4);
+  static_assert(threads % (BK / 4) == 0 && (WeightRows || threads % (BN / 4) == 0) &&
+                    (!Paired || BK == 16 || (a_rows % 2 == 0 && b_rows % 2 == 0)),
+                "a thread's copies keep their column (and swizzle) from round to round");
+
+  // Thread `rank`'s copies' sources, once a tile.
+  KOKKOS_INLINE_FUNCTION static void sources(const GemmProblem& p, const Tile& t, const int rank,
+                                             Acc& acc) {
+    acc.inside = 0;
+    acc.a_from = acc.b_from = p.a;
+    LAPIS_UNROLL
+    for (int r = 0; r < a_per_thread + b_per_thread; ++r) {
+      int row = 0, col = 0;
+      if (!copy_of(rank, r, row, col)) continue;
+      bool inside;
+      if (r < a_per_thread) {
+        inside = t.m0 + row < p.m;
+        if (r == 0) acc.a_from = t.a + int64_t(t.m0 + row) * p.lda + col;
+      } else if (WeightRows) {  // B[n][k]: BN rows of BK
+        inside = t.n0 + row < p.n;
+        if (r == a_per_thread) acc.b_from = t.b + int64_t(t.n0 + row) * p.ldb + col;
+      } else {  // B[k][n]: BK rows of BN
+        inside = t.n0 + col < p.n;
+        if (r == a_per_thread) acc.b_from = t.b + int64_t(row) * p.ldb + t.n0 + col;
+      }
+      acc.inside |= uint32_t(inside) << r;
+    }
+  }
+
   // Thread `rank`'s copies of k step k0 into stage `stage`. Rows are whole 16-byte chunks
   // (k a multiple of 4: the caller checks), so a chunk is all in or all out.
-  KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, const Tile& t, float* smem,
-                                          const int rank, const int k0, const int stage) {
-    float* const a_tile = smem + stage * stage_floats;
-    float* const b_tile = a_tile + a_floats;
+  KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, float* smem, const int rank,
+                                          const Acc& acc, const int k0, const int stage) {
+    float* const staged = smem + stage * stage_floats;
     LAPIS_UNROLL
-    for (int r = 0; r < (a_copies + threads - 1) / threads; ++r) {
-      const int c = rank + r * threads;
-      if (a_copies % threads != 0 && c >= a_copies) break;
-      const int row = c / (BK / 4), col = c % (BK / 4) * 4;
-      const bool valid = t.m0 + row < p.m && k0 + col < p.k;
-      copy16(a_tile + at(row, col, LDA), valid ? t.a + (t.m0 + row) * p.lda + k0 + col : p.a,
-             valid);
-    }
-    LAPIS_UNROLL
-    for (int r = 0; r < (b_copies + threads - 1) / threads; ++r) {
-      const int c = rank + r * threads;
-      if (b_copies % threads != 0 && c >= b_copies) break;
-      if (WeightRows) {  // B[n][k]: BN rows of BK
-        const int row = c / (BK / 4), col = c % (BK / 4) * 4;
-        const bool valid = t.n0 + row < p.n && k0 + col < p.k;
-        copy16(b_tile + at(row, col, LDB), valid ? t.b + (t.n0 + row) * p.ldb + k0 + col : p.b,
-               valid);
-      } else {  // B[k][n]: BK rows of BN
-        const int row = c / (BN / 4), col = c % (BN / 4) * 4;
-        const bool valid = k0 + row < p.k && t.n0 + col < p.n;
-        copy16(b_tile + row * LDB + col, valid ? t.b + (k0 + row) * p.ldb + t.n0 + col : p.b,
-               valid);
-      }
+    for (int r = 0; r < a_per_thread + b_per_thread; ++r) {
+      int row = 0, col = 0;
+      if (!copy_of(rank, r, row, col)) continue;
+      const bool of_a = r < a_per_thread, k_major = of_a || WeightRows;  // k along the row
+      const bool valid = (acc.inside >> r & 1u) && k0 + (k_major ? col : row) < p.k;
+      const int round = of_a ? r : r - a_per_thread;
+      const float* const from =
+          valid ? (of_a ? acc.a_from + int64_t(round * a_rows) * p.lda
+                        : acc.b_from + int64_t(round * b_rows) * p.ldb) +
+                      (k_major ? int64_t(k0) : int64_t(k0) * p.ldb)
+                : p.a;
+      copy16(staged + copy_to(r, row, col), from, valid);
     }
   }
 
@@ -416,10 +467,11 @@ struct GemmTiles {
           for (int i = 0; i < 4; ++i) acc.v[mt][nt][i] = 0.0f;
     });
     const int steps = (p.k + BK - 1) / BK;
+    team.each([&](int rank, Acc& acc) { sources(p, t, rank, acc); });
     LAPIS_UNROLL
     for (int s = 0; s < Stages - 1; ++s) {
-      team.each([&](int rank, Acc&) {
-        if (s < steps) load(p, t, smem, rank, s * BK, s);
+      team.each([&](int rank, Acc& acc) {
+        if (s < steps) load(p, smem, rank, acc, s * BK, s);
       });
       team.commit();
     }
@@ -427,8 +479,8 @@ struct GemmTiles {
       team.template wait<Stages - 2>();  // this thread's copies of `step` have landed
       team.barrier();                    // everyone's; and everyone is done with step - 1
       const int ahead = step + Stages - 1;
-      team.each([&](int rank, Acc&) {
-        if (ahead < steps) load(p, t, smem, rank, ahead * BK, ahead % Stages);
+      team.each([&](int rank, Acc& acc) {
+        if (ahead < steps) load(p, smem, rank, acc, ahead * BK, ahead % Stages);
       });
       team.commit();
       team.each([&](int rank, Acc& acc) { compute(smem, step % Stages, rank, acc); });
