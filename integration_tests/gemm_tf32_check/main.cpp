@@ -59,12 +59,16 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>>(p);
   else if (shape == "staged")  // the same, the outputs written through shared memory
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>>(p);
-  else if (shape == "wgmma" || shape == "wgmma_wide") {  // Hopper's tiles (linear)
-    if constexpr (WeightRows) {
+  else if (shape == "wgmma" || shape == "wgmma_wide" || shape == "wgmma_direct") {
+    if constexpr (WeightRows) {  // Hopper's tiles (linear)
       if (shape == "wgmma")
         run<HopperTiles<P>>(p);
-      else  // 128 x 256 blocks
+      else if (shape == "wgmma_wide")  // 128 x 256 blocks
         run<WgmmaTiles<256, 2, 2, P>>(p);
+      else if constexpr (P == lapis::Precision::tf32)  // the ring read as it is (truncated)
+        run<WgmmaTiles<128, 6, 0, P>>(p);
+      else
+        run<HopperTiles<P>>(p);
     } else {
       std::fprintf(stderr, "wgmma tiles take linear layers only\n");
       std::exit(2);
@@ -101,7 +105,7 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|wgmma_direct|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }

@@ -21,7 +21,8 @@
 // (the rest) parts (fp32: three products, small x big + big x small + big x big, as GemmTiles'
 // mma3). The ring slot takes the next copy at once, so Stages - 1 steps' copies are in flight
 // (at 1 block a multiprocessor, the latency of global memory needs them), and Buffers - 2
-// product groups run on while the next step is converted.
+// product groups run on while the next step is converted. tf32 tiles with no buffers skip the
+// conversion: the tensor cores read the ring, each float truncated to tf32.
 #pragma once
 
 namespace lapis {
@@ -104,7 +105,13 @@ struct WgmmaTiles {
   // converted into one of Buffers buffers (parts x part_bytes) that the tensor cores read, so
   // its ring slot takes the next copy at once: Stages - 1 steps' copies stay in flight.
   // Buffers - 2 product groups stay in flight while the next step is converted.
-  static constexpr int in_flight = Buffers - 2, ahead = Stages - 1;
+  // Buffers 0 (tf32 only): no conversion, the tensor cores read the ring itself and take the
+  // top 19 bits of each float (tf32 by truncation, as PyTorch's tf32 products on cuBLAS), so a
+  // slot takes its next copy once its products are done: Stages - 2 steps' copies in flight,
+  // one product group.
+  static constexpr bool direct = Buffers == 0;
+  static constexpr int in_flight = direct ? 1 : Buffers - 2, ahead = direct ? Stages - 2 : Stages - 1;
+  static constexpr int rotation = direct ? 1 : Buffers;  // step % rotation: the step's buffer
   static constexpr int buffer_bytes = parts * part_bytes;
   static constexpr int LDC = BN + 8;  // staged outputs' rows: a half warp's pairs in 32 banks
   static constexpr size_t staging = size_t(Stages) * part_bytes + size_t(Buffers) * buffer_bytes,
@@ -112,16 +119,24 @@ struct WgmmaTiles {
   static constexpr size_t scratch =
       (staging > staged_outputs ? staging : staged_outputs) + 1024;  // + alignment
   static constexpr int copies = (BM + BN) * 8, per_thread = copies / threads;
-  static_assert(BN % 128 == 0 && copies % threads == 0 && Stages >= 2 &&
-                    (Buffers == 2 || Buffers == 3),
+  static_assert(BN % 128 == 0 && copies % threads == 0 &&
+                    (direct ? Stages >= 3 && P == Precision::tf32
+                            : Stages >= 2 && (Buffers == 2 || Buffers == 3)),
                 "wgmma tile shape");
   static_assert(P != Precision::bf16, "bf16 products have tiles of their own");
   // The same blocks on mma.sync, for a device that runs the sm_90 build.
   using Fallback = GemmTiles<128, BN, 64, 32 * NC, 16, 2, 1, true, P>;
   static_assert(Fallback::threads == threads && Fallback::scratch <= scratch, "fallback");
 
+  // A thread's state: its accumulators, and the sources of its copies (worked out once a
+  // tile, not once a k step: the address arithmetic of every copy, redone each step, was most
+  // of the instructions of a step, and with two warps a scheduler nothing hid its latency).
+  // Copy i of thread `rank` is row rank / 8 + 32 i of the stacked operands (A's BM rows, then
+  // B's BN), chunk rank % 8 (k 4 (rank % 8) .. + 3 of the step), staged at to + i * 4096 bytes:
+  // 32 rows further is 4096 bytes further, with the same swizzle.
   struct Acc {
     float v[NC][64];
+    const float* from[per_thread];  // the row at k 4 (rank % 8), or null past the edge
   };
   struct Tile {
     int m0, n0;
@@ -149,23 +164,20 @@ struct WgmmaTiles {
     return reinterpret_cast<unsigned char*>(raw) + ((1024 - address % 1024) % 1024);
   }
 
-  // Thread `rank`'s copy `i` of a stage: where it goes (bytes into the stage) and from where.
-  KOKKOS_FORCEINLINE_FUNCTION static int copy_at(const GemmProblem& p, const Tile& t,
-                                                 const int rank, const int i, const int k0,
-                                                 const float*& from, bool& valid) {
-    const int c = rank + i * threads;
-    const int chunk = c % 8, k = k0 + 4 * chunk;
-    if (c < BM * 8) {
-      const int row = c / 8;
-      valid = t.m0 + row < p.m && k < p.k;
-      from = valid ? p.a + int64_t(t.m0 + row) * p.lda + k : p.a;
-      return at(row, chunk);
+  // Where thread `rank`'s first copy lands in a stage (bytes), and its copies' sources.
+  KOKKOS_FORCEINLINE_FUNCTION static int copy_to(const int rank) { return at(rank / 8, rank % 8); }
+  KOKKOS_INLINE_FUNCTION static void sources(const GemmProblem& p, const Tile& t, const int rank,
+                                             Acc& acc) {
+    LAPIS_UNROLL
+    for (int i = 0; i < per_thread; ++i) {
+      const int row = rank / 8 + 32 * i, k = 4 * (rank % 8);
+      if (row < BM)
+        acc.from[i] = t.m0 + row < p.m ? p.a + int64_t(t.m0 + row) * p.lda + k : nullptr;
+      else
+        acc.from[i] = t.n0 + row - BM < p.n ? p.b + int64_t(t.n0 + row - BM) * p.ldb + k : nullptr;
     }
-    const int row = c / 8 - BM;
-    valid = t.n0 + row < p.n && k < p.k;
-    from = valid ? p.b + int64_t(t.n0 + row) * p.ldb + k : p.b;
-    return a_bytes + at(row, chunk);
   }
+  static_assert(threads == 256 && BM % 32 == 0, "copy i of a thread is 32 rows after copy i - 1");
 
   // Where ring slot `stage` and buffer `buffer` start.
   KOKKOS_FORCEINLINE_FUNCTION static unsigned char* slot(unsigned char* base, const int stage) {
@@ -175,16 +187,16 @@ struct WgmmaTiles {
     return base + b * buffer_bytes;
   }
 
-  KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, const Tile& t,
-                                          unsigned char* base, const int rank, const int k0,
+  KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, unsigned char* base,
+                                          const int rank, const Acc& acc, const int k0,
                                           const int stage) {
-    unsigned char* const s = slot(base, stage);
+    unsigned char* const s = slot(base, stage) + copy_to(rank);
+    const bool k_valid = k0 + 4 * (rank % 8) < p.k;  // k is a multiple of 4: whole chunks
     LAPIS_UNROLL
     for (int i = 0; i < per_thread; ++i) {
-      const float* from;
-      bool valid;
-      const int to = copy_at(p, t, rank, i, k0, from, valid);
-      float* const into = reinterpret_cast<float*>(s + to);
+      const bool valid = k_valid && acc.from[i] != nullptr;
+      const float* const from = valid ? acc.from[i] + k0 : p.a;
+      float* const into = reinterpret_cast<float*>(s + i * 4096);
 #if defined(__CUDA_ARCH__)
       tf32::copy16(into, from, valid);
 #else
@@ -195,35 +207,31 @@ struct WgmmaTiles {
 
   // The thread's own copies in ring slot `stage`, once landed, into buffer `b` at the same
   // place: rounded to tf32, and (fp32) the rest part_bytes further on.
-  KOKKOS_INLINE_FUNCTION static void convert(const GemmProblem& p, const Tile& t,
-                                             unsigned char* base, const int rank,
+  KOKKOS_INLINE_FUNCTION static void convert(unsigned char* base, const int rank,
                                              const int stage, const int b) {
+    const unsigned char* const from = slot(base, stage) + copy_to(rank);
+    unsigned char* const into = buffer(base, b) + copy_to(rank);
     LAPIS_UNROLL
     for (int i = 0; i < per_thread; ++i) {
-      const float* from;
-      bool valid;
-      const int at_copy = copy_at(p, t, rank, i, 0, from, valid);
-      Float4 v = *reinterpret_cast<const Float4*>(slot(base, stage) + at_copy), rest;
-      Float4* const big = reinterpret_cast<Float4*>(buffer(base, b) + at_copy);
+      Float4 v = *reinterpret_cast<const Float4*>(from + i * 4096), rest;
       LAPIS_UNROLL
       for (int j = 0; j < 4; ++j) {
         const float rounded = bit_cast<float>((bit_cast<uint32_t>(v.v[j]) + 0x1000u) & 0xffffe000u);
         rest.v[j] = v.v[j] - rounded;
         v.v[j] = rounded;
       }
-      *big = v;
+      *reinterpret_cast<Float4*>(into + i * 4096) = v;
       if (P == Precision::fp32)
-        *reinterpret_cast<Float4*>(reinterpret_cast<unsigned char*>(big) + part_bytes) = rest;
+        *reinterpret_cast<Float4*>(into + i * 4096 + part_bytes) = rest;
     }
   }
 
-  // Warpgroup rank / 128's products of stage `stage` into its accumulators: rows 64 wg .. of
-  // A against BN rows of B, four k8 steps.
+  // Warpgroup rank / 128's products of the staged step at `s` (a buffer, or a ring slot when
+  // direct) into its accumulators: rows 64 wg .. of A against BN rows of B, four k8 steps.
   // The first step's first product starts the sums (the accumulators are never zeroed: an
   // ordinary instruction defining them made ptxas serialise the products, warning C7515).
-  KOKKOS_INLINE_FUNCTION static void compute(unsigned char* base, const int rank,
-                                             const int b, const bool first, Acc& acc) {
-    const unsigned char* const s = buffer(base, b);
+  KOKKOS_INLINE_FUNCTION static void compute(const unsigned char* s, const int rank,
+                                             const bool first, Acc& acc) {
     const int wg = rank / 128;
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     wgmma::fence();
@@ -337,30 +345,31 @@ struct WgmmaTiles {
                                               Team& team) {
     unsigned char* const base = aligned(raw);
     const int steps = (p.k + BK - 1) / BK;
+    team.each([&](int rank, Acc& acc) { sources(p, t, rank, acc); });
     LAPIS_UNROLL
     for (int s = 0; s < ahead; ++s) {
-      team.each([&](int rank, Acc&) {
-        if (s < steps) load(p, t, base, rank, s * BK, s);
+      team.each([&](int rank, Acc& acc) {
+        if (s < steps) load(p, base, rank, acc, s * BK, s);
       });
       team.commit();
     }
     for (int step = 0; step < steps; ++step) {
       team.template wait<ahead - 1>();  // this thread's copies of `step` have landed
-      team.each([&](int rank, Acc&) {
-        convert(p, t, base, rank, step % Stages, step % Buffers);
-      });
+      if (!direct)
+        team.each([&](int rank, Acc&) { convert(base, rank, step % Stages, step % rotation); });
       team.proxy_fence();
-      // The products of step - in_flight - 1 are done, so buffer (step + 1) % Buffers is free
-      // for the next step once everyone is past the barrier.
+      // The products of step - in_flight - 1 are done, so buffer (step + 1) % Buffers (direct:
+      // ring slot (step - 2) % Stages) is free once everyone is past the barrier.
       team.template mma_wait<in_flight>();
       team.barrier();
-      const int next = step + ahead;  // into the slot converted at step - 1
-      team.each([&](int rank, Acc&) {
-        if (next < steps) load(p, t, base, rank, next * BK, next % Stages);
+      const int next = step + ahead;  // into the slot converted at step - 1 (direct: read at step - 2)
+      team.each([&](int rank, Acc& acc) {
+        if (next < steps) load(p, base, rank, acc, next * BK, next % Stages);
       });
       team.commit();
       team.each([&](int rank, Acc& acc) {
-        compute(base, rank, step % Buffers, step == 0, acc);
+        compute(direct ? slot(base, step % Stages) : buffer(base, step % rotation), rank,
+                step == 0, acc);
       });
     }
     team.template mma_wait<0>();
@@ -404,7 +413,7 @@ struct WgmmaTiles {
 
 // The tiles gemm_tiled (gemm_tf32.hpp) takes for linear layers on Hopper.
 template <Precision P>
-using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision::fp32 ? 2 : 3, P>;
+using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 6, P == Precision::fp32 ? 2 : 0, P>;
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
 template <class Tiles>
