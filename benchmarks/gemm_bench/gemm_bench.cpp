@@ -102,7 +102,7 @@ void layer_table(const char* layer, const Matrix& x, const Matrix& w, const Vect
                       int(x.extent(0)), int(w.extent(0)), int(x.extent(1)), 1,
                       ConvInit::bias, activation};
   for (int v = 0; gemm_bench::variant_name(v); ++v) {
-    if (!chosen(v)) continue;
+    if (!chosen(v) || !*gemm_bench::variant_name(v)) continue;
     double ms[2], error[2];
     for (int precision = 0; precision < 2; ++precision) {
       const auto launch = [&] {

@@ -39,6 +39,13 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
     case 10:
       return launch_tiles<GemmTiles<64, 64, 32, 32, 16, 2, 8, true, P, false, true>>(space, label,
                                                                                     p);
+    // fp32: each k step's products summed from zero, then added in float (tf32: as 2 and 1).
+    case 18:
+      return launch_tiles<GemmTiles<64, 64, 32, 32, 16, 2, 4, true, P, false, false, true>>(
+          space, label, p);
+    case 19:
+      return launch_tiles<GemmTiles<128, 64, 64, 32, 16, 3, 4, true, P, false, false, true>>(
+          space, label, p);
 #if defined(LAPIS_WGMMA)
     // wgmma (sm_90a): the tiles linear layers take (ring 4 deep, 3 buffers; fp32: 3, 2);
     // tf32: ring 5 deep, 2 buffers (fp32: 2, 2); 128 x 256 blocks, ring 2 deep, 2 buffers;
@@ -51,11 +58,22 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
         return HopperTiles<P>::run_cuda(space, label, p);
       else
         return WgmmaTiles<256, 2, 2, P>::run_cuda(space, label, p);
-    default:
+    case 14:
       if constexpr (P == Precision::fp32)
         return HopperTiles<P>::run_cuda(space, label, p);
       else
         return WgmmaTiles<128, 3, 3, P>::run_cuda(space, label, p);
+    // tf32 read from the ring as it is (no rounding pass): ring 6 deep; 4 deep; 128 x 256
+    // blocks, ring 4 deep (fp32: the tiles of 11).
+    default:
+      if constexpr (P == Precision::fp32)
+        return HopperTiles<P>::run_cuda(space, label, p);
+      else if (v == 15)
+        return WgmmaTiles<128, 6, 0, P>::run_cuda(space, label, p);
+      else if (v == 16)
+        return WgmmaTiles<128, 4, 0, P>::run_cuda(space, label, p);
+      else
+        return WgmmaTiles<256, 4, 0, P>::run_cuda(space, label, p);
 #else
     default: return;
 #endif

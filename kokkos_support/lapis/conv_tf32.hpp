@@ -63,6 +63,23 @@ KOKKOS_FORCEINLINE_FUNCTION void mma3(float (&d)[4], const uint32_t (&a_big)[4],
   mma(d, a_big, b_small);
   mma(d, a_big, b_big);
 }
+// d = a * b to float32 accuracy as mma3, d's old value ignored (the first product adds zero).
+KOKKOS_FORCEINLINE_FUNCTION void mma3_fresh(float (&d)[4], const uint32_t (&a_big)[4],
+                                            const uint32_t (&a_small)[4],
+                                            const uint32_t (&b_big)[2],
+                                            const uint32_t (&b_small)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%10, %10, %10, %10};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a_small[0]), "r"(a_small[1]), "r"(a_small[2]), "r"(a_small[3]), "r"(b_big[0]),
+        "r"(b_big[1]), "f"(0.0f));
+#else
+  for (float& x : d) x = 0.0f;
+#endif
+  mma(d, a_big, b_small);
+  mma(d, a_big, b_big);
+}
 }  // namespace tf32
 
 template <int BM, int BN, int WM, int WN, int MinTeams, Precision P = Precision::fp32>

@@ -87,8 +87,11 @@ inline float emulated_product(const float a, const float b) {
 // same order, so the two steps sum the 16 products once each; a warp reads a fragment with a
 // quarter of the loads. Rows are unpadded (a quarter warp's 8 loads, two rows of 64 bytes,
 // land in 32 banks); at BK 32 odd rows swap their halves so that the two rows still do.
+// FreshSums (fp32, unpaired): each k step's products are summed by the tensor cores from zero
+// and added to the accumulators by an ordinary (round-to-nearest) addition, instead of the
+// tensor cores carrying the whole sum from step to step.
 template <int BM, int BN, int WM, int WN, int BK, int Stages, int MinTeams, bool WeightRows,
-          Precision P, bool StagedStore = false, bool Paired = false>
+          Precision P, bool StagedStore = false, bool Paired = false, bool FreshSums = false>
 struct GemmTiles {
   static constexpr int warps_m = BM / WM, warps_n = BN / WN;
   static constexpr int threads = 32 * warps_m * warps_n, min_teams = MinTeams;
@@ -251,6 +254,8 @@ struct GemmTiles {
     const int lane = rank % 32, warp = rank / 32;
     const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
     const int gr = lane / 4, tk = lane % 4;
+    constexpr bool fresh = FreshSums && P == Precision::fp32;
+    float part[fresh ? MT : 1][fresh ? NT : 1][4];  // fresh: this step's sums
     LAPIS_UNROLL
     for (int kk = 0; kk < BK; kk += 8) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -270,10 +275,16 @@ struct GemmTiles {
                            a_big[r], a_small[r]);
         LAPIS_UNROLL
         for (int nt = 0; nt < NT; ++nt) {
-          if (P == Precision::fp32)
+          if constexpr (fresh) {
+            if (kk == 0)
+              tf32::mma3_fresh(part[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+            else
+              tf32::mma3(part[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
+          } else if (P == Precision::fp32) {
             tf32::mma3(acc.v[mt][nt], a_big, a_small, b_big[nt], b_small[nt]);
-          else
+          } else {
             tf32::mma(acc.v[mt][nt], a_big, b_big[nt]);
+          }
         }
       }
 #elif defined(__CUDA_ARCH__)
@@ -288,6 +299,16 @@ struct GemmTiles {
                   b_at(b, kk + k, wn0 + nt * 8 + 2 * tk + i % 2));
 #endif
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    if constexpr (fresh)
+      LAPIS_UNROLL
+      for (int mt = 0; mt < MT; ++mt)
+        LAPIS_UNROLL
+        for (int nt = 0; nt < NT; ++nt)
+          LAPIS_UNROLL
+          for (int i = 0; i < 4; ++i) acc.v[mt][nt][i] += part[mt][nt][i];
+#endif
+    (void)part;
   }
 
   // Paired's compute: per 16 k, one 16-byte load a row of A (rows gr, gr + 8 of each 16) and
