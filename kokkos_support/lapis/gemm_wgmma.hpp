@@ -413,7 +413,7 @@ struct WgmmaTiles {
 
 // The tiles gemm_tiled (gemm_tf32.hpp) takes for linear layers on Hopper.
 template <Precision P>
-using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 6, P == Precision::fp32 ? 2 : 0, P>;
+using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision::fp32 ? 2 : 3, P>;
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
 template <class Tiles>
