@@ -616,8 +616,9 @@ void launch_tiles(const Kokkos::Cuda& space, const char* label, const GemmProble
 // benchmarks/results_gpu.md): fp32 (three tf32 products), 128 x 64 (4 warps of 64 x 32) with k
 // steps of 16 three deep (46 KiB, four teams a multiprocessor), 0.654 ms against 0.688 for
 // 128 x 128; tf32, 128 x 128 (8 warps of 64 x 32), k steps of 16 two deep (40 KiB, two teams),
-// 0.489 ms against 0.504. Else, and for products of at most 16 terms (the first layer of an
-// MLP: all epilogue, 0.155 ms against 0.216 for 16 -> 512), 64 x 64 tiles (4 warps of 32 x 32).
+// 0.489 ms against 0.504 (fp32 no longer takes its large tile by default: see
+// small_tile_depth). Else, and for products of at most 16 terms (the first layer of an MLP:
+// all epilogue, 0.155 ms against 0.216 for 16 -> 512), 64 x 64 tiles (4 warps of 32 x 32).
 // LAPIS_GEMM_TILES picks another large tile for every precision: 1, the tf32 one; 2, 128 x 128
 // with k steps of 8 three deep (37 KiB); 3, the fp32 one; the deep tiles of run_cuda (none
 // faster on the H200): 4, 128 x 128 with k steps of 32 three deep (108 KiB, two blocks a
