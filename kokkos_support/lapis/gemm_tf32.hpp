@@ -118,14 +118,14 @@ struct GemmTiles {
   static constexpr int a_per_thread = (a_copies + threads - 1) / threads,
                        b_per_thread = (b_copies + threads - 1) / threads;
   static_assert(a_per_thread + b_per_thread <= 32, "a thread's copies in one mask");
-  // A thread's state: its accumulators, and where its copies come from and go (worked out
-  // once a tile: redone every k step, the address arithmetic was half the instructions of a
-  // step of the 64 x 64 tiles, which issue-bound them).
+  // A thread's state: its accumulators, and where its copies come from (worked out once a
+  // tile: redone every k step, the address arithmetic was a fifth of the instructions of a
+  // step of the 64 x 64 tf32 tiles, 199 -> 157).
   struct Acc {
     float v[MT][NT][4];
-    // The sources at k 0 of the thread's first copy of A and of B (the others are `rows`
-    // rows further each, see copy_of), and whether copy r's row (A, B[n][k]) or column (B[k][n])
-    // is inside the operand (bit r).
+    // The sources at k 0 of the thread's first copy of A and of B (the others are a_rows /
+    // b_rows rows further each, see load), and whether copy r's row (A, B[n][k]) or column
+    // (B[k][n]) is inside the operand (bit r).
     const float* a_from;
     const float* b_from;
     uint32_t inside;

@@ -106,9 +106,9 @@ struct WgmmaTiles {
   // its ring slot takes the next copy at once: Stages - 1 steps' copies stay in flight.
   // Buffers - 2 product groups stay in flight while the next step is converted.
   // Buffers 0 (tf32 only): no conversion, the tensor cores read the ring itself and take the
-  // top 19 bits of each float (tf32 by truncation, as PyTorch's tf32 products on cuBLAS), so a
-  // slot takes its next copy once its products are done: Stages - 2 steps' copies in flight,
-  // one product group.
+  // top 19 bits of each float (tf32 by truncation: the wide MLP 2.6e-3 from float64 against
+  // 8.5e-4 rounded, benchmarks/results_gpu.md), so a slot takes its next copy once its
+  // products are done: Stages - 2 steps' copies in flight, one product group.
   static constexpr bool direct = Buffers == 0;
   static constexpr int in_flight = direct ? 1 : Buffers - 2, ahead = direct ? Stages - 2 : Stages - 1;
   static constexpr int rotation = direct ? 1 : Buffers;  // step % rotation: the step's buffer
@@ -132,7 +132,8 @@ struct WgmmaTiles {
   // tile, not once a k step: the address arithmetic of every copy, redone each step, was most
   // of the instructions of a step, and with two warps a scheduler nothing hid its latency).
   // Copy i of thread `rank` is row rank / 8 + 32 i of the stacked operands (A's BM rows, then
-  // B's BN), chunk rank % 8 (k 4 (rank % 8) .. + 3 of the step), staged at to + i * 4096 bytes:
+  // B's BN), chunk rank % 8 (k 4 (rank % 8) .. + 3 of the step), staged at copy_to(rank) +
+  // i * 4096 bytes:
   // 32 rows further is 4096 bytes further, with the same swizzle.
   struct Acc {
     float v[NC][64];
