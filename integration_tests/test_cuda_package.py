@@ -348,6 +348,8 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("residual", "wgmma", "tf32", 131, 70, 40, "tanh", "bias"),  # n % 4 != 0: scalar stores
     ("linear", "wgmma_direct", "tf32", 200, 140, 100, "silu", "bias"),  # the ring, truncated
     ("residual", "wgmma_direct", "tf32", 131, 70, 40, "none", "accumulate"),
+    ("linear", "wgmma_tma", "fp32", 200, 140, 100, "silu", "bias"),  # copy-engine boxes
+    ("residual", "wgmma_tma", "tf32", 131, 70, 44, "gelu", "accumulate"),
     ("rows", "small", "fp32", 37, 1, 512, "none", "bias"),      # linear_rows, 16-byte loads
     ("rows", "small", "fp32", 20, 3, 30, "silu", "accumulate"),  # its scalar loads
 ])

@@ -46,11 +46,19 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
     case 19:
       return launch_tiles<GemmTiles<128, 64, 64, 32, 16, 3, 4, true, P, false, false, true>>(
           space, label, p);
+    // 2 and 18 with the outputs staged in shared memory (a loop over 16-byte pieces, not
+    // unrolled, instead of each thread's pairs of columns 8 rows apart).
+    case 23:
+      return launch_tiles<
+          GemmTiles<64, 64, 32, 32, 16, 2, 4, true, P, true, false, P == Precision::fp32>>(
+          space, label, p);
 #if defined(LAPIS_WGMMA)
-    // wgmma (sm_90a): the tiles linear layers take (ring 4 deep, 3 buffers; fp32: 3, 2);
+    // wgmma (sm_90a) copied by cp.async: ring 4 deep, 3 buffers (fp32: 3, 2);
     // tf32: ring 5 deep, 2 buffers (fp32: 2, 2); 128 x 256 blocks, ring 2 deep, 2 buffers;
     // ring 3 deep, 3 buffers (fp32: as the first).
-    case 11: return HopperTiles<P>::run_cuda(space, label, p);
+    case 11:
+      return WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision::fp32 ? 2 : 3,
+                        P>::run_cuda(space, label, p);
     case 12:
       return WgmmaTiles<128, P == Precision::fp32 ? 2 : 5, 2, P>::run_cuda(space, label, p);
     case 13:
@@ -63,6 +71,18 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
         return HopperTiles<P>::run_cuda(space, label, p);
       else
         return WgmmaTiles<128, 3, 3, P>::run_cuda(space, label, p);
+    // The tiles linear layers take (11's, copied by the tensor memory accelerator); tf32 read
+    // from the ring as it is, ring 6 deep, and 128 x 256 blocks ring 4 deep, copied so (fp32:
+    // the first).
+    case 20: return HopperTiles<P>::run_cuda(space, label, p);
+    case 21:
+    case 22:
+      if constexpr (P == Precision::fp32)
+        return HopperTiles<P>::run_cuda(space, label, p);
+      else if (v == 21)
+        return WgmmaTiles<128, 6, 0, P, true>::run_cuda(space, label, p);
+      else
+        return WgmmaTiles<256, 4, 0, P, true>::run_cuda(space, label, p);
     // tf32 read from the ring as it is (no rounding pass): ring 6 deep; 4 deep; 128 x 256
     // blocks, ring 4 deep (fp32: the tiles of 11).
     default:

@@ -36,6 +36,25 @@ struct EveryThread {
   void proxy_fence() const {}
   template <int Pending>
   void mma_wait() const {}
+  // The wgmma tiles' copy engine (Tma): both boxes of the step, 32 k of A's 128 rows and B's
+  // BN from (k0, the tile's first row), laid out with the 128-byte swizzle (the 16-byte chunk
+  // c of row r at chunk c ^ r % 8), zeros past the edges.
+  void start_barriers(unsigned char*) const {}
+  void boxes_landed(unsigned char*, int, int) const {}
+  template <class Tile>
+  void copy_boxes(const GemmProblem& p, const Tile& t, unsigned char* base, const int k0,
+                  const int stage) const {
+    unsigned char* const slot = Tiles::slot(base, stage);
+    for (int row = 0; row < Tiles::BM + Tiles::columns; ++row)
+      for (int k = 0; k < 32; ++k) {
+        const bool of_a = row < Tiles::BM;
+        const int r = of_a ? t.m0 + row : t.n0 + row - Tiles::BM;
+        const bool inside = r < (of_a ? p.m : p.n) && k0 + k < p.k;
+        const float v = !inside ? 0.0f : of_a ? p.a[int64_t(r) * p.lda + k0 + k]
+                                              : p.b[int64_t(r) * p.ldb + k0 + k];
+        std::memcpy(slot + row * 128 + (((k / 4) ^ (row % 8)) << 4) + 4 * (k % 4), &v, 4);
+      }
+  }
 };
 
 template <class Tiles>
@@ -59,10 +78,14 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P>>(p);
   else if (shape == "staged")  // the same, the outputs written through shared memory
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>>(p);
-  else if (shape == "wgmma" || shape == "wgmma_wide" || shape == "wgmma_direct") {
+  else if (shape == "wgmma" || shape == "wgmma_wide" || shape == "wgmma_direct" ||
+           shape == "wgmma_tma") {
     if constexpr (WeightRows) {  // Hopper's tiles (linear)
       if (shape == "wgmma")
         run<HopperTiles<P>>(p);
+      else if (shape == "wgmma_tma")  // copied by the tensor memory accelerator
+        run<WgmmaTiles<128, P == lapis::Precision::fp32 ? 3 : 4,
+                       P == lapis::Precision::fp32 ? 2 : 3, P, true>>(p);
       else if (shape == "wgmma_wide")  // 128 x 256 blocks
         run<WgmmaTiles<256, 2, 2, P>>(p);
       else if constexpr (P == lapis::Precision::tf32)  // the ring read as it is (truncated)
@@ -105,7 +128,7 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|wgmma_direct|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|wgmma_direct|wgmma_tma|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }

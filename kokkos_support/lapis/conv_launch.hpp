@@ -13,8 +13,10 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define LAPIS_UNROLL _Pragma("unroll")
+#define LAPIS_NO_UNROLL _Pragma("unroll 1")
 #else
 #define LAPIS_UNROLL
+#define LAPIS_NO_UNROLL
 #endif
 
 namespace lapis {

@@ -67,6 +67,23 @@ KOKKOS_INLINE_FUNCTION T activate(const Activation f, const T v) {
   }
 }
 
+// f(std::integral_constant<Activation, A>{}) for A = `a`: an epilogue compiled once for each
+// activation and run for the one it applies. With the choice made per output instead, the
+// tensor-core tiles' fully unrolled epilogues held every activation's code for each of a
+// thread's outputs (20,000 instructions a wgmma kernel), and the instruction cache missed.
+template <class F>
+KOKKOS_FORCEINLINE_FUNCTION void with_activation(const Activation a, const F& f) {
+  using A = Activation;
+  switch (a) {
+    case A::relu: return f(std::integral_constant<A, A::relu>{});
+    case A::silu: return f(std::integral_constant<A, A::silu>{});
+    case A::gelu: return f(std::integral_constant<A, A::gelu>{});
+    case A::tanh: return f(std::integral_constant<A, A::tanh>{});
+    case A::sigmoid: return f(std::integral_constant<A, A::sigmoid>{});
+    default: return f(std::integral_constant<A, A::none>{});
+  }
+}
+
 namespace gemm_host {
 // Columns per panel of a packed B: 128 bytes, two zmm, four ymm or eight xmm. Must match
 // LINEAR_PANEL_BYTES in exporter/tuned_ops.py.

@@ -48,6 +48,50 @@ struct alignas(8) Float2 {
   float v[2];
 };
 
+// The second half of an epilogue that stages a BM x BN tile's sums in shared memory (rows
+// LDC floats apart): 16-byte pieces of the staged rows, plus the start value (bias, zero or
+// C's own), the residual, then the activation, to the tile at (m0, n0) of C = `c`. A thread
+// keeps the same four columns, rows Threads / (BN / 4) apart, in a loop that is not unrolled:
+// unrolled for every activation, it was most of a wgmma kernel's 20,000 instructions, run
+// once a tile and so never in the instruction cache.
+template <int BM, int BN, int LDC, int Threads>
+KOKKOS_INLINE_FUNCTION void write_staged(const GemmProblem& p, float* const c, const int m0,
+                                         const int n0, const float* staged, const int rank) {
+  static_assert(BN % 4 == 0 && Threads % (BN / 4) == 0, "a thread's columns");
+  constexpr int rows_apart = Threads / (BN / 4);
+  const bool whole =
+      p.ldc % 4 == 0 && p.n % 4 == 0 && reinterpret_cast<uintptr_t>(c) % 16 == 0;
+  const int column = rank % (BN / 4) * 4, n = n0 + column;
+  if (n >= p.n) return;
+  const int count = whole ? 4 : (p.n - n < 4 ? p.n - n : 4);
+  Float4 bias{{0.0f, 0.0f, 0.0f, 0.0f}};
+  LAPIS_UNROLL
+  for (int i = 0; i < 4; ++i)
+    if (p.init == ConvInit::bias && i < count) bias.v[i] = p.bias[n + i];
+  with_activation(p.activation, [&](const auto f) {
+    LAPIS_NO_UNROLL
+    for (int row = rank / (BN / 4); row < BM && m0 + row < p.m; row += rows_apart) {
+      const int64_t m = m0 + row;
+      float* const out = c + m * p.ldc + n;
+      const float* const add = p.residual ? p.residual + m * p.ldr + n : nullptr;
+      Float4 v = *reinterpret_cast<const Float4*>(staged + row * LDC + column);
+      LAPIS_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        v.v[i] += bias.v[i];
+        if (p.init == ConvInit::accumulate && i < count) v.v[i] += out[i];
+        if (p.residual && i < count) v.v[i] += add[i];
+        v.v[i] = activate(f.value, v.v[i]);
+      }
+      if (whole)
+        *reinterpret_cast<Float4*>(out) = v;
+      else
+        LAPIS_UNROLL
+        for (int i = 0; i < 4; ++i)
+          if (i < count) out[i] = v.v[i];
+    }
+  });
+}
+
 // The kernel of GemmTiles::run_cuda: one block a team, the staging in dynamic shared memory.
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
 template <class Tiles>
@@ -379,48 +423,47 @@ struct GemmTiles {
     const int lane = rank % 32, warp = rank / 32;
     const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
     const bool pairs = p.ldc % 2 == 0 && reinterpret_cast<uintptr_t>(t.c) % 8 == 0;
-    LAPIS_UNROLL
-    for (int mt = 0; mt < MT; ++mt)
+    with_activation(p.activation, [&](const auto f) {
       LAPIS_UNROLL
-      for (int half = 0; half < 2; ++half) {
-        const int row = t.m0 + wm0 + mt * 16 + lane / 4 + 8 * half;
-        if (row >= p.m) continue;
-        float* const out = t.c + row * p.ldc;
+      for (int mt = 0; mt < MT; ++mt)
         LAPIS_UNROLL
-        for (int nt = 0; nt < NT; ++nt) {
-          // The pair of columns as one 8-byte store where it can be.
-          const int first = t.n0 + wn0 + nt * 8 + 2 * (lane % 4);
-          if (pairs && first + 1 < p.n) {
-            Float2 v{{acc.v[mt][nt][2 * half], acc.v[mt][nt][2 * half + 1]}};
-            const Float2 start = p.init == ConvInit::bias ? Float2{{p.bias[first], p.bias[first + 1]}}
-                                 : p.init == ConvInit::accumulate
-                                     ? *reinterpret_cast<const Float2*>(out + first)
-                                     : Float2{{0.0f, 0.0f}};
-            const float* const add = p.residual ? p.residual + row * p.ldr + first : nullptr;
-            for (int c = 0; c < 2; ++c)
-              v.v[c] = activate(p.activation, v.v[c] + start.v[c] + (add ? add[c] : 0.0f));
-            *reinterpret_cast<Float2*>(out + first) = v;
-            continue;
-          }
+        for (int half = 0; half < 2; ++half) {
+          const int row = t.m0 + wm0 + mt * 16 + lane / 4 + 8 * half;
+          if (row >= p.m) continue;
+          float* const out = t.c + row * p.ldc;
           LAPIS_UNROLL
-          for (int c = 0; c < 2; ++c) {
-            const int column = t.n0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
-            if (column >= p.n) continue;
-            const float start = p.init == ConvInit::bias         ? p.bias[column]
-                                : p.init == ConvInit::accumulate ? out[column]
-                                                                 : 0.0f;
-            const float add = p.residual ? p.residual[row * p.ldr + column] : 0.0f;
-            out[column] = activate(p.activation, acc.v[mt][nt][2 * half + c] + start + add);
+          for (int nt = 0; nt < NT; ++nt) {
+            // The pair of columns as one 8-byte store where it can be.
+            const int first = t.n0 + wn0 + nt * 8 + 2 * (lane % 4);
+            if (pairs && first + 1 < p.n) {
+              Float2 v{{acc.v[mt][nt][2 * half], acc.v[mt][nt][2 * half + 1]}};
+              const Float2 start = p.init == ConvInit::bias ? Float2{{p.bias[first], p.bias[first + 1]}}
+                                   : p.init == ConvInit::accumulate
+                                       ? *reinterpret_cast<const Float2*>(out + first)
+                                       : Float2{{0.0f, 0.0f}};
+              const float* const add = p.residual ? p.residual + row * p.ldr + first : nullptr;
+              for (int c = 0; c < 2; ++c)
+                v.v[c] = activate(f.value, v.v[c] + start.v[c] + (add ? add[c] : 0.0f));
+              *reinterpret_cast<Float2*>(out + first) = v;
+              continue;
+            }
+            LAPIS_UNROLL
+            for (int c = 0; c < 2; ++c) {
+              const int column = t.n0 + wn0 + nt * 8 + 2 * (lane % 4) + c;
+              if (column >= p.n) continue;
+              const float start = p.init == ConvInit::bias         ? p.bias[column]
+                                  : p.init == ConvInit::accumulate ? out[column]
+                                                                   : 0.0f;
+              const float add = p.residual ? p.residual[row * p.ldr + column] : 0.0f;
+              out[column] = activate(f.value, acc.v[mt][nt][2 * half + c] + start + add);
+            }
           }
         }
-      }
+    });
   }
 
-  // StagedStore, first half: the thread's sums (plus the bias) into the tile's rows in shared
-  // memory.
-  KOKKOS_INLINE_FUNCTION static void stage_outputs(const GemmProblem& p, const Tile& t,
-                                                   float* smem, const int rank,
-                                                   const Acc& acc) {
+  // StagedStore, first half: the thread's sums into the tile's rows in shared memory.
+  KOKKOS_INLINE_FUNCTION static void stage_outputs(float* smem, const int rank, const Acc& acc) {
     const int lane = rank % 32, warp = rank / 32;
     const int wm0 = warp % warps_m * WM, wn0 = warp / warps_m * WN;
     LAPIS_UNROLL
@@ -428,48 +471,13 @@ struct GemmTiles {
       LAPIS_UNROLL
       for (int c = 0; c < 2; ++c) {
         const int column = wn0 + nt * 8 + 2 * (lane % 4) + c;
-        const float start =
-            p.init == ConvInit::bias && t.n0 + column < p.n ? p.bias[t.n0 + column] : 0.0f;
         LAPIS_UNROLL
         for (int mt = 0; mt < MT; ++mt)
           LAPIS_UNROLL
           for (int half = 0; half < 2; ++half)
             smem[(wm0 + mt * 16 + lane / 4 + 8 * half) * LDC + column] =
-                acc.v[mt][nt][2 * half + c] + start;
+                acc.v[mt][nt][2 * half + c];
       }
-  }
-
-  // StagedStore, second half: 16-byte pieces of the staged rows to C, C's own values added
-  // (ConvInit::accumulate), then the activation.
-  KOKKOS_INLINE_FUNCTION static void write_outputs(const GemmProblem& p, const Tile& t,
-                                                   const float* smem, const int rank) {
-    const bool whole = p.ldc % 4 == 0 && p.n % 4 == 0 &&
-                       reinterpret_cast<uintptr_t>(t.c) % 16 == 0;
-    constexpr int pieces = BM * BN / 4;
-    LAPIS_UNROLL
-    for (int r = 0; r < (pieces + threads - 1) / threads; ++r) {
-      const int piece = rank + r * threads;
-      if (pieces % threads != 0 && piece >= pieces) break;
-      const int row = piece / (BN / 4), column = piece % (BN / 4) * 4;
-      if (t.m0 + row >= p.m || t.n0 + column >= p.n) continue;
-      float* const out = t.c + (t.m0 + row) * p.ldc + t.n0 + column;
-      Float4 v = *reinterpret_cast<const Float4*>(smem + row * LDC + column);
-      if (p.residual)
-        for (int i = 0; i < 4 && t.n0 + column + i < p.n; ++i)
-          v.v[i] += p.residual[(t.m0 + row) * p.ldr + t.n0 + column + i];
-      if (whole) {
-        if (p.init == ConvInit::accumulate) {
-          const Float4 before = *reinterpret_cast<const Float4*>(out);
-          for (int i = 0; i < 4; ++i) v.v[i] += before.v[i];
-        }
-        for (int i = 0; i < 4; ++i) v.v[i] = activate(p.activation, v.v[i]);
-        *reinterpret_cast<Float4*>(out) = v;
-      } else {
-        for (int i = 0; i < 4 && t.n0 + column + i < p.n; ++i)
-          out[i] = activate(p.activation,
-                            v.v[i] + (p.init == ConvInit::accumulate ? out[i] : 0.0f));
-      }
-    }
   }
 
   // One team's tile, written once for both callers: `team.each(f)` runs f(rank, acc) for the
@@ -509,9 +517,11 @@ struct GemmTiles {
     team.template wait<0>();
     if (StagedStore) {
       team.barrier();  // the last step's reads of the staged operands are done
-      team.each([&](int rank, Acc& acc) { stage_outputs(p, t, smem, rank, acc); });
+      team.each([&](int rank, Acc& acc) { stage_outputs(smem, rank, acc); });
       team.barrier();
-      team.each([&](int rank, Acc&) { write_outputs(p, t, smem, rank); });
+      team.each([&](int rank, Acc&) {
+        write_staged<BM, BN, LDC, threads>(p, t.c, t.m0, t.n0, smem, rank);
+      });
     } else {
       team.each([&](int rank, Acc& acc) { store(p, t, rank, acc); });
     }

@@ -59,6 +59,47 @@ KOKKOS_FORCEINLINE_FUNCTION void proxy_fence() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
+// Barriers in shared memory that the tensor memory accelerator's copies signal: `expect` arms
+// one for a phase of `bytes` (the thread's arrival, the bytes still to land), `landed` spins
+// until the phase of that parity is complete.
+KOKKOS_FORCEINLINE_FUNCTION uint32_t shared_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+KOKKOS_FORCEINLINE_FUNCTION void barrier_init(uint64_t* bar) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(shared_address(bar)) : "memory");
+}
+KOKKOS_FORCEINLINE_FUNCTION void barrier_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+KOKKOS_FORCEINLINE_FUNCTION void expect(uint64_t* bar, const uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                   shared_address(bar)),
+               "r"(bytes)
+               : "memory");
+}
+KOKKOS_FORCEINLINE_FUNCTION void landed(uint64_t* bar, const int parity) {
+  uint32_t done = 0;
+  while (!done)
+    asm volatile(
+        "{\n"
+        ".reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(shared_address(bar)), "r"(parity)
+        : "memory");
+}
+// The box of `map` at (k, row) into shared memory at `into`, signalling `bar`.
+KOKKOS_FORCEINLINE_FUNCTION void copy_box(void* into, const CUtensorMap* map, uint64_t* bar,
+                                          const int k, const int row) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+      "{%3, %4}], [%2];\n" ::"r"(shared_address(into)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(shared_address(bar)), "r"(k), "r"(row)
+      : "memory");
+}
+
 // d = A B^T + (accumulate ? d : 0) for 64 rows of A and 128 of B, 8 k (tf32 operands,
 // float32 accumulators).
 KOKKOS_FORCEINLINE_FUNCTION void mma_64x128x8(float (&d)[64], const uint64_t a,
@@ -93,11 +134,55 @@ KOKKOS_FORCEINLINE_FUNCTION void mma_64x128x8(float (&d)[64], const uint64_t a,
 }
 #endif
 
+#if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
+// A and B as the tensor memory accelerator reads them (boxes of 32 k x the tile's rows).
+#if CUDA_VERSION >= 12000
+struct TensorMaps {
+  CUtensorMap a, b;
+};
+
+// The description of `rows` rows of k floats, `ld` apart, read in boxes of 32 k x `box_rows`
+// rows with wgmma's 128-byte swizzle, or false where the copy engine cannot read them (rows
+// not 16 bytes aligned, or no driver entry point).
+inline bool describe(CUtensorMap* map, const float* data, const int64_t rows, const int64_t k,
+                     const int64_t ld, const int box_rows) {
+  using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
+                              const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
+                              const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
+                              CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+  static const Encode encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t got = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000,
+                                                             cudaEnableDefault, &found);
+#else
+    const cudaError_t got =
+        cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &f, cudaEnableDefault, &found);
+#endif
+    return got == cudaSuccess && found == cudaDriverEntryPointSuccess
+               ? reinterpret_cast<Encode>(f)
+               : Encode(nullptr);
+  }();
+  if (!encode || reinterpret_cast<uintptr_t>(data) % 16 != 0 || ld % 4 != 0) return false;
+  const cuuint64_t extent[2] = {cuuint64_t(k), cuuint64_t(rows)};
+  const cuuint64_t stride[1] = {cuuint64_t(ld) * sizeof(float)};
+  const cuuint32_t box[2] = {32, cuuint32_t(box_rows)}, element_step[2] = {1, 1};
+  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<float*>(data), extent, stride,
+                box, element_step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+#else
+struct TensorMaps {};  // no tensor memory accelerator before CUDA 12
+#endif
+#endif
+
 }  // namespace wgmma
 
-template <int BN, int Stages, int Buffers, Precision P>
+template <int BN, int Stages, int Buffers, Precision P, bool Tma = false>
 struct WgmmaTiles {
-  static constexpr int BM = 128, BK = 32, threads = 256;
+  static constexpr int BM = 128, BK = 32, threads = 256, columns = BN;
   static constexpr int NC = BN / 128;  // 128-column products a warpgroup issues per k8
   static constexpr int parts = P == Precision::fp32 ? 2 : 1;  // big (and small)
   static constexpr int a_bytes = BM * 128, b_bytes = BN * 128, part_bytes = a_bytes + b_bytes;
@@ -116,8 +201,10 @@ struct WgmmaTiles {
   static constexpr int LDC = BN + 8;  // staged outputs' rows: a half warp's pairs in 32 banks
   static constexpr size_t staging = size_t(Stages) * part_bytes + size_t(Buffers) * buffer_bytes,
                           staged_outputs = size_t(BM) * LDC * sizeof(float);
+  // Tma: a barrier a ring slot, after everything else.
+  static constexpr size_t barriers_at = staging > staged_outputs ? staging : staged_outputs;
   static constexpr size_t scratch =
-      (staging > staged_outputs ? staging : staged_outputs) + 1024;  // + alignment
+      barriers_at + (Tma ? Stages * sizeof(uint64_t) : 0) + 1024;  // + alignment
   static constexpr int copies = (BM + BN) * 8, per_thread = copies / threads;
   static_assert(BN % 128 == 0 && copies % threads == 0 &&
                     (direct ? Stages >= 3 && P == Precision::tf32
@@ -186,6 +273,10 @@ struct WgmmaTiles {
   }
   KOKKOS_FORCEINLINE_FUNCTION static unsigned char* buffer(unsigned char* base, const int b) {
     return base + b * buffer_bytes;
+  }
+  // Tma: the barrier ring slot `stage`'s copies signal.
+  KOKKOS_FORCEINLINE_FUNCTION static uint64_t* ring_barrier(unsigned char* base, const int stage) {
+    return reinterpret_cast<uint64_t*>(base + barriers_at) + stage;
   }
 
   KOKKOS_INLINE_FUNCTION static void load(const GemmProblem& p, unsigned char* base,
@@ -286,7 +377,7 @@ struct WgmmaTiles {
   }
 
   // The epilogue, first half: the thread's sums into the tile's rows in shared memory, so
-  // that the second half writes whole 16-byte pieces of C's rows.
+  // that the second half (write_staged) writes whole 16-byte pieces of C's rows.
   KOKKOS_INLINE_FUNCTION static void stage_outputs(unsigned char* base, const int rank,
                                                    const Acc& acc) {
     float* const staged = reinterpret_cast<float*>(base);
@@ -303,41 +394,6 @@ struct WgmmaTiles {
               Float2{{acc.v[nc][4 * j + 2 * half], acc.v[nc][4 * j + 2 * half + 1]}};
   }
 
-  // Second half: 16-byte pieces of the staged rows, plus the start value (bias, zero or C's
-  // own), the residual, then the activation, to C.
-  KOKKOS_INLINE_FUNCTION static void write_outputs(const GemmProblem& p, const Tile& t,
-                                                   unsigned char* base, const int rank) {
-    const float* const staged = reinterpret_cast<const float*>(base);
-    const bool whole = p.ldc % 4 == 0 && p.n % 4 == 0 &&
-                       reinterpret_cast<uintptr_t>(p.c) % 16 == 0;
-    constexpr int pieces = BM * BN / 4;
-    LAPIS_UNROLL
-    for (int r = 0; r < pieces / threads; ++r) {
-      const int piece = rank + r * threads;
-      const int row = piece / (BN / 4), column = piece % (BN / 4) * 4;
-      const int m = t.m0 + row, n = t.n0 + column;
-      if (m >= p.m || n >= p.n) continue;
-      float* const out = p.c + int64_t(m) * p.ldc + n;
-      const float* const add = p.residual ? p.residual + int64_t(m) * p.ldr + n : nullptr;
-      Float4 v = *reinterpret_cast<const Float4*>(staged + row * LDC + column);
-      const int count = whole ? 4 : (p.n - n < 4 ? p.n - n : 4);
-      LAPIS_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        if (i >= count) continue;
-        const float start = p.init == ConvInit::bias         ? p.bias[n + i]
-                            : p.init == ConvInit::accumulate ? out[i]
-                                                             : 0.0f;
-        v.v[i] = activate(p.activation, v.v[i] + start + (add ? add[i] : 0.0f));
-      }
-      if (whole)
-        *reinterpret_cast<Float4*>(out) = v;
-      else
-        LAPIS_UNROLL
-        for (int i = 0; i < 4; ++i)
-          if (i < count) out[i] = v.v[i];
-    }
-  }
-
   // One block's tile; `team` as GemmTiles::pipeline's, plus proxy_fence (the thread's
   // converted values before the tensor cores read them) and mma_wait<N> (at most N of the
   // thread's warpgroup's product groups still running).
@@ -346,16 +402,31 @@ struct WgmmaTiles {
                                               Team& team) {
     unsigned char* const base = aligned(raw);
     const int steps = (p.k + BK - 1) / BK;
-    team.each([&](int rank, Acc& acc) { sources(p, t, rank, acc); });
+    // Step s's operands into ring slot s % Stages: one thread's two boxes (Tma), or every
+    // thread's share of cp.async copies.
+    const auto copy = [&](const int s) {
+      if constexpr (Tma)
+        team.copy_boxes(p, t, base, s * BK, s % Stages);
+      else
+        team.each([&](int rank, Acc& acc) { load(p, base, rank, acc, s * BK, s % Stages); });
+    };
+    if constexpr (Tma)
+      team.start_barriers(base);
+    else
+      team.each([&](int rank, Acc& acc) { sources(p, t, rank, acc); });
     LAPIS_UNROLL
     for (int s = 0; s < ahead; ++s) {
-      team.each([&](int rank, Acc& acc) {
-        if (s < steps) load(p, base, rank, acc, s * BK, s);
-      });
-      team.commit();
+      if (s < steps) copy(s);
+      if constexpr (!Tma) team.commit();
     }
     for (int step = 0; step < steps; ++step) {
-      team.template wait<ahead - 1>();  // this thread's copies of `step` have landed
+      // Step `step`'s copies have landed: the slot's barrier has completed its phase for
+      // this use of the slot (Tma), or this thread's own copies (the conversion reads only
+      // those; the barrier below covers the others').
+      if constexpr (Tma)
+        team.boxes_landed(base, step % Stages, step / Stages % 2);
+      else
+        team.template wait<ahead - 1>();
       if (!direct)
         team.each([&](int rank, Acc&) { convert(base, rank, step % Stages, step % rotation); });
       team.proxy_fence();
@@ -364,10 +435,8 @@ struct WgmmaTiles {
       team.template mma_wait<in_flight>();
       team.barrier();
       const int next = step + ahead;  // into the slot converted at step - 1 (direct: read at step - 2)
-      team.each([&](int rank, Acc& acc) {
-        if (next < steps) load(p, base, rank, acc, next * BK, next % Stages);
-      });
-      team.commit();
+      if (next < steps) copy(next);
+      if constexpr (!Tma) team.commit();
       team.each([&](int rank, Acc& acc) {
         compute(direct ? slot(base, step % Stages) : buffer(base, step % rotation), rank,
                 step == 0, acc);
@@ -377,7 +446,10 @@ struct WgmmaTiles {
     team.barrier();  // every warpgroup's products are done with the staged operands
     team.each([&](int rank, Acc& acc) { stage_outputs(base, rank, acc); });
     team.barrier();
-    team.each([&](int rank, Acc&) { write_outputs(p, t, base, rank); });
+    team.each([&](int rank, Acc&) {
+      write_staged<BM, BN, LDC, threads>(p, p.c, t.m0, t.n0, reinterpret_cast<float*>(base),
+                                         rank);
+    });
   }
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
@@ -385,9 +457,35 @@ struct WgmmaTiles {
   struct OneThread {
     int rank;
     Acc acc;
+    const wgmma::TensorMaps* maps;  // Tma: A's and B's
     template <class F>
     __device__ void each(const F& f) {
       f(rank, acc);
+    }
+    __device__ void start_barriers(unsigned char* base) const {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      if (rank == 0) {
+        for (int s = 0; s < Stages; ++s) wgmma::barrier_init(ring_barrier(base, s));
+        wgmma::barrier_init_fence();
+      }
+      __syncthreads();
+#endif
+    }
+    __device__ void copy_boxes(const GemmProblem&, const Tile& t, unsigned char* base,
+                               const int k0, const int stage) const {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      if (rank == 0) {
+        uint64_t* const bar = ring_barrier(base, stage);
+        wgmma::expect(bar, part_bytes);  // whole boxes: what is past the edges lands as zeros
+        wgmma::copy_box(slot(base, stage), &maps->a, bar, k0, t.m0);
+        wgmma::copy_box(slot(base, stage) + a_bytes, &maps->b, bar, k0, t.n0);
+      }
+#endif
+    }
+    __device__ void boxes_landed(unsigned char* base, const int stage, const int parity) const {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      wgmma::landed(ring_barrier(base, stage), parity);
+#endif
     }
     __device__ void barrier() const { __syncthreads(); }
     __device__ void commit() const { tf32::commit(); }
@@ -412,17 +510,21 @@ struct WgmmaTiles {
 #endif
 };
 
-// The tiles gemm_tiled (gemm_tf32.hpp) takes for linear layers on Hopper.
+// The tiles gemm_tiled (gemm_tf32.hpp) takes for linear layers on Hopper, copied by the tensor
+// memory accelerator.
 template <Precision P>
-using HopperTiles = WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision::fp32 ? 2 : 3, P>;
+using HopperTiles =
+    WgmmaTiles<128, P == Precision::fp32 ? 3 : 4, P == Precision::fp32 ? 2 : 3, P, true>;
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
 template <class Tiles>
-__global__ void __launch_bounds__(Tiles::threads, 1) gemm_wgmma_kernel(const GemmProblem p) {
+__global__ void __launch_bounds__(Tiles::threads, 1)
+    gemm_wgmma_kernel(const GemmProblem p, const __grid_constant__ wgmma::TensorMaps maps) {
   extern __shared__ __align__(1024) float gemm_wgmma_shared[];
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
   typename Tiles::OneThread me;  // the accumulators uninitialised: the first product sets them
   me.rank = int(threadIdx.x);
+  me.maps = &maps;
   Tiles::pipeline(p, Tiles::tile(p, int(blockIdx.x)), gemm_wgmma_shared, me);
 #else
   using Fallback = typename Tiles::Fallback;
@@ -435,10 +537,22 @@ __global__ void __launch_bounds__(Tiles::threads, 1) gemm_wgmma_kernel(const Gem
 
 // Launched by CUDA itself (more shared memory than a Kokkos team gets), shown in Kokkos Tools
 // under `label` as GemmTiles::run_cuda.
-template <int BN, int Stages, int Buffers, Precision P>
-void WgmmaTiles<BN, Stages, Buffers, P>::run_cuda(const Kokkos::Cuda& space, const char* label,
-                                                  const GemmProblem& p) {
-  using Self = WgmmaTiles<BN, Stages, Buffers, P>;
+template <int BN, int Stages, int Buffers, Precision P, bool Tma>
+void WgmmaTiles<BN, Stages, Buffers, P, Tma>::run_cuda(const Kokkos::Cuda& space,
+                                                       const char* label, const GemmProblem& p) {
+  using Self = WgmmaTiles<BN, Stages, Buffers, P, Tma>;
+  wgmma::TensorMaps maps{};
+  if constexpr (Tma) {
+    // One product whose rows the copy engine can read (else the same tiles with cp.async).
+#if CUDA_VERSION >= 12000
+    const bool described =
+        p.batches == 1 && wgmma::describe(&maps.a, p.a, p.m, p.k, p.lda, BM) &&
+        wgmma::describe(&maps.b, p.b, p.n, p.k, p.ldb, BN);
+#else
+    const bool described = false;
+#endif
+    if (!described) return WgmmaTiles<BN, Stages, Buffers, P>::run_cuda(space, label, p);
+  }
   static const cudaError_t configured =
       cudaFuncSetAttribute(gemm_wgmma_kernel<Self>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            int(scratch));
@@ -447,7 +561,7 @@ void WgmmaTiles<BN, Stages, Buffers, P>::run_cuda(const Kokkos::Cuda& space, con
   uint64_t kernel_id = 0;
   const bool profiled = Kokkos::Tools::profileLibraryLoaded();
   if (profiled) Kokkos::Tools::beginParallelFor(label, 0, &kernel_id);
-  gemm_wgmma_kernel<Self><<<teams(p), threads, scratch, space.cuda_stream()>>>(p);
+  gemm_wgmma_kernel<Self><<<teams(p), threads, scratch, space.cuda_stream()>>>(p, maps);
   const cudaError_t launched = cudaGetLastError();
   if (launched != cudaSuccess) Kokkos::abort(cudaGetErrorString(launched));
   if (profiled) {
