@@ -15,11 +15,13 @@ const char* variant_name(const int v) {
       "64x64 k16x2, fp32 sums fresh each k step", "128x64 k16x3, fp32 sums fresh each k step",
       "wgmma as 11, copy engine (the default)", "wgmma tf32 direct ring 6, copy engine (fp32: as 20)",
       "wgmma tf32 direct 128x256 ring 4, copy engine (fp32: as 20)",
-      "64x64 k16x2 staged store (fp32: fresh sums)"};
+      "64x64 k16x2 staged store (fp32: fresh sums)",
+      "wgmma tf32 direct ring 3, copy engine, 2 blocks an SM (fp32: as 20)"};
 #if !defined(LAPIS_WGMMA)
-  if ((v >= 11 && v < 18) || (v >= 20 && v < 23)) return "";  // wgmma: Hopper builds only
+  // The wgmma tiles: Hopper builds only.
+  if ((v >= 11 && v < 18) || (v >= 20 && v < 23) || v == 24) return "";
 #endif
-  return v >= 0 && v < 24 ? names[v] : nullptr;
+  return v >= 0 && v < 25 ? names[v] : nullptr;
 }
 
 template void run_variant<lapis::Precision::fp32>(int, const Kokkos::Cuda&,

@@ -75,14 +75,19 @@ void run_variant(const int v, const Kokkos::Cuda& space, const lapis::detail::Ge
     // from the ring as it is, ring 6 deep, and 128 x 256 blocks ring 4 deep, copied so (fp32:
     // the first).
     case 20: return HopperTiles<P>::run_cuda(space, label, p);
+    // tf32 read from the ring, 3 deep: 97 KiB, two blocks a multiprocessor (one block's
+    // epilogue under the other's products).
     case 21:
     case 22:
+    case 24:
       if constexpr (P == Precision::fp32)
         return HopperTiles<P>::run_cuda(space, label, p);
       else if (v == 21)
         return WgmmaTiles<128, 6, 0, P, true>::run_cuda(space, label, p);
-      else
+      else if (v == 22)
         return WgmmaTiles<256, 4, 0, P, true>::run_cuda(space, label, p);
+      else
+        return WgmmaTiles<128, 3, 0, P, true>::run_cuda(space, label, p);
     // tf32 read from the ring as it is (no rounding pass): ring 6 deep; 4 deep; 128 x 256
     // blocks, ring 4 deep (fp32: the tiles of 11).
     default:

@@ -684,12 +684,12 @@ using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P, false, fal
                              P == Precision::fp32>;
 #endif
 
-// The large tiles pay where K is long and there are teams enough for two a multiprocessor
-// (264 on the H200's 132); up to small_tile_depth (tf32: 512, fp32: 256) the 64 x 64 ones are
-// faster even with many teams (gemm_bench on the H200, 16,384-65,536 rows: tf32 256 -> 1024
-// 0.185 against 0.226 ms, 512 -> 512 0.501 against 0.640; fp32 256 -> 1024 0.257 against 0.299;
-// the large ones ahead at K 1024, and for fp32 at K 512). LAPIS_GEMM_SMALL_K sets the depth
-// (16: the large tiles wherever K > 16, as before).
+// The large tiles pay where there are teams enough for two a multiprocessor (264 on the H200's
+// 132) and more than one k step of 16 (tf32). Since the epilogue is compiled per activation
+// (with_activation) they are ahead at every depth measured (gemm_bench on the H200: 512 -> 512
+// SiLU 0.392 ms against 0.498 for 64 x 64; 256 -> 768 0.082 against 0.100; 1024 -> 256 0.088
+// against 0.125); before, the 64 x 64 ones were faster up to K 512. LAPIS_GEMM_SMALL_K sets
+// the depth up to which the small tiles run.
 // fp32 takes the small tiles at every depth: with FreshSums they are as fast as the large
 // ones were at K 512-1024 (gemm_bench on an H100: 512 -> 512 SiLU 0.702 ms against 0.819 for
 // the 128 x 64 tiles; 1024 -> 256 0.178 against 0.170-0.182 for the large ones) and ten times
@@ -699,15 +699,23 @@ template <Precision P>
 inline constexpr int small_tile_depth = LAPIS_GEMM_SMALL_K;
 #else
 template <Precision P>
-inline constexpr int small_tile_depth = P == Precision::fp32 ? 1 << 30 : 512;
+inline constexpr int small_tile_depth = P == Precision::fp32 ? 1 << 30 : 16;
 #endif
 
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
   // Linear layers on Hopper (LAPIS_WGMMA: the package builds sm_90a code too): the wgmma
-  // tiles wherever K is more than one k step of the small tiles.
+  // tiles wherever K is more than one k step of the small tiles, in tf32. fp32 stays on the
+  // mma.sync tiles' fresh sums unless LAPIS_WGMMA_FP32: the wgmma tiles carried the sums on
+  // the tensor cores (the wide MLP 1.1e-5 from float64 on an H200, 1.56 ms against 2.32); they
+  // now sum each k step fresh too (WgmmaTiles::fresh), checked on the host only so far.
 #if defined(LAPIS_WGMMA) && defined(__CUDACC__)
-  if constexpr (WeightRows) {
+#if defined(LAPIS_WGMMA_FP32)
+  constexpr bool wgmma_takes = true;
+#else
+  constexpr bool wgmma_takes = P == Precision::tf32;
+#endif
+  if constexpr (WeightRows && wgmma_takes) {
     if (p.batches == 1 && p.k > 16) {
       HopperTiles<P>::run_cuda(space, label, p);
       return;

@@ -196,6 +196,13 @@ struct WgmmaTiles {
   // products are done: Stages - 2 steps' copies in flight, one product group.
   static constexpr bool direct = Buffers == 0;
   static constexpr int in_flight = direct ? 1 : Buffers - 2, ahead = direct ? Stages - 2 : Stages - 1;
+  // fp32 with one 128-column product a warpgroup: each k step's products are summed by the
+  // tensor cores from zero (into `part`) and added to the sums in float once done, instead of
+  // the tensor cores carrying each sum from step to step (the wide MLP 1.1e-5 from float64 so;
+  // GemmTiles' FreshSums). The products are waited for every step at fp32 (in_flight 0), so
+  // this costs no overlap; at 128 x 256 the second set of accumulators would not fit.
+  static constexpr bool fresh = P == Precision::fp32 && NC == 1;
+  static_assert(!fresh || in_flight == 0, "fresh sums: a step's products done the next step");
   static constexpr int rotation = direct ? 1 : Buffers;  // step % rotation: the step's buffer
   static constexpr int buffer_bytes = parts * part_bytes;
   static constexpr int LDC = BN + 8;  // staged outputs' rows: a half warp's pairs in 32 banks
@@ -224,6 +231,7 @@ struct WgmmaTiles {
   // 32 rows further is 4096 bytes further, with the same swizzle.
   struct Acc {
     float v[NC][64];
+    float part[fresh ? NC : 1][64];  // fresh: the latest k step's products
     const float* from[per_thread];  // the row at k 4 (rank % 8), or null past the edge
   };
   struct Tile {
@@ -333,12 +341,13 @@ struct WgmmaTiles {
       LAPIS_UNROLL
       for (int nc = 0; nc < NC; ++nc) {
         const uint64_t b = wgmma::descriptor(s + a_bytes + nc * 128 * 128 + kk * 32);
-        const int accumulate = !first || kk > 0;
+        const int accumulate = fresh ? kk > 0 : !first || kk > 0;
         if (P == Precision::fp32) {
           constexpr uint64_t small = uint64_t(part_bytes >> 4);
-          wgmma::mma_64x128x8(acc.v[nc], a + small, b, accumulate);
-          wgmma::mma_64x128x8(acc.v[nc], a, b + small, 1);
-          wgmma::mma_64x128x8(acc.v[nc], a, b, 1);
+          float(&d)[64] = fresh ? acc.part[fresh ? nc : 0] : acc.v[nc];
+          wgmma::mma_64x128x8(d, a + small, b, accumulate);
+          wgmma::mma_64x128x8(d, a, b + small, 1);
+          wgmma::mma_64x128x8(d, a, b, 1);
         } else {
           wgmma::mma_64x128x8(acc.v[nc], a, b, accumulate);
         }
@@ -357,9 +366,12 @@ struct WgmmaTiles {
                                                       at(row, k / 4) + 4 * (k % 4));
       return bit_cast<float>(bit_cast<uint32_t>(x) & 0xffffe000u);
     };
-    if (first)
-      for (int nc = 0; nc < NC; ++nc)
-        for (int i = 0; i < 64; ++i) acc.v[nc][i] = 0.0f;
+    for (int nc = 0; nc < NC; ++nc)
+      for (int i = 0; i < 64; ++i)
+        if (fresh)
+          acc.part[fresh ? nc : 0][i] = 0.0f;
+        else if (first)
+          acc.v[nc][i] = 0.0f;
     for (int nc = 0; nc < NC; ++nc)
       for (int j = 0; j < 16; ++j)
         for (int i = 0; i < 4; ++i) {
@@ -370,10 +382,17 @@ struct WgmmaTiles {
             float sum = a_big * b_big;
             if (P == Precision::fp32)
               sum += value(1, 0, row, k) * b_big + a_big * value(1, a_bytes, column, k);
-            acc.v[nc][4 * j + i] += sum;
+            (fresh ? acc.part[fresh ? nc : 0] : acc.v[nc])[4 * j + i] += sum;
           }
         }
 #endif
+  }
+
+  // Fresh sums: the latest k step's products (done) into the sums, which they start at `first`.
+  KOKKOS_INLINE_FUNCTION static void fold(Acc& acc, const bool first) {
+    LAPIS_UNROLL
+    for (int i = 0; i < 64; ++i)
+      acc.v[0][i] = first ? acc.part[0][i] : acc.v[0][i] + acc.part[0][i];
   }
 
   // The epilogue, first half: the thread's sums into the tile's rows in shared memory, so
@@ -433,6 +452,7 @@ struct WgmmaTiles {
       // The products of step - in_flight - 1 are done, so buffer (step + 1) % Buffers (direct:
       // ring slot (step - 2) % Stages) is free once everyone is past the barrier.
       team.template mma_wait<in_flight>();
+      if (fresh && step > 0) team.each([&](int, Acc& acc) { fold(acc, step == 1); });
       team.barrier();
       const int next = step + ahead;  // into the slot converted at step - 1 (direct: read at step - 2)
       if (next < steps) copy(next);
@@ -443,6 +463,7 @@ struct WgmmaTiles {
       });
     }
     team.template mma_wait<0>();
+    if (fresh) team.each([&](int, Acc& acc) { fold(acc, steps == 1); });
     team.barrier();  // every warpgroup's products are done with the staged operands
     team.each([&](int rank, Acc& acc) { stage_outputs(base, rank, acc); });
     team.barrier();
