@@ -370,7 +370,8 @@ struct GemmTiles {
       uint32_t b_big[NT][4], b_small[NT][4];
       LAPIS_UNROLL
       for (int nt = 0; nt < NT; ++nt) {
-        const Float4 v = *reinterpret_cast<const Float4*>(b + at(wn0 + nt * 8 + gr, kk + 4 * tk, LDB));
+        const Float4 v =
+            *reinterpret_cast<const Float4*>(b + at(wn0 + nt * 8 + gr, kk + 4 * tk, LDB));
         LAPIS_UNROLL
         for (int j = 0; j < 4; ++j) tf32::split_fast(v.v[j], b_big[nt][j], b_small[nt][j]);
       }
@@ -437,10 +438,11 @@ struct GemmTiles {
             const int first = t.n0 + wn0 + nt * 8 + 2 * (lane % 4);
             if (pairs && first + 1 < p.n) {
               Float2 v{{acc.v[mt][nt][2 * half], acc.v[mt][nt][2 * half + 1]}};
-              const Float2 start = p.init == ConvInit::bias ? Float2{{p.bias[first], p.bias[first + 1]}}
-                                   : p.init == ConvInit::accumulate
-                                       ? *reinterpret_cast<const Float2*>(out + first)
-                                       : Float2{{0.0f, 0.0f}};
+              const Float2 start =
+                  p.init == ConvInit::bias ? Float2{{p.bias[first], p.bias[first + 1]}}
+                  : p.init == ConvInit::accumulate
+                      ? *reinterpret_cast<const Float2*>(out + first)
+                      : Float2{{0.0f, 0.0f}};
               const float* const add = p.residual ? p.residual + row * p.ldr + first : nullptr;
               for (int c = 0; c < 2; ++c)
                 v.v[c] = activate(f.value, v.v[c] + start.v[c] + (add ? add[c] : 0.0f));
