@@ -6,11 +6,12 @@
 // Why: mma.sync (GemmTiles) makes every warp load its fragments from shared memory into
 // registers, a load instruction per two to four multiply-adds of a tile, and split or round
 // each one; wgmma's operands never pass through registers, and one instruction covers
-// 64 x 128 x 8. A package built for Hopper with -D<name>_WGMMA=ON compiles this file twice
-// (sm_90 and sm_90a, see the package's CMakeLists.txt, which then defines LAPIS_WGMMA);
+// 64 x 128 x 8. A package built for Hopper (-D<name>_WGMMA, on by default) compiles this file
+// twice (sm_90 and sm_90a, see the package's CMakeLists.txt, which then defines LAPIS_WGMMA);
 // whichever of the two the driver loads runs the same launch: sm_90a the wgmma tiles, sm_90
-// the GemmTiles of the same 128-row blocks. Opt-in: on an H100 these tiles are so far slower
-// than GemmTiles' 64 x 64 ones (benchmarks/results_gpu.md, "wgmma").
+// the GemmTiles of the same 128-row blocks. tf32 linear layers take them (on an H200 the wide
+// MLP 1.06 ms against 1.66 on GemmTiles; benchmarks/results_gpu.md, last section); fp32 ones
+// with LAPIS_WGMMA_FP32 (gemm_tiled).
 //
 // A block is two warpgroups (256 threads), 128 rows x BN columns of the output, each
 // warpgroup 64 rows. k advances 32 at a time (a 128-byte row of each operand). cp.async copies
