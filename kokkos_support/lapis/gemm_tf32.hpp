@@ -687,11 +687,12 @@ using SmallTiles = GemmTiles<64, 64, 32, 32, 16, 2, 4, WeightRows, P, false, fal
 #endif
 
 // The large tiles pay where there are teams enough for two a multiprocessor (264 on the H200's
-// 132) and more than one k step of 16 (tf32). Since the epilogue is compiled per activation
-// (with_activation) they are ahead at every depth measured (gemm_bench on the H200: 512 -> 512
-// SiLU 0.392 ms against 0.498 for 64 x 64; 256 -> 768 0.082 against 0.100; 1024 -> 256 0.088
-// against 0.125); before, the 64 x 64 ones were faster up to K 512. LAPIS_GEMM_SMALL_K sets
-// the depth up to which the small tiles run.
+// 132) and K is past small_tile_depth. Since the epilogue is compiled per activation
+// (with_activation) they are ahead at every tf32 depth measured, 256 to 1024 (gemm_bench on the
+// H200: 512 -> 512 SiLU 0.392 ms against 0.498 for 64 x 64; 256 -> 768 0.082 against 0.100;
+// 1024 -> 256 0.088 against 0.125); before, the 64 x 64 ones were faster up to K 512. Below
+// K 256 only K 16 was measured (the small ones ahead), so tf32 takes them up to K 128.
+// LAPIS_GEMM_SMALL_K sets that depth.
 // fp32 takes the small tiles at every depth: with FreshSums they are as fast as the large
 // ones were at K 512-1024 (gemm_bench on an H100: 512 -> 512 SiLU 0.702 ms against 0.819 for
 // the 128 x 64 tiles; 1024 -> 256 0.178 against 0.170-0.182 for the large ones) and ten times
@@ -701,7 +702,7 @@ template <Precision P>
 inline constexpr int small_tile_depth = LAPIS_GEMM_SMALL_K;
 #else
 template <Precision P>
-inline constexpr int small_tile_depth = P == Precision::fp32 ? 1 << 30 : 16;
+inline constexpr int small_tile_depth = P == Precision::fp32 ? 1 << 30 : 128;
 #endif
 
 template <bool WeightRows, Precision P, class ExecutionSpace>
