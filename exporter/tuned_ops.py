@@ -30,6 +30,12 @@ BATCH_MATMUL = "lapis.batch_matmul"
 # packed at export into the panels of its micro-kernel (pack_linear_weight).
 LINEAR = "lapis.linear"
 PACKED_ATTRIBUTE = "packed"
+# CUDA (lowering/linear.py mark_linear_readers): a linear layer whose output only other linear
+# layers read, as their input x, carries FEEDS_LINEAR, and those readers READS_LINEAR. Under
+# --precision tf32 the first stores its output rounded to tf32 and the readers' tiles read it
+# as it is (emit/matmul_handlers.py; lapis::Tf32Rounded in gemm_tf32.hpp).
+FEEDS_LINEAR = "feeds_linear"
+READS_LINEAR = "reads_linear"
 # Consecutive packed linear layers run as one (host backends, lowering/linear.py): operands
 # x, W1, bias1, W2, bias2, ..., y; the attribute "activations" names each layer's, comma-separated.
 LINEAR_CHAIN = "lapis.linear_chain"
@@ -52,6 +58,27 @@ def packed_layout(argument) -> str | None:
         if number % 2 == 1 and number < operands - 1:
             return LINEAR
     return None
+
+
+def read_as_tf32(argument) -> bool:
+    """A weight that only CUDA linear layers read, as their W, at least one of them a
+    READS_LINEAR one: under --precision tf32 it is rounded to tf32 at export (round_to_tf32),
+    so that those layers' tiles read both operands as they are."""
+    uses = list(argument.uses)
+    return bool(uses) and all(
+        use.owner.name == LINEAR and use.operand_number == 1 and
+        PACKED_ATTRIBUTE not in use.owner.attributes for use in uses) and any(
+        READS_LINEAR in use.owner.attributes for use in uses)
+
+
+def round_to_tf32(array: np.ndarray) -> np.ndarray:
+    """float32 -> the nearest tf32 values (10 mantissa bits; ties away from zero), as float32;
+    infinities and NaN as they are. Must match lapis::round_tf32 in
+    kokkos_support/lapis/conv_tf32.hpp."""
+    word = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounded = (word + np.uint32(0x1000)) & np.uint32(0xffffe000)
+    special = (word & np.uint32(0x7f800000)) == np.uint32(0x7f800000)
+    return np.where(special, word, rounded).view(np.float32).reshape(array.shape)
 
 
 def conv_channel_block(backend: str, dtype: np.dtype) -> int:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from exporter import tuned_ops
+from exporter.verify import PRECISION_TOLERANCES
 
 from .compare import relative_error
 from .conftest import REPO, run
@@ -278,6 +279,36 @@ def test_precision_tf32_is_stated_and_reaches_every_kernel(workspace):
                          for _, args in calls), calls
 
 
+def test_tf32_chain_of_linear_layers(workspace):
+    """--precision tf32: in a chain of linear layers each hidden output is stored rounded to
+    tf32, and the next layer, whose weight was rounded at export, reads its operands as they
+    are (on Hopper the wgmma tiles without a rounding pass). Retargeted to the host, where the
+    loops round the same outputs, the package is PyTorch's fp32 output within tf32's
+    tolerance, and not within fp32's (the rounding happened)."""
+    cuda = workspace.package("surrogate_mlp", "cuda", options=("--precision", "tf32"))
+    source = (cuda / "src" / "surrogate_mlp.cpp").read_text()
+    forward = source[source.index("void forward("):source.index("void forward_graph(")]
+    calls = re.findall(r'lapis::linear<execution_space, lapis::Precision::tf32>\(exec, '
+                       r'"surrogate_mlp::\w+", (\w+), [^;]*?lapis::Activation::\w+'
+                       r'(?:, lapis::Tf32Rounded::(\w+))?\);', forward)
+    assert [rounded for _, rounded in calls] == [
+        "output", "inputs_and_output", "inputs_and_output", "inputs_and_output", "inputs"], calls
+    # The weights of the layers that read a rounded input, rounded at export; not the first's.
+    assert source.count("rounded to tf32 (lapis::linear reads it as it is)") == 4
+    assert not re.search(r'layers_0_weight;[^\n]*rounded to tf32', source)
+    package = workspace.root / "pkg_surrogate_mlp_cuda_tf32_on_host"
+    if not package.exists():
+        retarget_to_host(cuda, package, "surrogate_mlp")
+    app = workspace.sample_app(package, "surrogate_mlp")
+    _, example, reference = workspace.model_file("surrogate_mlp", "export")
+    input_file, output_file = (workspace.root / f"mlp_tf32_on_host_{end}.bin"
+                               for end in ("in", "out"))
+    example.astype(np.float32).tofile(input_file)
+    run([app, "--input", input_file, "--output", output_file, "--steps", 2])
+    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
+    assert 1e-5 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["tf32"]
+
+
 def test_precision_tf32_reaches_the_attention(workspace):
     """The fused attention takes the precision after its head sizes (attention.hpp runs its
     tensor-core products in tf32 then); at fp32 the argument is left out."""
@@ -352,6 +383,14 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("residual", "wgmma_tma", "tf32", 131, 70, 44, "gelu", "accumulate"),
     ("rows", "small", "fp32", 37, 1, 512, "none", "bias"),      # linear_rows, 16-byte loads
     ("rows", "small", "fp32", 20, 3, 30, "silu", "accumulate"),  # its scalar loads
+    # --precision tf32 chains of linear layers: operands that hold tf32 values read as they
+    # are; outputs stored rounded (every store path)
+    ("linear", "wgmma_rounded", "tf32", 200, 140, 100, "silu", "bias"),
+    ("residual", "wgmma_rounded", "tf32", 131, 70, 44, "gelu", "accumulate"),
+    ("rounded", "wgmma", "tf32", 130, 132, 36, "gelu", "bias"),
+    ("rounded", "small", "tf32", 70, 36, 20, "silu", "bias"),
+    ("rounded", "staged", "tf32", 130, 70, 36, "relu", "accumulate"),
+    ("rows_rounded", "small", "tf32", 37, 1, 512, "tanh", "bias"),
 ])
 def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape, precision, m,
                                           n, k, activation, init):
@@ -360,13 +399,15 @@ def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape
     few-column kernel linear_rows on the host's execution space: fp32
     within 1e-6 of float64; tf32 within 1e-5 of the float64 product of the operands rounded to
     tf32 (truncated, for the wgmma tiles that read the staged floats as they are), and so a few
-    1e-4 off the unrounded one."""
+    1e-4 off the unrounded one. Outputs stored rounded to tf32 (kinds `rounded`, `rows_rounded`)
+    are tf32 values within 1e-3 of that product (or, linear_rows, the exact one) rounded."""
     rng = np.random.default_rng(m * n + k)
     a = rng.standard_normal((m, k)).astype(np.float32)
     b = rng.standard_normal((k, n) if kind == "matmul" else (n, k)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32)
     c = rng.standard_normal((m, n)).astype(np.float32)
-    for name, array in (("a", a), ("b", b), ("bias", bias), ("c", c)):
+    held = round_to_tf32 if shape == "wgmma_rounded" else (lambda x: x)  # tf32 values held
+    for name, array in (("a", held(a)), ("b", held(b)), ("bias", bias), ("c", c)):
         array.tofile(tmp_path / f"{name}.bin")
     run([gemm_tf32_check, kind, shape, precision, m, n, k, ACTIVATION_CODES[activation],
          INIT_CODES[init], tmp_path])
@@ -381,6 +422,12 @@ def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape
 
     to_tf32 = truncate_to_tf32 if shape == "wgmma_direct" else round_to_tf32
     exact, rounded = reference(a, product), reference(to_tf32(a), to_tf32(product))
+    if kind.endswith("rounded"):   # stored rounded to tf32: tf32 values, at most an ulp off
+        assert np.array_equal(ours, round_to_tf32(ours))
+        assert relative_error(ours, round_to_tf32(exact if kind == "rows_rounded" else rounded)) \
+            <= 1e-3
+        assert relative_error(ours, exact) >= 1e-4
+        return
     if precision == "fp32":
         assert relative_error(ours, exact) <= 1e-6
     else:

@@ -94,6 +94,8 @@ class KokkosEmitter:
         self.backend = "serial"
         self.precision = "fp32"
         self.split_weights: dict[str, str] = {}
+        # --precision tf32 on CUDA: the weights rounded to tf32 at export (tuned_ops.read_as_tf32).
+        self.tf32_weights: set[str] = set()
         # The support headers the emitted code calls into ("lapis/conv.hpp"): the source
         # includes these and no others.
         self.support_headers: set[str] = set()

@@ -214,6 +214,11 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     elif layout == tuned_ops.LINEAR:
         array = tuned_ops.pack_linear_weight(array)
         comment += f", packed for lapis::linear_packed as {list(array.shape)}"
+    elif emitter.backend == "cuda" and emitter.precision == "tf32" and element == "float" and \
+            tuned_ops.read_as_tf32(argument):
+        array = tuned_ops.round_to_tf32(array)
+        comment += ", rounded to tf32 (lapis::linear reads it as it is)"
+        emitter.tf32_weights.add(cname)
     emitter.state_views.append(StateView(
         cname=cname, element=element,
         shape=tuple(array.shape), comment=comment,

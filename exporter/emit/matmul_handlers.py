@@ -5,7 +5,8 @@ lapis::linear_packed, gemm.hpp, on the weight packed at export; consecutive ones
 lapis::linear_chain)."""
 from __future__ import annotations
 
-from ..tuned_ops import BATCH_MATMUL, LINEAR, LINEAR_CHAIN, MATMUL, PACKED_ATTRIBUTE
+from ..tuned_ops import (BATCH_MATMUL, FEEDS_LINEAR, LINEAR, LINEAR_CHAIN, MATMUL,
+                         PACKED_ATTRIBUTE, READS_LINEAR)
 from .emitter import KokkosEmitter, handles, location_label
 
 
@@ -56,11 +57,31 @@ def _linear(em: KokkosEmitter, op) -> None:
         where += ", bfloat16 operands"
     em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"
             + (f" ({folded} folded in)" if folded else ""))
+    rounded = _tf32_rounded(em, op, weight.cname)
+    if rounded != "none":
+        em.line("// " + {"inputs": "x and W hold tf32 values, read as they are",
+                         "output": "y stored rounded to tf32: only linear layers read it",
+                         "inputs_and_output": "x and W hold tf32 values, read as they are; y "
+                         "stored rounded to tf32"}[rounded])
     call = "lapis::linear_packed<execution_space>" if packed else em.tuned_kernel("linear")
     em.line(f'{call}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
             f"{weight.cname}, {bias_view}, "
             + (f"{residual.cname}, " if residual is not None else "")
-            + f"{target.cname}, lapis::ConvInit::{init}, lapis::Activation::{activation});")
+            + f"{target.cname}, lapis::ConvInit::{init}, lapis::Activation::{activation}"
+            + (f", lapis::Tf32Rounded::{rounded}" if rounded != "none" else "") + ");")
+
+
+def _tf32_rounded(em: KokkosEmitter, op, weight: str) -> str:
+    """--precision tf32 on CUDA, a layer of a chain of linear layers (lowering/linear.py
+    mark_linear_readers): `inputs` where its x was stored rounded to tf32 by the layer before
+    and its W rounded at export (tuned_ops.read_as_tf32), `output` where only linear layers
+    read its y, both, or none (lapis::Tf32Rounded, gemm_tf32.hpp)."""
+    if em.backend != "cuda" or em.precision != "tf32":
+        return "none"
+    inputs = READS_LINEAR in op.attributes and weight in em.tf32_weights
+    output = FEEDS_LINEAR in op.attributes
+    return {(False, False): "none", (True, False): "inputs", (False, True): "output",
+            (True, True): "inputs_and_output"}[(inputs, output)]
 
 
 @handles(LINEAR_CHAIN)

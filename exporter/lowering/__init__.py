@@ -71,6 +71,8 @@ def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> Im
                 if backend in HOST_BACKENDS:
                     linear.chain_linear_layers(module)
                 matmul.replace_matmuls(module)
+                if backend == "cuda":
+                    linear.mark_linear_readers(module)
             except ExportError:
                 raise
             except Exception as exc:

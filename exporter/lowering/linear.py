@@ -18,8 +18,9 @@ only copied into the function's result, the chain writes the result itself.
 """
 from __future__ import annotations
 
-from ..tuned_ops import CONV2D, HOST_BACKENDS, LINEAR, LINEAR_CHAIN, PACKED_ATTRIBUTE
-from .buffers import constant_value, root
+from ..tuned_ops import (CONV2D, FEEDS_LINEAR, HOST_BACKENDS, LINEAR, LINEAR_CHAIN,
+                         PACKED_ATTRIBUTE, READS_LINEAR)
+from .buffers import VIEW_OPS, constant_value, root
 from .conv import _dead_after, _next_past_allocs, neighbour
 
 # Body of the elementwise op after a linear layer (block argument x, constants by value), as
@@ -78,6 +79,72 @@ def chain_linear_layers(module) -> int:
             _replace_chain(run)
         chains += len(runs)
     return chains
+
+
+def mark_linear_readers(module) -> int:
+    """CUDA: where only linear layers touch a buffer -- writing it as their output y or reading
+    it as their input x (through views or not; a wide MLP's hidden layers, a transformer's
+    feed-forward pair, whose buffers bufferization reuses from layer to layer) -- its writers
+    get FEEDS_LINEAR and its readers READS_LINEAR; returns how many buffers. Under --precision
+    tf32 the writers then store their outputs rounded to tf32 and the readers' tiles read them
+    as they are, with no rounding pass of their own (emit/matmul_handlers.py)."""
+    from torch_mlir import ir
+    marked = 0
+    for function in module.body.operations:
+        if function.operation.name != "func.func" or not len(function.regions[0].blocks):
+            continue
+        buffers = []
+        for op in function.regions[0].blocks[0].operations:
+            op = op.operation
+            if op.name == LINEAR and PACKED_ATTRIBUTE not in op.attributes:
+                buffer = root(op.operands[-1])
+                if buffer not in buffers:
+                    buffers.append(buffer)
+        for buffer in buffers:
+            found = _linear_users(buffer)
+            if found is None:
+                continue
+            for writer in found[0]:
+                writer.attributes[FEEDS_LINEAR] = ir.UnitAttr.get()
+            for reader in found[1]:
+                reader.attributes[READS_LINEAR] = ir.UnitAttr.get()
+            marked += 1
+    return marked
+
+
+def _linear_users(buffer):
+    """(writers, readers) of an alloc that nothing but linear layers touches (views and its
+    dealloc aside), each of them as its output or as its input x and not otherwise; at least
+    one of each. Else None."""
+    from torch_mlir import ir
+    if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
+        return None
+    writers, readers = [], []
+    for user in _users(buffer):
+        if user.name == "memref.dealloc":
+            continue
+        if user.name != LINEAR or PACKED_ATTRIBUTE in user.attributes:
+            return None
+        touches = [root(v) == buffer for v in user.operands]
+        if touches[-1] and not any(touches[:-1]):
+            group = writers
+        elif touches[0] and not any(touches[1:]):
+            group = readers
+        else:
+            return None
+        if user not in group:
+            group.append(user)
+    return (writers, readers) if writers and readers else None
+
+
+def _users(value):
+    """The ops that use `value` or a view of it (anywhere, nested regions too)."""
+    for use in value.uses:
+        owner = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+        if owner.name in VIEW_OPS and owner.operands[0] == value:
+            yield from _users(owner.results[0])
+        else:
+            yield owner
 
 
 def _chainable(op) -> bool:

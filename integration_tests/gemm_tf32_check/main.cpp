@@ -5,7 +5,10 @@
 // is staged or an output left unwritten shows. DIR holds a.bin ([M][K]), b.bin ([N][K] for
 // linear, [K][N] for matmul), bias.bin ([N]) and c.bin ([M][N], C's start for INIT
 // accumulate); the result goes to DIR/out.bin.
-// Kind `rows` runs lapis::detail::linear_rows (few output columns) on the host instead.
+// Kind `rows` runs lapis::detail::linear_rows (few output columns) on the host instead;
+// `rounded` and `rows_rounded` are `linear` and `rows` with the outputs stored rounded to tf32
+// (GemmProblem::round_output). Shape `wgmma_rounded` runs DirectHopperTiles, the tiles of
+// operands that hold tf32 values already (the test writes them so).
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
@@ -79,10 +82,12 @@ void dispatch(const std::string& shape, const GemmProblem& p) {
   else if (shape == "staged")  // the same, the outputs written through shared memory
     run<GemmTiles<128, 128, 64, 32, 32, 3, 2, WeightRows, P, true>>(p);
   else if (shape == "wgmma" || shape == "wgmma_wide" || shape == "wgmma_direct" ||
-           shape == "wgmma_tma") {
+           shape == "wgmma_tma" || shape == "wgmma_rounded") {
     if constexpr (WeightRows) {  // Hopper's tiles (linear)
       if (shape == "wgmma")
         run<HopperTiles<P>>(p);
+      else if (shape == "wgmma_rounded" && P == lapis::Precision::tf32)
+        run<DirectHopperTiles>(p);
       else if (shape == "wgmma_tma")  // copied by the tensor memory accelerator
         run<WgmmaTiles<128, P == lapis::Precision::fp32 ? 3 : 4,
                        P == lapis::Precision::fp32 ? 2 : 3, P, true>>(p);
@@ -128,7 +133,9 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|residual|matmul|rows large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|wgmma_direct|wgmma_tma|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "usage: %s linear|rounded|residual|matmul|rows|rows_rounded "
+                 "large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|wgmma_direct|"
+                 "wgmma_tma|wgmma_rounded|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }
@@ -146,10 +153,12 @@ int main(int argc, char** argv) {
   const std::vector<float> added = c;
   if (init != lapis::ConvInit::accumulate)
     for (float& v : c) v = std::nanf("");
+  const bool round_output = kind == "rounded" || kind == "rows_rounded";
   const GemmProblem p{a.data(), b.data(), c.data(), bias.data(), k, linear ? k : n, n, 0, 0, 0,
                       m, n, k, 1, init, activation, residual ? added.data() : nullptr,
-                      residual ? n : 0};
-  if (kind == "rows") {  // linear_rows (a regression head) on the host's execution space
+                      residual ? n : 0, shape == "wgmma_rounded", round_output};
+  // linear_rows (a regression head) on the host's execution space
+  if (kind == "rows" || kind == "rows_rounded") {
     using Matrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace,
                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
     const Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>
@@ -157,7 +166,7 @@ int main(int argc, char** argv) {
     lapis::detail::linear_rows(Kokkos::DefaultHostExecutionSpace(), "rows",
                                Matrix(const_cast<float*>(a.data()), m, k),
                                Matrix(const_cast<float*>(b.data()), n, k), bias_view,
-                               Matrix(c.data(), m, n), init, activation);
+                               Matrix(c.data(), m, n), init, activation, round_output);
     Kokkos::fence();
   } else if (linear && precision == "fp32")
     dispatch<true, lapis::Precision::fp32>(shape, p);

@@ -22,6 +22,12 @@
 
 namespace lapis {
 
+// --precision tf32, linear layers of a chain (exporter/lowering/linear.py marks them): `inputs`,
+// x and W hold tf32 values already (x stored so by the layer before, W rounded at export), so
+// the tiles read them as they are, with no rounding pass; `output`, only linear layers read y,
+// so it is stored rounded to tf32 (round_tf32: what their tiles would make of it).
+enum class Tf32Rounded { none, inputs, output, inputs_and_output };
+
 namespace detail {
 
 // One product C (+)= A B^T (WeightRows: B is [n][k], a linear layer's weight) or C (+)= A B
@@ -37,7 +43,14 @@ struct GemmProblem {
   Activation activation;
   const float* residual = nullptr;  // added before the activation, rows ldr apart (or none)
   int64_t ldr = 0;
+  bool operands_tf32 = false;  // Tf32Rounded::inputs: A and B hold tf32 values
+  bool round_output = false;   // Tf32Rounded::output: C stored rounded to tf32
 };
+
+// An output as an epilogue stores it.
+KOKKOS_FORCEINLINE_FUNCTION float stored(const bool round_output, const float v) {
+  return round_output ? round_tf32(v) : v;
+}
 
 // Four floats as one 16-byte load or store.
 struct alignas(16) Float4 {
@@ -80,7 +93,7 @@ KOKKOS_INLINE_FUNCTION void write_staged(const GemmProblem& p, float* const c, c
         v.v[i] += bias.v[i];
         if (p.init == ConvInit::accumulate && i < count) v.v[i] += out[i];
         if (p.residual && i < count) v.v[i] += add[i];
-        v.v[i] = activate(f.value, v.v[i]);
+        v.v[i] = stored(p.round_output, activate(f.value, v.v[i]));
       }
       if (whole)
         *reinterpret_cast<Float4*>(out) = v;
@@ -445,7 +458,8 @@ struct GemmTiles {
                       : Float2{{0.0f, 0.0f}};
               const float* const add = p.residual ? p.residual + row * p.ldr + first : nullptr;
               for (int c = 0; c < 2; ++c)
-                v.v[c] = activate(f.value, v.v[c] + start.v[c] + (add ? add[c] : 0.0f));
+                v.v[c] = stored(p.round_output,
+                                activate(f.value, v.v[c] + start.v[c] + (add ? add[c] : 0.0f)));
               *reinterpret_cast<Float2*>(out + first) = v;
               continue;
             }
@@ -457,7 +471,8 @@ struct GemmTiles {
                                   : p.init == ConvInit::accumulate ? out[column]
                                                                    : 0.0f;
               const float add = p.residual ? p.residual[row * p.ldr + column] : 0.0f;
-              out[column] = activate(f.value, acc.v[mt][nt][2 * half + c] + start + add);
+              out[column] = stored(p.round_output,
+                                   activate(f.value, acc.v[mt][nt][2 * half + c] + start + add));
             }
           }
         }
@@ -720,6 +735,10 @@ void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProble
 #endif
   if constexpr (WeightRows && wgmma_takes) {
     if (p.batches == 1 && p.k > 16) {
+#if !defined(LAPIS_TF32_ROUND_IN_TILES)
+      if constexpr (P == Precision::tf32)
+        if (p.operands_tf32) return DirectHopperTiles::run_cuda(space, label, p);
+#endif
       HopperTiles<P>::run_cuda(space, label, p);
       return;
     }
@@ -759,7 +778,7 @@ inline bool gemm_rows_fit(const void* a, int64_t lda, int64_t inner_a, const voi
 template <class ExecutionSpace, class Input, class Weight, class Bias, class Output>
 void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
                  const Weight& w, const Bias& bias, const Output& y, const ConvInit init,
-                 const Activation activation) {
+                 const Activation activation, const bool round_output = false) {
   using T = typename Output::non_const_value_type;
   using policy = Kokkos::TeamPolicy<ExecutionSpace>;
   using member = typename policy::member_type;
@@ -805,7 +824,8 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
           T v = sum + (init == ConvInit::bias         ? T(bias(n))
                        : init == ConvInit::accumulate ? target
                                                       : T(0));
-          target = activation == Activation::none ? v : T(activate(activation, float(v)));
+          v = activation == Activation::none ? v : T(activate(activation, float(v)));
+          target = round_output ? T(round_tf32(float(v))) : v;
         });
       }
     });
@@ -821,31 +841,37 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
 // and element types: one thread per output, the dot product in order over k, in the element
 // type.
 // With `residual` (same extents as y, or an empty View: none) added before the activation (a
-// residual connection folded into the layer).
+// residual connection folded into the layer). `rounded`: see Tf32Rounded (P tf32 only).
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
           class Bias, class Residual, class Output>
 void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
             const Bias& bias, const Residual& residual, const Output& y, const ConvInit init,
-            const Activation activation) {
+            const Activation activation, const Tf32Rounded rounded = Tf32Rounded::none) {
   using T = typename Output::non_const_value_type;
   const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
   if (rows == 0 || columns == 0) return;
+  const bool tf32 = P == Precision::tf32 && std::is_same<T, float>::value;
+  const bool round_output = tf32 && (rounded == Tf32Rounded::output ||
+                                     rounded == Tf32Rounded::inputs_and_output);
   const T* const add = residual.data();
   const int64_t ldr = add ? residual.stride(0) : 0, step_r = add ? residual.stride(1) : 0;
 #if defined(KOKKOS_ENABLE_CUDA)
   if constexpr (detail::gemm_tiles_apply<ExecutionSpace, T>) {
+    const bool operands_tf32 = tf32 && (rounded == Tf32Rounded::inputs ||
+                                        rounded == Tf32Rounded::inputs_and_output);
     if (columns >= 16 && y.stride(1) == 1 && (!add || step_r == 1) &&
         detail::gemm_rows_fit(x.data(), x.stride(0), x.stride(1), w.data(), w.stride(0),
                               w.stride(1), depth, depth)) {
       const detail::GemmProblem p{x.data(), w.data(), y.data(), bias.data(),
                                   int64_t(x.stride(0)), int64_t(w.stride(0)),
                                   int64_t(y.stride(0)), 0, 0, 0, int(rows), int(columns),
-                                  int(depth), 1, init, activation, add, ldr};
+                                  int(depth), 1, init, activation, add, ldr,
+                                  operands_tf32, round_output};
       detail::gemm_tiled<true, P, ExecutionSpace>(space, label, p);
       return;
     }
     if (columns < 16 && !add) {
-      detail::linear_rows(space, label, x, w, bias, y, init, activation);
+      detail::linear_rows(space, label, x, w, bias, y, init, activation, round_output);
       return;
     }
   }
@@ -866,7 +892,8 @@ void linear(const ExecutionSpace& space, const char* label, const Input& x, cons
         T& target = out[m * ldy + n * step_y];
         if (init == ConvInit::accumulate) sum += target;
         if (add) sum += add[m * ldr + n * step_r];
-        target = activation == Activation::none ? sum : T(activate(activation, float(sum)));
+        sum = activation == Activation::none ? sum : T(activate(activation, float(sum)));
+        target = round_output ? T(round_tf32(float(sum))) : sum;
       });
 }
 
@@ -875,12 +902,12 @@ template <class ExecutionSpace, Precision P = Precision::fp32, class Input, clas
           class Bias, class Output>
 void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
             const Bias& bias, const Output& y, const ConvInit init,
-            const Activation activation) {
+            const Activation activation, const Tf32Rounded rounded = Tf32Rounded::none) {
   using T = typename Output::non_const_value_type;
   linear<ExecutionSpace, P>(
       space, label, x, w, bias,
       Kokkos::View<const T**, Kokkos::LayoutRight, typename Output::memory_space>(), y, init,
-      activation);
+      activation, rounded);
 }
 
 // linalg.matmul / linalg.batch_matmul on CUDA: C (+)= A B on the tiles where they apply, else
