@@ -723,15 +723,15 @@ inline constexpr int small_tile_depth = P == Precision::fp32 ? 1 << 30 : 128;
 template <bool WeightRows, Precision P, class ExecutionSpace>
 void gemm_tiled(const ExecutionSpace& space, const char* label, const GemmProblem& p) {
   // Linear layers on Hopper (LAPIS_WGMMA: the package builds sm_90a code too): the wgmma
-  // tiles wherever K is more than one k step of the small tiles, in tf32. fp32 stays on the
-  // mma.sync tiles' fresh sums unless LAPIS_WGMMA_FP32: the wgmma tiles carried the sums on
-  // the tensor cores (the wide MLP 1.1e-5 from float64 on an H200, 1.56 ms against 2.32); they
-  // now sum each k step fresh too (WgmmaTiles::fresh), checked on the host only so far.
+  // tiles wherever K is more than one k step of the small tiles. fp32 too, each k step's
+  // products summed fresh (WgmmaTiles::fresh; on an H100 the wide MLP 1.66 ms, 1.0e-6 from
+  // float64, and the transformer encoder 3.29 ms, 7.8e-7; the mma.sync fresh sums took 2.32
+  // and 4.01 ms on an H200); LAPIS_NO_WGMMA_FP32 keeps fp32 on the mma.sync tiles.
 #if defined(LAPIS_WGMMA) && defined(__CUDACC__)
-#if defined(LAPIS_WGMMA_FP32)
-  constexpr bool wgmma_takes = true;
-#else
+#if defined(LAPIS_NO_WGMMA_FP32)
   constexpr bool wgmma_takes = P == Precision::tf32;
+#else
+  constexpr bool wgmma_takes = true;
 #endif
   if constexpr (WeightRows && wgmma_takes) {
     if (p.batches == 1 && p.k > 16) {

@@ -9,9 +9,8 @@
 // 64 x 128 x 8. A package built for Hopper (-D<name>_WGMMA, on by default) compiles this file
 // twice (sm_90 and sm_90a, see the package's CMakeLists.txt, which then defines LAPIS_WGMMA);
 // whichever of the two the driver loads runs the same launch: sm_90a the wgmma tiles, sm_90
-// the GemmTiles of the same 128-row blocks. tf32 linear layers take them (on an H200 the wide
-// MLP 1.06 ms against 1.66 on GemmTiles; benchmarks/results_gpu.md, last section); fp32 ones
-// with LAPIS_WGMMA_FP32 (gemm_tiled).
+// the GemmTiles of the same 128-row blocks. Linear layers take them, tf32 and fp32 (gemm_tiled;
+// benchmarks/results_gpu.md, the last two sections).
 //
 // A block is two warpgroups (256 threads), 128 rows x BN columns of the output, each
 // warpgroup 64 rows. k advances 32 at a time (a 128-byte row of each operand). cp.async copies
