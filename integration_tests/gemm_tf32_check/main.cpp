@@ -8,7 +8,10 @@
 // Kind `rows` runs lapis::detail::linear_rows (few output columns) on the host instead;
 // `rounded` and `rows_rounded` are `linear` and `rows` with the outputs stored rounded to tf32
 // (GemmProblem::round_output). Shape `wgmma_rounded` runs DirectHopperTiles, the tiles of
-// operands that hold tf32 values already (the test writes them so).
+// operands that hold tf32 values already (the test writes them so). Precision bf16 (shape
+// `wgmma`: Bf16HopperTiles; `plain`: lapis::linear<host, bf16>'s loop) rounds A and B to
+// bfloat16 first; kind `bf16_out` stores C in bfloat16 (GemmProblem::c16), written back as
+// float.
 #include <Kokkos_Core.hpp>
 
 #include <cmath>
@@ -47,15 +50,21 @@ struct EveryThread {
   template <class Tile>
   void copy_boxes(const GemmProblem& p, const Tile& t, unsigned char* base, const int k0,
                   const int stage) const {
+    using E = typename Tiles::E;
+    constexpr int per_chunk = Tiles::per_chunk, bytes = int(sizeof(E));
     unsigned char* const slot = Tiles::slot(base, stage);
     for (int row = 0; row < Tiles::BM + Tiles::columns; ++row)
-      for (int k = 0; k < 32; ++k) {
+      for (int k = 0; k < Tiles::BK; ++k) {
         const bool of_a = row < Tiles::BM;
         const int r = of_a ? t.m0 + row : t.n0 + row - Tiles::BM;
         const bool inside = r < (of_a ? p.m : p.n) && k0 + k < p.k;
-        const float v = !inside ? 0.0f : of_a ? p.a[int64_t(r) * p.lda + k0 + k]
-                                              : p.b[int64_t(r) * p.ldb + k0 + k];
-        std::memcpy(slot + row * 128 + (((k / 4) ^ (row % 8)) << 4) + 4 * (k % 4), &v, 4);
+        E v{};
+        if (inside)
+          v = of_a ? Tiles::operand_a(p)[int64_t(r) * p.lda + k0 + k]
+                   : Tiles::operand_b(p)[int64_t(r) * p.ldb + k0 + k];
+        std::memcpy(slot + row * 128 + (((k / per_chunk) ^ (row % 8)) << 4) +
+                        bytes * (k % per_chunk),
+                    &v, bytes);
       }
   }
 };
@@ -133,9 +142,9 @@ std::vector<float> read(const std::string& path, size_t count) {
 int main(int argc, char** argv) {
   if (argc != 10) {
     std::fprintf(stderr,
-                 "usage: %s linear|rounded|residual|matmul|rows|rows_rounded "
+                 "usage: %s linear|rounded|residual|matmul|rows|rows_rounded|bf16_out "
                  "large|narrow|deep|staged|paired|paired_deep|wgmma|wgmma_wide|wgmma_direct|"
-                 "wgmma_tma|wgmma_rounded|small fp32|tf32 M N K ACTIVATION INIT DIR\n",
+                 "wgmma_tma|wgmma_rounded|plain|small fp32|tf32|bf16 M N K ACTIVATION INIT DIR\n",
                  argv[0]);
     return 2;
   }
@@ -157,8 +166,47 @@ int main(int argc, char** argv) {
   const GemmProblem p{a.data(), b.data(), c.data(), bias.data(), k, linear ? k : n, n, 0, 0, 0,
                       m, n, k, 1, init, activation, residual ? added.data() : nullptr,
                       residual ? n : 0, shape == "wgmma_rounded", round_output};
-  // linear_rows (a regression head) on the host's execution space
-  if (kind == "rows" || kind == "rows_rounded") {
+  if (precision == "bf16") {  // bfloat16 operands: Bf16HopperTiles, or linear<host, bf16>
+    std::vector<lapis::bfloat16> a16(a.size()), b16(b.size()), c16(c.size());
+    for (size_t i = 0; i < a.size(); ++i) a16[i] = lapis::to_bfloat16(a[i]);
+    for (size_t i = 0; i < b.size(); ++i) b16[i] = lapis::to_bfloat16(b[i]);
+    const bool half = kind == "bf16_out";
+    for (size_t i = 0; i < c.size(); ++i) c16[i] = lapis::to_bfloat16(c[i]);  // NaN stays NaN
+    GemmProblem q = p;
+    q.a = q.b = nullptr;
+    q.a16 = a16.data();
+    q.b16 = b16.data();
+    if (half) {
+      q.c = nullptr;
+      q.c16 = c16.data();
+    }
+    if (shape == "wgmma") {
+      run<lapis::detail::Bf16HopperTiles>(q);
+    } else {
+      using Host = Kokkos::DefaultHostExecutionSpace;
+      using Matrix16 = Kokkos::View<lapis::bfloat16**, Kokkos::LayoutRight, Kokkos::HostSpace,
+                                    Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+      using Matrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace,
+                                  Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
+      const Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>
+          bias_view(bias.data(), n);
+      const Matrix16 x(a16.data(), m, k), w(b16.data(), n, k);
+      const Matrix added_view =
+          residual ? Matrix(const_cast<float*>(added.data()), m, n) : Matrix();
+      if (half)
+        lapis::linear<Host, lapis::Precision::bf16>(Host(), "plain", x, w, bias_view,
+                                                    added_view, Matrix16(c16.data(), m, n), init,
+                                                    activation);
+      else
+        lapis::linear<Host, lapis::Precision::bf16>(Host(), "plain", x, w, bias_view,
+                                                    added_view, Matrix(c.data(), m, n), init,
+                                                    activation);
+      Kokkos::fence();
+    }
+    if (half)
+      for (size_t i = 0; i < c.size(); ++i) c[i] = lapis::to_float(c16[i]);
+  } else if (kind == "rows" || kind == "rows_rounded") {
+    // linear_rows (a regression head) on the host's execution space
     using Matrix = Kokkos::View<float**, Kokkos::LayoutRight, Kokkos::HostSpace,
                                 Kokkos::MemoryTraits<Kokkos::Unmanaged>>;
     const Kokkos::View<const float*, Kokkos::HostSpace, Kokkos::MemoryTraits<Kokkos::Unmanaged>>

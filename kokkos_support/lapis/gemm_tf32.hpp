@@ -45,6 +45,12 @@ struct GemmProblem {
   int64_t ldr = 0;
   bool operands_tf32 = false;  // Tf32Rounded::inputs: A and B hold tf32 values
   bool round_output = false;   // Tf32Rounded::output: C stored rounded to tf32
+  // --precision bf16 (WgmmaTiles<..., Precision::bf16>): A and B in bfloat16, read from these
+  // instead of a and b; C in bfloat16 (c16, rounded to nearest even) where only linear layers
+  // read it, else c.
+  const bfloat16* a16 = nullptr;
+  const bfloat16* b16 = nullptr;
+  bfloat16* c16 = nullptr;
 };
 
 // An output as an epilogue stores it.
@@ -56,6 +62,10 @@ KOKKOS_FORCEINLINE_FUNCTION float stored(const bool round_output, const float v)
 struct alignas(16) Float4 {
   float v[4];
 };
+// Four bfloat16 as one 8-byte store.
+struct alignas(8) Bf16x4 {
+  bfloat16 v[4];
+};
 // Two floats as one 8-byte load or store.
 struct alignas(8) Float2 {
   float v[2];
@@ -66,14 +76,17 @@ struct alignas(8) Float2 {
 // C's own), the residual, then the activation, to the tile at (m0, n0) of C = `c`. A thread
 // keeps the same four columns, rows Threads / (BN / 4) apart, in a loop that is not unrolled:
 // unrolled for every activation, it was most of a wgmma kernel's 20,000 instructions, run
-// once a tile and so never in the instruction cache.
+// once a tile and so never in the instruction cache. With p.c16 (one product, no batches) the
+// outputs go there in bfloat16, four as one 8-byte store.
 template <int BM, int BN, int LDC, int Threads>
 KOKKOS_INLINE_FUNCTION void write_staged(const GemmProblem& p, float* const c, const int m0,
                                          const int n0, const float* staged, const int rank) {
   static_assert(BN % 4 == 0 && Threads % (BN / 4) == 0, "a thread's columns");
   constexpr int rows_apart = Threads / (BN / 4);
+  bfloat16* const c16 = p.c16;
   const bool whole =
-      p.ldc % 4 == 0 && p.n % 4 == 0 && reinterpret_cast<uintptr_t>(c) % 16 == 0;
+      p.ldc % 4 == 0 && p.n % 4 == 0 &&
+      (c16 ? reinterpret_cast<uintptr_t>(c16) % 8 : reinterpret_cast<uintptr_t>(c) % 16) == 0;
   const int column = rank % (BN / 4) * 4, n = n0 + column;
   if (n >= p.n) return;
   const int count = whole ? 4 : (p.n - n < 4 ? p.n - n : 4);
@@ -85,24 +98,55 @@ KOKKOS_INLINE_FUNCTION void write_staged(const GemmProblem& p, float* const c, c
     LAPIS_NO_UNROLL
     for (int row = rank / (BN / 4); row < BM && m0 + row < p.m; row += rows_apart) {
       const int64_t m = m0 + row;
-      float* const out = c + m * p.ldc + n;
+      float* const out = c16 ? nullptr : c + m * p.ldc + n;
+      bfloat16* const out16 = c16 ? c16 + m * p.ldc + n : nullptr;
       const float* const add = p.residual ? p.residual + m * p.ldr + n : nullptr;
       Float4 v = *reinterpret_cast<const Float4*>(staged + row * LDC + column);
       LAPIS_UNROLL
       for (int i = 0; i < 4; ++i) {
         v.v[i] += bias.v[i];
-        if (p.init == ConvInit::accumulate && i < count) v.v[i] += out[i];
+        if (p.init == ConvInit::accumulate && i < count)
+          v.v[i] += c16 ? to_float(out16[i]) : out[i];
         if (p.residual && i < count) v.v[i] += add[i];
         v.v[i] = stored(p.round_output, activate(f.value, v.v[i]));
       }
-      if (whole)
+      if (c16) {
+        Bf16x4 h;
+        LAPIS_UNROLL
+        for (int i = 0; i < 4; ++i) h.v[i] = to_bfloat16(v.v[i]);
+        if (whole)
+          *reinterpret_cast<Bf16x4*>(out16) = h;
+        else
+          LAPIS_UNROLL
+          for (int i = 0; i < 4; ++i)
+            if (i < count) out16[i] = h.v[i];
+      } else if (whole) {
         *reinterpret_cast<Float4*>(out) = v;
-      else
+      } else {
         LAPIS_UNROLL
         for (int i = 0; i < 4; ++i)
           if (i < count) out[i] = v.v[i];
+      }
     }
   });
+}
+
+// One output of a product of bfloat16 operands (GemmProblem::a16, b16, B as [n][k]; one
+// product, no batches): the float sum in order over k, then the epilogue write_staged applies.
+// What the sm_90 build of the bf16 wgmma kernel runs (no wgmma there).
+KOKKOS_INLINE_FUNCTION void bf16_output(const GemmProblem& p, const int m, const int n) {
+  float sum = 0.0f;
+  for (int k = 0; k < p.k; ++k)
+    sum += to_float(p.a16[int64_t(m) * p.lda + k]) * to_float(p.b16[int64_t(n) * p.ldb + k]);
+  const int64_t at = int64_t(m) * p.ldc + n;
+  if (p.init == ConvInit::bias) sum += p.bias[n];
+  if (p.init == ConvInit::accumulate) sum += p.c16 ? to_float(p.c16[at]) : p.c[at];
+  if (p.residual) sum += p.residual[int64_t(m) * p.ldr + n];
+  const float v = activate(p.activation, sum);
+  if (p.c16)
+    p.c16[at] = to_bfloat16(v);
+  else
+    p.c[at] = v;
 }
 
 // The kernel of GemmTiles::run_cuda: one block a team, the staging in dynamic shared memory.
@@ -832,7 +876,108 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
   });
 }
 
+// An element as float, and a float stored as an element (bfloat16 rounded to nearest even).
+KOKKOS_FORCEINLINE_FUNCTION float as_float(const float v) { return v; }
+KOKKOS_FORCEINLINE_FUNCTION float as_float(const bfloat16 v) { return to_float(v); }
+template <class T>
+KOKKOS_FORCEINLINE_FUNCTION T from_float(const float v) {
+  if constexpr (std::is_same<T, bfloat16>::value)
+    return to_bfloat16(v);
+  else
+    return T(v);
+}
+
+// lapis::linear with Precision::bf16 (--precision bf16 on CUDA): x and W in bfloat16 (or
+// float, rounded to bfloat16 as they are read), y in bfloat16 (only linear layers read it) or
+// float. On Hopper (LAPIS_WGMMA) Bf16HopperTiles; else one thread an output, the float sum in
+// order over k (also what a package retargeted to a host backend runs).
+template <class ExecutionSpace, class Input, class Weight, class Bias, class Residual,
+          class Output>
+void linear_bf16(const ExecutionSpace& space, const char* label, const Input& x,
+                 const Weight& w, const Bias& bias, const Residual& residual, const Output& y,
+                 const ConvInit init, const Activation activation) {
+  using X = typename Input::non_const_value_type;
+  using W = typename Weight::non_const_value_type;
+  using Y = typename Output::non_const_value_type;
+  static_assert(std::is_same<typename Residual::non_const_value_type, float>::value &&
+                    std::is_same<typename Bias::non_const_value_type, float>::value,
+                "bias and residual in float");
+  const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
+  if (rows == 0 || columns == 0) return;
+  const float* const add = residual.data();
+  const int64_t ldr = add ? residual.stride(0) : 0, step_r = add ? residual.stride(1) : 0;
+#if defined(KOKKOS_ENABLE_CUDA) && defined(LAPIS_WGMMA) && defined(__CUDACC__)
+  if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
+                std::is_same<X, bfloat16>::value && std::is_same<W, bfloat16>::value) {
+    const auto aligned = [](const void* q) { return reinterpret_cast<uintptr_t>(q) % 16 == 0; };
+    if (columns >= 16 && depth % 8 == 0 && x.stride(1) == 1 && w.stride(1) == 1 &&
+        y.stride(1) == 1 && (!add || step_r == 1) && x.stride(0) % 8 == 0 &&
+        w.stride(0) % 8 == 0 && aligned(x.data()) && aligned(w.data())) {
+      constexpr bool half = std::is_same<Y, bfloat16>::value;
+      GemmProblem p{nullptr, nullptr, nullptr, bias.data(), int64_t(x.stride(0)),
+                    int64_t(w.stride(0)), int64_t(y.stride(0)), 0, 0, 0, int(rows),
+                    int(columns), int(depth), 1, init, activation, add, ldr};
+      p.a16 = x.data();
+      p.b16 = w.data();
+      if constexpr (half)
+        p.c16 = y.data();
+      else
+        p.c = y.data();
+      Bf16HopperTiles::run_cuda(space, label, p);
+      return;
+    }
+  }
+#endif
+  const X* const in = x.data();
+  const W* const weight = w.data();
+  Y* const out = y.data();
+  const int64_t ldx = x.stride(0), ldw = w.stride(0), ldy = y.stride(0);
+  const int64_t step_x = x.stride(1), step_w = w.stride(1), step_y = y.stride(1);
+  Kokkos::parallel_for(
+      label,
+      Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, rows * columns),
+      KOKKOS_LAMBDA(const int64_t i) {
+        const int64_t m = i / columns, n = i % columns;
+        float sum = 0.0f;
+        for (int64_t k = 0; k < depth; ++k)
+          sum += gemm_host::round_bf16(as_float(in[m * ldx + k * step_x])) *
+                 gemm_host::round_bf16(as_float(weight[n * ldw + k * step_w]));
+        Y& target = out[m * ldy + n * step_y];
+        if (init == ConvInit::bias) sum += bias(n);
+        if (init == ConvInit::accumulate) sum += as_float(target);
+        if (add) sum += add[m * ldr + n * step_r];
+        target = from_float<Y>(activation == Activation::none ? sum : activate(activation, sum));
+      });
+}
+
 }  // namespace detail
+
+// x (float, rank 2 to 4) into y of the same extents in bfloat16, rounded to nearest even
+// (--precision bf16 on CUDA: the input of a linear layer that the layer before did not store
+// in bfloat16 itself).
+template <class ExecutionSpace, class Input, class Output>
+void round_to_bfloat16(const ExecutionSpace& space, const char* label, const Input& x,
+                       const Output& y) {
+  static_assert(Input::rank == Output::rank && Input::rank >= 1 && Input::rank <= 4, "rank");
+  int64_t e[4] = {1, 1, 1, 1};
+  for (int r = 0; r < int(Input::rank); ++r) e[r] = int64_t(x.extent(r));
+  const int64_t count = e[0] * e[1] * e[2] * e[3];
+  Kokkos::parallel_for(
+      label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, count),
+      KOKKOS_LAMBDA(const int64_t i) {
+        const int64_t i3 = i % e[3], i2 = i / e[3] % e[2], i1 = i / (e[3] * e[2]) % e[1],
+                      i0 = i / (e[3] * e[2] * e[1]);
+        (void)x, (void)y;  // nvcc: no first capture inside if constexpr
+        if constexpr (Input::rank == 1)
+          y(i0) = lapis::to_bfloat16(x(i0));
+        else if constexpr (Input::rank == 2)
+          y(i0, i1) = lapis::to_bfloat16(x(i0, i1));
+        else if constexpr (Input::rank == 3)
+          y(i0, i1, i2) = lapis::to_bfloat16(x(i0, i1, i2));
+        else
+          y(i0, i1, i2, i3) = lapis::to_bfloat16(x(i0, i1, i2, i3));
+      });
+}
 
 // y[m][n] = activation(start + sum over k of x[m][k] w[n][k]), start = bias[n] (ConvInit::bias),
 // 0 (zero) or y[m][n] (accumulate); x, w and y rank 2, or rank 4 with trailing extents 1 (a
@@ -842,11 +987,33 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
 // type.
 // With `residual` (same extents as y, or an empty View: none) added before the activation (a
 // residual connection folded into the layer). `rounded`: see Tf32Rounded (P tf32 only).
+namespace detail {
+template <class ExecutionSpace, Precision P, class Input, class Weight, class Bias,
+          class Residual, class Output>
+void linear_float(const ExecutionSpace& space, const char* label, const Input& x,
+                  const Weight& w, const Bias& bias, const Residual& residual, const Output& y,
+                  const ConvInit init, const Activation activation, const Tf32Rounded rounded);
+}  // namespace detail
+
 template <class ExecutionSpace, Precision P = Precision::fp32, class Input, class Weight,
           class Bias, class Residual, class Output>
 void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
             const Bias& bias, const Residual& residual, const Output& y, const ConvInit init,
             const Activation activation, const Tf32Rounded rounded = Tf32Rounded::none) {
+  if constexpr (P == Precision::bf16)
+    detail::linear_bf16(space, label, x, w, bias, residual, y, init, activation);
+  else
+    detail::linear_float<ExecutionSpace, P>(space, label, x, w, bias, residual, y, init,
+                                            activation, rounded);
+}
+
+// lapis::linear in float32 (fp32, tf32) and in the element type of other Views.
+template <class ExecutionSpace, Precision P, class Input, class Weight, class Bias,
+          class Residual, class Output>
+void detail::linear_float(const ExecutionSpace& space, const char* label, const Input& x,
+                          const Weight& w, const Bias& bias, const Residual& residual,
+                          const Output& y, const ConvInit init, const Activation activation,
+                          const Tf32Rounded rounded) {
   using T = typename Output::non_const_value_type;
   const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
   if (rows == 0 || columns == 0) return;
@@ -903,7 +1070,7 @@ template <class ExecutionSpace, Precision P = Precision::fp32, class Input, clas
 void linear(const ExecutionSpace& space, const char* label, const Input& x, const Weight& w,
             const Bias& bias, const Output& y, const ConvInit init,
             const Activation activation, const Tf32Rounded rounded = Tf32Rounded::none) {
-  using T = typename Output::non_const_value_type;
+  using T = std::conditional_t<P == Precision::bf16, float, typename Output::non_const_value_type>;
   linear<ExecutionSpace, P>(
       space, label, x, w, bias,
       Kokkos::View<const T**, Kokkos::LayoutRight, typename Output::memory_space>(), y, init,

@@ -23,6 +23,12 @@
 // (at 1 block a multiprocessor, the latency of global memory needs them), and Buffers - 2
 // product groups run on while the next step is converted. tf32 tiles with no buffers skip the
 // conversion: the tensor cores read the ring, each float truncated to tf32.
+//
+// bf16 (--precision bf16): A and B in bfloat16 (GemmProblem::a16 / b16: the weight stored so
+// at export, the input by the layer before or by lapis::to_bfloat16), always read from the
+// ring as they are (Buffers 0). A 128-byte row is then 64 k, a 32-byte step of the descriptor
+// one m64n128k16 bf16 product: the same layout, swizzle and descriptors as tf32, at twice the
+// products a byte.
 #pragma once
 
 namespace lapis {
@@ -132,6 +138,38 @@ KOKKOS_FORCEINLINE_FUNCTION void mma_64x128x8(float (&d)[64], const uint64_t a,
         "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "l"(a), "l"(b), "r"(accumulate));
 }
+
+// The same for 16 k of bfloat16 operands.
+KOKKOS_FORCEINLINE_FUNCTION void mma_64x128x16_bf16(float (&d)[64], const uint64_t a,
+                                                    const uint64_t b, const int accumulate) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+      "{%0, %1, %2, %3, %4, %5, %6, %7, "
+      "%8, %9, %10, %11, %12, %13, %14, %15, "
+      "%16, %17, %18, %19, %20, %21, %22, %23, "
+      "%24, %25, %26, %27, %28, %29, %30, %31, "
+      "%32, %33, %34, %35, %36, %37, %38, %39, "
+      "%40, %41, %42, %43, %44, %45, %46, %47, "
+      "%48, %49, %50, %51, %52, %53, %54, %55, "
+      "%56, %57, %58, %59, %60, %61, %62, %63}, "
+      "%64, %65, p, 1, 1, 0, 0;\n"
+      "}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),
+        "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),
+        "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),
+        "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),
+        "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),
+        "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),
+        "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]),
+        "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
 #endif
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
@@ -141,11 +179,12 @@ struct TensorMaps {
   CUtensorMap a, b;
 };
 
-// The description of `rows` rows of k floats, `ld` apart, read in boxes of 32 k x `box_rows`
-// rows with wgmma's 128-byte swizzle, or false where the copy engine cannot read them (rows
-// not 16 bytes aligned, or no driver entry point).
-inline bool describe(CUtensorMap* map, const float* data, const int64_t rows, const int64_t k,
-                     const int64_t ld, const int box_rows) {
+// The description of `rows` rows of k elements (float32, or bfloat16 with `bf16`), `ld`
+// apart, read in boxes of one 128-byte row of k (32 or 64) x `box_rows` rows with wgmma's
+// 128-byte swizzle, or false where the copy engine cannot read them (rows not 16 bytes
+// aligned, or no driver entry point).
+inline bool describe(CUtensorMap* map, const void* data, const bool bf16, const int64_t rows,
+                     const int64_t k, const int64_t ld, const int box_rows) {
   using Encode = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
                               const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,
                               const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
@@ -164,11 +203,15 @@ inline bool describe(CUtensorMap* map, const float* data, const int64_t rows, co
                ? reinterpret_cast<Encode>(f)
                : Encode(nullptr);
   }();
-  if (!encode || reinterpret_cast<uintptr_t>(data) % 16 != 0 || ld % 4 != 0) return false;
+  const int64_t bytes = bf16 ? 2 : 4;
+  if (!encode || reinterpret_cast<uintptr_t>(data) % 16 != 0 || ld * bytes % 16 != 0)
+    return false;
   const cuuint64_t extent[2] = {cuuint64_t(k), cuuint64_t(rows)};
-  const cuuint64_t stride[1] = {cuuint64_t(ld) * sizeof(float)};
-  const cuuint32_t box[2] = {32, cuuint32_t(box_rows)}, element_step[2] = {1, 1};
-  return encode(map, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, const_cast<float*>(data), extent, stride,
+  const cuuint64_t stride[1] = {cuuint64_t(ld * bytes)};
+  const cuuint32_t box[2] = {cuuint32_t(128 / bytes), cuuint32_t(box_rows)},
+                   element_step[2] = {1, 1};
+  return encode(map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+                2, const_cast<void*>(data), extent, stride,
                 box, element_step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                 CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
@@ -182,7 +225,10 @@ struct TensorMaps {};  // no tensor memory accelerator before CUDA 12
 
 template <int BN, int Stages, int Buffers, Precision P, bool Tma = false>
 struct WgmmaTiles {
-  static constexpr int BM = 128, BK = 32, threads = 256, columns = BN;
+  static constexpr bool bf16 = P == Precision::bf16;
+  using E = std::conditional_t<bf16, bfloat16, float>;  // the operands' elements
+  static constexpr int per_chunk = 16 / int(sizeof(E));  // elements a 16-byte chunk
+  static constexpr int BM = 128, BK = 8 * per_chunk, threads = 256, columns = BN;
   static constexpr int NC = BN / 128;  // 128-column products a warpgroup issues per k8
   static constexpr int parts = P == Precision::fp32 ? 2 : 1;  // big (and small)
   static constexpr int a_bytes = BM * 128, b_bytes = BN * 128, part_bytes = a_bytes + b_bytes;
@@ -214,25 +260,32 @@ struct WgmmaTiles {
       barriers_at + (Tma ? Stages * sizeof(uint64_t) : 0) + 1024;  // + alignment
   static constexpr int copies = (BM + BN) * 8, per_thread = copies / threads;
   static_assert(BN % 128 == 0 && copies % threads == 0 &&
-                    (direct ? Stages >= 3 && P == Precision::tf32
-                            : Stages >= 2 && (Buffers == 2 || Buffers == 3)),
+                    (direct ? Stages >= 3 && P != Precision::fp32
+                            : Stages >= 2 && (Buffers == 2 || Buffers == 3) && !bf16),
                 "wgmma tile shape");
-  static_assert(P != Precision::bf16, "bf16 products have tiles of their own");
-  // The same blocks on mma.sync, for a device that runs the sm_90 build.
-  using Fallback = GemmTiles<128, BN, 64, 32 * NC, 16, 2, 1, true, P>;
+  // The same blocks on mma.sync, for a device that runs the sm_90 build (bf16: a loop a
+  // thread, gemm_wgmma_kernel).
+  using Fallback = GemmTiles<128, BN, 64, 32 * NC, 16, 2, 1, true,
+                             bf16 ? Precision::tf32 : P>;
   static_assert(Fallback::threads == threads && Fallback::scratch <= scratch, "fallback");
+  KOKKOS_FORCEINLINE_FUNCTION static const E* operand_a(const GemmProblem& p) {
+    if constexpr (bf16) return p.a16; else return p.a;
+  }
+  KOKKOS_FORCEINLINE_FUNCTION static const E* operand_b(const GemmProblem& p) {
+    if constexpr (bf16) return p.b16; else return p.b;
+  }
 
   // A thread's state: its accumulators, and the sources of its copies (worked out once a
   // tile, not once a k step: the address arithmetic of every copy, redone each step, was most
   // of the instructions of a step, and with two warps a scheduler nothing hid its latency).
   // Copy i of thread `rank` is row rank / 8 + 32 i of the stacked operands (A's BM rows, then
-  // B's BN), chunk rank % 8 (k 4 (rank % 8) .. + 3 of the step), staged at copy_to(rank) +
+  // B's BN), chunk rank % 8 (k per_chunk (rank % 8) .. of the step), staged at copy_to(rank) +
   // i * 4096 bytes:
   // 32 rows further is 4096 bytes further, with the same swizzle.
   struct Acc {
     float v[NC][64];
     float part[fresh ? NC : 1][64];  // fresh: the latest k step's products
-    const float* from[per_thread];  // the row at k 4 (rank % 8), or null past the edge
+    const E* from[per_thread];  // the row at k per_chunk (rank % 8), or null past the edge
   };
   struct Tile {
     int m0, n0;
@@ -246,7 +299,7 @@ struct WgmmaTiles {
     return Tile{league_rank / tiles_n * BM, league_rank % tiles_n * BN};
   }
 
-  // The byte of chunk `chunk` (4 floats of k) of staged row `row` (wgmma's 128-byte swizzle).
+  // The byte of chunk `chunk` (16 bytes of k) of staged row `row` (wgmma's 128-byte swizzle).
   KOKKOS_FORCEINLINE_FUNCTION static int at(const int row, const int chunk) {
     return row * 128 + ((chunk ^ (row & 7)) << 4);
   }
@@ -266,11 +319,13 @@ struct WgmmaTiles {
                                              Acc& acc) {
     LAPIS_UNROLL
     for (int i = 0; i < per_thread; ++i) {
-      const int row = rank / 8 + 32 * i, k = 4 * (rank % 8);
+      const int row = rank / 8 + 32 * i, k = per_chunk * (rank % 8);
       if (row < BM)
-        acc.from[i] = t.m0 + row < p.m ? p.a + int64_t(t.m0 + row) * p.lda + k : nullptr;
+        acc.from[i] =
+            t.m0 + row < p.m ? operand_a(p) + int64_t(t.m0 + row) * p.lda + k : nullptr;
       else
-        acc.from[i] = t.n0 + row - BM < p.n ? p.b + int64_t(t.n0 + row - BM) * p.ldb + k : nullptr;
+        acc.from[i] =
+            t.n0 + row - BM < p.n ? operand_b(p) + int64_t(t.n0 + row - BM) * p.ldb + k : nullptr;
     }
   }
   static_assert(threads == 256 && BM % 32 == 0, "copy i of a thread is 32 rows after copy i - 1");
@@ -291,16 +346,20 @@ struct WgmmaTiles {
                                           const int rank, const Acc& acc, const int k0,
                                           const int stage) {
     unsigned char* const s = slot(base, stage) + copy_to(rank);
-    const bool k_valid = k0 + 4 * (rank % 8) < p.k;  // k is a multiple of 4: whole chunks
+    // k is a multiple of per_chunk: whole chunks
+    const bool k_valid = k0 + per_chunk * (rank % 8) < p.k;
     LAPIS_UNROLL
     for (int i = 0; i < per_thread; ++i) {
       const bool valid = k_valid && acc.from[i] != nullptr;
-      const float* const from = valid ? acc.from[i] + k0 : p.a;
-      float* const into = reinterpret_cast<float*>(s + i * 4096);
+      const E* const from = valid ? acc.from[i] + k0 : operand_a(p);
+      unsigned char* const into = s + i * 4096;
 #if defined(__CUDA_ARCH__)
-      tf32::copy16(into, from, valid);
+      tf32::copy16(reinterpret_cast<float*>(into), reinterpret_cast<const float*>(from), valid);
 #else
-      for (int j = 0; j < 4; ++j) into[j] = valid ? from[j] : 0.0f;
+      if (valid)
+        std::memcpy(into, from, 16);
+      else
+        std::memset(into, 0, 16);
 #endif
     }
   }
@@ -327,7 +386,8 @@ struct WgmmaTiles {
   }
 
   // Warpgroup rank / 128's products of the staged step at `s` (a buffer, or a ring slot when
-  // direct) into its accumulators: rows 64 wg .. of A against BN rows of B, four k8 steps.
+  // direct) into its accumulators: rows 64 wg .. of A against BN rows of B, four steps of 32
+  // bytes (k8 tf32, k16 bf16).
   // The first step's first product starts the sums (the accumulators are never zeroed: an
   // ordinary instruction defining them made ptxas serialise the products, warning C7515).
   KOKKOS_INLINE_FUNCTION static void compute(const unsigned char* s, const int rank,
@@ -336,7 +396,7 @@ struct WgmmaTiles {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     wgmma::fence();
     LAPIS_UNROLL
-    for (int kk = 0; kk < BK / 8; ++kk) {
+    for (int kk = 0; kk < 4; ++kk) {
       const uint64_t a = wgmma::descriptor(s + wg * 64 * 128 + kk * 32);
       LAPIS_UNROLL
       for (int nc = 0; nc < NC; ++nc) {
@@ -348,6 +408,8 @@ struct WgmmaTiles {
           wgmma::mma_64x128x8(d, a + small, b, accumulate);
           wgmma::mma_64x128x8(d, a, b + small, 1);
           wgmma::mma_64x128x8(d, a, b, 1);
+        } else if (bf16) {
+          wgmma::mma_64x128x16_bf16(acc.v[nc], a, b, accumulate);
         } else {
           wgmma::mma_64x128x8(acc.v[nc], a, b, accumulate);
         }
@@ -359,12 +421,19 @@ struct WgmmaTiles {
 #else
     // The instruction emulated: accumulator (nc, 4 j + i) of lane l in warp w of the
     // warpgroup is row 16 w + l / 4 + 8 (i / 2), column 128 nc + 8 j + 2 (l % 4) + i % 2;
-    // the tensor cores read the top 19 bits of each operand.
+    // the tensor cores read the top 19 bits of each float operand, bfloat16 ones as they are.
     const int w = rank % 128 / 32, lane = rank % 32;
     const auto value = [&](const int part, const int operand_at, const int row, const int k) {
-      const float x = *reinterpret_cast<const float*>(s + part * part_bytes + operand_at +
-                                                      at(row, k / 4) + 4 * (k % 4));
-      return bit_cast<float>(bit_cast<uint32_t>(x) & 0xffffe000u);
+      const unsigned char* const e = s + part * part_bytes + operand_at +
+                                     at(row, k / per_chunk) + int(sizeof(E)) * (k % per_chunk);
+      if constexpr (bf16) {
+        bfloat16 x;
+        std::memcpy(&x, e, sizeof(x));
+        return to_float(x);
+      } else {
+        const float x = *reinterpret_cast<const float*>(e);
+        return bit_cast<float>(bit_cast<uint32_t>(x) & 0xffffe000u);
+      }
     };
     for (int nc = 0; nc < NC; ++nc)
       for (int i = 0; i < 64; ++i)
@@ -541,6 +610,8 @@ using HopperTiles =
 // cores read the ring as it is, six k steps deep (192 KiB). gemm_bench on an H200, 512 -> 512
 // SiLU at 65,536 rows: 0.212 ms against 0.300 for HopperTiles<tf32>.
 using DirectHopperTiles = WgmmaTiles<128, 6, 0, Precision::tf32, true>;
+// --precision bf16: the same ring of bfloat16 operands (64 k a step).
+using Bf16HopperTiles = WgmmaTiles<128, 6, 0, Precision::bf16, true>;
 
 #if defined(KOKKOS_ENABLE_CUDA) && defined(__CUDACC__)
 template <class Tiles>
@@ -553,11 +624,19 @@ __global__ void __launch_bounds__(Tiles::threads, 1)
   me.maps = &maps;
   Tiles::pipeline(p, Tiles::tile(p, int(blockIdx.x)), gemm_wgmma_shared, me);
 #else
-  using Fallback = typename Tiles::Fallback;
-  const typename Fallback::CudaBlock block{};
-  typename Fallback::template OneThread<typename Fallback::CudaBlock> me{block, int(threadIdx.x),
-                                                                        {}};
-  Fallback::pipeline(p, Fallback::tile(p, int(blockIdx.x)), gemm_wgmma_shared, me);
+  if constexpr (Tiles::bf16) {
+    // bfloat16 operands without sm_90a: the tile's outputs a thread at a time.
+    const auto t = Tiles::tile(p, int(blockIdx.x));
+    for (int i = int(threadIdx.x); i < Tiles::BM * Tiles::columns; i += Tiles::threads)
+      if (t.m0 + i / Tiles::columns < p.m && t.n0 + i % Tiles::columns < p.n)
+        bf16_output(p, t.m0 + i / Tiles::columns, t.n0 + i % Tiles::columns);
+  } else {
+    using Fallback = typename Tiles::Fallback;
+    const typename Fallback::CudaBlock block{};
+    typename Fallback::template OneThread<typename Fallback::CudaBlock> me{
+        block, int(threadIdx.x), {}};
+    Fallback::pipeline(p, Fallback::tile(p, int(blockIdx.x)), gemm_wgmma_shared, me);
+  }
 #endif
 }
 
@@ -572,8 +651,8 @@ void WgmmaTiles<BN, Stages, Buffers, P, Tma>::run_cuda(const Kokkos::Cuda& space
     // One product whose rows the copy engine can read (else the same tiles with cp.async).
 #if CUDA_VERSION >= 12000
     const bool described =
-        p.batches == 1 && wgmma::describe(&maps.a, p.a, p.m, p.k, p.lda, BM) &&
-        wgmma::describe(&maps.b, p.b, p.n, p.k, p.ldb, BN);
+        p.batches == 1 && wgmma::describe(&maps.a, operand_a(p), bf16, p.m, p.k, p.lda, BM) &&
+        wgmma::describe(&maps.b, operand_b(p), bf16, p.n, p.k, p.ldb, BN);
 #else
     const bool described = false;
 #endif
