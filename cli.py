@@ -190,7 +190,7 @@ def _export(model: Path, out: Path, backend: str, name: str | None, shape_texts:
         ops = _count_ops(loaded)   # before the graph rewrites of the import
         imported = importer.to_linalg(loaded)
     with steps.step("lowering"):
-        lowered = lowering.run(imported, backend)
+        lowered = lowering.run(imported, backend, precision=precision)
     with steps.step("emitting C++"):
         source = emit.kokkos(lowered, name, backend, precision, row=row)
     if weights_only:
@@ -264,8 +264,8 @@ def _summary(ops: int, imported, source, pkg_dir: Path) -> None:
 
 def check_precision(precision: str, backend: str, dtype: str | None) -> None:
     """--precision other than fp32: TF32 products are the CUDA tensor cores'; bfloat16 products
-    are the host backends' (the packed GEMM: vdpbf16ps where the CPU has AVX512_BF16); both
-    apply to float32 models."""
+    are the host backends' (the packed GEMM: vdpbf16ps where the CPU has AVX512_BF16) and
+    CUDA's (linear layers: wgmma on Hopper); both apply to float32 models."""
     from exporter.errors import ExportError
     from exporter.tuned_ops import HOST_BACKENDS
 
@@ -274,13 +274,9 @@ def check_precision(precision: str, backend: str, dtype: str | None) -> None:
     if dtype == "float64":
         raise ExportError(f"--precision {precision}: applies to float32 models, not "
                           "--dtype float64")
-    if precision == "bf16" and backend == "cuda":
-        raise ExportError("--precision bf16: --backend cuda has no bfloat16 kernels yet",
-                          hint="use --precision tf32 on CUDA, or bf16 with --backend openmp, "
-                               "serial or threads")
-    if precision == "bf16" and backend not in HOST_BACKENDS:
+    if precision == "bf16" and backend not in HOST_BACKENDS and backend != "cuda":
         raise ExportError(f"--precision bf16: only the host backends (openmp, serial, threads) "
-                          f"have bfloat16 products; {backend} computes in float32",
+                          f"and cuda have bfloat16 products; {backend} computes in float32",
                           hint="leave out --precision, or export for a host backend")
     if precision == "tf32" and backend != "cuda":
         raise ExportError(f"--precision {precision}: only --backend cuda has TF32 products; "

@@ -36,6 +36,13 @@ PACKED_ATTRIBUTE = "packed"
 # as it is (emit/matmul_handlers.py; lapis::Tf32Rounded in gemm_tf32.hpp).
 FEEDS_LINEAR = "feeds_linear"
 READS_LINEAR = "reads_linear"
+# CUDA --precision bf16 (lowering/linear.py bf16_linear_layers): a linear layer on the tensor
+# cores (16 output columns or more) carries BF16_ATTRIBUTE and reads x in bfloat16: a buffer
+# that only such layers touch is allocated in bfloat16 (its writers store their outputs so),
+# any other input is rounded into one first by BF16_ROUND (x, x in bfloat16); the weight is
+# stored in bfloat16 at export (read_as_bf16).
+BF16_ATTRIBUTE = "bf16"
+BF16_ROUND = "lapis.round_to_bf16"
 # Consecutive packed linear layers run as one (host backends, lowering/linear.py): operands
 # x, W1, bias1, W2, bias2, ..., y; the attribute "activations" names each layer's, comma-separated.
 LINEAR_CHAIN = "lapis.linear_chain"
@@ -69,6 +76,15 @@ def read_as_tf32(argument) -> bool:
         use.owner.name == LINEAR and use.operand_number == 1 and
         PACKED_ATTRIBUTE not in use.owner.attributes for use in uses) and any(
         READS_LINEAR in use.owner.attributes for use in uses)
+
+
+def read_as_bf16(argument) -> bool:
+    """A weight that only CUDA linear layers with bfloat16 operands read, as their W: stored
+    in bfloat16 at export (bfloat16_bits)."""
+    uses = list(argument.uses)
+    return bool(uses) and all(
+        use.owner.name == LINEAR and use.operand_number == 1 and
+        BF16_ATTRIBUTE in use.owner.attributes for use in uses)
 
 
 def round_to_tf32(array: np.ndarray) -> np.ndarray:

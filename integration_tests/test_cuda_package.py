@@ -311,6 +311,69 @@ def test_tf32_chain_of_linear_layers(workspace):
     assert 1e-5 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["tf32"]
 
 
+def test_bf16_linear_layers_on_cuda(workspace):
+    """--precision bf16 on CUDA: the linear layers of 16 output columns or more read bfloat16
+    operands (weights stored so at export; the model's input rounded into a bfloat16 buffer
+    first; the hidden layers' buffers, which only linear layers touch, in bfloat16), the
+    regression head stays float32. Retargeted to the host (lapis::linear's loop rounds the same
+    operands), the package is PyTorch's fp32 output within bf16's tolerance, and not within
+    1e-4 (the rounding happened)."""
+    cuda = workspace.package("surrogate_mlp", "cuda", options=("--precision", "bf16"))
+    source = (cuda / "src" / "surrogate_mlp.cpp").read_text()
+    forward = source[source.index("void forward("):source.index("void forward_graph(")]
+    calls = re.findall(r'(lapis::linear<execution_space(?:, lapis::Precision::bf16)?>|'
+                       r'lapis::round_to_bfloat16)\(exec, "surrogate_mlp::(\w+)"', forward)
+    assert [call for call, _ in calls] == [
+        "lapis::round_to_bfloat16", *["lapis::linear<execution_space, lapis::Precision::bf16>"] * 4,
+        "lapis::linear<execution_space>"], calls
+    assert calls[0][1] == "layers_0_input_bf16", calls
+    weights = re.findall(r"buffer<(\S+)> (\w+_weight);", source)
+    assert weights == [("lapis::bfloat16****", f"layers_{i}_weight") for i in range(4)] + \
+        [("float****", "head_weight")], weights
+    # the three hidden outputs that only linear layers read, in bfloat16
+    assert forward.count("// y stored in bfloat16: only linear layers read it") == 3
+    package = workspace.root / "pkg_surrogate_mlp_cuda_bf16_on_host"
+    if not package.exists():
+        retarget_to_host(cuda, package, "surrogate_mlp")
+    app = workspace.sample_app(package, "surrogate_mlp")
+    _, example, reference = workspace.model_file("surrogate_mlp", "export")
+    input_file, output_file = (workspace.root / f"mlp_bf16_on_host_{end}.bin"
+                               for end in ("in", "out"))
+    example.astype(np.float32).tofile(input_file)
+    run([app, "--input", input_file, "--output", output_file, "--steps", 2])
+    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
+    assert 1e-4 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["bf16"]
+
+
+def test_bf16_transformer_on_cuda(workspace):
+    """--precision bf16 on CUDA in a transformer encoder: every linear layer reads bfloat16
+    operands -- the feed-forward pair through a bfloat16 buffer, the others' inputs (LayerNorm's
+    output, the attention's) rounded into one first -- and the fused attention, which has no
+    bfloat16 products, takes tf32 ones. Retargeted to the host, PyTorch's fp32 output within
+    bf16's tolerance."""
+    cuda = workspace.package("transformer", "cuda", options=("--precision", "bf16"))
+    source = (cuda / "src" / "transformer.cpp").read_text()
+    forward = source[source.index("void forward("):source.index("void forward_graph(")]
+    attention = re.findall(r"lapis::attention<([^>]*)>\(", forward)
+    assert attention and all(a.endswith("lapis::Precision::tf32") for a in attention), attention
+    layers = len(re.findall(r"lapis::linear<execution_space, lapis::Precision::bf16>\(", forward))
+    rounded = len(re.findall(r"lapis::round_to_bfloat16\(", forward))
+    # per block: in_proj, out_proj, linear1 read a rounded copy; linear2 linear1's bfloat16 output
+    assert layers == 4 * len(attention) and rounded == 3 * len(attention), (layers, rounded)
+    assert "lapis::linear<execution_space>(" not in forward
+    package = workspace.root / "pkg_transformer_cuda_bf16_on_host"
+    if not package.exists():
+        retarget_to_host(cuda, package, "transformer")
+    app = workspace.sample_app(package, "transformer")
+    _, example, reference = workspace.model_file("transformer", "export")
+    input_file, output_file = (workspace.root / f"transformer_bf16_on_host_{end}.bin"
+                               for end in ("in", "out"))
+    example.astype(np.float32).tofile(input_file)
+    run([app, "--input", input_file, "--output", output_file, "--steps", 1])
+    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
+    assert 1e-4 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["bf16"]
+
+
 def test_precision_tf32_reaches_the_attention(workspace):
     """The fused attention takes the precision after its head sizes (attention.hpp runs its
     tensor-core products in tf32 then); at fp32 the argument is left out."""
@@ -329,6 +392,13 @@ def round_to_tf32(x: np.ndarray) -> np.ndarray:
     """Half an ulp of tf32 added, then truncated (the tiles' rounding of both operands)."""
     bits = x.astype(np.float32).view(np.uint32)
     return ((bits + np.uint32(0x1000)) & np.uint32(0xFFFFE000)).view(np.float32)
+
+
+def round_to_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 -> the nearest bfloat16 (ties to even), as float32: lapis::to_bfloat16."""
+    bits = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 def truncate_to_tf32(x: np.ndarray) -> np.ndarray:
@@ -393,6 +463,13 @@ def gemm_tf32_check(tmp_path_factory, kokkos_root):
     ("rounded", "small", "tf32", 70, 36, 20, "silu", "bias"),
     ("rounded", "staged", "tf32", 130, 70, 36, "relu", "accumulate"),
     ("rows_rounded", "small", "tf32", 37, 1, 512, "tanh", "bias"),
+    # --precision bf16: bfloat16 operands on Hopper's ring (64 k a step), and the loop of
+    # lapis::linear<..., bf16> elsewhere; outputs in float or, bf16_out, in bfloat16
+    ("linear", "wgmma", "bf16", 200, 140, 136, "silu", "bias"),
+    ("bf16_out", "wgmma", "bf16", 131, 132, 64, "gelu", "bias"),
+    ("residual", "wgmma", "bf16", 131, 70, 40, "none", "accumulate"),  # n % 4 != 0
+    ("bf16_out", "plain", "bf16", 37, 20, 24, "tanh", "accumulate"),
+    ("residual", "plain", "bf16", 20, 36, 16, "relu", "bias"),
 ])
 def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape, precision, m,
                                           n, k, activation, init):
@@ -423,6 +500,16 @@ def test_gemm_tiles_match_their_statement(tmp_path, gemm_tf32_check, kind, shape
         return activation_of(activation, x.astype(np.float64) @ y.astype(np.float64) + start)
 
     to_tf32 = truncate_to_tf32 if shape == "wgmma_direct" else round_to_tf32
+    if precision == "bf16":   # the float64 product of the operands rounded to bfloat16
+        exact = reference(a, product)
+        rounded = reference(round_to_bf16(a), round_to_bf16(product))
+        if kind == "bf16_out":   # stored in bfloat16: at most half an ulp of bfloat16 off
+            assert np.array_equal(ours, round_to_bf16(ours))
+            assert relative_error(ours, round_to_bf16(rounded)) <= 4e-3
+        else:
+            assert relative_error(ours, rounded) <= 1e-5
+        assert relative_error(ours, exact) >= 1e-3   # the rounding did happen
+        return
     exact, rounded = reference(a, product), reference(to_tf32(a), to_tf32(product))
     if kind.endswith("rounded"):   # stored rounded to tf32: tf32 values, at most an ulp off
         assert np.array_equal(ours, round_to_tf32(ours))

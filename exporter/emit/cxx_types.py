@@ -16,6 +16,8 @@ def scalar(mlir_type) -> str:
         return "float"
     if isinstance(mlir_type, ir.F64Type):
         return "double"
+    if isinstance(mlir_type, ir.BF16Type):   # CUDA --precision bf16 (lowering/linear.py)
+        return "lapis::bfloat16"
     if isinstance(mlir_type, ir.IndexType):
         return "int64_t"
     if isinstance(mlir_type, ir.IntegerType):
@@ -72,5 +74,5 @@ def int_literal(value: int, cxx_type: str) -> str:
 
 def scalar_bytes(cxx_type: str) -> int:
     """Bytes of one element of a C++ scalar type that scalar() spells."""
-    return {"float": 4, "double": 8, "int64_t": 8, "int32_t": 4, "int16_t": 2, "int8_t": 1,
+    return {"float": 4, "double": 8, "lapis::bfloat16": 2, "int64_t": 8, "int32_t": 4, "int16_t": 2, "int8_t": 1,
             "uint64_t": 8, "uint32_t": 4, "uint16_t": 2, "uint8_t": 1, "bool": 1}[cxx_type]

@@ -62,13 +62,15 @@ def _scatter(em: KokkosEmitter, op) -> None:
 def _attention(em: KokkosEmitter, op) -> None:
     """`lapis.attention(q, k, v[, mask], out)` -> `lapis::attention<D, DV, execution_space>(...)`:
     the head sizes are template arguments, so that a query row and an output row live in
-    registers; --precision tf32 follows as a fourth (the tensor-core products of CUDA)."""
+    registers; --precision tf32 follows as a fourth (the tensor-core products of CUDA), and
+    so does --precision bf16 on CUDA (attention.hpp has no bfloat16 products: tf32 ones)."""
     from torch_mlir import ir
 
     views = ", ".join(em.memref(v).cname for v in op.operands)
     head = ir.MemRefType(op.operands[0].type).shape[-1]
     value_head = ir.MemRefType(op.operands[2].type).shape[-1]
-    precision = ", lapis::Precision::tf32" if em.precision == "tf32" else ""
+    tf32 = em.precision == "tf32" or (em.precision == "bf16" and em.backend == "cuda")
+    precision = ", lapis::Precision::tf32" if tf32 else ""
     _call(em, op, ATTENTION_OPS, "lapis/attention.hpp",
           f"<{head}, {value_head}, execution_space{precision}>", views)
 

@@ -102,11 +102,14 @@ class KokkosEmitter:
         # Buffers sharing blocks of storage by liveness (memory_plan.plan; None: each its own).
         self.memory_plan = None
 
-    def tuned_kernel(self, call: str, precisions: tuple[str, ...] = ("tf32",)) -> str:
+    def tuned_kernel(self, call: str, precisions: tuple[str, ...] = ("tf32",),
+                     cuda_bf16_as: str | None = None) -> str:
         """`lapis::call<execution_space>`, with the precision as the second template argument
-        when it is one of the kernel's `precisions` (the others compute in float32)."""
-        precision = f", lapis::Precision::{self.precision}" \
-            if self.precision in precisions else ""
+        when it is one of the kernel's `precisions` (the others compute in float32); on CUDA
+        under bf16, `cuda_bf16_as` instead where given (kernels without bfloat16 tiles)."""
+        mode = cuda_bf16_as if cuda_bf16_as and self.backend == "cuda" and \
+            self.precision == "bf16" else self.precision
+        precision = f", lapis::Precision::{mode}" if mode in precisions else ""
         return f"lapis::{call}<execution_space{precision}>"
 
     # ---- output --------------------------------------------------------------------------

@@ -214,6 +214,11 @@ def _add_weight(emitter: KokkosEmitter, blob: list[Weight], weight: Weight, argu
     elif layout == tuned_ops.LINEAR:
         array = tuned_ops.pack_linear_weight(array)
         comment += f", packed for lapis::linear_packed as {list(array.shape)}"
+    elif emitter.backend == "cuda" and emitter.precision == "bf16" and element == "float" and \
+            tuned_ops.read_as_bf16(argument):
+        array = tuned_ops.bfloat16_bits(array)
+        element = "lapis::bfloat16"
+        comment += ", in bfloat16 (rounded to nearest even) for lapis::linear"
     elif emitter.backend == "cuda" and emitter.precision == "tf32" and element == "float" and \
             tuned_ops.read_as_tf32(argument):
         array = tuned_ops.round_to_tf32(array)

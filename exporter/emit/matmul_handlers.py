@@ -5,8 +5,8 @@ lapis::linear_packed, gemm.hpp, on the weight packed at export; consecutive ones
 lapis::linear_chain)."""
 from __future__ import annotations
 
-from ..tuned_ops import (BATCH_MATMUL, FEEDS_LINEAR, LINEAR, LINEAR_CHAIN, MATMUL,
-                         PACKED_ATTRIBUTE, READS_LINEAR)
+from ..tuned_ops import (BATCH_MATMUL, BF16_ATTRIBUTE, BF16_ROUND, FEEDS_LINEAR, LINEAR,
+                         LINEAR_CHAIN, MATMUL, PACKED_ATTRIBUTE, READS_LINEAR)
 from .emitter import KokkosEmitter, handles, location_label
 
 
@@ -25,9 +25,11 @@ def _matmul(em: KokkosEmitter, op) -> None:
     start = ", zero fill folded in" if init == "zero" else ", adding to C"
     where = "lapis/gemm_tf32.hpp, tensor cores" if tensor_cores else "lapis/gemm.hpp" + (
         ", bfloat16 operands" if em.precision == "bf16" else "")
+    if tensor_cores and em.precision == "bf16":   # no bfloat16 tiles for these: tf32 products
+        where += ", tf32 products under --precision bf16"
     em.line(f"// {location_label(op) or op.name}: {what}{start} ({where})")
     call = em.tuned_kernel(f"{short}_tensor_core" if tensor_cores else short,
-                           ("tf32", "bf16"))
+                           ("tf32", "bf16"), cuda_bf16_as="tf32")
     em.line(f'{call}(exec, "{em.kernel_label(op, short)}", {a}, {b}, {c}, '
             f"lapis::MatmulInit::{init});")
 
@@ -51,9 +53,10 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
     head = em.backend == "cuda" and ir.MemRefType(op.operands[1].type).shape[0] < 16
+    bf16 = BF16_ATTRIBUTE in op.attributes   # CUDA --precision bf16 (lowering/linear.py)
     where = "packed host kernel" if packed else \
         "CUDA cores, a warp a row" if head else "tensor cores"  # lapis::linear's rule
-    if packed and em.precision == "bf16" and element == "float":
+    if (packed and em.precision == "bf16" and element == "float") or bf16:
         where += ", bfloat16 operands"
     em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"
             + (f" ({folded} folded in)" if folded else ""))
@@ -63,12 +66,34 @@ def _linear(em: KokkosEmitter, op) -> None:
                          "output": "y stored rounded to tf32: only linear layers read it",
                          "inputs_and_output": "x and W hold tf32 values, read as they are; y "
                          "stored rounded to tf32"}[rounded])
-    call = "lapis::linear_packed<execution_space>" if packed else em.tuned_kernel("linear")
+    if bf16:
+        em.line("// " + ("y stored in bfloat16: only linear layers read it"
+                         if _element(op.operands[-1]) == "bf16" else "y in float32"))
+    call = "lapis::linear_packed<execution_space>" if packed else \
+        "lapis::linear<execution_space, lapis::Precision::bf16>" if bf16 else \
+        em.tuned_kernel("linear", cuda_bf16_as="fp32")
     em.line(f'{call}(exec, "{em.kernel_label(op, "linear")}", {source.cname}, '
             f"{weight.cname}, {bias_view}, "
             + (f"{residual.cname}, " if residual is not None else "")
             + f"{target.cname}, lapis::ConvInit::{init}, lapis::Activation::{activation}"
             + (f", lapis::Tf32Rounded::{rounded}" if rounded != "none" else "") + ");")
+
+
+def _element(value) -> str:
+    from torch_mlir import ir
+    return str(ir.MemRefType(value.type).element_type)
+
+
+@handles(BF16_ROUND)
+def _round_to_bf16(em: KokkosEmitter, op) -> None:
+    """`lapis.round_to_bf16(x, y)`: x into y in bfloat16, for a linear layer that reads it."""
+    source, target = (em.memref(v) for v in op.operands)
+    em.include("lapis/gemm_tf32.hpp")
+    em.kernel_count += 1
+    em.line(f"// {location_label(op) or op.name}: the next linear layer's input rounded to "
+            "bfloat16 (its tensor cores read bfloat16)")
+    em.line(f'lapis::round_to_bfloat16(exec, "{em.kernel_label(op, "to_bf16")}", '
+            f"{source.cname}, {target.cname});")
 
 
 def _tf32_rounded(em: KokkosEmitter, op, weight: str) -> str:

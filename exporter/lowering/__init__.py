@@ -40,10 +40,12 @@ TM_TENSOR_BUFFERIZE = {"tm_tensor": "func.func(tm-tensor-bufferize), ",
                        "copy": "copy-before-write "}
 
 
-def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> ImportedModel:
+def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True,
+        precision: str = "fp32") -> ImportedModel:
     """Lower `imported.module` in place to loops over memrefs; returns the same hand-off.
     Without `tuned_kernels`, convolutions and matrix products stay loops (the evaluator's
-    one-row function, which runs inside a caller's kernel: emit/evaluator.py)."""
+    one-row function, which runs inside a caller's kernel: emit/evaluator.py). `precision`
+    bf16 on CUDA gives the linear layers bfloat16 operands (linear.bf16_linear_layers)."""
     module = imported.module
     _register_torch_mlir_passes()
     fields = TM_TENSOR_BUFFERIZE if diagnostics.has_foreign_ops(module) else \
@@ -73,6 +75,8 @@ def run(imported: ImportedModel, backend: str, tuned_kernels: bool = True) -> Im
                 matmul.replace_matmuls(module)
                 if backend == "cuda":
                     linear.mark_linear_readers(module)
+                if backend == "cuda" and precision == "bf16":
+                    linear.bf16_linear_layers(module)
             except ExportError:
                 raise
             except Exception as exc:

@@ -18,8 +18,8 @@ only copied into the function's result, the chain writes the result itself.
 """
 from __future__ import annotations
 
-from ..tuned_ops import (CONV2D, FEEDS_LINEAR, HOST_BACKENDS, LINEAR, LINEAR_CHAIN,
-                         PACKED_ATTRIBUTE, READS_LINEAR)
+from ..tuned_ops import (BF16_ATTRIBUTE, BF16_ROUND, CONV2D, FEEDS_LINEAR, HOST_BACKENDS,
+                         LINEAR, LINEAR_CHAIN, PACKED_ATTRIBUTE, READS_LINEAR)
 from .buffers import VIEW_OPS, constant_value, root
 from .conv import _dead_after, _next_past_allocs, neighbour
 
@@ -110,6 +110,89 @@ def mark_linear_readers(module) -> int:
                 reader.attributes[READS_LINEAR] = ir.UnitAttr.get()
             marked += 1
     return marked
+
+
+def bf16_linear_layers(module) -> int:
+    """CUDA --precision bf16: every float32 linear layer of 16 output columns or more (the
+    tensor-core ones; a regression head stays float32) gets BF16_ATTRIBUTE and reads x in
+    bfloat16. A buffer that only such layers touch (mark_linear_readers' chains: a wide MLP's
+    hidden layers, a transformer's feed-forward pair) is allocated in bfloat16, views and all,
+    so its writers store bfloat16 and its readers read half the bytes; any other input is
+    rounded into a bfloat16 buffer of its own first (BF16_ROUND). Returns how many layers."""
+    from torch_mlir import ir
+    layers = 0
+    for function in module.body.operations:
+        if function.operation.name != "func.func" or not len(function.regions[0].blocks):
+            continue
+        ops = [op.operation for op in function.regions[0].blocks[0].operations
+               if op.operation.name == LINEAR and PACKED_ATTRIBUTE not in op.operation.attributes
+               and _f32(op.operation.operands[-1])
+               and ir.MemRefType(op.operation.operands[1].type).shape[0] >= 16]
+        for op in ops:
+            op.attributes[BF16_ATTRIBUTE] = ir.UnitAttr.get()
+        retyped = []
+        for op in ops:
+            buffer = root(op.operands[-1])
+            found = None if buffer in retyped else _linear_users(buffer)
+            if found and all(BF16_ATTRIBUTE in user.attributes for group in found
+                             for user in group):
+                _to_bf16(buffer)
+                retyped.append(buffer)
+        for op in ops:
+            if _f32(op.operands[0]):
+                _round_input(op)
+        layers += len(ops)
+    return layers
+
+
+def _f32(value) -> bool:
+    from torch_mlir import ir
+    return isinstance(ir.MemRefType(value.type).element_type, ir.F32Type)
+
+
+def _to_bf16(value) -> None:
+    """`value` and every view of it retyped to bfloat16 elements (same shape and layout)."""
+    from torch_mlir import ir
+    old = ir.MemRefType(value.type)
+    value.set_type(ir.MemRefType.get(old.shape, ir.BF16Type.get(), old.layout, old.memory_space,
+                                     loc=ir.Location.unknown()))
+    for use in value.uses:
+        owner = use.owner.operation if hasattr(use.owner, "operation") else use.owner
+        if owner.name in VIEW_OPS and owner.operands[0] == value:
+            _to_bf16(owner.results[0])
+
+
+def _round_input(layer) -> None:
+    """A bfloat16 buffer of x's extents before `layer`, BF16_ROUND filling it from x, read by
+    the layer instead; freed after it."""
+    from torch_mlir import ir
+
+    from ..diagnostics import op_location
+    x = layer.operands[0]
+    shape = ir.MemRefType(x.type)
+    index = ir.IndexType.get()
+    label = op_location(layer.location)   # "l0/convolution" -> "l0/input_bf16"
+    label = "" if any(c in label for c in "\"(: ") else label
+    name = (label.rpartition("/")[0] or label or "linear") + "/input_bf16"
+    with ir.InsertionPoint(layer), ir.Location.name(name, childLoc=layer.location):
+        sizes = []
+        for d, extent in enumerate(shape.shape):
+            if shape.is_dynamic_dim(d):
+                position = ir.Operation.create(
+                    "arith.constant", results=[index],
+                    attributes={"value": ir.IntegerAttr.get(index, d)}).result
+                sizes.append(ir.Operation.create("memref.dim", results=[index],
+                                                 operands=[x, position]).result)
+        alloc = ir.Operation.create(
+            "memref.alloc", results=[ir.MemRefType.get(shape.shape, ir.BF16Type.get())],
+            operands=sizes,
+            attributes={"operandSegmentSizes": ir.DenseI32ArrayAttr.get([len(sizes), 0])})
+        ir.Operation.create(BF16_ROUND, operands=[x, alloc.result])
+    layer.operands[0] = alloc.result
+    after = neighbour(layer, 1)
+    with ir.InsertionPoint(after) if after is not None else \
+            ir.InsertionPoint(layer.block), layer.location:
+        ir.Operation.create("memref.dealloc", operands=[alloc.result])
 
 
 def _linear_users(buffer):
