@@ -67,8 +67,8 @@ class _OneLineErrors(click.Command):
               show_default=True,
               help="Products of float32 convolutions and matrix products: fp32 (float32 "
                    "accuracy), tf32 (TF32 tensor cores; --backend cuda), bf16 (bfloat16 "
-                   "operands of linear layers and matrix products, float32 sums; host "
-                   "backends).")
+                   "operands of linear layers, and on host backends of matrix products, "
+                   "float32 sums; host backends and cuda).")
 @click.option("--grad", "grads", multiple=True, metavar="OUTPUT:INPUT",
               help="Also return the gradient of OUTPUT (summed if not a scalar) with respect "
                    "to INPUT, compiled at export: e.g. energy:positions (repeat for more).")

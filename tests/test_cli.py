@@ -286,10 +286,10 @@ def test_module_entry_point_reports_errors(tmp_path):
 @pytest.mark.parametrize("arguments,message", [
     (("--precision", "tf32"), "--precision tf32: only --backend cuda has TF32 products"),
     (("--precision", "tf32", "--backend", "hip"), "--precision tf32: only --backend cuda"),
-    (("--precision", "bf16", "--backend", "cuda"),
-     "--precision bf16: --backend cuda has no bfloat16 kernels yet"),
     (("--precision", "bf16", "--backend", "hip"),
-     "--precision bf16: only the host backends (openmp, serial, threads)"),
+     "--precision bf16: only the host backends (openmp, serial, threads) and cuda"),
+    (("--precision", "bf16", "--backend", "sycl"),
+     "--precision bf16: only the host backends (openmp, serial, threads) and cuda"),
     (("--precision", "bf16", "--dtype", "float64"),
      "--precision bf16: applies to float32 models, not --dtype float64"),
     (("--precision", "tf32", "--backend", "cuda", "--dtype", "float64"),
