@@ -10,7 +10,8 @@ Two halves, because the export needs torch-mlir and the GPU machine need not hav
 
 A model spec may name a precision (`resnet18:64@tf32`, `wide_mlp@tf32`: lapis-export
 --precision); `run --json FILE` also writes the rows and per-kernel times (for the linear
-layers' TFLOP/s) as JSON. `torch DIR --json FILE` times PyTorch alone, TF32 off and on: eager,
+layers' TFLOP/s) as JSON. `torch DIR --json FILE` times PyTorch alone, TF32 off and on (and, for
+models exported @bf16, the model and input in bfloat16): eager,
 CUDA graph (channels_last too for images) and torch.compile(mode="reduce-overhead"), with each
 mode's error against a float64 run on the GPU; `table OURS.json TORCH.json` writes the
 precision table (benchmarks/results_gpu_precision.md).
@@ -176,8 +177,9 @@ def relative_error(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # max |ours - ref| / max |ref| allowed against PyTorch (TF32 off) and the CPU reference, by
-# --precision: TF32 products round both operands to 10 mantissa bits.
-TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3}
+# --precision: TF32 products round both operands to 10 mantissa bits, bfloat16 ones to 7 (and
+# bf16 stores the activations between linear layers in bfloat16).
+TOLERANCES = {"fp32": 1e-4, "tf32": 5e-3, "bf16": 2e-2}
 
 
 def float64_output(model, example) -> np.ndarray:
@@ -324,8 +326,10 @@ def graphed(model, example):
 
 
 def torch_modes(args) -> None:
-    """PyTorch alone, TF32 off and on: eager, CUDA graph, CUDA graph on channels_last (4-D
-    inputs) and torch.compile(mode="reduce-overhead"); ms and error against float64."""
+    """PyTorch alone, TF32 off and on (and bf16: the model and its input in bfloat16, where a
+    package of the model was exported @bf16): eager, CUDA graph, CUDA graph on channels_last
+    (4-D inputs) and torch.compile(mode="reduce-overhead"); ms and error against float64."""
+    import copy
     work = args.work.resolve()
     entries = json.loads((work / "runs.json").read_text())
     seen, records = set(), []
@@ -334,14 +338,20 @@ def torch_modes(args) -> None:
         if key in seen:
             continue
         seen.add(key)
-        model, _ = build(entry["model"])
-        model = model.cuda().eval()
-        example = seeded_input(entry["shape"]).cuda()
-        reference64 = float64_output(model, example)
-        for tf32 in (False, True):
+        original, _ = build(entry["model"])
+        original = original.cuda().eval()
+        example32 = seeded_input(entry["shape"]).cuda()
+        reference64 = float64_output(original, example32)
+        bf16 = any(e["model"] == entry["model"] and tuple(e["shape"]) == key[1] and
+                   e.get("precision") == "bf16" for e in entries)
+        for mode in ("fp32", "tf32") + (("bf16",) if bf16 else ()):
+            tf32 = mode == "tf32"
             torch.backends.cuda.matmul.allow_tf32 = tf32
             torch.backends.cudnn.allow_tf32 = tf32
-            row = {"model": entry["model"], "shape": entry["shape"], "tf32": tf32}
+            model, example = original, example32
+            if mode == "bf16":
+                model, example = copy.deepcopy(original).bfloat16(), example32.bfloat16()
+            row = {"model": entry["model"], "shape": entry["shape"], "tf32": tf32, "mode": mode}
             with torch.inference_mode():
                 row["eager_ms"] = median_ms(lambda: model(example), args.runs)
                 out = model(example).float().cpu().numpy().ravel()
@@ -379,7 +389,8 @@ def table(args) -> None:
     """The precision table from `run --json` and `torch --json` files."""
     ours = json.loads(args.ours.read_text())
     theirs = json.loads(args.torch.read_text())
-    pytorch = {(r["model"], tuple(r["shape"]), r["tf32"]): r for r in theirs["rows"]}
+    pytorch = {(r["model"], tuple(r["shape"]), r.get("mode", "tf32" if r["tf32"] else "fp32")): r
+               for r in theirs["rows"]}
 
     def best(row) -> tuple[float, str, float]:
         options = [(row["eager_ms"], "eager", row["eager_error"])]
@@ -397,7 +408,7 @@ def table(args) -> None:
         "| PyTorch error vs float64 | PyTorch best / ours |",
         "|---|---|---|---|---|---|---|---|---|"]
     for row in ours["rows"]:
-        mode = pytorch.get((row["model"], tuple(row["shape"]), row["precision"] == "tf32"))
+        mode = pytorch.get((row["model"], tuple(row["shape"]), row["precision"]))
         if mode is None:
             continue
         fastest, how, error = best(mode)
