@@ -314,24 +314,26 @@ def test_tf32_chain_of_linear_layers(workspace):
 def test_bf16_linear_layers_on_cuda(workspace):
     """--precision bf16 on CUDA: the linear layers of 16 output columns or more read bfloat16
     operands (weights stored so at export; the model's input rounded into a bfloat16 buffer
-    first; the hidden layers' buffers, which only linear layers touch, in bfloat16), the
-    regression head stays float32. Retargeted to the host (lapis::linear's loop rounds the same
-    operands), the package is PyTorch's fp32 output within bf16's tolerance, and not within
-    1e-4 (the rounding happened)."""
+    first; the hidden layers' buffers, which only linear layers touch, in bfloat16); the
+    regression head reads its input in bfloat16 but keeps a float32 weight and products.
+    Retargeted to the host (lapis::linear's loop on the same operands), the package is
+    PyTorch's fp32 output within bf16's tolerance, and not within 1e-4 (the rounding
+    happened)."""
     cuda = workspace.package("surrogate_mlp", "cuda", options=("--precision", "bf16"))
     source = (cuda / "src" / "surrogate_mlp.cpp").read_text()
     forward = source[source.index("void forward("):source.index("void forward_graph(")]
     calls = re.findall(r'(lapis::linear<execution_space(?:, lapis::Precision::bf16)?>|'
                        r'lapis::round_to_bfloat16)\(exec, "surrogate_mlp::(\w+)"', forward)
     assert [call for call, _ in calls] == [
-        "lapis::round_to_bfloat16", *["lapis::linear<execution_space, lapis::Precision::bf16>"] * 4,
-        "lapis::linear<execution_space>"], calls
+        "lapis::round_to_bfloat16", *["lapis::linear<execution_space, lapis::Precision::bf16>"] * 5
+    ], calls
     assert calls[0][1] == "layers_0_input_bf16", calls
     weights = re.findall(r"buffer<(\S+)> (\w+_weight);", source)
     assert weights == [("lapis::bfloat16****", f"layers_{i}_weight") for i in range(4)] + \
         [("float****", "head_weight")], weights
-    # the three hidden outputs that only linear layers read, in bfloat16
-    assert forward.count("// y stored in bfloat16: only linear layers read it") == 3
+    # the four hidden outputs, which only linear layers read, in bfloat16
+    assert forward.count("// y stored in bfloat16: only linear layers read it") == 4
+    assert "linear layer on the CUDA cores, a warp a row, x in bfloat16" in forward
     package = workspace.root / "pkg_surrogate_mlp_cuda_bf16_on_host"
     if not package.exists():
         retarget_to_host(cuda, package, "surrogate_mlp")

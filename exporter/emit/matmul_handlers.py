@@ -53,11 +53,16 @@ def _linear(em: KokkosEmitter, op) -> None:
     em.include("lapis/conv.hpp")   # lapis::no_bias
     em.kernel_count += 1
     head = em.backend == "cuda" and ir.MemRefType(op.operands[1].type).shape[0] < 16
-    bf16 = BF16_ATTRIBUTE in op.attributes   # CUDA --precision bf16 (lowering/linear.py)
+    # CUDA --precision bf16 (lowering/linear.py): bfloat16 operands, or a head reading x in
+    # bfloat16 (float32 W and products)
+    bf16 = BF16_ATTRIBUTE in op.attributes or _element(op.operands[0]) == "bf16"
     where = "packed host kernel" if packed else \
         "CUDA cores, a warp a row" if head else "tensor cores"  # lapis::linear's rule
-    if (packed and em.precision == "bf16" and element == "float") or bf16:
+    if (packed and em.precision == "bf16" and element == "float") or \
+            BF16_ATTRIBUTE in op.attributes:
         where += ", bfloat16 operands"
+    elif bf16:
+        where += ", x in bfloat16"
     em.line(f"// {location_label(op) or op.name}: linear layer on the {where}"
             + (f" ({folded} folded in)" if folded else ""))
     rounded = _tf32_rounded(em, op, weight.cname)

@@ -116,9 +116,10 @@ def bf16_linear_layers(module) -> int:
     """CUDA --precision bf16: every float32 linear layer of 16 output columns or more (the
     tensor-core ones; a regression head stays float32) gets BF16_ATTRIBUTE and reads x in
     bfloat16. A buffer that only such layers touch (mark_linear_readers' chains: a wide MLP's
-    hidden layers, a transformer's feed-forward pair) is allocated in bfloat16, views and all,
-    so its writers store bfloat16 and its readers read half the bytes; any other input is
-    rounded into a bfloat16 buffer of its own first (BF16_ROUND). Returns how many layers."""
+    hidden layers, a transformer's feed-forward pair, also where a regression head reads it) is
+    allocated in bfloat16, views and all, so its writers store bfloat16 and its readers read
+    half the bytes; any other input is rounded into a bfloat16 buffer of its own first
+    (BF16_ROUND). Returns how many layers."""
     from torch_mlir import ir
     layers = 0
     for function in module.body.operations:
@@ -133,9 +134,10 @@ def bf16_linear_layers(module) -> int:
         retyped = []
         for op in ops:
             buffer = root(op.operands[-1])
-            found = None if buffer in retyped else _linear_users(buffer)
-            if found and all(BF16_ATTRIBUTE in user.attributes for group in found
-                             for user in group):
+            found = None if buffer in retyped else _linear_users(buffer, heads=True)
+            if found and all(BF16_ATTRIBUTE in user.attributes for user in found[0]) and \
+                    all(BF16_ATTRIBUTE in user.attributes or _f32(user.operands[-1])
+                        for user in found[1]):
                 _to_bf16(buffer)
                 retyped.append(buffer)
         for op in ops:
@@ -195,13 +197,13 @@ def _round_input(layer) -> None:
         ir.Operation.create("memref.dealloc", operands=[alloc.result])
 
 
-def _linear_users(buffer):
+def _linear_users(buffer, heads: bool = False):
     """(writers, readers) of an alloc that nothing but linear layers touches (views and its
     dealloc aside), each of them as its output or as its input x and not otherwise; at least
     one of each. Else None. The readers have 16 output columns or more (the tensor-core
     tiles): a regression head keeps float32 products of what the layer before computed
     (PyTorch's TF32 head does too: the wide MLP 1.2e-3 from float64 with a rounded head's
-    input, 8.5e-4 without, PyTorch 8.8e-4)."""
+    input, 8.5e-4 without, PyTorch 8.8e-4); with `heads`, readers of any width."""
     from torch_mlir import ir
     if not (isinstance(buffer, ir.OpResult) and buffer.owner.name == "memref.alloc"):
         return None
@@ -215,7 +217,7 @@ def _linear_users(buffer):
         if touches[-1] and not any(touches[:-1]):
             group = writers
         elif touches[0] and not any(touches[1:]) and \
-                ir.MemRefType(user.operands[1].type).shape[0] >= 16:
+                (heads or ir.MemRefType(user.operands[1].type).shape[0] >= 16):
             group = readers
         else:
             return None

@@ -819,6 +819,29 @@ inline bool gemm_rows_fit(const void* a, int64_t lda, int64_t inner_a, const voi
 // where the rows allow, so a warp reads a row as whole 128-byte lines; 8 rows a team. One
 // thread an output read each row a column at a time, 2 KiB apart across the warp (0.158 ms for
 // the wide MLP's 65536 x 512 head on an H200, where reading x once takes about 0.03 ms).
+// An element as the type sums are made in (bfloat16 as float), and a float stored as an
+// element (bfloat16 rounded to nearest even).
+KOKKOS_FORCEINLINE_FUNCTION float widen(const float v) { return v; }
+KOKKOS_FORCEINLINE_FUNCTION double widen(const double v) { return v; }
+KOKKOS_FORCEINLINE_FUNCTION float widen(const bfloat16 v) { return to_float(v); }
+template <class T>
+KOKKOS_FORCEINLINE_FUNCTION T from_float(const float v) {
+  if constexpr (std::is_same<T, bfloat16>::value)
+    return to_bfloat16(v);
+  else
+    return T(v);
+}
+// Four consecutive elements from `p` (16-byte aligned floats, 8-byte aligned bfloat16).
+KOKKOS_FORCEINLINE_FUNCTION Float4 load4(const float* p) {
+  return *reinterpret_cast<const Float4*>(p);
+}
+KOKKOS_FORCEINLINE_FUNCTION Float4 load4(const bfloat16* p) {
+  const Bf16x4 h = *reinterpret_cast<const Bf16x4*>(p);
+  return Float4{{to_float(h.v[0]), to_float(h.v[1]), to_float(h.v[2]), to_float(h.v[3])}};
+}
+
+// x may be in bfloat16 (--precision bf16: the output of a layer on bfloat16 operands); the
+// products are then of its values and W's in float.
 template <class ExecutionSpace, class Input, class Weight, class Bias, class Output>
 void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
                  const Weight& w, const Bias& bias, const Output& y, const ConvInit init,
@@ -832,8 +855,9 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
               accessible
           ? 1
           : 32;
+  using X = typename Input::non_const_value_type;
   const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
-  const T* const in = x.data();
+  const X* const in = x.data();
   const T* const weight = w.data();
   T* const out = y.data();
   const int64_t ldx = x.stride(0), ldw = w.stride(0), ldy = y.stride(0);
@@ -854,12 +878,12 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
             Kokkos::ThreadVectorRange(team, chunks),
             [&](const int64_t c, T& partial) {
               if (vectors) {
-                const Float4 a = reinterpret_cast<const Float4*>(in + m * ldx)[c];
-                const Float4 b = reinterpret_cast<const Float4*>(weight + n * ldw)[c];
+                const Float4 a = load4(in + m * ldx + 4 * c);
+                const Float4 b = load4(weight + n * ldw + 4 * c);
                 partial += (a.v[0] * b.v[0] + a.v[1] * b.v[1]) +
                            (a.v[2] * b.v[2] + a.v[3] * b.v[3]);
               } else {
-                partial += in[m * ldx + c * step_x] * weight[n * ldw + c * step_w];
+                partial += T(widen(in[m * ldx + c * step_x])) * weight[n * ldw + c * step_w];
               }
             },
             sum);
@@ -876,21 +900,11 @@ void linear_rows(const ExecutionSpace& space, const char* label, const Input& x,
   });
 }
 
-// An element as float, and a float stored as an element (bfloat16 rounded to nearest even).
-KOKKOS_FORCEINLINE_FUNCTION float as_float(const float v) { return v; }
-KOKKOS_FORCEINLINE_FUNCTION float as_float(const bfloat16 v) { return to_float(v); }
-template <class T>
-KOKKOS_FORCEINLINE_FUNCTION T from_float(const float v) {
-  if constexpr (std::is_same<T, bfloat16>::value)
-    return to_bfloat16(v);
-  else
-    return T(v);
-}
-
-// lapis::linear with Precision::bf16 (--precision bf16 on CUDA): x and W in bfloat16 (or
-// float, rounded to bfloat16 as they are read), y in bfloat16 (only linear layers read it) or
-// float. On Hopper (LAPIS_WGMMA) Bf16HopperTiles; else one thread an output, the float sum in
-// order over k (also what a package retargeted to a host backend runs).
+// lapis::linear with Precision::bf16 (--precision bf16 on CUDA): x and W in bfloat16, y in
+// bfloat16 (only linear layers read it) or float; a regression head (fewer than 16 columns)
+// reads x in bfloat16 with W in float. On Hopper (LAPIS_WGMMA) Bf16HopperTiles, a head on CUDA
+// linear_rows; else one thread an output, the float sum of the products in order over k (also
+// what a package retargeted to a host backend runs).
 template <class ExecutionSpace, class Input, class Weight, class Bias, class Residual,
           class Output>
 void linear_bf16(const ExecutionSpace& space, const char* label, const Input& x,
@@ -928,6 +942,15 @@ void linear_bf16(const ExecutionSpace& space, const char* label, const Input& x,
     }
   }
 #endif
+#if defined(KOKKOS_ENABLE_CUDA)
+  if constexpr (std::is_same<ExecutionSpace, Kokkos::Cuda>::value &&
+                std::is_same<W, float>::value && std::is_same<Y, float>::value) {
+    if (columns < 16 && !add) {
+      linear_rows(space, label, x, w, bias, y, init, activation);
+      return;
+    }
+  }
+#endif
   const X* const in = x.data();
   const W* const weight = w.data();
   Y* const out = y.data();
@@ -940,11 +963,10 @@ void linear_bf16(const ExecutionSpace& space, const char* label, const Input& x,
         const int64_t m = i / columns, n = i % columns;
         float sum = 0.0f;
         for (int64_t k = 0; k < depth; ++k)
-          sum += gemm_host::round_bf16(as_float(in[m * ldx + k * step_x])) *
-                 gemm_host::round_bf16(as_float(weight[n * ldw + k * step_w]));
+          sum += widen(in[m * ldx + k * step_x]) * widen(weight[n * ldw + k * step_w]);
         Y& target = out[m * ldy + n * step_y];
         if (init == ConvInit::bias) sum += bias(n);
-        if (init == ConvInit::accumulate) sum += as_float(target);
+        if (init == ConvInit::accumulate) sum += widen(target);
         if (add) sum += add[m * ldr + n * step_r];
         target = from_float<Y>(activation == Activation::none ? sum : activate(activation, sum));
       });
