@@ -182,7 +182,7 @@ def stages(monkeypatch):
     fakes = {
         "importer": types.SimpleNamespace(to_linalg=lambda model: (
             calls.setdefault("model", model), types.SimpleNamespace(weights=weights))[1]),
-        "lowering": types.SimpleNamespace(run=lambda imported, backend: ("lowered", backend)),
+        "lowering": types.SimpleNamespace(run=lambda imported, backend, precision="fp32": ("lowered", backend)),
         "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision, row=None:
                                       EmittedSource(
             name=name, backend=backend, header="", source="", weights=weights, inputs=[],
@@ -235,7 +235,7 @@ def test_force_replaces_a_non_empty_out(models, tmp_path, stages):
 
 
 def test_export_error_from_a_later_stage(models, tmp_path, stages, monkeypatch):
-    def unsupported(imported, backend):
+    def unsupported(imported, backend, precision="fp32"):
         raise ExportError("op 'aten.foo' is not supported", hint="see docs")
     monkeypatch.setattr(exporter.lowering, "run", unsupported)
     result = invoke(models["exported"], "--out", tmp_path / "pkg")
@@ -245,7 +245,7 @@ def test_export_error_from_a_later_stage(models, tmp_path, stages, monkeypatch):
 
 
 def test_internal_errors_are_not_disguised(models, tmp_path, stages, monkeypatch):
-    def bug(imported, backend):
+    def bug(imported, backend, precision="fp32"):
         raise KeyError("oops")
     monkeypatch.setattr(exporter.lowering, "run", bug)
     result = invoke(models["exported"], "--out", tmp_path / "pkg")
@@ -257,7 +257,7 @@ def test_internal_errors_are_not_disguised(models, tmp_path, stages, monkeypatch
 
 
 def test_interrupt(models, tmp_path, stages, monkeypatch):
-    def interrupted(imported, backend):
+    def interrupted(imported, backend, precision="fp32"):
         raise KeyboardInterrupt
     monkeypatch.setattr(exporter.lowering, "run", interrupted)
     result = invoke(models["exported"], "--out", tmp_path / "pkg")

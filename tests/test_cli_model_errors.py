@@ -139,7 +139,7 @@ def later_stages(monkeypatch):
     fakes = {
         "importer": types.SimpleNamespace(to_linalg=lambda model: types.SimpleNamespace(
             weights=[])),
-        "lowering": types.SimpleNamespace(run=lambda imported, backend: None),
+        "lowering": types.SimpleNamespace(run=lambda imported, backend, precision="fp32": None),
         "emit": types.SimpleNamespace(kokkos=lambda lowered, name, backend, precision="fp32",
                                       row=None:
                                       exporter.handoff
