@@ -984,6 +984,25 @@ void round_to_bfloat16(const ExecutionSpace& space, const char* label, const Inp
   int64_t e[4] = {1, 1, 1, 1};
   for (int r = 0; r < int(Input::rank); ++r) e[r] = int64_t(x.extent(r));
   const int64_t count = e[0] * e[1] * e[2] * e[3];
+  const auto row_major = [&](const auto& v) {  // dense, the last index fastest
+    int64_t step = 1;
+    for (int r = int(Input::rank) - 1; r >= 0; --r) {
+      if (e[r] > 1 && int64_t(v.stride(r)) != step) return false;
+      step *= e[r];
+    }
+    return true;
+  };
+  if (row_major(x) && row_major(y)) {
+    // One flat loop, no index arithmetic (its 64-bit divisions took most of the time on a
+    // GPU: 43 us for the wide MLP's 65,536 x 16 input on an H100).
+    using X = typename Input::value_type;
+    X* const from = x.data();
+    auto* const to = y.data();
+    Kokkos::parallel_for(
+        label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, count),
+        KOKKOS_LAMBDA(const int64_t i) { to[i] = lapis::to_bfloat16(from[i]); });
+    return;
+  }
   Kokkos::parallel_for(
       label, Kokkos::RangePolicy<ExecutionSpace, Kokkos::IndexType<int64_t>>(space, 0, count),
       KOKKOS_LAMBDA(const int64_t i) {
