@@ -376,6 +376,41 @@ def test_bf16_transformer_on_cuda(workspace):
     assert 1e-4 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["bf16"]
 
 
+def test_bf16_zoo_models_on_cuda(tmp_path, kokkos_root):
+    """--precision bf16 on CUDA beyond chains of layers: a graph network and a per-cell solve
+    exported with dynamic sizes (the bfloat16 copy of an input takes its extents at run time,
+    0 included) and a DeepONet (two inputs, two MLPs), retargeted to the host and run on every
+    input set of the zoo: PyTorch's fp32 output within bf16's tolerance."""
+    import sys
+    from benchmarks.conformance import batch_build
+
+    from . import zoo
+    from .test_zoo import Case, run_cases
+    names = ("gnn_dynamic", "cell_solve", "deeponet")
+    cases, packages = {}, {}
+    for name in names:
+        entry = zoo.by_name(name)
+        model = tmp_path / f"{name}.pt2"
+        zoo.save(entry, "pt2", model)
+        run([sys.executable, "-m", "cli", model, "--backend", "cuda", "--precision", "bf16",
+             "--out", tmp_path / f"cuda_{name}", "-q"], cwd=REPO)
+        source = (tmp_path / f"cuda_{name}" / "src" / f"{name}.cpp").read_text()
+        assert "lapis::Precision::bf16>(" in source and "lapis::round_to_bfloat16(" in source
+        packages[name] = retarget_to_host(tmp_path / f"cuda_{name}", tmp_path / f"pkg_{name}",
+                                          name)
+        cases[name] = Case(entry, "pt2", name, model_file=model, package=packages[name])
+    libraries = batch_build.build(packages, tmp_path / "build", str(kokkos_root), jobs=2)
+    for name, result in libraries.items():
+        assert result.library is not None, f"{name}: {result.error}"
+        run_cases([cases[name]], result.library, tmp_path)
+    for name, case in cases.items():
+        assert not case.error, f"{name}: {case.error}"
+        assert len(case.errors) == len(zoo.by_name(name).runs()) + 1
+        assert all(e <= PRECISION_TOLERANCES["bf16"] for e in case.errors.values()), \
+            (name, case.errors)
+        assert max(case.errors.values()) >= 1e-4, (name, case.errors)   # rounded
+
+
 def test_precision_tf32_reaches_the_attention(workspace):
     """The fused attention takes the precision after its head sizes (attention.hpp runs its
     tensor-core products in tf32 then); at fp32 the argument is left out."""
