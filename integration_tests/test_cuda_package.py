@@ -279,6 +279,22 @@ def test_precision_tf32_is_stated_and_reaches_every_kernel(workspace):
                          for _, args in calls), calls
 
 
+def error_on_host(workspace, cuda, model: str, precision: str) -> float:
+    """The CUDA package `cuda` of `model`, retargeted to the host and run by sample_app on the
+    seeded input: its relative error against PyTorch's fp32 output."""
+    package = workspace.root / f"pkg_{model}_cuda_{precision}_on_host"
+    if not package.exists():
+        retarget_to_host(cuda, package, model)
+    app = workspace.sample_app(package, model)
+    _, example, reference = workspace.model_file(model, "export")
+    input_file, output_file = (workspace.root / f"{model}_{precision}_on_host_{end}.bin"
+                               for end in ("in", "out"))
+    example.astype(np.float32).tofile(input_file)
+    run([app, "--input", input_file, "--output", output_file, "--steps", 1])
+    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
+    return relative_error(ours, reference)
+
+
 def test_tf32_chain_of_linear_layers(workspace):
     """--precision tf32: in a chain of linear layers each hidden output is stored rounded to
     tf32, and the next layer, whose weight was rounded at export, reads its operands as they
@@ -298,17 +314,8 @@ def test_tf32_chain_of_linear_layers(workspace):
     # The weights of the layers that read a rounded input, rounded at export; no others.
     assert source.count("rounded to tf32 (lapis::linear reads it as it is)") == 3
     assert not re.search(r'(layers_0|head)_weight;[^\n]*rounded to tf32', source)
-    package = workspace.root / "pkg_surrogate_mlp_cuda_tf32_on_host"
-    if not package.exists():
-        retarget_to_host(cuda, package, "surrogate_mlp")
-    app = workspace.sample_app(package, "surrogate_mlp")
-    _, example, reference = workspace.model_file("surrogate_mlp", "export")
-    input_file, output_file = (workspace.root / f"mlp_tf32_on_host_{end}.bin"
-                               for end in ("in", "out"))
-    example.astype(np.float32).tofile(input_file)
-    run([app, "--input", input_file, "--output", output_file, "--steps", 2])
-    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
-    assert 1e-5 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["tf32"]
+    error = error_on_host(workspace, cuda, "surrogate_mlp", "tf32")
+    assert 1e-5 <= error <= PRECISION_TOLERANCES["tf32"]
 
 
 def test_bf16_linear_layers_on_cuda(workspace):
@@ -334,17 +341,8 @@ def test_bf16_linear_layers_on_cuda(workspace):
     # the four hidden outputs, which only linear layers read, in bfloat16
     assert forward.count("// y stored in bfloat16: only linear layers read it") == 4
     assert "linear layer on the CUDA cores, a warp a row, x in bfloat16" in forward
-    package = workspace.root / "pkg_surrogate_mlp_cuda_bf16_on_host"
-    if not package.exists():
-        retarget_to_host(cuda, package, "surrogate_mlp")
-    app = workspace.sample_app(package, "surrogate_mlp")
-    _, example, reference = workspace.model_file("surrogate_mlp", "export")
-    input_file, output_file = (workspace.root / f"mlp_bf16_on_host_{end}.bin"
-                               for end in ("in", "out"))
-    example.astype(np.float32).tofile(input_file)
-    run([app, "--input", input_file, "--output", output_file, "--steps", 2])
-    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
-    assert 1e-4 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["bf16"]
+    error = error_on_host(workspace, cuda, "surrogate_mlp", "bf16")
+    assert 1e-4 <= error <= PRECISION_TOLERANCES["bf16"]
 
 
 def test_bf16_transformer_on_cuda(workspace):
@@ -363,17 +361,8 @@ def test_bf16_transformer_on_cuda(workspace):
     # per block: in_proj, out_proj, linear1 read a rounded copy; linear2 linear1's bfloat16 output
     assert layers == 4 * len(attention) and rounded == 3 * len(attention), (layers, rounded)
     assert "lapis::linear<execution_space>(" not in forward
-    package = workspace.root / "pkg_transformer_cuda_bf16_on_host"
-    if not package.exists():
-        retarget_to_host(cuda, package, "transformer")
-    app = workspace.sample_app(package, "transformer")
-    _, example, reference = workspace.model_file("transformer", "export")
-    input_file, output_file = (workspace.root / f"transformer_bf16_on_host_{end}.bin"
-                               for end in ("in", "out"))
-    example.astype(np.float32).tofile(input_file)
-    run([app, "--input", input_file, "--output", output_file, "--steps", 1])
-    ours = np.fromfile(output_file, dtype=np.float32).reshape(reference.shape)
-    assert 1e-4 <= relative_error(ours, reference) <= PRECISION_TOLERANCES["bf16"]
+    error = error_on_host(workspace, cuda, "transformer", "bf16")
+    assert 1e-4 <= error <= PRECISION_TOLERANCES["bf16"]
 
 
 def test_bf16_zoo_models_on_cuda(tmp_path, kokkos_root):

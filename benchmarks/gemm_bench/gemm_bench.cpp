@@ -124,6 +124,90 @@ void layer_table(const char* layer, const Matrix& x, const Matrix& w, const Vect
   }
 }
 
+using Matrix16 = Kokkos::View<lapis::bfloat16**, Kokkos::LayoutRight, Kokkos::CudaSpace>;
+
+Matrix16 to_bf16(const Matrix& m) {
+  Matrix16 h(std::string(m.label()) + "_bf16", m.extent(0), m.extent(1));
+  lapis::round_to_bfloat16(Kokkos::Cuda(), "to_bf16", m, h);
+  return h;
+}
+
+// GEMM_BENCH_BF16=0,2 times those bfloat16 variants only (default: all).
+bool chosen_bf16(const int v) {
+  const char* const list = std::getenv("GEMM_BENCH_BF16");
+  if (!list) return true;
+  const std::string wanted = std::string(",") + list + ",";
+  return wanted.find("," + std::to_string(v) + ",") != std::string::npos;
+}
+
+// The bfloat16 tiles on x and W rounded to bfloat16, C in bfloat16 (a hidden layer of a chain)
+// and in float; error against float64 on the float operands.
+void bf16_table(const char* layer, const Matrix& x, const Matrix& w, const Vector& b,
+                const Matrix& y, Activation activation, int samples) {
+  const Kokkos::Cuda space;
+  const double gflop = 2.0 * x.extent(0) * x.extent(1) * w.extent(0) * 1e-9;
+  const Matrix16 x16 = to_bf16(x), w16 = to_bf16(w);
+  const Matrix16 y16("y16", y.extent(0), y.extent(1));
+  GemmProblem p{nullptr, nullptr, y.data(), b.data(), int64_t(x.stride(0)),
+                int64_t(w.stride(0)), int64_t(y.stride(0)), 0, 0, 0,
+                int(x.extent(0)), int(w.extent(0)), int(x.extent(1)), 1,
+                ConvInit::bias, activation};
+  p.a16 = x16.data();
+  p.b16 = w16.data();
+  for (int v = 0; gemm_bench::bf16_variant_name(v); ++v) {
+    if (!chosen_bf16(v) || !*gemm_bench::bf16_variant_name(v)) continue;
+    double ms[2], error[2];
+    for (int half = 0; half < 2; ++half) {
+      GemmProblem q = p;
+      if (half) {
+        q.c = nullptr;
+        q.c16 = y16.data();
+      }
+      const auto launch = [&] { gemm_bench::run_bf16_variant(v, space, q); };
+      if (half)  // NaN; y keeps the float run's output, the next layer's input
+        Kokkos::deep_copy(y16, lapis::bfloat16{0x7fc0});
+      else
+        poison(y);
+      launch();
+      Kokkos::fence();
+      if (half) {
+        const Matrix widened("widened", y.extent(0), y.extent(1));
+        Kokkos::parallel_for(
+            "widen", Kokkos::RangePolicy<Kokkos::Cuda>(0, int64_t(y.extent(0)) * y.extent(1)),
+            KOKKOS_LAMBDA(const int64_t i) {
+              widened.data()[i] = lapis::to_float(y16.data()[i]);
+            });
+        error[half] = sampled_error(x, w, b, widened, activation);
+      } else {
+        error[half] = sampled_error(x, w, b, y, activation);
+      }
+      ms[half] = median_ms(launch, samples);
+    }
+    std::printf("| %s | %s | %.3f | %.1f | %.1e | %.3f | %.1f | %.1e |\n", layer,
+                gemm_bench::bf16_variant_name(v), ms[0], gflop / ms[0], error[0], ms[1],
+                gflop / ms[1], error[1]);
+    std::fflush(stdout);
+  }
+}
+
+// The transformer encoder's linear layers (d 256, feed-forward 1024; batch 32 x 512 tokens)
+// through `table` (layer_table or bf16_table): the QKV projection, linear1 with GELU, linear2.
+template <class Table>
+void transformer_tables(const Table& table, const int samples) {
+  const int tokens = 16384;
+  const Matrix t0 = random_matrix("t0", tokens, 256, 1.0f, 6);
+  const Matrix t1 = random_matrix("t1", tokens, 1024, 1.0f, 7);
+  const Matrix wqkv = random_matrix("wqkv", 768, 256, 0.0625f, 8);
+  const Matrix wf1 = random_matrix("wf1", 1024, 256, 0.0625f, 9);
+  const Matrix wf2 = random_matrix("wf2", 256, 1024, 0.03125f, 10);
+  const Matrix bt = random_matrix("bt", 1, 1024, 0.1f, 11);
+  const Vector bias_t(bt.data(), 1024);
+  const Matrix o768("o768", tokens, 768), o1024("o1024", tokens, 1024), o256("o256", tokens, 256);
+  table("16384 x 256 -> 768 (in projection)", t0, wqkv, bias_t, o768, Activation::none, samples);
+  table("16384 x 256 -> 1024 GELU (linear1)", t0, wf1, bias_t, o1024, Activation::gelu, samples);
+  table("16384 x 1024 -> 256 (linear2)", t1, wf2, bias_t, o256, Activation::none, samples);
+}
+
 // The head as it ran before linear_rows: one thread an output, the dot product in order.
 void head_one_thread(const Matrix& x, const Matrix& w, const Vector& b, const Matrix& y) {
   const int64_t rows = x.extent(0), depth = x.extent(1), columns = w.extent(0);
@@ -159,25 +243,15 @@ int main(int argc, char** argv) {
   layer_table("16 -> 512 none", x0, w0, b0, h1, Activation::none, samples);
   layer_table("512 -> 512 SiLU", h1, w1, b0, h2, Activation::silu, samples);
   layer_table("512 -> 512 none", h1, w1, b0, h2, Activation::none, samples);
-  {
-    // The transformer encoder's linear layers (d 256, feed-forward 1024; batch 32 x 512
-    // tokens): the QKV projection, linear1 with GELU, linear2, the output projection.
-    const int tokens = 16384;
-    const Matrix t0 = random_matrix("t0", tokens, 256, 1.0f, 6);
-    const Matrix t1 = random_matrix("t1", tokens, 1024, 1.0f, 7);
-    const Matrix wqkv = random_matrix("wqkv", 768, 256, 0.0625f, 8);
-    const Matrix wf1 = random_matrix("wf1", 1024, 256, 0.0625f, 9);
-    const Matrix wf2 = random_matrix("wf2", 256, 1024, 0.03125f, 10);
-    const Matrix bt = random_matrix("bt", 1, 1024, 0.1f, 11);
-    const Vector bias_t(bt.data(), 1024);
-    const Matrix o768("o768", tokens, 768), o1024("o1024", tokens, 1024), o256("o256", tokens, 256);
-    layer_table("16384 x 256 -> 768 (in projection)", t0, wqkv, bias_t, o768, Activation::none,
-                samples);
-    layer_table("16384 x 256 -> 1024 GELU (linear1)", t0, wf1, bias_t, o1024, Activation::gelu,
-                samples);
-    layer_table("16384 x 1024 -> 256 (linear2)", t1, wf2, bias_t, o256, Activation::none,
-                samples);
-  }
+  transformer_tables(layer_table, samples);
+
+  std::printf("\nbfloat16 operands (rounded from the same matrices)\n\n| layer | tiles | C float: ms "
+              "| TFLOP/s | error | C bfloat16: ms | TFLOP/s | error |\n"
+              "|---|---|---|---|---|---|---|---|\n");
+  bf16_table("16 -> 512 SiLU", x0, w0, b0, h1, Activation::silu, samples);
+  bf16_table("512 -> 512 SiLU", h1, w1, b0, h2, Activation::silu, samples);
+  bf16_table("512 -> 512 none", h1, w1, b0, h2, Activation::none, samples);
+  transformer_tables(bf16_table, samples);
 
   const Kokkos::Cuda space;
   const double gflop = 2.0 * rows * 512 * 1e-9;
