@@ -121,3 +121,7 @@ PRECISIONS = {
     "bf16": "bfloat16 products of linear layers and matrix products (operands rounded to "
             "nearest even), float32 accumulation; convolutions and other ops in float32",
 }
+# --precision bf16 as CUDA packages have it (lowering/linear.py bf16_linear_layers).
+CUDA_BF16 = ("bfloat16 products of linear layers (their weights, and the activations only "
+             "linear layers read, stored in bfloat16), float32 accumulation; other matrix "
+             "products and attention in tf32; convolutions and other ops in float32")

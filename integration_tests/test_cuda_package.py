@@ -338,6 +338,9 @@ def test_bf16_linear_layers_on_cuda(workspace):
     weights = re.findall(r"buffer<(\S+)> (\w+_weight);", source)
     assert weights == [("lapis::bfloat16****", f"layers_{i}_weight") for i in range(4)] + \
         [("float****", "head_weight")], weights
+    header = (cuda / "include" / "surrogate_mlp.hpp").read_text()
+    assert "bf16, bfloat16 products of linear layers (their weights, and the activations" in \
+        header and "other matrix products and attention in tf32" in header
     # the four hidden outputs, which only linear layers read, in bfloat16
     assert forward.count("// y stored in bfloat16: only linear layers read it") == 4
     assert "linear layer on the CUDA cores, a warp a row, x in bfloat16" in forward

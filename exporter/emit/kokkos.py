@@ -11,8 +11,8 @@ import numpy as np
 
 from .. import __version__, templates, tuned_ops
 from ..errors import ExportError
-from ..handoff import (C_API_TYPES, CXX_TYPES, PRECISIONS, EmittedSource, ImportedModel,
-                       TensorSpec, Weight, dynamic_extents)
+from ..handoff import (C_API_TYPES, CUDA_BF16, CXX_TYPES, PRECISIONS, EmittedSource,
+                       ImportedModel, TensorSpec, Weight, dynamic_extents)
 from . import cxx_types, memory_plan
 from .emitter import KokkosEmitter, MemrefHandle, StateView
 from .handlers import emit_host_block
@@ -34,7 +34,8 @@ BACKEND_SPACES = {
 def kokkos(lowered: ImportedModel, name: str, backend: str, precision: str = "fp32",
            row: ImportedModel | None = None) -> EmittedSource:
     """Generate Kokkos C++ for `lowered` (output of lowering.run) as package `name`, its
-    float32 products in `precision` (PRECISIONS: tf32 on CUDA, bf16 on host backends). With `row`
+    float32 products in `precision` (PRECISIONS: tf32 on CUDA; bf16 on host backends, and on
+    CUDA as CUDA_BF16 says). With `row`
     (the same model at one row, lowered without tuned kernels), the header also gets the
     evaluator that a host's own kernels call per point (evaluator.py)."""
     if backend not in BACKEND_SPACES:
@@ -84,7 +85,8 @@ def kokkos(lowered: ImportedModel, name: str, backend: str, precision: str = "fp
 
     fields = _header_fields(name, backend, lowered)
     fields.update(_evaluator_fields(emitter, blob, row, name))
-    fields["PRECISION"] = f"{precision}, {PRECISIONS[precision]}" + (
+    text = CUDA_BF16 if precision == "bf16" and backend == "cuda" else PRECISIONS[precision]
+    fields["PRECISION"] = f"{precision}, {text}" + (
         " (3xTF32 on the tensor cores: each operand split into two tf32 parts)"
         if precision == "fp32" and backend == "cuda" else "")
     header = _render("model.hpp.in", fields)
